@@ -1,0 +1,58 @@
+# anyq: `make run` trains and compares on the embedded synthetic data; `make test` runs the tests.
+# Every target that runs the app passes ARGS="..." through as Hydra overrides.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+CONSTRAINTS := requirements/constraints.txt
+ARGS ?=
+HOST ?= 127.0.0.1
+export ANYQ_ROOT := $(CURDIR)
+
+.PHONY: help env run test test-fast bench sweep ablate report ui dashboard tensorboard serve services services-stop clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(PY) -m pip install -q -c $(CONSTRAINTS) "torch==$$(grep -E '^torch==' $(CONSTRAINTS) | cut -d= -f3)"
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[test]"
+	@# hydra-optuna-sweeper declares optuna<3 but works with current optuna: no deps
+	$(PY) -m pip install -q --no-deps -c $(CONSTRAINTS) hydra-optuna-sweeper
+	@touch $@
+
+env: $(STAMP) ## create the virtual environment with pinned dependencies
+
+run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, then the table
+	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main $(ARGS)
+	$(BIN)/anyq-compare --experiment main --last 2
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update share)
+	$(PY) benchmarks/bench_model.py
+
+sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budget)
+	$(BIN)/anyq-train -m sweep=adaptive_attention $(ARGS)
+
+ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
+	$(BIN)/anyq-train -m ablation=variants $(ARGS)
+
+report: $(STAMP) ## HTML dashboard of the latest study (STUDY=<experiment> to choose)
+	$(BIN)/anyq-report $(if $(STUDY),--experiment $(STUDY),) $(REPORT_ARGS)
+
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000
+	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
+
+dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1:8080
+	$(BIN)/optuna-dashboard --host $(HOST) --port 8080 sqlite:///$(CURDIR)/mlruns/optuna.db
+
+clean: ## remove outputs (keeps mlruns/ and the environment)
+	rm -rf outputs multirun reports

@@ -1,0 +1,137 @@
+"""Training throughput of the six model variants on CPU, and what the attention and the
+sampler update cost.
+
+Measures, for one configuration, the median time of a full training step (forward, backward,
+optimiser step, sampler update) per variant; the attention's cost as the ratio of the full
+variant's step to the backbone-only step (target <= 2x); the vectorised sampler update's share
+of a step (target < 5%); and the per-quantile loop update for comparison. When the attention
+ratio misses its target, smaller attention sizes are tried and those meeting it are listed.
+
+    python benchmarks/bench_model.py                 # defaults: 2 threads, batch 256
+    python benchmarks/bench_model.py --threads 8 --repeats 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from anyq.model import VARIANTS, build_forecaster, variant_config
+
+ATTENTION_TARGET = 2.0
+UPDATE_SHARE_TARGET = 0.05
+#: Smaller attention sizes tried when the defaults miss the cost target:
+#: (d_model, n_heads, num_blocks, d_ff).
+CANDIDATES = [(64, 4, 1, 128), (48, 4, 2, 96), (32, 4, 2, 64), (32, 2, 2, 64), (32, 4, 1, 64)]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument("--history", type=int, default=168)
+    p.add_argument("--horizon", type=int, default=48)
+    p.add_argument("--batch", type=int, default=256, help="windows per training step")
+    p.add_argument("--quantiles", type=int, default=3, help="num_adaptive_quantiles")
+    p.add_argument("--blocks", type=int, default=6, help="backbone num_blocks")
+    p.add_argument("--layers", type=int, default=3, help="backbone num_layers")
+    p.add_argument("--width", type=int, default=256, help="backbone layer_width")
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--attn-blocks", type=int, default=2, help="attention num_blocks")
+    p.add_argument("--d-ff", type=int, default=128)
+    p.add_argument("--patch", type=int, default=24, help="attention patch_length")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--no-search", action="store_true", help="skip the smaller-attention search")
+    return p.parse_args()
+
+
+def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_time(args: argparse.Namespace, variant: str, attention: dict) -> float:
+    """Median seconds of one training step of ``variant``."""
+    torch.manual_seed(0)
+    sampler_cfg, attention_cfg = variant_config(
+        variant, {"num_adaptive_quantiles": args.quantiles}, {**attention, "dropout": 0.1}
+    )
+    backbone = {"num_blocks": args.blocks, "num_layers": args.layers, "layer_width": args.width}
+    model = build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg).train()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
+    series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon)
+    history, target = series[:, : args.history], series[:, args.history :]
+
+    def step() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        loss, _, _ = model.training_loss(history, target)
+        loss.backward()
+        optimiser.step()
+
+    return median_time(step, args.warmup, args.repeats)
+
+
+def update_times(args: argparse.Namespace) -> tuple[float, float]:
+    """Median seconds of the vectorised and of the loop sampler update for one batch."""
+    from anyq.model import QuantileSampler
+
+    sampler = QuantileSampler(num_adaptive_quantiles=args.quantiles)
+    q = sampler.sample(args.batch)
+    loss = torch.rand_like(q)
+    fast = median_time(lambda: sampler.update(q, loss), 20, 200)
+    slow = median_time(lambda: sampler.update_loop(q, loss), 1, 3)
+    return fast, slow
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    attention = {
+        "patch_length": args.patch,
+        "d_model": args.d_model,
+        "n_heads": args.n_heads,
+        "num_blocks": args.attn_blocks,
+        "d_ff": args.d_ff,
+    }
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch} windows x "
+        f"{args.quantiles} levels, history {args.history}, horizon {args.horizon}"
+    )
+    print(
+        f"backbone {args.blocks}x{args.layers}x{args.width}; attention d_model {args.d_model}, heads {args.n_heads}, "
+        f"blocks {args.attn_blocks}, d_ff {args.d_ff}, patch {args.patch}; median of {args.repeats}\n"
+    )
+    times = {name: step_time(args, name, attention) for name in VARIANTS}
+    print(f"{'variant':<20}{'step ms':>10}{'windows/s':>12}")
+    for name, seconds in times.items():
+        print(f"{name:<20}{1e3 * seconds:>10.1f}{args.batch / seconds:>12.0f}")
+
+    ratio = times["adaptive_attention"] / times["baseline_adaptive"]
+    fast, slow = update_times(args)
+    share = fast / times["adaptive_attention"]
+    print(f"\nattention cost: full step / backbone-only step = {ratio:.2f}x (target <= {ATTENTION_TARGET:.0f}x)")
+    print(f"sampler update: {1e3 * fast:.3f} ms = {100 * share:.2f}% of a full step (target < 5%)")
+    print(f"loop update:    {1e3 * slow:.1f} ms ({slow / fast:.0f}x the vectorised update)")
+
+    if ratio > ATTENTION_TARGET and not args.no_search:
+        print("\nattention over target; smaller sizes (d_model, n_heads, num_blocks, d_ff):")
+        for d_model, n_heads, blocks, d_ff in CANDIDATES:
+            candidate = {**attention, "d_model": d_model, "n_heads": n_heads, "num_blocks": blocks, "d_ff": d_ff}
+            r = step_time(args, "adaptive_attention", candidate) / times["baseline_adaptive"]
+            verdict = "meets" if r <= ATTENTION_TARGET else "misses"
+            print(f"  ({d_model}, {n_heads}, {blocks}, {d_ff}): {r:.2f}x {verdict}")
+
+
+if __name__ == "__main__":
+    main()

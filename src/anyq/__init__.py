@@ -1,0 +1,15 @@
+"""anyq: sweep, ablate and compare any-quantile probabilistic load forecasters.
+
+Layers, each importing only from those above it:
+
+- ``anyq.data``       long-format series, windows, the synthetic panel and its oracle
+- ``anyq.model``      NBEATS-AQ backbone, quantile samplers, adaptive attention
+- ``anyq.metrics``    CRPS, coverage, calibration and point scores (DESIGN.md section 3)
+- ``anyq.reference``  reference forecasters (oracle, seasonal naive) scored by the same code
+- ``anyq.training``   Lightning module, Hydra configuration, the ``anyq-train`` app
+- ``anyq.tracking``   MLflow store, run records, baseline lookup
+- ``anyq.sweeping``   the Optuna engine behind Hydra multirun sweeps
+- ``anyq.reporting``  study comparison, paired tests and the HTML dashboard
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Entry points: the top layer, free to use every other layer."""

@@ -1,0 +1,38 @@
+"""``anyq-train``: the Hydra application (single runs, sweeps with -m, ablations)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from anyq.app.job import run_job
+from anyq.app.paths import config_dir
+from anyq.data.errors import DataError
+from anyq.training.schema import ConfigError, register_configs
+
+log = logging.getLogger("anyq")
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> Any:
+    try:
+        summary = run_job(cfg)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        if HydraConfig.get().mode == RunMode.RUN:  # a single run: one clear line, exit 2
+            log.error("%s", exc)
+            print(f"anyq-train: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        raise  # in a sweep the engine records the trial as failed and goes on
+    log.info("test/crps=%.6g run_id=%s", summary.get("test/crps", float("nan")), summary.get("run_id"))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Any-quantile forecasting models: NBEATS-AQ backbone, quantile sampler, adaptive attention."""
+
+from anyq.model.attention import AdaptiveAttention
+from anyq.model.backbone import NBeatsAQ, QuantileEmbedding
+from anyq.model.forecaster import VARIANT_LABELS, VARIANTS, AnyQuantileForecaster, build_forecaster, variant_config
+from anyq.model.sampler import QuantileSampler
+
+__all__ = [
+    "AdaptiveAttention",
+    "AnyQuantileForecaster",
+    "NBeatsAQ",
+    "QuantileEmbedding",
+    "QuantileSampler",
+    "VARIANTS",
+    "VARIANT_LABELS",
+    "build_forecaster",
+    "variant_config",
+]

@@ -1,0 +1,202 @@
+"""Adaptive attention: a patch transformer that corrects the backbone forecast per level.
+
+Every ``(window, level)`` pair is its own token sequence (levels are folded into the batch),
+so the correction for one level never depends on which other levels were requested; the
+seed design mixed the level axis through a learned projection and lost that property.
+
+Importance modulation multiplies the attention logits of head ``h`` by
+``1 + adaptive_temp * w(q) * g_h(q)``, where ``w(q)`` in [0, 1] is the sampler's importance of
+``q``'s bin (detached) and ``g(q) = sigmoid(linear([q_emb, w]))`` a learned per-head gate.
+A factor above 1 sharpens the attention for levels the sampler finds hard.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anyq.model.backbone import QuantileEmbedding
+
+
+class ModulatedSelfAttention(nn.Module):
+    """Multi-head self-attention whose logits are scaled per sequence and head before softmax.
+
+    Parameter layout matches ``torch.nn.MultiheadAttention`` (one ``[3d, d]`` input projection,
+    then an output projection), so the unmodulated case can be checked against it directly.
+    The logit factor is applied by scaling the queries, which multiplies ``q.k`` exactly and
+    keeps the fused ``scaled_dot_product_attention`` kernel; the explicit softmax path is
+    taken only when the weights are recorded.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, modulation: bool, adaptive_temp: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = d_model // n_heads
+        self.dropout = dropout
+        self.adaptive_temp = adaptive_temp
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        # no gate at all without modulation: it would be a parameter that never gets a gradient
+        self.gate = nn.Linear(d_model + 1, n_heads) if modulation else None
+
+    def logit_factor(self, q_emb: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """``1 + adaptive_temp * w * g`` per sequence and head ``[S, n_heads]``; None when off."""
+        if self.gate is None:
+            return None
+        gate = torch.sigmoid(self.gate(torch.cat([q_emb, w.unsqueeze(-1)], dim=-1)))
+        return 1.0 + self.adaptive_temp * w.unsqueeze(-1) * gate
+
+    def forward(
+        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``x [S, T, d]``, ``q_emb [S, d]``, ``w [S]`` -> (output, weights [S, h, T, T] or None,
+        logit factor [S, h] or None)."""
+        s, t, d = x.shape
+        query, key, value = self.in_proj(x).view(s, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        factor = self.logit_factor(q_emb, w)
+        if factor is not None:
+            query = query * factor[:, :, None, None]
+        p = self.dropout if self.training else 0.0
+        weights = None
+        if record:
+            logits = query @ key.transpose(-1, -2) * self.head_dim**-0.5
+            weights = torch.softmax(logits, dim=-1)
+            y = F.dropout(weights, p, self.training) @ value
+        else:
+            y = F.scaled_dot_product_attention(query, key, value, dropout_p=p)
+        y = y.transpose(1, 2).reshape(s, t, d)
+        return self.out_proj(y), weights, factor
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm transformer block; names and order follow ``nn.TransformerEncoderLayer``
+    (``norm_first=True``, GELU) so the two can be compared weight for weight."""
+
+    def __init__(
+        self, d_model: int, n_heads: int, d_ff: int, dropout: float, modulation: bool, adaptive_temp: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.self_attn = ModulatedSelfAttention(d_model, n_heads, dropout, modulation, adaptive_temp)
+        self.dropout1 = nn.Dropout(dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        attended, weights, factor = self.self_attn(self.norm1(x), q_emb, w, record)
+        x = x + self.dropout1(attended)
+        x = x + self.dropout2(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
+        return x, weights, factor
+
+
+class AdaptiveAttention(nn.Module):
+    """Importance-modulated patch transformer returning a correction to the backbone forecast.
+
+    Tokens are the history and the (normalised) backbone forecast cut into ``patch_length``
+    patches, each a linear embedding plus a learned position embedding plus an embedding of
+    ``q``. The correction is read from the forecast tokens by a linear head initialised to
+    zero, so an untrained model forecasts exactly what its backbone does.
+
+    Set ``record_attention = True`` to keep, after each forward, ``last_attention`` (per block,
+    weights ``[N, Q, n_heads, T, T]``) and ``last_modulation`` (per block, logit factors
+    ``[N, Q, n_heads]``; empty without modulation) for diagnostics.
+    """
+
+    def __init__(
+        self,
+        history_length: int,
+        horizon_length: int,
+        patch_length: int = 24,
+        d_model: int = 64,
+        n_heads: int = 4,
+        num_blocks: int = 2,
+        d_ff: int = 128,
+        dropout: float = 0.1,
+        adaptive_temp: float = 1.0,
+        modulation: bool = True,
+    ) -> None:
+        super().__init__()
+        _validate(history_length, horizon_length, patch_length, d_model, n_heads, num_blocks, d_ff, dropout, adaptive_temp)
+        self.history_length = history_length
+        self.horizon_length = horizon_length
+        self.patch_length = patch_length
+        self.num_history_patches = history_length // patch_length
+        self.num_forecast_patches = horizon_length // patch_length
+        self.modulation = modulation
+        self.adaptive_temp = adaptive_temp
+        num_tokens = self.num_history_patches + self.num_forecast_patches
+        self.history_embed = nn.Linear(patch_length, d_model)
+        self.forecast_embed = nn.Linear(patch_length, d_model)
+        self.position = nn.Parameter(torch.randn(num_tokens, d_model) * 0.02)
+        self.q_embedding = QuantileEmbedding(d_model)
+        self.blocks = nn.ModuleList(
+            AttentionBlock(d_model, n_heads, d_ff, dropout, modulation, adaptive_temp) for _ in range(num_blocks)
+        )
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, patch_length)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.record_attention = False
+        self.last_attention: list[torch.Tensor] = []
+        self.last_modulation: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor, base: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x [N, L]``, ``base [N, H, Q]`` (both normalised), ``q, w [N, Q]`` -> correction ``[N, H, Q]``."""
+        n, num_q = q.shape
+        ph, pf, plen = self.num_history_patches, self.num_forecast_patches, self.patch_length
+        # history tokens are shared by a window's levels: embed once, then broadcast over Q
+        history = self.history_embed(x.reshape(n, ph, plen)).unsqueeze(1).expand(n, num_q, ph, -1)
+        forecast = self.forecast_embed(base.transpose(1, 2).reshape(n, num_q, pf, plen))
+        q_emb = self.q_embedding(q.to(x.dtype))
+        tokens = torch.cat([history, forecast], dim=2) + self.position + q_emb.unsqueeze(2)
+        h = tokens.reshape(n * num_q, ph + pf, -1)
+        q_flat = q_emb.reshape(n * num_q, -1)
+        w_flat = w.detach().reshape(n * num_q).to(h.dtype)
+        record = self.record_attention
+        attention, modulation = [], []
+        for block in self.blocks:
+            h, weights, factor = block(h, q_flat, w_flat, record)
+            if record:
+                attention.append(weights.detach().reshape(n, num_q, *weights.shape[1:]))
+                if factor is not None:
+                    modulation.append(factor.detach().reshape(n, num_q, -1))
+        self.last_attention, self.last_modulation = attention, modulation
+        correction = self.head(self.norm(h[:, ph:]))  # [N*Q, pf, patch]
+        return correction.reshape(n, num_q, pf * plen).transpose(1, 2)
+
+
+def _validate(
+    history_length: int,
+    horizon_length: int,
+    patch_length: int,
+    d_model: int,
+    n_heads: int,
+    num_blocks: int,
+    d_ff: int,
+    dropout: float,
+    adaptive_temp: float,
+) -> None:
+    for key, value in (("patch_length", patch_length), ("d_model", d_model), ("n_heads", n_heads),
+                       ("num_blocks", num_blocks), ("d_ff", d_ff)):
+        if value < 1:
+            raise ValueError(f"model.attention.{key}={value} must be a positive integer")
+    if d_model % n_heads:
+        raise ValueError(f"model.attention.d_model={d_model} is not divisible by model.attention.n_heads={n_heads}")
+    if history_length % patch_length:
+        raise ValueError(
+            f"history_length={history_length} is not divisible by model.attention.patch_length={patch_length}"
+        )
+    if horizon_length % patch_length:
+        raise ValueError(
+            f"horizon_length={horizon_length} is not divisible by model.attention.patch_length={patch_length}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.attention.dropout={dropout} must be in [0, 1)")
+    if adaptive_temp < 0.0:
+        raise ValueError(f"model.attention.adaptive_temp={adaptive_temp} must be >= 0")

@@ -1,0 +1,152 @@
+"""Any-quantile forecaster: NBEATS-AQ backbone, quantile sampler, optional adaptive attention.
+
+The six named variants differ only in two switches (sampler kind, attention and its
+modulation), so every ablation changes exactly one thing (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from anyq.metrics.functional import pinball_loss
+from anyq.model.attention import AdaptiveAttention
+from anyq.model.backbone import NBeatsAQ
+from anyq.model.sampler import QuantileSampler
+
+#: Switches of each named variant, as fragments of the ``sampler`` and ``attention`` mappings
+#: of ``build_forecaster``. Variants without attention still state ``modulation`` so that
+#: applying a variant fully determines both switches whatever the base configuration.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "nbeats_aq": {"sampler": {"kind": "uniform"}, "attention": {"enabled": False, "modulation": False}},
+    "baseline_adaptive": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": False, "modulation": False}},
+    "adaptive_attention": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": True, "modulation": True}},
+    "sampler_off": {"sampler": {"kind": "uniform"}, "attention": {"enabled": True, "modulation": True}},
+    "modulation_off": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": True, "modulation": False}},
+    "both_off": {"sampler": {"kind": "uniform"}, "attention": {"enabled": True, "modulation": False}},
+}
+
+#: Human-readable names of the variants, as DESIGN.md's table words them.
+VARIANT_LABELS: dict[str, str] = {
+    "nbeats_aq": "NBEATS-AQ (paper)",
+    "baseline_adaptive": "baseline adaptive model",
+    "adaptive_attention": "adaptive attention (full)",
+    "sampler_off": "ablation: sampler off",
+    "modulation_off": "ablation: modulation off",
+    "both_off": "ablation: both off",
+}
+
+_BACKBONE_KEYS = {"kind", "num_blocks", "num_layers", "layer_width", "conditioning", "dropout"}
+_SAMPLER_KEYS = {"kind", "num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob"}
+_ATTENTION_KEYS = {
+    "enabled", "modulation", "patch_length", "d_model", "n_heads", "num_blocks", "d_ff", "dropout", "adaptive_temp",
+}
+
+#: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
+#: tiny epsilon, which would blow the normalised target, and hence the loss, up.
+_MIN_SCALE = 1e-12
+
+
+class AnyQuantileForecaster(nn.Module):
+    """Forecasts any set of levels per window; data units in, data units out.
+
+    Each window is divided by its max ``|history|`` before the networks see it, and the
+    forecast is multiplied back. The training loss is computed on that normalised scale:
+    it is the pinball loss relative to the window's level (like the authors' ``MQNLoss``),
+    so large series do not dominate the gradient and the sampler's bin losses are
+    comparable across series.
+    """
+
+    def __init__(self, backbone: NBeatsAQ, sampler: QuantileSampler, attention: AdaptiveAttention | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.sampler = sampler
+        self.attention = attention
+
+    @staticmethod
+    def scale_of(history: torch.Tensor) -> torch.Tensor:
+        """Per-window scale ``[N, 1]``: max ``|history|``, 1 where the history is all zeros."""
+        scale = history.abs().amax(dim=-1, keepdim=True)
+        return torch.where(scale > _MIN_SCALE, scale, torch.ones_like(scale))
+
+    def forward_normalised(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Forecast ``[N, H, Q]`` on the normalised scale from a normalised history ``x [N, L]``."""
+        base = self.backbone(x, q)
+        if self.attention is None:
+            return base
+        w = self.sampler.importance(q)
+        return base + self.attention(x, base, q, w)
+
+    def forward(self, history: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """``history [N, L]``, ``q [N, Q]`` -> forecast ``[N, H, Q]``, both in data units."""
+        scale = self.scale_of(history)
+        return self.forward_normalised(history / scale, q) * scale.unsqueeze(-1)
+
+    def training_loss(
+        self, history: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Draw levels, forecast, score, and feed the per-level losses back to the sampler.
+
+        Returns ``(loss, q [N, Q], per_level_loss [N, Q])``: the scalar to back-propagate,
+        the drawn levels and the detached pinball loss per (window, level), averaged over
+        the horizon on the normalised scale.
+        """
+        q = self.sampler.sample(history.shape[0], generator=generator).to(history.dtype)
+        scale = self.scale_of(history)
+        forecast = self.forward_normalised(history / scale, q)
+        per_level = pinball_loss(forecast, target / scale, q).mean(dim=-2)
+        per_level_detached = per_level.detach()
+        self.sampler.update(q, per_level_detached)
+        return per_level.mean(), q, per_level_detached
+
+
+def build_forecaster(
+    history_length: int,
+    horizon_length: int,
+    backbone: Mapping[str, Any],
+    sampler: Mapping[str, Any],
+    attention: Mapping[str, Any],
+) -> AnyQuantileForecaster:
+    """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
+    ``model.attention`` mappings (plain dicts or OmegaConf nodes).
+
+    ``attention`` takes ``enabled`` (default False) and ``modulation`` (default True) plus
+    the ``AdaptiveAttention`` arguments; ``backbone`` may name ``kind: nbeats_aq``.
+    """
+    backbone_kw = _checked(backbone, _BACKBONE_KEYS, "model.backbone")
+    sampler_kw = _checked(sampler, _SAMPLER_KEYS, "model.sampler")
+    attention_kw = _checked(attention, _ATTENTION_KEYS, "model.attention")
+    kind = backbone_kw.pop("kind", "nbeats_aq")
+    if kind != "nbeats_aq":
+        raise ValueError(f"model.backbone.kind={kind!r} is not supported; use 'nbeats_aq'")
+    enabled = bool(attention_kw.pop("enabled", False))
+    modulation = bool(attention_kw.pop("modulation", True))
+    module = None
+    if enabled:
+        module = AdaptiveAttention(history_length, horizon_length, modulation=modulation, **attention_kw)
+    return AnyQuantileForecaster(
+        backbone=NBeatsAQ(history_length, horizon_length, **backbone_kw),
+        sampler=QuantileSampler(**sampler_kw),
+        attention=module,
+    )
+
+
+def variant_config(
+    name: str, sampler: Mapping[str, Any], attention: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``sampler`` and ``attention`` mappings with the switches of variant ``name`` applied."""
+    if name not in VARIANTS:
+        raise ValueError(f"model.variant={name!r} is not one of {sorted(VARIANTS)}")
+    switches = VARIANTS[name]
+    return {**dict(sampler), **switches["sampler"]}, {**dict(attention), **switches["attention"]}
+
+
+def _checked(mapping: Mapping[str, Any], allowed: set[str], prefix: str) -> dict[str, Any]:
+    values = dict(mapping)
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; allowed: {sorted(allowed)}")
+    return values

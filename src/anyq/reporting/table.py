@@ -1,0 +1,38 @@
+"""The side-by-side table that closes ``make run`` and heads every report."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mlflow.entities import Run
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = (
+    ("test CRPS", "test/crps", "{:.2f}"),
+    ("oracle ratio", "test/oracle_ratio", "{:.3f}"),
+    ("CRPS %", "test/crps_norm", "{:.3f}"),
+    ("cov-0.9", "test/coverage-0.9", "{:.3f}"),
+    ("cov-0.95", "test/coverage-0.95", "{:.3f}"),
+    ("MARFE", "test/marfe", "{:.4f}"),
+    ("MAPE %", "test/mape", "{:.2f}"),
+    ("Δ CRPS vs baseline", "delta/crps_vs_baseline", "{:+.2f}"),
+    ("train s", "train_seconds", "{:.0f}"),
+)
+
+
+def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
+    table = Table(title=title)
+    table.add_column("variant")
+    for header, _, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    table.add_column("run id")
+    for run in runs:
+        metrics = run.data.metrics
+        cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in COLUMNS]
+        table.add_row(run.data.tags.get("variant", "?"), *cells, run.info.run_id[:8])
+    return table
+
+
+def print_runs(runs: Sequence[Run], title: str = "Test scores") -> None:
+    Console().print(runs_table(runs, title))

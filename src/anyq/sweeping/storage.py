@@ -1,0 +1,48 @@
+"""Optuna storages from one URL, tuned for several workers sharing one study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+
+JOURNAL_PREFIX = "journal:///"
+
+
+def default_storage_url(mlruns_dir: str | Path) -> str:
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'optuna.db'}"
+
+
+def make_storage(url: str, *, heartbeat_interval: Optional[int] = None,
+                 grace_period: Optional[int] = None) -> BaseStorage:
+    """``sqlite:///…``, ``postgresql://…``, ``mysql://…`` or ``journal:///path/to/file.log``.
+
+    SQLite gets a long busy timeout so concurrent workers wait for the write lock instead
+    of failing; heartbeats let a live worker fail the trials of a dead one.
+    """
+    if url.startswith(JOURNAL_PREFIX):
+        path = Path("/" + url[len(JOURNAL_PREFIX):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict = {}
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                      grace_period=grace_period)
+
+
+def load_trial(study_name: str, storage_url: str, number: int,
+               pruner: Optional[optuna.pruners.BasePruner] = None) -> optuna.Trial:
+    """The live trial a sweep engine created, so a job can report to it and be pruned."""
+    storage = make_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage,
+                              pruner=pruner or optuna.pruners.NopPruner())
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    return optuna.trial.Trial(study, trial_id)

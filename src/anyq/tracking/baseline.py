@@ -1,0 +1,91 @@
+"""Match every run with the baseline adaptive model trained on the same data, seed and budget.
+
+A run's *signature* hashes everything that decides its numbers except the tracking and
+output settings. A run's *baseline signature* is the signature of the same config with the
+model switched to the baseline adaptive variant (default sampler, no attention, same
+backbone). A finished run whose signature equals another run's baseline signature is
+that run's baseline, wherever it lives in the tracking store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any, Optional
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from anyq.training.schema import SamplerConfig
+
+BASELINE_VARIANT = "baseline_adaptive"
+_BUDGET_KEYS = (
+    "max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+    "gradient_clip_val", "accumulate_grad_batches", "precision", "fast_dev_run",
+)
+SIGNATURE_TAG = "config_signature"
+BASELINE_SIGNATURE_TAG = "baseline_signature"
+
+
+def baseline_config(cfg: DictConfig) -> DictConfig:
+    """The baseline adaptive model under the same data, seed, optimiser and budget."""
+    base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    base.model.variant = BASELINE_VARIANT
+    base.model.sampler = OmegaConf.create(asdict(SamplerConfig(kind="adaptive")))
+    base.model.attention.enabled = False
+    base.model.attention.modulation = False
+    base.trial = {"study_name": None, "storage": None, "number": None}
+    base.tracking.parent_run_id = None
+    base.tracking.run_name = None
+    base.resume = None
+    return base
+
+
+def config_signature(cfg: DictConfig) -> str:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    model = dict(container["model"])
+    if not model["attention"]["enabled"]:
+        model["attention"] = {"enabled": False}  # attention knobs do not change a model without it
+    payload = {
+        "data": container["data"],
+        "model": model,
+        "optim": container["optim"],
+        "trainer": {k: container["trainer"][k] for k in _BUDGET_KEYS},
+        "evaluation": container["evaluation"]["num_levels"],
+        "seed": container["seed"],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def is_baseline(cfg: DictConfig) -> bool:
+    return config_signature(cfg) == config_signature(baseline_config(cfg))
+
+
+def find_baseline_run(client: MlflowClient, signature: str) -> Optional[Run]:
+    """The newest FINISHED run with this signature, in any experiment of the store."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return None
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.{SIGNATURE_TAG} = '{signature}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def deltas(metrics: dict[str, float], baseline: dict[str, Any]) -> dict[str, float]:
+    """Differences of the run's test scores from its baseline's (negative CRPS delta = better)."""
+    out = {
+        "delta/crps_vs_baseline": metrics["test/crps"] - baseline["test/crps"],
+        "delta/coverage-0.9_vs_baseline": metrics["test/coverage-0.9"] - baseline["test/coverage-0.9"],
+    }
+    if baseline["test/crps"]:
+        out["delta/crps_ratio_vs_baseline"] = metrics["test/crps"] / baseline["test/crps"]
+    if "test/coverage-0.95" in baseline and "test/coverage-0.95" in metrics:
+        out["delta/coverage-0.95_vs_baseline"] = metrics["test/coverage-0.95"] - baseline["test/coverage-0.95"]
+    return out

@@ -1,0 +1,140 @@
+"""One MLflow run per trained model: tags, params, artifacts, and an honest final status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from omegaconf import DictConfig, OmegaConf
+
+MAX_BATCH = 100  # MLflow's per-call cap on params in log_batch
+
+
+def git_commit(root: str | Path) -> str:
+    """HEAD of the project, suffixed ``-dirty`` when tracked files have changed."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys to strings: MLflow params are flat."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = json.dumps(value) if isinstance(value, (list, tuple)) else str(value)
+    return flat
+
+
+class RunRecord:
+    """Handle on an open run: everything a finished model leaves behind goes through here."""
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        for start in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(self.run_id, tags=items[start:start + MAX_BATCH])
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        items = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
+        for start in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(self.run_id, params=items[start:start + MAX_BATCH])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+
+    def log_config(self, cfg: DictConfig) -> None:
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        container = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(container, dict)
+        self.log_params(flatten(container))
+
+    def log_json(self, payload: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, payload, artifact_file)
+
+    def log_arrays(self, arrays: Mapping[str, np.ndarray], artifact_file: str) -> None:
+        """Compressed ``.npz`` artifact, e.g. the test forecasts that reports recompute from."""
+        directory, name = Path(artifact_file).parent.as_posix(), Path(artifact_file).name
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            np.savez_compressed(path, **arrays)
+            self.client.log_artifact(self.run_id, str(path), None if directory == "." else directory)
+
+    def log_file(self, path: str | Path, artifact_dir: Optional[str] = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+
+def exception_status(exc: BaseException) -> str:
+    """KILLED for interruptions, FAILED for errors."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return "KILLED"
+    return "FAILED"
+
+
+@contextmanager
+def open_run(
+    client: MlflowClient,
+    experiment_id: str,
+    *,
+    run_name: Optional[str],
+    tags: Mapping[str, Any],
+    parent_run_id: Optional[str] = None,
+    resume_run_id: Optional[str] = None,
+    status_for: Callable[[BaseException], tuple[str, Mapping[str, str]]] | None = None,
+) -> Iterator[RunRecord]:
+    """Yield an open run and close it FINISHED, FAILED or KILLED: never left RUNNING.
+
+    ``status_for`` maps an exception to (status, extra tags), so callers can record, e.g.,
+    a pruned trial as KILLED with ``trial_state=PRUNED`` without this layer knowing Optuna.
+    """
+    all_tags = {k: str(v) for k, v in tags.items()}
+    if parent_run_id:
+        all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if resume_run_id:
+        client.update_run(resume_run_id, status="RUNNING")
+        run_id = resume_run_id
+        record = RunRecord(client, run_id)
+        record.set_tags({**all_tags, "resumed": "true"})
+    else:
+        if run_name:
+            all_tags[MLFLOW_RUN_NAME] = run_name
+        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        run_id = run.info.run_id
+        record = RunRecord(client, run_id)
+    try:
+        yield record
+    except BaseException as exc:
+        status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if str(exc) else type(exc).__name__
+        try:
+            record.set_tags({"error": message, **extra})
+        finally:
+            client.set_terminated(run_id, status=status)
+        raise
+    else:
+        client.set_terminated(run_id, status="FINISHED")

@@ -1,0 +1,57 @@
+"""Where runs are stored: MLflow's SQLite backend in ``mlruns/`` unless told otherwise."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from filelock import FileLock
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+
+def resolve_tracking_uri(tracking_uri: Optional[str], mlruns_dir: str | Path) -> str:
+    """An explicit setting wins, then ``MLFLOW_TRACKING_URI``, then ``mlruns/mlflow.db``."""
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
+
+
+def is_local_sqlite(uri: str) -> bool:
+    return uri.startswith("sqlite:///")
+
+
+def ensure_store(uri: str, mlruns_dir: str | Path) -> MlflowClient:
+    """Create the store once, under a lock: parallel first writers race on a fresh SQLite file."""
+    client = MlflowClient(tracking_uri=uri)
+    if is_local_sqlite(uri):
+        mlruns = Path(mlruns_dir).resolve()
+        mlruns.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(mlruns / ".store.lock")):
+            client.search_experiments(max_results=1)
+    return client
+
+
+def artifact_root(uri: str, mlruns_dir: str | Path, experiment: str) -> Optional[str]:
+    """Artifacts beside the SQLite file; a tracking server decides for itself."""
+    if is_local_sqlite(uri):
+        return (Path(mlruns_dir).resolve() / "artifacts" / experiment).as_uri()
+    return None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        if found.lifecycle_stage == "deleted":
+            client.restore_experiment(found.experiment_id)
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:  # another worker created it between our two calls
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id

@@ -1,0 +1,141 @@
+"""Turn a composed config into data, model and trainer objects (no tracking here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+from anyq.data.datamodule import ForecastDataModule
+from anyq.data.panel import Panel
+from anyq.data.reader import read_long_frame
+from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
+from anyq.data.synthetic import SyntheticData, generate_synthetic
+from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.training.module import ForecastingModule
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded panel, its split, and (synthetic data only) the generator that knows the truth."""
+
+    name: str
+    panel: Panel
+    splits: SplitRanges
+    synthetic: Optional[SyntheticData]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.panel.fingerprint()
+
+
+def load_dataset(data: DictConfig) -> Dataset:
+    synthetic = None
+    if data.source == "synthetic":
+        synthetic = generate_synthetic(**OmegaConf.to_container(data.synthetic))
+        panel = synthetic.panel
+    else:
+        panel = Panel.from_long(read_long_frame(Path(data.path)))
+    split = data.split
+    if split.kind == "dates":
+        splits = split_by_dates(panel, split.train_end, split.val_end, split.test_end)
+    else:
+        splits = split_by_proportions(panel, tuple(split.proportions))
+    return Dataset(name=data.name, panel=panel, splits=splits, synthetic=synthetic)
+
+
+def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
+    return ForecastDataModule(
+        dataset.panel,
+        dataset.splits,
+        history_length=data.history_length,
+        horizon_length=data.horizon_length,
+        train_step=data.train_step,
+        eval_step=data.eval_step,
+        origin_hour=data.origin_hour,
+        max_history_gap=data.max_history_gap,
+        train_batch_size=data.train_batch_size,
+        eval_batch_size=data.eval_batch_size,
+        num_workers=data.num_workers,
+        seed=seed,
+    )
+
+
+def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, dict)
+    return build_forecaster(
+        cfg.data.history_length,
+        cfg.data.horizon_length,
+        backbone=model["backbone"],
+        sampler=model["sampler"],
+        attention=model["attention"],
+    )
+
+
+def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:
+    return ForecastingModule(
+        build_model(cfg),
+        num_series=num_series,
+        lr=cfg.optim.lr,
+        warmup_updates=cfg.optim.warmup_updates,
+        weight_decay=cfg.optim.weight_decay,
+        num_levels=cfg.evaluation.num_levels,
+        val_num_levels=cfg.evaluation.val_num_levels,
+        coverage=tuple(cfg.evaluation.coverage),
+        store_test_forecasts=cfg.evaluation.store_forecasts,
+    )
+
+
+def build_trainer(
+    cfg: DictConfig,
+    *,
+    loggers: Sequence[Any] = (),
+    callbacks: Sequence[Callback] = (),
+) -> pl.Trainer:
+    t = cfg.trainer
+    all_callbacks: list[Callback] = list(callbacks)
+    if not t.fast_dev_run:
+        all_callbacks.append(
+            ModelCheckpoint(
+                dirpath=cfg.paths.checkpoints,
+                filename="best-{epoch:02d}",
+                monitor="val/crps",
+                mode="min",
+                save_last=True,
+            )
+        )
+    if t.early_stopping.enabled:
+        all_callbacks.append(
+            EarlyStopping(
+                monitor="val/crps",
+                mode="min",
+                patience=t.early_stopping.patience,
+                min_delta=t.early_stopping.min_delta,
+            )
+        )
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        limit_test_batches=t.limit_test_batches,
+        gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        precision=t.precision,
+        fast_dev_run=t.fast_dev_run,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        log_every_n_steps=t.log_every_n_steps,
+        logger=list(loggers) if loggers else False,
+        callbacks=all_callbacks,
+        default_root_dir=cfg.paths.output_dir,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+    )

@@ -1,0 +1,133 @@
+"""Lightning module: one training recipe and one evaluation protocol for every variant.
+
+Training draws levels with the model's sampler; validation and test always score the fixed
+grid G so that numbers compare across variants and epochs (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from anyq.metrics.functional import pinball_loss
+from anyq.metrics.levels import evaluation_grid
+from anyq.metrics.scorer import ForecastScorer
+from anyq.model.forecaster import AnyQuantileForecaster
+from anyq.training.schedule import inverse_sqrt_factor
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the run cannot continue meaningfully."""
+
+
+class ForecastingModule(pl.LightningModule):
+    def __init__(
+        self,
+        forecaster: AnyQuantileForecaster,
+        *,
+        num_series: int,
+        lr: float = 5e-4,
+        warmup_updates: int = 200,
+        weight_decay: float = 0.0,
+        num_levels: int = 99,
+        val_num_levels: int = 39,
+        coverage: tuple[float, ...] = (0.9, 0.95),
+        store_test_forecasts: bool = True,
+    ) -> None:
+        super().__init__()
+        self.forecaster = forecaster
+        self.lr = lr
+        self.warmup_updates = warmup_updates
+        self.weight_decay = weight_decay
+        self.register_buffer("levels", evaluation_grid(num_levels), persistent=False)
+        self.register_buffer("val_levels", evaluation_grid(val_num_levels), persistent=False)
+        self.num_series = num_series
+        self.coverage = tuple(coverage)
+        self.store_test_forecasts = store_test_forecasts
+        self.val_scorer = ForecastScorer(self.val_levels, num_series, coverage_levels=self.coverage)
+        self.test_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
+        self._val_loss_sum = torch.zeros(())
+        self._val_loss_count = 0
+        self.importance_history: list[np.ndarray] = []
+        self.val_history: list[dict[str, float]] = []
+        self.test_outputs: dict[str, list[np.ndarray]] = {}
+        self.test_metrics: dict[str, float] = {}
+        self.test_curves: dict[str, list[float]] = {}
+
+    # ----------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _, _ = self.forecaster.training_loss(batch["history"], batch["target"])
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
+            raise NonFiniteLossError(f"train/loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["history"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: inverse_sqrt_factor(step, self.warmup_updates)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    # --------------------------------------------------------------- evaluation
+    def _forecast_grid(self, history: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        return self.forecaster(history, levels.to(history.dtype).expand(history.shape[0], -1))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_scorer.reset()
+        self._val_loss_sum = torch.zeros((), device=self.device)
+        self._val_loss_count = 0
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        forecast = self._forecast_grid(batch["history"], self.val_levels)
+        self.val_scorer.update(forecast, batch["target"], batch["series_idx"])
+        scale = batch["history"].abs().amax(dim=1).clamp_min(1e-8)[:, None, None]
+        loss = pinball_loss(forecast / scale, batch["target"] / scale[..., 0], self.val_levels)
+        finite = torch.isfinite(batch["target"]).all(dim=1)
+        self._val_loss_sum = self._val_loss_sum + loss[finite].mean(dim=(1, 2)).sum()
+        self._val_loss_count += int(batch["history"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_scorer.compute()
+        n_scored = max(1, int(scores["n_windows"]))
+        metrics = {f"val/{k}": float(v) for k, v in scores.items() if not k.startswith("n_")}
+        metrics["val/loss"] = float(self._val_loss_sum) / n_scored
+        metrics["val/coverage_error-0.9"] = abs(metrics["val/coverage-0.9"] - 0.9)
+        self.log_dict({k: v for k, v in metrics.items() if k != "val/crps"})
+        self.log("val/crps", metrics["val/crps"], prog_bar=True)
+        if not self.trainer.sanity_checking:
+            probs = self.forecaster.sampler.probabilities().detach().cpu().numpy()
+            self.importance_history.append(probs)
+            self.val_history.append(metrics)
+            if not np.isfinite(metrics["val/crps"]):
+                raise NonFiniteLossError(f"val/crps is {metrics['val/crps']} at epoch {self.current_epoch}")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_scorer.reset()
+        self.test_outputs = {"forecast": [], "target": [], "series_idx": [], "origin": []}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        forecast = self._forecast_grid(batch["history"], self.levels)
+        self.test_scorer.update(forecast, batch["target"], batch["series_idx"])
+        if self.store_test_forecasts:
+            for key, value in (("forecast", forecast), ("target", batch["target"]),
+                               ("series_idx", batch["series_idx"]), ("origin", batch["origin"])):
+                self.test_outputs[key].append(value.detach().cpu().numpy())
+
+    def on_test_epoch_end(self) -> None:
+        scores = self.test_scorer.compute()
+        self.test_metrics = {f"test/{k}": float(v) for k, v in scores.items()}
+        self.test_curves = self.test_scorer.curves()
+        self.log_dict({k: v for k, v in self.test_metrics.items() if not k.startswith("test/n_")})
+
+    def stored_test_forecasts(self) -> dict[str, np.ndarray]:
+        """Test forecasts on the grid, with targets and window ids, for reports and ensembles."""
+        if not self.test_outputs or not self.test_outputs["forecast"]:
+            return {}
+        arrays = {k: np.concatenate(v) for k, v in self.test_outputs.items()}
+        arrays["levels"] = self.levels.cpu().numpy()
+        return arrays

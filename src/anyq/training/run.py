@@ -1,0 +1,127 @@
+"""Fit one model and score it on the test split; tracking is injected by the caller."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from anyq.data.datamodule import ForecastDataModule
+from anyq.metrics.scorer import score
+from anyq.reference.oracle import OracleForecaster
+from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
+
+
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, float]
+    curves: dict[str, list[float]]
+    forecasts: dict[str, np.ndarray]
+    val_history: list[dict[str, float]]
+    importance_history: np.ndarray
+    best_checkpoint: Optional[str]
+    train_seconds: float
+    data_summary: dict[str, Any] = field(default_factory=dict)
+
+    def best_validation(self) -> dict[str, float]:
+        """Validation metrics of the epoch with the lowest val/crps (the sweep objective)."""
+        if not self.val_history:
+            return {}
+        return min(self.val_history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
+
+
+def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
+    """CRPS of the true conditional quantiles on the test windows (synthetic data only)."""
+    if dataset.synthetic is None:
+        return None
+    windows = datamodule.test_windows
+    oracle = OracleForecaster(dataset.synthetic, datamodule.history_length)
+    forecast = oracle.predict(windows.series_idx, windows.origin, levels.numpy())
+    target = datamodule.dataset("test").target_array()
+    scores = score(
+        torch.as_tensor(forecast, dtype=torch.float32),
+        torch.as_tensor(target, dtype=torch.float32),
+        levels,
+        torch.as_tensor(windows.series_idx),
+        dataset.panel.n_series,
+    )
+    return float(scores["crps"])
+
+
+def resolve_resume(cfg: DictConfig) -> Optional[str]:
+    """``resume=last`` picks the newest last.ckpt of the same variant under outputs/."""
+    if not cfg.resume:
+        return None
+    if cfg.resume != "last":
+        path = Path(cfg.resume)
+        if not path.is_file():
+            raise FileNotFoundError(f"resume checkpoint not found: {path}")
+        return str(path)
+    own = Path(cfg.paths.checkpoints) / "last.ckpt"
+    if own.is_file():
+        return str(own)
+    candidates = sorted(
+        Path(cfg.paths.root, "outputs").glob(f"**/*-{cfg.model.variant}/checkpoints/last.ckpt"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not candidates:
+        raise FileNotFoundError(
+            f"resume=last: no last.ckpt for variant {cfg.model.variant} under {cfg.paths.root}/outputs"
+        )
+    return str(candidates[-1])
+
+
+def fit_and_test(
+    cfg: DictConfig,
+    dataset: Dataset,
+    *,
+    loggers: Sequence[Any] = (),
+    callbacks: Sequence[Callback] = (),
+    ckpt_path: Optional[str] = None,
+) -> TrainOutcome:
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    datamodule = build_datamodule(cfg.data, dataset, cfg.seed)
+    module = build_module(cfg, dataset.panel.n_series)
+    trainer = build_trainer(cfg, loggers=loggers, callbacks=callbacks)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - started
+    best = _best_checkpoint(trainer)
+    if best is not None:  # score the best epoch, sampler state included
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+    test_module = module
+    trainer.test(test_module, datamodule=datamodule, verbose=False)
+    metrics = dict(test_module.test_metrics)
+    oracle = oracle_crps(dataset, datamodule, test_module.levels.cpu())
+    if oracle is not None:
+        metrics["test/oracle_crps"] = oracle
+        metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
+    metrics["train_seconds"] = train_seconds
+    importance = np.stack(module.importance_history) if module.importance_history else np.zeros((0, 0))
+    return TrainOutcome(
+        metrics=metrics,
+        curves=test_module.test_curves,
+        forecasts=test_module.stored_test_forecasts(),
+        val_history=list(module.val_history),
+        importance_history=importance,
+        best_checkpoint=best,
+        train_seconds=train_seconds,
+        data_summary=datamodule.summary(),
+    )
+
+
+def _best_checkpoint(trainer: pl.Trainer) -> Optional[str]:
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, ModelCheckpoint) and callback.best_model_path:
+            return callback.best_model_path
+    return None

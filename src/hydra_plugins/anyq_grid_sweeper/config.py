@@ -1,0 +1,20 @@
+"""Config of the ``anyq_grid`` sweeper: Hydra's basic-sweeper ``params`` plus a study name."""
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class AnyqGridSweeperConf:
+    _target_: str = "hydra_plugins.anyq_grid_sweeper.sweeper.AnyqGridSweeper"
+    study_name: str = "ablation"
+    experiment: Optional[str] = None  # MLflow experiment; default: the study name
+    params: Optional[Dict[str, str]] = None
+    max_batch_size: Optional[int] = None
+    first: Optional[str] = "model=baseline_adaptive"  # cells run first (the others compare to them)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="anyq_grid", node=AnyqGridSweeperConf,
+                             provider="anyq")

@@ -1,0 +1,83 @@
+"""Grid studies (ablations): every cell once, under one parent run; reruns add only new cells.
+
+A cell is identified by its sorted override list. Cells with a FINISHED run under the
+study's parent are skipped, so ``seed=0,1,2,3,4`` after a 3-seed study trains only the
+new seeds. Baseline cells run first so that the others find them instead of training
+their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional
+
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from anyq.sweeping.space import quote
+from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
+from anyq.tracking.study import open_parent_run
+from anyq.reporting.runs import child_runs
+
+log = logging.getLogger(__name__)
+CELL_TAG = "study_cell"
+
+
+def cell_key(overrides: List[str]) -> str:
+    return " ".join(sorted(overrides))
+
+
+class AnyqGridSweeper(Sweeper):
+    def __init__(self, study_name: str, experiment: Optional[str], params: Optional[DictConfig],
+                 max_batch_size: Optional[int], first: Optional[str]) -> None:
+        self.study_name = study_name
+        self.experiment = experiment or study_name
+        self.params = params or {}
+        self.max_batch_size = max_batch_size
+        self.first = first
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
+
+    def cells(self, arguments: List[str]) -> List[List[str]]:
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        overrides = OverridesParser.create().parse_overrides(lines)
+        batches = BasicSweeper.split_arguments(overrides, None)
+        cells = [list(c) for batch in batches for c in batch]
+        return sorted(cells, key=lambda c: self.first not in c)  # stable: baseline cells first
+
+    def sweep(self, arguments: List[str]) -> Any:
+        mlruns = str(self.config.paths.mlruns)
+        uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
+        client = ensure_store(uri, mlruns)
+        experiment_id = get_or_create_experiment(client, self.experiment,
+                                                 artifact_root(uri, mlruns, self.experiment))
+        parent = open_parent_run(client, experiment_id, self.study_name, {"study_kind": "grid"})
+        done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, client.get_run(parent), "FINISHED")}
+        todo = [c for c in self.cells(arguments) if cell_key(c) not in done]
+        log.info("Study %s: %d cells to run, %d already finished (parent run %s)",
+                 self.study_name, len(todo), len(done), parent)
+        shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(self.experiment)}"]
+        batch_size = self.max_batch_size or len(todo) or 1
+        failures = 0
+        try:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start:start + batch_size]
+                jobs = [[*c, *shared, f"++tracking.tags.{CELL_TAG}={quote(cell_key(c))}"] for c in batch]
+                for cell, result in zip(batch, self.launcher.launch(jobs, initial_job_idx=start)):
+                    if result.status != JobStatus.COMPLETED:
+                        failures += 1
+                        log.warning("cell %s failed: %s", cell_key(cell), result._return_value)
+        except BaseException:
+            client.set_terminated(parent, status="KILLED")
+            raise
+        client.set_terminated(parent, status="FINISHED" if failures == 0 else "FAILED")
+        log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)

@@ -1,0 +1,61 @@
+"""Shared fixtures: configs composed in-process through Hydra's compose API, tiny budgets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from anyq.app.paths import config_dir
+from anyq.training.schema import register_configs
+
+register_configs()
+
+# A model and data small enough for a CPU test, with the real code paths.
+TINY = [
+    "trainer=fast",
+    "data.synthetic.n_series=3",
+    "data.synthetic.years=1",
+    "data.train_step=24",
+    "data.train_batch_size=64",
+    "data.eval_batch_size=512",
+    "model.backbone.num_blocks=2",
+    "model.backbone.layer_width=32",
+    "model.attention.d_model=16",
+    "model.attention.n_heads=2",
+    "model.attention.d_ff=32",
+    "model.attention.num_blocks=1",
+    "evaluation.num_levels=39",
+    "evaluation.val_num_levels=39",
+    "optim.warmup_updates=5",
+]
+
+ComposeFn = Callable[..., DictConfig]
+
+
+def compose_config(root: Path, overrides: list[str], *, job: str = "run") -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[*TINY, f"paths.root={root}", *overrides],
+                      return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(root / "outputs" / job)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> ComposeFn:
+    counter = iter(range(1000))
+
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_config(tmp_path, list(overrides), job=f"job{next(counter)}")
+
+    yield _compose
+    GlobalHydra.instance().clear()
