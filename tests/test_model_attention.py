@@ -56,7 +56,7 @@ def test_block_without_modulation_equals_torch_transformer_encoder_layer() -> No
 
 def test_modulated_logits_match_explicit_softmax_reference() -> None:
     torch.manual_seed(1)
-    attn = ModulatedSelfAttention(D, HEADS, dropout=0.0, modulation=True, adaptive_temp=2.0)
+    attn = ModulatedSelfAttention(D, HEADS, modulation=True, adaptive_temp=2.0)
     s, t = 6, 5
     x, q_emb, w = torch.randn(s, t, D), torch.randn(s, D), torch.rand(s)
     out, _, factor = attn(x, q_emb, w)

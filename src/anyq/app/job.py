@@ -144,13 +144,19 @@ def train_tracked(
     cfg: DictConfig,
     dataset: Dataset,
     tracker: Tracker,
-    baseline: Optional[dict[str, float]],
     pruner: Optional[optuna.pruners.BasePruner],
+    compare: bool,
 ) -> dict[str, Any]:
+    """Train and record one run; then compare it with its baseline, training that if needed.
+
+    The baseline comes after the model so that a baseline that cannot train (say, the
+    same NaN-producing learning rate) leaves the model's own run recorded, with the
+    reason under ``baseline_error``.
+    """
     ckpt_path = resolve_resume(cfg)
     resume_run_id = None
-    if ckpt_path is not None:
-        run_id_file = Path(ckpt_path).parent / RUN_ID_FILE
+    if ckpt_path is not None:  # checkpoints/ sits in the run's output dir, beside the run id
+        run_id_file = Path(ckpt_path).parent.parent / RUN_ID_FILE
         resume_run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
     with open_run(
         tracker.client,
@@ -161,9 +167,9 @@ def train_tracked(
         resume_run_id=resume_run_id,
         status_for=pruned_status,
     ) as run:
-        checkpoints = Path(cfg.paths.checkpoints)
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / RUN_ID_FILE).write_text(run.run_id)
+        output_dir = Path(cfg.paths.checkpoints).parent
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / RUN_ID_FILE).write_text(run.run_id)
         run.log_config(cfg)
         logger = AttachedMLFlowLogger(
             experiment_name=cfg.tracking.experiment, tracking_uri=tracker.uri, run_id=run.run_id
@@ -171,11 +177,17 @@ def train_tracked(
         outcome = fit_and_test(cfg, dataset, loggers=[logger],
                                callbacks=trial_callbacks(cfg, pruner), ckpt_path=ckpt_path)
         metrics = dict(outcome.metrics)
-        if baseline is not None:
-            metrics.update(deltas(metrics, baseline))
-            run.set_tags({"baseline_run_id": baseline["run_id"]})
-        elif is_baseline(cfg):
+        if is_baseline(cfg):
             metrics.update(deltas(metrics, metrics))
+        elif compare:
+            try:
+                baseline = ensure_baseline(cfg, dataset, tracker)
+            except Exception as exc:  # noqa: BLE001 - the model's own run stands
+                log.warning("baseline failed: %s", exc)
+                run.set_tags({"baseline_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
+            else:
+                metrics.update(deltas(metrics, baseline))
+                run.set_tags({"baseline_run_id": baseline["run_id"]})
         log_outcome(run, outcome, metrics)
         return job_summary(outcome, run.run_id)
 
@@ -192,7 +204,7 @@ def ensure_baseline(cfg: DictConfig, dataset: Dataset, tracker: Tracker) -> dict
             base_cfg.paths.output_dir = str(out)
             base_cfg.paths.checkpoints = str(out / "checkpoints")
             base_cfg.tracking.tags = {**base_cfg.tracking.tags, "role": "baseline"}
-            train_tracked(base_cfg, dataset, tracker, None, None)
+            train_tracked(base_cfg, dataset, tracker, None, compare=False)
             run = find_baseline_run(tracker.client, signature)
             assert run is not None, "baseline run did not finish"
         else:
@@ -209,10 +221,7 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
                                ckpt_path=resolve_resume(cfg))
         return job_summary(outcome, None)
     tracker = Tracker.from_config(cfg)
-    baseline = None
-    if cfg.tracking.compare_to_baseline and not is_baseline(cfg):
-        baseline = ensure_baseline(cfg, dataset, tracker)
-    return train_tracked(cfg, dataset, tracker, baseline, pruner)
+    return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
 
 
 def resolved(cfg: DictConfig) -> DictConfig:

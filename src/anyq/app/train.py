@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any
 
 import hydra
+import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -18,6 +20,8 @@ from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
 register_configs()
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch 2.13 deprecation
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -26,12 +26,13 @@ def is_local_sqlite(uri: str) -> bool:
 
 def ensure_store(uri: str, mlruns_dir: str | Path) -> MlflowClient:
     """Create the store once, under a lock: parallel first writers race on a fresh SQLite file."""
-    client = MlflowClient(tracking_uri=uri)
-    if is_local_sqlite(uri):
-        mlruns = Path(mlruns_dir).resolve()
-        mlruns.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(mlruns / ".store.lock")):
-            client.search_experiments(max_results=1)
+    if not is_local_sqlite(uri):
+        return MlflowClient(tracking_uri=uri)
+    mlruns = Path(mlruns_dir).resolve()
+    mlruns.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(mlruns / ".store.lock")):  # the client creates the tables on first use
+        client = MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)
     return client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, List, Optional
 
@@ -93,9 +94,8 @@ class AnyqOptunaSweeper(Sweeper):
         print_summary(summary)
 
     def _make_sampler(self, space: dict) -> Any:
-        if self.sampler is None:
-            return None
-        sampler = instantiate(self.sampler)
-        if callable(sampler) and not hasattr(sampler, "sample_relative"):  # GridSampler is partial
+        """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""
+        sampler = instantiate(self.sampler) if isinstance(self.sampler, DictConfig) else self.sampler
+        if isinstance(sampler, functools.partial):
             return sampler(grid_of(space))
         return sampler
