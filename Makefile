@@ -45,14 +45,31 @@ sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budg
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
 	$(BIN)/anyq-train -m ablation=variants $(ARGS)
 
-report: $(STAMP) ## HTML dashboard of the latest study (STUDY=<experiment> to choose)
-	$(BIN)/anyq-report $(if $(STUDY),--experiment $(STUDY),) $(REPORT_ARGS)
+report: $(STAMP) ## compare the newest study's runs, write reports/<study>/index.html (STUDY=<name> to choose)
+	$(BIN)/anyq-report $(if $(STUDY),--study $(STUDY),) $(REPORT_ARGS)
 
-ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test CRPS, Δ vs baseline, coverage)
+	@# The UI keeps visible columns in the browser; the saved view (an experiment tag) is what a server can offer.
+	-@$(BIN)/anyq-report --view-only --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db $(if $(STUDY),--study $(STUDY),) --ui-url http://$(HOST):5000
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1:8080
 	$(BIN)/optuna-dashboard --host $(HOST) --port 8080 sqlite:///$(CURDIR)/mlruns/optuna.db
+
+tensorboard: $(STAMP) ## TensorBoard on 127.0.0.1:6006 for runs trained with tracking=mlflow_tensorboard
+	$(BIN)/tensorboard --logdir $(CURDIR)/tb_logs --host $(HOST) --port 6006
+
+serve: $(STAMP) ## serve a run's logged model on 127.0.0.1:5001 (RUN=<run id>)
+	@test -n "$(RUN)" || { echo "usage: make serve RUN=<mlflow run id>" >&2; exit 2; }
+	@# PATH: the scoring server is started as `uvicorn`, which lives in the environment
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
+	  $(BIN)/mlflow models serve -m runs:/$(RUN)/model --env-manager local -h $(HOST) -p 5001
+
+services: $(STAMP) ## PostgreSQL + MLflow server on loopback for shared sweeps (docs/scale-out.md)
+	scripts/services.sh start
+
+services-stop: ## stop what `make services` started
+	scripts/services.sh stop
 
 clean: ## remove outputs (keeps mlruns/ and the environment)
 	rm -rf outputs multirun reports

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyq.model.attention import AdaptiveAttention, AttentionBlock, ModulatedSelfAttention
+from anyq.model.attention import AdaptiveAttention, AttentionBlock, ModulatedSelfAttention, _dropout
 
 L, H, P = 48, 24, 12
 D, HEADS, FF = 16, 4, 32
@@ -143,6 +143,29 @@ def test_gradients_reach_every_parameter_including_gates() -> None:
     for name, param in module.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     assert w.grad is None  # importance is detached
+
+
+def test_dropout_zeroes_share_p_and_rescales_the_rest() -> None:
+    torch.manual_seed(6)
+    x = torch.full((200, 500), 2.0, requires_grad=True)
+    out = _dropout(x, 0.2)
+    dropped = (out == 0).double().mean().item()
+    assert abs(dropped - 0.2) < 0.005  # 100k draws: standard error 0.0013
+    assert torch.equal(out.unique(), torch.tensor([0.0, 2.0 / 0.8]))
+    out.sum().backward()
+    assert torch.equal(x.grad, (out != 0).float() / 0.8)
+    assert _dropout(x, 0.0) is x
+
+
+def test_dropout_active_only_in_training_mode() -> None:
+    torch.manual_seed(7)
+    module = _attention(dropout=0.3)
+    _randomise_head(module)
+    inputs = _inputs()
+    module.train()
+    assert not torch.equal(module(*inputs), module(*inputs))
+    module.eval()
+    assert torch.equal(module(*inputs), module(*inputs))
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
+from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
 from anyq.tracking.baseline import (
@@ -189,6 +190,8 @@ def train_tracked(
                 metrics.update(deltas(metrics, baseline))
                 run.set_tags({"baseline_run_id": baseline["run_id"]})
         log_outcome(run, outcome, metrics)
+        if cfg.tracking.log_model:
+            log_forecaster_model(run, cfg, outcome)
         return job_summary(outcome, run.run_id)
 
 

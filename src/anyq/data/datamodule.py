@@ -93,7 +93,8 @@ class ForecastDataModule(pl.LightningDataModule):
                 raise DataError(
                     f"split {name!r} ({splits.describe(name, panel.index)}) has no complete window "
                     f"with history_length={history_length}, horizon_length={horizon_length}: "
-                    f"{windows.n_candidates} candidates, {windows.n_skipped_target_gaps} with target gaps, "
+                    f"{windows.n_candidates} candidates, "
+                    f"{windows.n_skipped_target_gaps} with target gaps, "
                     f"{windows.n_skipped_history_gaps} with history gaps, "
                     f"{windows.n_outside_span} outside their series' span"
                 )

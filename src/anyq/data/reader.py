@@ -15,7 +15,7 @@ import pandas as pd
 from anyq.data.errors import DataError
 
 REQUIRED_COLUMNS = ("unique_id", "ds", "y")
-# Tried in order on a sample of the column; the first that parses the sample is used for all.
+# The format that parses most of the first 1000 dates is used for the whole column.
 DATE_FORMATS = ("%d-%b-%Y %H:%M:%S", "ISO8601")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -31,12 +31,6 @@ def read_long_frame(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     raw = _read_raw(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, raw.columns))}"
-        )
     frame = pd.DataFrame(
         {
             "unique_id": raw["unique_id"].astype(str),
@@ -50,14 +44,31 @@ def read_long_frame(path: str | Path) -> pd.DataFrame:
 
 def _read_raw(path: Path) -> pd.DataFrame:
     name = path.name.lower()
-    if name.endswith(_PARQUET_SUFFIXES):
-        return pd.read_parquet(path)
-    if name.endswith(_CSV_SUFFIXES):
-        # Only the three columns are parsed: the MHLV file carries an unnamed index column.
-        return pd.read_csv(
-            path, usecols=lambda c: c in REQUIRED_COLUMNS, dtype={"unique_id": str, "ds": str}
-        )
+    try:
+        if name.endswith(_PARQUET_SUFFIXES):
+            raw = pd.read_parquet(path)
+            _check_columns(raw.columns, path)
+            return raw
+        if name.endswith(_CSV_SUFFIXES):
+            _check_columns(pd.read_csv(path, nrows=0).columns, path)
+            # Only the three columns are parsed: the MHLV file carries an unnamed index column.
+            return pd.read_csv(
+                path, usecols=list(REQUIRED_COLUMNS), dtype={"unique_id": str, "ds": str}
+            )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: cannot be read: {reason}") from exc
     raise DataError(f"{path}: unsupported file type (expected .csv or .parquet)")
+
+
+def _check_columns(columns: pd.Index, path: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, columns))}"
+        )
 
 
 def parse_dates(values: pd.Series, where: str = "data") -> pd.Series:

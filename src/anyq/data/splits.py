@@ -112,5 +112,7 @@ def split_by_proportions(
     starts = [0, int(cuts[0]), int(cuts[1])]
     for name, start, stop in zip(SPLIT_NAMES, starts, cuts, strict=True):
         if stop <= start:
-            raise DataError(f"split {name!r} is empty with proportions {proportions} of {panel.n_steps} hours")
+            raise DataError(
+                f"split {name!r} is empty with proportions {proportions} of {panel.n_steps} hours"
+            )
     return SplitRanges(*((int(a), int(b)) for a, b in zip(starts, cuts, strict=True)))

@@ -123,7 +123,9 @@ class NBeatsAQ(nn.Module):
         """``x [N, L]`` (normalised history), ``q [N, Q]`` -> forecast ``[N, H, Q]``."""
         n, num_q = q.shape
         if x.shape != (n, self.history_length):
-            raise ValueError(f"history shape {tuple(x.shape)} does not match [N={n}, history_length={self.history_length}]")
+            raise ValueError(
+                f"history shape {tuple(x.shape)} does not match [N={n}, history_length={self.history_length}]"
+            )
         residual = x.unsqueeze(1).expand(n, num_q, self.history_length).reshape(n * num_q, self.history_length)
         q_rows = q.reshape(n * num_q, 1).to(x.dtype)
         films: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.blocks)

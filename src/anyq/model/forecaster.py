@@ -60,7 +60,9 @@ class AnyQuantileForecaster(nn.Module):
     comparable across series.
     """
 
-    def __init__(self, backbone: NBeatsAQ, sampler: QuantileSampler, attention: AdaptiveAttention | None = None) -> None:
+    def __init__(
+        self, backbone: NBeatsAQ, sampler: QuantileSampler, attention: AdaptiveAttention | None = None
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.sampler = sampler

@@ -124,7 +124,8 @@ class QuantileSampler(nn.Module):
         if self.kind == "uniform":
             q = torch.rand(shape, generator=generator, device=device, dtype=dtype)
         else:
-            bins = torch.multinomial(self.probabilities(), batch_size * self.num_adaptive_quantiles, True, generator=generator)
+            num = batch_size * self.num_adaptive_quantiles
+            bins = torch.multinomial(self.probabilities(), num, replacement=True, generator=generator)
             offset = torch.rand(shape, generator=generator, device=device, dtype=dtype)
             q = (bins.view(shape).to(dtype) + offset) / self.num_bins
         return q.clamp_(Q_EPS, 1.0 - Q_EPS)

@@ -11,6 +11,10 @@ What it adds to hydra-optuna-sweeper's loop (and why it replaces it):
 - Heartbeats mark the trials of a dead worker FAIL (flagged ``interrupted``) and enqueue a
   retry with the same parameters; an interrupt of this worker fails its own trials the
   same way before it exits. No trial stays RUNNING.
+- Whoever fails a trial for a lost worker calls :attr:`StudyRunner.on_lost` with it, so
+  the tracking side can close the run that the dead job could not (the engine itself
+  knows nothing of MLflow). A job that outlives a false alarm (its worker was only slow)
+  finds its trial finished already: its result is logged and dropped, the retry stands.
 - Integer ranges keep Hydra's meaning (the plugin turned ``range(1, 5)`` into 1..5).
 """
 
@@ -26,7 +30,8 @@ from typing import Any, Callable, Optional, Sequence
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import BaseDistribution
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from anyq.sweeping.locks import study_lock
@@ -35,7 +40,10 @@ from anyq.sweeping.storage import make_storage
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "anyq:interrupted"
+STALE_REASON = "worker stopped (no heartbeat)"
+OPEN_LOCK = "anyq:open-study"  # one lock name for every study: the tables are shared
 Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
+OnLost = Callable[[int, str], None]  # (trial number, reason)
 
 
 @dataclass
@@ -53,29 +61,63 @@ class SweepSettings:
     max_retry: int = 2
 
 
-def _on_stale(study: optuna.Study, trial: FrozenTrial, retry: RetryHeartbeatStaleTrialCallback) -> None:
-    """A dead worker's trial: enqueue its parameters again, flag the failure as not counted."""
-    retry(study, trial)
-    study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
-    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", "worker stopped (no heartbeat)")
+def _report_lost(on_lost: Optional[OnLost], number: int, reason: str) -> None:
+    """Tell the tracking side; its failure must not stop the study (the trial is settled)."""
+    if on_lost is None:
+        return
+    try:
+        on_lost(number, reason)
+    except Exception as exc:  # noqa: BLE001 - e.g. the tracking server briefly unreachable
+        log.warning("could not close the run of lost trial %d: %s", number, exc)
+
+
+def fail_stale(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback,
+               on_lost: Optional[OnLost] = None) -> list[int]:
+    """Fail the trials whose worker stopped beating, flag them, retry them; their numbers.
+
+    Not Optuna's ``fail_stale_trials``: it fails a trial first and calls back after, when
+    a finished trial no longer takes attributes, so the flag that keeps a lost trial out
+    of the total could not be set. Here the flag comes first. Callers hold the study lock.
+    """
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return []
+    lost: list[int] = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+        try:
+            storage.set_trial_system_attr(trial_id, INTERRUPTED, True)
+            storage.set_trial_user_attr(trial_id, "fail_reason", STALE_REASON)
+            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # its worker told it after all
+        trial = storage.get_trial(trial_id)
+        retry(study, trial)
+        log.warning("trial %d: its worker stopped (no heartbeat); failed, retried with the same "
+                    "parameters", trial.number)
+        _report_lost(on_lost, trial.number, STALE_REASON)
+        lost.append(trial.number)
+    return lost
 
 
 def open_study(settings: SweepSettings) -> optuna.Study:
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
-    storage = make_storage(
-        settings.storage_url,
-        heartbeat_interval=settings.heartbeat_interval,
-        grace_period=settings.grace_period,
-    )
-    if isinstance(storage, optuna.storages.RDBStorage):
-        storage.heartbeat_stale_trial_callback = lambda s, t: _on_stale(s, t, retry)  # type: ignore[attr-defined]
-    return optuna.create_study(
-        study_name=settings.study_name,
-        storage=storage,
-        sampler=settings.sampler,
-        directions=settings.directions,
-        load_if_exists=True,
-    )
+    """Create or join the study.
+
+    Under a lock: workers started together on a fresh database would otherwise race to
+    create Optuna's tables (PostgreSQL fails the loser on ``CREATE TYPE``).
+    """
+    with study_lock(settings.storage_url, OPEN_LOCK):
+        storage = make_storage(
+            settings.storage_url,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+        )
+        return optuna.create_study(
+            study_name=settings.study_name,
+            storage=storage,
+            sampler=settings.sampler,
+            directions=settings.directions,
+            load_if_exists=True,
+        )
 
 
 def counts_toward_total(trial: FrozenTrial) -> bool:
@@ -114,18 +156,21 @@ class StudyRunner:
     """Runs one worker's share of a study; call :meth:`run` from every worker alike."""
 
     def __init__(self, settings: SweepSettings, launch: Launch,
-                 trial_overrides: Callable[[optuna.Trial], list[str]] = lambda t: []) -> None:
+                 trial_overrides: Callable[[optuna.Trial], list[str]] = lambda t: [],
+                 on_lost: Optional[OnLost] = None) -> None:
         self.settings = settings
         self.launch = launch
         self.trial_overrides = trial_overrides
+        self.on_lost = on_lost  # may be set after construction, once the parent run exists
         self.study = open_study(settings)
+        self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
         self.job_idx = 0
 
     # ------------------------------------------------------------------ asking
     def _next_batch(self, space: dict[str, BaseDistribution]) -> Optional[list[optuna.Trial]]:
         """Trials for this worker's next batch; [] to wait for others; None when done."""
         with study_lock(self.settings.storage_url, self.settings.study_name):
-            fail_stale_trials(self.study)
+            fail_stale(self.study, self.retry, self.on_lost)
             trials = self.study.get_trials(deepcopy=False)
             counted = [t for t in trials if counts_toward_total(t)]
             waiting = sum(t.state == TrialState.WAITING for t in counted)
@@ -163,7 +208,6 @@ class StudyRunner:
 
     def _abandon(self, trials: Sequence[optuna.Trial]) -> None:
         """This worker is being interrupted: fail its trials now, retry them later."""
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=self.settings.max_retry)
         for trial in trials:
             frozen = self.study._storage.get_trial(trial._trial_id)
             if frozen.state != TrialState.RUNNING:
@@ -171,7 +215,9 @@ class StudyRunner:
             trial.set_user_attr("fail_reason", "sweep interrupted")
             self.study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
             self.study.tell(trial, state=TrialState.FAIL)
-            retry(self.study, frozen)
+            self.retry(self.study, frozen)
+            # a job in this process closed its run itself; one in a launcher's child may not have
+            _report_lost(self.on_lost, trial.number, "sweep interrupted")
 
     # ------------------------------------------------------------------- loop
     def run(self, space: dict[str, BaseDistribution], fixed: Sequence[str]) -> optuna.Study:
@@ -194,7 +240,14 @@ class StudyRunner:
                 raise
             self.job_idx += len(batch)
             for trial, result in zip(batch, results):
-                state = self._tell(trial, result)
+                try:
+                    state = self._tell(trial, result)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # failed as stale by another worker meanwhile (this one was only slow):
+                    # the retry it enqueued stands, this result is dropped
+                    state = self.study._storage.get_trial(trial._trial_id).state
+                    log.warning("trial %d was already %s when its job returned; result dropped",
+                                trial.number, state.name)
                 log.info("trial %d: %s", trial.number, state.name)
 
 

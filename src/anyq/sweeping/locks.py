@@ -16,6 +16,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from filelock import FileLock
 
+from anyq.sweeping.storage import driver_url
+
 
 def _key(study_name: str) -> int:
     return int.from_bytes(hashlib.sha256(study_name.encode()).digest()[:8], "big", signed=True)
@@ -29,7 +31,7 @@ def study_lock(storage_url: str, study_name: str, timeout: float = 600.0) -> Ite
                       timeout=timeout):
             yield
         return
-    engine = sa.create_engine(storage_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(driver_url(storage_url), poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _key(study_name)})

@@ -2,18 +2,60 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 from typing import Optional
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 JOURNAL_PREFIX = "journal:///"
+STORAGE_ENV = "ANYQ_OPTUNA_STORAGE"
 
 
 def default_storage_url(mlruns_dir: str | Path) -> str:
     return f"sqlite:///{Path(mlruns_dir).resolve() / 'optuna.db'}"
+
+
+def resolve_storage_url(explicit: Optional[str], mlruns_dir: str | Path) -> str:
+    """``hydra.sweeper.storage`` wins, then ``$ANYQ_OPTUNA_STORAGE``, then ``mlruns/optuna.db``.
+
+    The variable lets every machine of a shared study run the very same command, with
+    the server's address (and nothing secret) set once per shell.
+    """
+    if explicit:
+        return explicit
+    if os.environ.get(STORAGE_ENV):
+        return os.environ[STORAGE_ENV]
+    return default_storage_url(mlruns_dir)
+
+
+def driver_url(url: str) -> str:
+    """Give a bare ``postgresql://`` URL the driver that is installed.
+
+    SQLAlchemy 2.1 reads ``postgresql://`` as psycopg 3; anyq installs psycopg2
+    (``psycopg2-binary``). Spelling the driver out keeps one URL valid for every worker,
+    whichever of the two it has.
+    """
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare) and importlib.util.find_spec("psycopg") is None \
+                and importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len(bare):]
+    return url
+
+
+def redacted(url: str) -> str:
+    """The URL without its password: fit for tags and logs."""
+    if url.startswith(("sqlite:", JOURNAL_PREFIX)):
+        return url
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def make_storage(url: str, *, heartbeat_interval: Optional[int] = None,
@@ -33,7 +75,7 @@ def make_storage(url: str, *, heartbeat_interval: Optional[int] = None,
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+    return RDBStorage(driver_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
                       grace_period=grace_period)
 
 

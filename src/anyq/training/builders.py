@@ -16,6 +16,7 @@ from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
 
 
@@ -99,6 +100,10 @@ def build_trainer(
 ) -> pl.Trainer:
     t = cfg.trainer
     all_callbacks: list[Callback] = list(callbacks)
+    all_loggers = list(loggers)
+    if cfg.tracking.tensorboard:  # a second logger beside MLflow: anyq.training.diagnostics
+        all_loggers.append(tensorboard_logger(cfg, all_loggers))
+        all_callbacks.extend(diagnostic_callbacks())
     if not t.fast_dev_run:
         all_callbacks.append(
             ModelCheckpoint(
@@ -133,7 +138,7 @@ def build_trainer(
         deterministic=t.deterministic,
         enable_progress_bar=t.enable_progress_bar,
         log_every_n_steps=t.log_every_n_steps,
-        logger=list(loggers) if loggers else False,
+        logger=all_loggers or False,
         callbacks=all_callbacks,
         default_root_dir=cfg.paths.output_dir,
         num_sanity_val_steps=0,

@@ -42,7 +42,7 @@ def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.
     if dataset.synthetic is None:
         return None
     windows = datamodule.test_windows
-    oracle = OracleForecaster(dataset.synthetic, datamodule.history_length)
+    oracle = OracleForecaster(dataset.synthetic, datamodule.history_length, datamodule.horizon_length)
     forecast = oracle.predict(windows.series_idx, windows.origin, levels.numpy())
     target = datamodule.dataset("test").target_array()
     scores = score(

@@ -80,10 +80,10 @@ class AttentionConfig:
     enabled: bool = True
     modulation: bool = True
     patch_length: int = 24
-    d_model: int = 64
+    d_model: int = 32  # CPU default: attention costs 1.7x the backbone (benchmarks/bench_model.py)
     n_heads: int = 4
     num_blocks: int = 2
-    d_ff: int = 128
+    d_ff: int = 64
     dropout: float = 0.1
     adaptive_temp: float = 1.0
 

@@ -23,7 +23,7 @@ class AnyqOptunaSweeperConf:
     sampler: Any = MISSING  # filled by the sampler default (tpe); None would mask it
     direction: Any = "minimize"
     study_name: Optional[str] = None
-    storage: Optional[str] = None  # default: sqlite:///<mlruns>/optuna.db
+    storage: Optional[str] = None  # default: $ANYQ_OPTUNA_STORAGE, else sqlite:///<mlruns>/optuna.db
     n_trials: int = 20
     n_jobs: int = 1
     params: Optional[Dict[str, str]] = None

@@ -1,4 +1,10 @@
-"""Hydra's side of the sweep engine: config in, launcher out, MLflow parent around it."""
+"""Hydra's side of the sweep engine: config in, launcher out, MLflow parent around it.
+
+Where the study lives: ``hydra.sweeper.storage`` if given, else ``$ANYQ_OPTUNA_STORAGE``,
+else ``sqlite:///<mlruns>/optuna.db``. Where runs go: ``tracking.tracking_uri``, else
+``$MLFLOW_TRACKING_URI``, else ``<mlruns>/mlflow.db``. So workers on several machines that
+run the same command with the same two variables join one study under one parent run.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from anyq.sweeping.engine import StudyRunner, SweepSettings, trial_link_overrides
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import grid_of, parse_search_space, quote
-from anyq.sweeping.storage import default_storage_url
+from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import print_summary, record_summary, summarize
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
+from anyq.tracking.trials import close_trial_runs
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,7 @@ class AnyqOptunaSweeper(Sweeper):
         study_name = self.study_name or "anyq-study"
         settings = SweepSettings(
             study_name=study_name,
-            storage_url=self.storage or default_storage_url(mlruns),
+            storage_url=resolve_storage_url(self.storage, mlruns),
             directions=self.directions,
             objectives=self.objectives,
             n_trials=self.n_trials,
@@ -74,15 +81,18 @@ class AnyqOptunaSweeper(Sweeper):
         runner = StudyRunner(settings, self.launcher.launch)
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
-                "optuna.storage": settings.storage_url,
+                "optuna.storage": redacted(settings.storage_url),
                 "optuna.directions": ",".join(self.directions),
                 "optuna.objectives": ",".join(self.objectives),
                 "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
             })
         shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
         runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
-        log.info("Study %s in %s: %d trials in all, MLflow experiment %s, parent run %s",
-                 study_name, settings.storage_url, self.n_trials, experiment, parent)
+        # a dead worker's job cannot close its run: the worker that notices closes it
+        runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
+        log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
+                 study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
+                 parent)
         try:
             study = runner.run(space, fixed)
         except BaseException:

@@ -1,0 +1,150 @@
+"""``anyq-report``: compare the runs of a study and write its HTML report (nothing is retrained).
+
+    anyq-report                          # the newest study (ablation or sweep) in the store
+    anyq-report --study ablation         # the newest study of that name
+    anyq-report --experiment ablation --alpha 0.01
+    anyq-report --view-only              # only write the MLflow UI's saved comparison view
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from mlflow.tracking import MlflowClient
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from anyq.app.paths import project_root
+from anyq.reporting.compare import StudyComparison, compare
+from anyq.reporting.figures import render_figures
+from anyq.reporting.html import log_report, mean_ci, write_report
+from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
+from anyq.reporting.study import VIEW_COLUMNS, Artifacts, ReportError, find_parent, save_view
+from anyq.tracking.baseline import BASELINE_VARIANT
+from anyq.tracking.store import resolve_tracking_uri
+
+UI_URL = "http://127.0.0.1:5000"
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="anyq-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--experiment", help="MLflow experiment of the study (default: any)")
+    parser.add_argument("--study", help="study name (the parent run's study_name tag)")
+    parser.add_argument("--parent-run-id", help="the study's parent run (default: the newest study parent)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/mlflow.db)")
+    parser.add_argument("--out", type=Path, help="report folder (default: reports/<study>)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="level of the paired tests (default 0.05)")
+    parser.add_argument("--baseline", default=BASELINE_VARIANT, help="variant every group is compared with")
+    parser.add_argument("--no-log", action="store_true", help="do not attach the report to the parent run")
+    parser.add_argument("--view-only", action="store_true",
+                        help="only write the MLflow UI's saved view with the comparison columns")
+    parser.add_argument("--ui-url", default=UI_URL, help="where `make ui` serves MLflow (for printed links)")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.alpha < 1.0:
+        parser.error(f"--alpha must be in (0, 1), got {args.alpha}")
+    return args
+
+
+def _cell(mean: float, half: float, fmt: str) -> str:
+    return mean_ci(mean, half, fmt, sep="±").replace("–", "-")
+
+
+def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
+    """Scores and verdicts first, calibration and cost second: each fits an 80-column terminal."""
+    table = comparison.table()
+    study = comparison.study
+    ci = f"seed mean ± {100 * comparison.confidence:g} % CI half-width"
+    style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
+    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: CRPS ({ci}) and paired test "
+                         f"vs {comparison.baseline}", **style)
+    details = Table(title=f"Study {study.name!r}: calibration, point accuracy, cost ({ci})", **style)
+    for name in ("group", "n", "CRPS", "ens.\nCRPS", "Δ ens.\nCRPS", "p", "verdict", "CRPS /\noracle"):
+        scores.add_column(name, justify="left" if name in ("group", "verdict") else "right", no_wrap=True)
+    for name in ("group", "CRPS\n%", "cov\n0.9", "cov\n0.95", "MARFE", "MAPE\n%", "train\ns"):
+        details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
+    styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref."}
+    for group, row in table.iterrows():
+        def c(metric: str, fmt: str) -> str:
+            return _cell(row[metric], row[f"{metric} ±"], fmt)
+
+        verdict = str(row["verdict"])
+        scores.add_row(
+            str(group), str(row["seeds"]), c("test/crps", "{:.4g}"), f"{row['ensemble/crps']:.4g}",
+            f"{row['delta/crps']:+.3g}", "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
+            styles.get(verdict, verdict), c("test/oracle_ratio", "{:.3g}"),
+        )
+        details.add_row(
+            str(group), c("test/crps_norm", "{:.3g}"), c("test/coverage-0.9", "{:.2f}"),
+            c("test/coverage-0.95", "{:.2f}"), c("test/marfe", "{:.3g}"), c("test/mape", "{:.3g}"),
+            c("train_seconds", "{:.2g}"),
+        )
+    return scores, details
+
+
+def view_only(client: MlflowClient, args: argparse.Namespace, console: Console) -> None:
+    if args.experiment or args.study or args.parent_run_id:
+        parent = find_parent(client, experiment=args.experiment, study=args.study, parent_run_id=args.parent_run_id)
+        experiment_ids = [parent.info.experiment_id]
+    else:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()
+                          if client.search_runs([e.experiment_id], "tags.role = 'study'", max_results=1)]
+    for experiment_id in experiment_ids:
+        name = client.get_experiment(experiment_id).name
+        console.print(f"saved view 'anyq comparison' of experiment {name!r}: "
+                      f"{args.ui_url}/{save_view(client, experiment_id)}")
+    pinned = ", ".join(VIEW_COLUMNS)
+    console.print(f"If your MLflow UI shows other columns, pick the view 'anyq comparison' in the runs table's "
+                  f"view menu, or pin these columns (Columns button): {pinned}")
+
+
+def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Console) -> Path:
+    started = time.perf_counter()
+    with Artifacts(uri) as artifacts:
+        comparison = compare(client, uri, artifacts, experiment=args.experiment, study=args.study,
+                             parent_run_id=args.parent_run_id, alpha=args.alpha, baseline=args.baseline)
+        study = comparison.study
+        out = args.out or project_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
+        figures = render_figures(comparison, artifacts, out)
+    path = write_report(comparison, figures, out)
+    if not args.no_log:
+        log_report(client, study.parent_run_id, out)
+    view = save_view(client, study.parent.info.experiment_id)
+    for table in comparison_tables(comparison):
+        console.print(table)
+    console.print("[bold]Verdicts[/] (paired Diebold-Mariano test of the seed ensembles on the same test "
+                  "windows; n.s. = no detectable difference):")
+    for line in comparison.verdicts():
+        console.print(f"  - {line}", soft_wrap=True)
+    console.print(f"MLflow store: {uri}  experiment {study.experiment!r}  parent run {study.parent_run_id}")
+    console.print(f"MLflow UI (make ui): {args.ui_url}/{view}")
+    console.print(f"Report: {path}  ({len(figures)} figures, {time.perf_counter() - started:.1f} s)")
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
+    client = MlflowClient(uri)
+    console = Console()
+    try:
+        if args.view_only:
+            view_only(client, args, console)
+        else:
+            report(client, uri, args, console)
+    except (ReportError, WindowMismatchError) as exc:
+        print(f"anyq-report: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The report's figures (matplotlib, Agg backend: no display needed), one function each.
+
+Every figure is drawn at ``FIGSIZE`` inches and saved at ``DPI`` without tight cropping,
+so each PNG is exactly ``PIXELS`` (width, height) and a page can lay them out blindly.
+Curves of a group are its members' curves averaged over seeds (the typical single model);
+the fan chart shows the group's seed ensemble, the forecast a user of the group would get.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from anyq.metrics.functional import quantile_at  # noqa: E402
+from anyq.reporting.compare import StudyComparison  # noqa: E402
+from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
+from anyq.reporting.study import Artifacts, best_validation  # noqa: E402
+
+FIGSIZE = (8.0, 4.5)
+DPI = 100
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+FULL_MODEL = "adaptive_attention"
+BASELINE_COLOR = "tab:gray"
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    name: str  # file stem, e.g. "crps_by_group"
+    title: str
+    caption: str
+    path: Path
+    size: tuple[int, int]  # pixels (width, height)
+
+
+def _figure() -> tuple[Figure, plt.Axes]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _colors(groups: Sequence[str], baseline: str) -> dict[str, str]:
+    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c != "#7f7f7f"]
+    others = [g for g in groups if g != baseline]
+    return {baseline: BASELINE_COLOR, **{g: cycle[i % len(cycle)] for i, g in enumerate(others)}}
+
+
+def crps_by_group(comparison: StudyComparison) -> Figure:
+    """Test CRPS per group: seeds as dots, seed mean with its CI, seed ensemble as a diamond."""
+    fig, ax = _figure()
+    groups, baseline = comparison.groups, comparison.baseline
+    colors = _colors(groups, baseline)
+    x = np.arange(len(groups))
+    for i, group in enumerate(groups):
+        seeds = comparison.runs.loc[comparison.runs["group"] == group, "test/crps"].to_numpy(float)
+        ax.scatter(np.full(seeds.size, i - 0.15), seeds, s=14, color=colors[group], alpha=0.6,
+                   label="single seeds" if i == 0 else None)
+        mean = comparison.stat(group, "test/crps")
+        low, high = comparison.stat(group, "test/crps", "ci_low"), comparison.stat(group, "test/crps", "ci_high")
+        err = None if math.isnan(low) else [[mean - low], [high - mean]]
+        ax.errorbar(i, mean, yerr=err, fmt="o", color=colors[group], capsize=5, ms=7,
+                    label=f"seed mean, {100 * comparison.confidence:g} % CI" if i == 0 else None)
+        ax.scatter(i + 0.15, comparison.ensembles.loc[group, "crps"], marker="D", s=36, color=colors[group],
+                   edgecolor="black", label="seed ensemble" if i == 0 else None)
+    ax.axhline(comparison.stat(baseline, "test/crps"), color=BASELINE_COLOR, ls="--", lw=1,
+               label=f"{baseline} (baseline) mean")
+    marks = {BETTER: " (better)", WORSE: " (worse)"}
+    labels = [g + ("\n(baseline)" if g == baseline else
+                   "\n" + marks.get(comparison.paired.loc[g, "verdict"], "(n.s.)").strip()) for g in groups]
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel("test CRPS (data units)")
+    kind = "Best trials against the baseline" if comparison.study.kind == "sweep" else "CRPS by variant"
+    ax.set_title(f"{kind}: test CRPS")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def reliability_diagram(comparison: StudyComparison) -> Figure:
+    """Observed share of targets below each level's forecast against the level (ideal: diagonal)."""
+    fig, ax = _figure()
+    colors = _colors(comparison.groups, comparison.baseline)
+    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":", label="ideal")
+    for group, curves in comparison.curves.items():
+        ax.plot(curves["levels"], curves["reliability"], color=colors[group], marker=".", ms=3, label=group,
+                ls="--" if group == comparison.baseline else "-")
+    ax.set_xlabel("nominal level q")
+    ax.set_ylabel("observed share of targets below the q forecast")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title("Reliability diagram (test, averaged over seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def crps_by_horizon(comparison: StudyComparison) -> Figure:
+    fig, ax = _figure()
+    colors = _colors(comparison.groups, comparison.baseline)
+    for group, curves in comparison.curves.items():
+        steps = np.arange(1, curves["crps_by_horizon"].size + 1)
+        ax.plot(steps, curves["crps_by_horizon"], color=colors[group], label=group,
+                ls="--" if group == comparison.baseline else "-")
+    ax.set_xlabel("horizon step (hours ahead)")
+    ax.set_ylabel("test CRPS")
+    ax.set_title("CRPS by horizon step (averaged over seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def pinball_by_level(comparison: StudyComparison) -> Figure:
+    fig, ax = _figure()
+    colors = _colors(comparison.groups, comparison.baseline)
+    for group, curves in comparison.curves.items():
+        ax.plot(curves["levels"], curves["pinball_by_level"], color=colors[group], label=group,
+                ls="--" if group == comparison.baseline else "-")
+    ax.set_xlabel("quantile level q")
+    ax.set_ylabel("mean pinball loss")
+    ax.set_title("Pinball loss by quantile level (test, averaged over seeds)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def sampler_importance(probabilities: np.ndarray, title: str) -> Figure:
+    """Heatmap epochs x bins of the sampler's bin probabilities, relative to uniform (1 = uniform)."""
+    fig, ax = _figure()
+    epochs, bins = probabilities.shape
+    relative = probabilities * bins
+    image = ax.imshow(relative, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                      extent=(0.0, 1.0, 0.5, epochs + 0.5))
+    fig.colorbar(image, ax=ax, label="bin probability x num_bins (1 = uniform)")
+    ax.set_xlabel("quantile level q (bins)")
+    ax.set_ylabel("epoch")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    return fig
+
+
+def _history(f: StoredForecasts, series: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observed values of ``series`` at times [start, stop), stitched from the test targets."""
+    mine = f.series_idx == series
+    times = (f.origin[mine, None] + np.arange(f.target.shape[1])).reshape(-1)
+    values = f.target[mine].reshape(-1)
+    times, first = np.unique(times, return_index=True)
+    keep = (times >= start) & (times < stop)
+    return times[keep], values[first][keep]
+
+
+def pick_window(f: StoredForecasts) -> int:
+    """A fully observed window of the first series, in the middle of the test period."""
+    complete = ~np.isnan(f.target).any(axis=1)
+    series = int(f.series_idx[complete].min()) if complete.any() else int(f.series_idx.min())
+    candidates = np.flatnonzero((f.series_idx == series) & complete)
+    if candidates.size == 0:
+        candidates = np.flatnonzero(f.series_idx == series)
+    candidates = candidates[np.argsort(f.origin[candidates])]
+    return int(candidates[candidates.size // 2])
+
+
+def fan_chart(f: StoredForecasts, history_length: int, label: str, window: Optional[int] = None) -> Figure:
+    """Bands 5-95 % and 25-75 %, the median and the truth for one test window, after its history.
+
+    The history is the observed load before the origin as far as the test targets reach
+    (test windows overlap, so their targets tile the test period): reports read stored
+    artifacts only and never reload the data.
+    """
+    fig, ax = _figure()
+    i = pick_window(f) if window is None else window
+    origin, series, horizon = int(f.origin[i]), int(f.series_idx[i]), f.target.shape[1]
+    forecast = torch.as_tensor(f.forecast[i], dtype=torch.float64)
+    levels = torch.as_tensor(f.levels, dtype=torch.float64)
+    q = {p: quantile_at(forecast, levels, p).numpy() for p in (0.05, 0.25, 0.5, 0.75, 0.95)}
+    steps = origin + np.arange(horizon)
+    hist_t, hist_y = _history(f, series, origin - history_length, origin)
+    if hist_t.size:
+        ax.plot(hist_t - origin, hist_y, color="black", lw=1, label="history (observed)")
+    ax.fill_between(steps - origin, q[0.05], q[0.95], color="tab:blue", alpha=0.2, label="5-95 %")
+    ax.fill_between(steps - origin, q[0.25], q[0.75], color="tab:blue", alpha=0.4, label="25-75 %")
+    ax.plot(steps - origin, q[0.5], color="tab:blue", lw=1.5, label="median")
+    ax.plot(steps - origin, f.target[i], color="tab:red", lw=1, label="truth")
+    ax.axvline(-0.5, color="black", lw=0.6, ls=":")
+    ax.set_xlabel("hours from the forecast origin")
+    ax.set_ylabel("load")
+    ax.set_title(f"Example forecast: {label}, series {series}, origin t = {origin}")
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def optimisation_history(numbers: np.ndarray, values: np.ndarray, direction: str, objective: str,
+                         baseline_value: float, pruned: Optional[dict[int, float]] = None) -> Figure:
+    """Each finished trial's objective and the best so far, against the baseline's; pruned trials
+    (their best epoch before they were stopped) as crosses, outside the best-so-far line."""
+    fig, ax = _figure()
+    if pruned:
+        ax.scatter(list(pruned), list(pruned.values()), marker="x", color=BASELINE_COLOR, s=22, label="pruned trial")
+    order = np.argsort(numbers)
+    numbers, values = numbers[order], values[order]
+    finite = np.where(np.isfinite(values), values, np.inf if direction == "minimize" else -np.inf)
+    best = np.minimum.accumulate(finite) if direction == "minimize" else np.maximum.accumulate(finite)
+    ax.scatter(numbers, values, color="tab:blue", s=18, label="trial")
+    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+    if math.isfinite(baseline_value):
+        ax.axhline(baseline_value, color=BASELINE_COLOR, ls="--", label="baseline adaptive model")
+    ax.set_xlabel("trial number")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"{objective} (best epoch)")
+    ax.set_title(f"Optimisation history ({direction} {objective})")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def headline_group(comparison: StudyComparison) -> str:
+    """The group the single-run figures show: the full model, a sweep's best trial, else the first."""
+    others = [g for g in comparison.groups if g != comparison.baseline]
+    if FULL_MODEL in others:
+        return FULL_MODEL
+    return others[0] if others else comparison.baseline
+
+
+def _importance(comparison: StudyComparison, artifacts: Artifacts) -> Optional[tuple[np.ndarray, str]]:
+    headline = headline_group(comparison)
+    order = [headline, *[g for g in comparison.groups if g != headline]]
+    for group in order:
+        for run in comparison.study.groups[group]:
+            if run.data.params.get("model.sampler.kind", "adaptive") != "adaptive":
+                continue
+            probabilities = artifacts.importance(run.info.run_id)
+            if probabilities is not None and probabilities.ndim == 2:
+                return probabilities, f"{group}, seed {run.data.tags.get('seed', '?')} (run {run.info.run_id[:8]})"
+    return None
+
+
+def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
+    path = out_dir / f"{name}.png"
+    fig.savefig(path, dpi=DPI)
+    return FigureFile(name, title, caption, path, PIXELS)
+
+
+def render_figures(comparison: StudyComparison, artifacts: Artifacts, out_dir: Path) -> list[FigureFile]:
+    """Draw every figure the study supports into ``out_dir`` as PNG files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [
+        _save(crps_by_group(comparison), out_dir, "crps_by_group", "Test CRPS by group",
+              "Dots: single seeds; circle and bars: seed mean with its t-interval; diamond: seed ensemble; "
+              "dashed line: the baseline's mean. Verdicts come from the paired test of the seed ensembles."),
+        _save(reliability_diagram(comparison), out_dir, "reliability", "Reliability diagram",
+              "Share of test targets below each level's forecast; a calibrated model lies on the diagonal."),
+        _save(crps_by_horizon(comparison), out_dir, "crps_by_horizon", "CRPS by horizon step",
+              "How skill decays with lead time."),
+        _save(pinball_by_level(comparison), out_dir, "pinball_by_level", "Pinball loss by quantile level",
+              "Where in the distribution the error sits."),
+    ]
+    importance = _importance(comparison, artifacts)
+    if importance is not None:
+        probabilities, who = importance
+        files.append(_save(sampler_importance(probabilities, f"Adaptive sampler importance: {who}"), out_dir,
+                           "sampler_importance", "Adaptive sampler importance over training",
+                           "Bin probabilities of the adaptive quantile sampler at the end of each epoch, "
+                           "relative to uniform sampling."))
+    headline = headline_group(comparison)
+    first = comparison.study.groups[headline][0]
+    history_length = int(first.data.params.get("data.history_length", 168))
+    files.append(_save(fan_chart(comparison.ensemble_forecasts[headline], history_length,
+                                 f"{headline} seed ensemble"), out_dir, "fan_chart", "Example forecast",
+                       "One test window of the first series: quantile bands of the seed ensemble, its median "
+                       "and the truth, after the observed history."))
+    if comparison.study.kind == "sweep" and comparison.study.trials:
+        study = comparison.study
+        metric, direction = study.objective
+        numbers = np.array([int(r.data.tags["optuna.trial_number"]) for r in study.trials])
+        values = np.array([study.trial_values[r.info.run_id] for r in study.trials], dtype=float)
+        base = [best_validation(study.client, r, metric, direction) for r in study.groups[study.baseline]]
+        files.append(_save(optimisation_history(numbers, values, direction, metric,
+                                                float(np.mean(base)) if base else math.nan,
+                                                study.pruned_values),
+                           out_dir, "optimisation_history", "Optimisation history",
+                           "Objective of each finished trial (its best epoch) and the best so far; crosses: "
+                           "pruned trials at the epoch they were stopped."))
+    return files

@@ -1,0 +1,130 @@
+"""One self-contained HTML page per study: figures inlined as base64 PNG, tables, verdicts.
+
+The page needs no server and no other file (the PNGs beside it are for reuse), so it can
+be mailed or opened from the parent run's artifacts in the MLflow UI (under ``report/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from anyq.reporting.compare import METRICS, StudyComparison
+from anyq.reporting.figures import FigureFile
+
+REPORT_DIR = "report"  # artifact folder on the study's parent run
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0 2em; } figcaption { font-size: 0.85em; color: #555; }
+.better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; font-weight: 600; }
+code { font-size: 0.9em; }
+"""
+
+
+def _fmt(value: object, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "–" if math.isnan(value) else f"{value:.{digits}g}"
+    return str(value)
+
+
+def two_figures(x: float) -> str:
+    """Two significant figures without exponent notation: a CI half-width beside its mean."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    return f"{x:.{max(0, 1 - math.floor(math.log10(abs(x))))}f}"
+
+
+def mean_ci(mean: float, half: float, fmt: str = "{:.4g}", sep: str = " ± ") -> str:
+    """``mean ± half`` (just the mean for a single seed, "–" for nothing)."""
+    if math.isnan(mean):
+        return "–"
+    return fmt.format(mean) if math.isnan(half) else f"{fmt.format(mean)}{sep}{two_figures(half)}"
+
+
+def comparison_frame(comparison: StudyComparison) -> pd.DataFrame:
+    """The headline table as display strings: seed mean ± CI half-width per metric."""
+    table = comparison.table()
+    out = pd.DataFrame(index=table.index)
+    out["seeds"] = table["seeds"]
+    for metric in METRICS:
+        out[metric] = [mean_ci(m, h) for m, h in zip(table[metric], table[f"{metric} ±"])]
+    out["ensemble CRPS"] = table["ensemble/crps"].map(_fmt)
+    out["Δ CRPS vs baseline"] = table["delta/crps"].map(lambda v: "–" if math.isnan(v) else f"{v:+.4g}")
+    out["p"] = table["p_value"].map(lambda v: _fmt(v, 3))
+    out["verdict"] = table["verdict"]
+    return out
+
+
+def _table(frame: pd.DataFrame) -> str:
+    frame = frame.reset_index(names=frame.index.name or "group")
+    return frame.to_html(classes="table", border=0, index=False, float_format=lambda v: _fmt(v), na_rep="–",
+                         escape=True)
+
+
+def _image(figure: FigureFile) -> str:
+    data = base64.b64encode(figure.path.read_bytes()).decode("ascii")
+    width, height = figure.size
+    return (f'<figure id="{html.escape(figure.name)}"><h3>{html.escape(figure.title)}</h3>'
+            f'<img alt="{html.escape(figure.title)}" width="{width}" height="{height}" '
+            f'src="data:image/png;base64,{data}"/><figcaption>{html.escape(figure.caption)}</figcaption></figure>')
+
+
+def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> str:
+    study = comparison.study
+    verdicts = "".join(
+        f'<li class="{html.escape(pair["verdict"].split()[0])}">{html.escape(line)}</li>'
+        for line, (_, pair) in zip(comparison.verdicts(), comparison.paired.iterrows()))
+    runs = comparison.runs[["group", "seed", "variant", "run_id", *METRICS]].set_index("group")
+    paired = comparison.paired.drop(columns=["alpha"], errors="ignore")
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    sections = [
+        f"<h1>Study {html.escape(study.name)}</h1>",
+        "<p>"
+        f"{'Sweep' if study.kind == 'sweep' else 'Ablation'} study in MLflow experiment "
+        f"<code>{html.escape(study.experiment)}</code>, parent run <code>{study.parent_run_id}</code>, "
+        f"store <code>{html.escape(study.tracking_uri)}</code>. Generated {generated} from the runs' logged "
+        f"metrics and stored test forecasts (nothing retrained). Baseline: "
+        f"<code>{html.escape(comparison.baseline)}</code>.</p>",
+        "<h2>Verdicts</h2>",
+        f"<ul>{verdicts or '<li>No group besides the baseline.</li>'}</ul>",
+        "<p>Paired test: Diebold-Mariano on the per-window CRPS of the two seed ensembles over the same "
+        "test windows (averaged over series at each origin, HAC/Newey-West variance, two-sided, "
+        f"alpha {comparison.alpha:g}). Intervals: {100 * comparison.confidence:g} % Student-t over seeds.</p>",
+        "<h2>Comparison (seed mean ± CI half-width)</h2>",
+        _table(comparison_frame(comparison)),
+        "<h2>Seed ensembles (scored on the test windows)</h2>",
+        _table(comparison.ensembles),
+        "<h2>Paired comparisons against the baseline</h2>",
+        _table(paired),
+        "<h2>Figures</h2>",
+        *[_image(f) for f in figures],
+        "<h2>Runs</h2>",
+        _table(runs),
+    ]
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>anyq report: '
+            f"{html.escape(study.name)}</title><style>{_STYLE}</style></head><body>"
+            + "\n".join(sections) + "</body></html>")
+
+
+def write_report(comparison: StudyComparison, figures: Sequence[FigureFile], out_dir: Path) -> Path:
+    """``out_dir/index.html`` (the PNGs of ``figures`` are expected in ``out_dir`` already)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(render_html(comparison, figures), encoding="utf-8")
+    comparison.table().to_csv(out_dir / "comparison.csv")
+    return path
+
+
+def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> None:
+    """Attach the page, figures and table to the study's parent run under ``report/``."""
+    client.log_artifacts(parent_run_id, str(out_dir), REPORT_DIR)

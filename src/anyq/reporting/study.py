@@ -1,0 +1,258 @@
+"""A study as MLflow holds it: the parent run, its finished runs, their groups and artifacts.
+
+Reports never retrain: everything below reads what the runs logged (metrics, tags and the
+``evaluation/`` artifacts). A study is either a *grid* (an ablation: runs grouped by their
+``variant`` tag, one run per seed) or a *sweep* (parent tagged ``optuna.storage``, children
+tagged ``optuna.trial_number``: the best trials by the sweep objective, one group each).
+The baseline group is the study's own ``baseline_adaptive`` runs when it has them, else
+the runs its children name in their ``baseline_run_id`` tag (sweeps train those on demand,
+outside the parent).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+from mlflow.artifacts import download_artifacts
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from anyq.model.forecaster import VARIANTS
+from anyq.reporting.runs import child_runs
+from anyq.reporting.stats import StoredForecasts
+from anyq.tracking.baseline import BASELINE_VARIANT
+from anyq.tracking.study import ROLE_TAG, STUDY_TAG
+
+FORECASTS = "evaluation/test_forecasts.npz"
+IMPORTANCE = "evaluation/sampler_importance.npz"
+TRIAL_TAG = "optuna.trial_number"
+STORAGE_TAG = "optuna.storage"
+
+
+class ReportError(RuntimeError):
+    """The report cannot be made from what the store holds (one line, for the command line)."""
+
+
+def _search(client: MlflowClient, experiment_ids: list[str], flt: str, max_results: int = 1) -> list[Run]:
+    return list(client.search_runs(experiment_ids, filter_string=flt, order_by=["attributes.start_time DESC"],
+                                   max_results=max_results))
+
+
+def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study: Optional[str] = None,
+                parent_run_id: Optional[str] = None) -> Run:
+    """The study's parent run: by id, else the newest study parent matching experiment/study name."""
+    if parent_run_id:
+        try:
+            run = client.get_run(parent_run_id)
+        except MlflowException as exc:
+            raise ReportError(f"no run {parent_run_id} in the store: {str(exc).splitlines()[0]}") from exc
+        if run.data.tags.get(ROLE_TAG) != "study":
+            raise ReportError(f"run {parent_run_id} is not a study parent run (tag {ROLE_TAG}=study missing)")
+        return run
+    if experiment:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise ReportError(f"no MLflow experiment named {experiment!r}")
+        experiment_ids = [found.experiment_id]
+    else:
+        experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    flt = f"tags.{ROLE_TAG} = 'study'" + (f" and tags.{STUDY_TAG} = '{study}'" if study else "")
+    runs = _search(client, experiment_ids, flt) if experiment_ids else []
+    if not runs:
+        named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
+        where = " and ".join(x for x in named if x)
+        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store "
+                          f"(run `anyq-train -m ablation=variants` or a sweep first)")
+    return runs[0]
+
+
+def objective_of(parent: Run) -> tuple[str, str]:
+    """(metric, direction) a sweep optimised: its first objective; val/crps minimised otherwise."""
+    objectives = parent.data.tags.get("optuna.objectives", "val/crps").split(",")
+    directions = parent.data.tags.get("optuna.directions", "minimize").split(",")
+    return objectives[0].strip(), directions[0].strip()
+
+
+@dataclass
+class Study:
+    """The runs a report is made of, already grouped; groups keep the study's order."""
+
+    client: MlflowClient
+    tracking_uri: str
+    parent: Run
+    experiment: str
+    kind: str  # "grid" or "sweep"
+    groups: dict[str, list[Run]]
+    baseline: str  # the key of the baseline group in ``groups``
+    trials: list[Run] = field(default_factory=list)  # sweeps: every finished trial, by number
+    objective: tuple[str, str] = ("val/crps", "minimize")
+    trial_values: dict[str, float] = field(default_factory=dict)  # run id -> sweep objective
+    pruned_values: dict[int, float] = field(default_factory=dict)  # trial number -> objective when pruned
+
+    @property
+    def name(self) -> str:
+        return self.parent.data.tags.get(STUDY_TAG, self.parent.info.run_name or self.parent.info.run_id)
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.parent.info.run_id
+
+    def runs(self) -> list[tuple[str, Run]]:
+        return [(g, r) for g, runs in self.groups.items() for r in runs]
+
+
+def _seed(run: Run) -> int:
+    try:
+        return int(run.data.tags.get("seed", "0"))
+    except ValueError:
+        return 0
+
+
+def _baseline_runs(client: MlflowClient, children: list[Run]) -> list[Run]:
+    """The runs the children were compared with (sweeps train them outside the parent)."""
+    ids = sorted({r.data.tags["baseline_run_id"] for r in children if r.data.tags.get("baseline_run_id")})
+    found = []
+    for run_id in ids:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            continue
+        if run.info.status == "FINISHED":
+            found.append(run)
+    return sorted(found, key=_seed)
+
+
+def best_validation(client: MlflowClient, run: Run, metric: str, direction: str) -> float:
+    """The sweep objective of a finished trial: its best epoch of ``metric`` (what Optuna saw)."""
+    history = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
+    if not history:
+        return run.data.metrics.get(metric, math.nan)
+    return min(history) if direction == "minimize" else max(history)
+
+
+def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline: str = BASELINE_VARIANT,
+               top_trials: int = 3) -> Study:
+    """Group the parent's FINISHED children (see module doc) and attach the baseline group."""
+    children = child_runs(client, parent, "FINISHED")
+    if not children:
+        raise ReportError(f"study parent run {parent.info.run_id} has no FINISHED runs under it")
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    sweep = STORAGE_TAG in parent.data.tags or any(TRIAL_TAG in r.data.tags for r in children)
+    groups: dict[str, list[Run]] = {}
+    trials: list[Run] = []
+    scores: dict[str, float] = {}
+    pruned_values: dict[int, float] = {}
+    objective = objective_of(parent)
+    if sweep:
+        trials = sorted((r for r in children if TRIAL_TAG in r.data.tags), key=lambda r: int(r.data.tags[TRIAL_TAG]))
+        metric, direction = objective
+        scores = {r.info.run_id: best_validation(client, r, metric, direction) for r in trials}
+        sign = 1.0 if direction == "minimize" else -1.0
+        ranked = sorted(trials, key=lambda r: sign * scores[r.info.run_id]
+                        if math.isfinite(scores[r.info.run_id]) else math.inf)
+        for run in ranked[:top_trials]:
+            groups[f"trial {run.data.tags[TRIAL_TAG]}"] = [run]
+        base_runs = _baseline_runs(client, trials)
+        pruned = [r for r in child_runs(client, parent, "KILLED")
+                  if r.data.tags.get("trial_state") == "PRUNED" and TRIAL_TAG in r.data.tags]
+        pruned_values = {int(r.data.tags[TRIAL_TAG]): best_validation(client, r, metric, direction) for r in pruned}
+    else:
+        for run in sorted(children, key=_seed):
+            groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
+        base_runs = groups.pop(baseline, None) or _baseline_runs(client, children)
+        order = list(VARIANTS)  # DESIGN.md's order of the variants; unknown names after, by name
+        groups = dict(sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                                             kv[0])))
+    if not base_runs:
+        raise ReportError(f"study {parent.info.run_id} has no FINISHED {baseline} runs to compare against")
+    groups = {baseline: base_runs, **groups}
+    return Study(client, tracking_uri, parent, experiment, "sweep" if sweep else "grid", groups, baseline,
+                 trials, objective, scores, pruned_values)
+
+
+class Artifacts:
+    """Downloads each run's evaluation artifacts once, into a folder removed by ``close``."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.root = Path(tempfile.mkdtemp(prefix="anyq-report-"))
+        self._forecasts: dict[str, StoredForecasts] = {}
+
+    def _file(self, run_id: str, path: str) -> Optional[Path]:
+        try:
+            local = download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(self.root / run_id),
+                                       tracking_uri=self.tracking_uri)
+        except (MlflowException, OSError):
+            return None
+        return Path(local)
+
+    def forecasts(self, run_id: str) -> StoredForecasts:
+        if run_id not in self._forecasts:
+            path = self._file(run_id, FORECASTS)
+            if path is None:
+                raise ReportError(f"run {run_id} has no {FORECASTS} artifact (trained with "
+                                  f"evaluation.store_forecasts=false?)")
+            with np.load(path) as arrays:
+                self._forecasts[run_id] = StoredForecasts.from_arrays(arrays)
+        return self._forecasts[run_id]
+
+    def importance(self, run_id: str) -> Optional[np.ndarray]:
+        """Sampler bin probabilities ``[epochs, num_bins]``, or None when the run logged none."""
+        path = self._file(run_id, IMPORTANCE)
+        if path is None:
+            return None
+        with np.load(path) as arrays:
+            probabilities = np.asarray(arrays["probabilities"])
+        return probabilities if probabilities.size else None
+
+    def json(self, run_id: str, path: str) -> Optional[Any]:
+        local = self._file(run_id, path)
+        return json.loads(local.read_text()) if local is not None else None
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "Artifacts":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- a saved view of the MLflow UI ------------------------------------------------------------
+#
+# The MLflow UI keeps its column choice in the browser; the server cannot set defaults. What
+# MLflow 3 does read from the store is a *saved view*: an experiment tag
+# ``mlflow.sharedViewState.<key>`` holding {name, createdAt, updatedAt, state}, where state is
+# the JSON of the runs table's settings. The UI lists it in its view menu and opens it from
+# ``#/experiments/<id>?viewStateShareKey=<key>``.
+
+VIEW_KEY = "anyq-comparison"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = ("test/crps", "delta/crps_vs_baseline", "test/coverage-0.9", "test/coverage-0.95",
+                "test/oracle_ratio", "test/marfe", "val/crps", "train_seconds")
+VIEW_TAGS = ("variant", "seed")
+
+
+def view_state() -> dict[str, Any]:
+    """The runs table sorted by test CRPS with the comparison columns shown."""
+    columns = [f"tags.`{t}`" for t in VIEW_TAGS] + [f"metrics.`{m}`" for m in VIEW_COLUMNS]
+    return {"searchFilter": "", "orderByKey": "metrics.`test/crps`", "orderByAsc": True,
+            "selectedColumns": columns, "columnOrder": columns}
+
+
+def save_view(client: MlflowClient, experiment_id: str) -> str:
+    """Write the saved view on the experiment; returns the UI fragment that opens it."""
+    now = int(time.time() * 1000)
+    envelope = {"name": "anyq comparison", "createdAt": now, "updatedAt": now, "state": json.dumps(view_state())}
+    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(envelope))
+    return f"#/experiments/{experiment_id}?viewStateShareKey={VIEW_KEY}"

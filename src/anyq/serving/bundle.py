@@ -1,0 +1,191 @@
+"""A trained forecaster ready to answer requests: its weights plus the config that builds it.
+
+A bundle is two files, the way a served model carries them: ``weights.pt`` (the
+forecaster's ``state_dict``, sampler state included, because the attention's importance
+modulation reads it at inference; no optimiser state) and ``forecaster.yaml`` (the resolved
+model config and window lengths). Both load without the training stack or the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.serving.errors import RequestError
+
+SPEC_FORMAT = "anyq-forecaster/1"
+WEIGHTS_FILE = "weights.pt"
+SPEC_FILE = "forecaster.yaml"
+#: Prefix of the forecaster's parameters in a Lightning checkpoint of ForecastingModule.
+CHECKPOINT_PREFIX = "forecaster."
+#: (window, level) pairs per forward call: bounds memory for large requests.
+MAX_PAIRS_PER_CALL = 65536
+
+
+@dataclass(frozen=True)
+class ForecasterSpec:
+    """What builds the network: variant, window lengths, and the model config sections."""
+
+    variant: str
+    history_length: int
+    horizon_length: int
+    backbone: dict[str, Any]
+    sampler: dict[str, Any]
+    attention: dict[str, Any]
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ForecasterSpec:
+        """From a composed app config (``cfg.model``, ``cfg.data``), resolved."""
+        from omegaconf import OmegaConf
+
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        assert isinstance(model, dict)
+        return cls(
+            variant=str(model.get("variant", "unknown")),
+            history_length=int(cfg.data.history_length),
+            horizon_length=int(cfg.data.horizon_length),
+            backbone=dict(model["backbone"]),
+            sampler=dict(model["sampler"]),
+            attention=dict(model["attention"]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": SPEC_FORMAT,
+            "variant": self.variant,
+            "history_length": self.history_length,
+            "horizon_length": self.horizon_length,
+            "model": {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForecasterSpec:
+        if data.get("format") != SPEC_FORMAT:
+            raise ValueError(f"not an anyq forecaster spec (format {data.get('format')!r}, expected {SPEC_FORMAT!r})")
+        model = data["model"]
+        return cls(
+            variant=str(data["variant"]),
+            history_length=int(data["history_length"]),
+            horizon_length=int(data["horizon_length"]),
+            backbone=dict(model["backbone"]),
+            sampler=dict(model["sampler"]),
+            attention=dict(model["attention"]),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ForecasterSpec:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+
+    def build(self) -> AnyQuantileForecaster:
+        return build_forecaster(self.history_length, self.horizon_length,
+                                backbone=self.backbone, sampler=self.sampler, attention=self.attention)
+
+
+def checkpoint_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The forecaster's ``state_dict`` out of a Lightning checkpoint (optimiser state left behind).
+
+    Loaded with ``weights_only=True``: a checkpoint handed to a command is not trusted code.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
+    if not weights:
+        raise ValueError(f"{path}: no '{CHECKPOINT_PREFIX}*' weights; is it an anyq-train checkpoint?")
+    return weights
+
+
+def check_levels(levels: Any) -> np.ndarray:
+    """Levels as float64, each strictly inside (0, 1); a RequestError names the first bad one."""
+    try:
+        q = np.asarray(levels, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise RequestError(f"levels must be numbers strictly between 0 and 1 ({exc})") from None
+    if q.size == 0:
+        raise RequestError("no levels requested: ask for at least one level in (0, 1)")
+    bad = ~((q > 0.0) & (q < 1.0))  # NaN fails both comparisons
+    if bad.any():
+        raise RequestError(f"levels must lie strictly between 0 and 1, got {q[bad].flat[0]:g}")
+    return q
+
+
+class ServedForecaster:
+    """A forecaster in eval mode on CPU, answering ``forecast(history, levels)`` requests."""
+
+    def __init__(self, spec: ForecasterSpec, weights: Mapping[str, torch.Tensor]) -> None:
+        self.spec = spec
+        self.model = spec.build()
+        self.model.load_state_dict(dict(weights))
+        self.model.eval()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, spec: ForecasterSpec) -> ServedForecaster:
+        return cls(spec, checkpoint_weights(checkpoint))
+
+    @classmethod
+    def from_files(cls, weights: str | Path, spec: str | Path) -> ServedForecaster:
+        return cls(ForecasterSpec.load(spec), torch.load(weights, map_location="cpu", weights_only=True))
+
+    def save(self, directory: str | Path) -> tuple[Path, Path]:
+        """Write ``weights.pt`` and ``forecaster.yaml`` into ``directory``; returns both paths."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = directory / WEIGHTS_FILE
+        torch.save(self.model.state_dict(), weights)
+        return weights, self.spec.save(directory / SPEC_FILE)
+
+    def forecast(self, history: Any, levels: Any, names: Sequence[str] | None = None) -> np.ndarray:
+        """Quantile forecasts ``[N, H, Q]`` (float64, data units) for histories ``[N, >= L]``.
+
+        ``levels`` is ``[Q]`` (the same levels for every window) or ``[N, Q]``. Only the last
+        ``history_length`` hours of each history are used; ``names`` label windows in errors.
+        """
+        x = self._checked_history(history, names)
+        q = check_levels(levels)
+        if q.ndim == 1:
+            q = np.broadcast_to(q, (x.shape[0], q.shape[0]))
+        if q.ndim != 2 or q.shape[0] != x.shape[0]:
+            raise RequestError(f"levels have shape {q.shape}; expected [Q] or [{x.shape[0]}, Q]")
+        chunk = max(1, MAX_PAIRS_PER_CALL // q.shape[1])
+        out = np.empty((x.shape[0], self.spec.horizon_length, q.shape[1]), dtype=np.float64)
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], chunk):  # batches of windows, not single windows
+                stop = start + chunk
+                hist = torch.as_tensor(x[start:stop], dtype=torch.float32)
+                level = torch.as_tensor(np.ascontiguousarray(q[start:stop]), dtype=torch.float32)
+                out[start:stop] = self.model(hist, level).double().numpy()
+        return out
+
+    def _checked_history(self, history: Any, names: Sequence[str] | None) -> np.ndarray:
+        try:
+            x = np.asarray(history, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"history must be numbers ({exc})") from None
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise RequestError(f"history must be [windows, hours] with at least one window, got shape {x.shape}")
+        need = self.spec.history_length
+        if x.shape[1] < need:
+            raise RequestError(f"history has {x.shape[1]} hours but the model needs {need}")
+        x = x[:, -need:]
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row = int(np.argmax(bad.any(axis=1)))
+            label = f"series {names[row]!r}" if names is not None else f"window {row}"
+            raise RequestError(
+                f"history of {label} has {int(bad[row].sum())} missing (NaN) or infinite value(s) "
+                f"in its last {need} hours"
+            )
+        return x

@@ -1,0 +1,129 @@
+"""Log a finished run's best model as an MLflow pyfunc model (``runs:/<run id>/model``).
+
+The model holds the best checkpoint's forecaster weights (no optimiser state) and the
+resolved model config, so ``mlflow models serve`` and ``anyq-predict --run`` need neither
+the training data nor the checkpoint files. A run without a best checkpoint (a fast dev
+run saves none) logs no model.
+
+``Model.log`` is what ``mlflow.pyfunc.log_model`` calls; it is called directly because it
+takes the run id, so the job's run is never made the process-wide active run (ending an
+active run would close the job's run before its own end).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from mlflow.models import Model
+from omegaconf import DictConfig
+
+import anyq
+from anyq.serving.bundle import ForecasterSpec, ServedForecaster
+from anyq.serving.frames import example_request
+from anyq.serving.pyfunc import SIGNATURE, SPEC_ARTIFACT, WEIGHTS_ARTIFACT, AnyQuantilePyfunc
+from anyq.tracking.store import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from anyq.tracking.runs import RunRecord
+    from anyq.training.run import TrainOutcome
+
+log = logging.getLogger(__name__)
+MODEL_NAME = "model"
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # not imported: it registers a model
+
+
+def requirements() -> list[str]:
+    """Pinned to the training environment; given explicitly so logging never spawns a
+    subprocess to infer them. ``anyq`` itself must be installed where the model is served."""
+    return [
+        f"anyq=={anyq.__version__}",
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"mlflow=={mlflow.__version__}",
+        f"pandas=={pd.__version__}",
+        f"numpy=={np.__version__}",
+        f"pyyaml=={yaml.__version__}",
+    ]
+
+
+@contextmanager
+def tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide URI set for the block only (the next job may use another store)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def log_forecaster_model(run: "RunRecord", cfg: DictConfig, outcome: "TrainOutcome") -> Optional[str]:
+    """Log the run's best checkpoint as ``runs:/<run id>/model``; returns the model URI.
+
+    A failure is recorded on the run as the tag ``model_error`` and logged as a warning: the
+    trained and scored run stands without its served form.
+    """
+    if not outcome.best_checkpoint:
+        log.info("run %s has no best checkpoint (fast dev run?): no model logged", run.run_id)
+        return None
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, Path(cfg.paths.mlruns))
+    try:
+        return log_checkpoint_model(run.run_id, uri, outcome.best_checkpoint, ForecasterSpec.from_config(cfg))
+    except Exception as exc:  # noqa: BLE001 - the run's results stand without the model
+        log.warning("logging the model of run %s failed: %s", run.run_id, exc)
+        run.set_tags({"model_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
+        return None
+
+
+def log_checkpoint_model(run_id: str, uri: str, checkpoint: str | Path, spec: ForecasterSpec) -> str:
+    """Log ``checkpoint``'s forecaster under ``run_id`` in the store at ``uri``."""
+    served = ServedForecaster.from_checkpoint(checkpoint, spec)
+    with tempfile.TemporaryDirectory() as tmp, tracking_uri(uri):
+        weights, spec_file = served.save(tmp)
+        # created explicitly in the run's experiment: left to itself, MLflow files a model
+        # logged without an active run under the default experiment, where runs:/ misses it
+        experiment_id = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+        logged = mlflow.initialize_logged_model(
+            name=MODEL_NAME, source_run_id=run_id, experiment_id=experiment_id,
+            model_type="anyq-forecaster", tags={"variant": spec.variant},
+        )
+        Model.log(
+            artifact_path=None,
+            name=MODEL_NAME,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=logged.model_id,
+            python_model=str(MODEL_CODE),
+            artifacts={WEIGHTS_ARTIFACT: str(weights), SPEC_ARTIFACT: str(spec_file)},
+            signature=SIGNATURE,
+            input_example=example_request(spec.history_length),
+            pip_requirements=requirements(),
+            metadata={"variant": spec.variant, "history_length": spec.history_length,
+                      "horizon_length": spec.horizon_length, "checkpoint": Path(checkpoint).name},
+        )
+    return f"runs:/{run_id}/{MODEL_NAME}"
+
+
+def load_served(model_uri: str, uri: Optional[str] = None) -> ServedForecaster:
+    """The forecaster inside a logged model (``runs:/<id>/model`` or a model directory)."""
+    def load() -> Any:
+        return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+
+    if uri is None:
+        python_model = load()
+    else:
+        with tracking_uri(uri):
+            python_model = load()
+    if not isinstance(python_model, AnyQuantilePyfunc):
+        raise ValueError(f"{model_uri} is not an anyq forecaster model ({type(python_model).__name__})")
+    return python_model.forecaster

@@ -1,0 +1,84 @@
+"""Ablation studies through ``anyq-train -m ablation=variants``: one run per cell, extendable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from conftest import TINY
+
+# Two variants x two seeds at the TINY budget (one short epoch, no model artifact); the
+# sweeper's own lists are replaced on the command line.
+ABLATION = ["-m", "ablation=variants", *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "tracking.log_model=false",
+            'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"']
+
+
+def run_cli(root: Path, *argv: str) -> None:
+    """``anyq-train`` in-process, as the console script would run it."""
+    from anyq.app import train
+
+    GlobalHydra.instance().clear()
+    old = sys.argv
+    sys.argv = ["anyq-train", *argv, f"paths.root={root}"]
+    try:
+        train.main()
+    finally:
+        sys.argv = old
+        GlobalHydra.instance().clear()
+
+
+def study_runs(root: Path):
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("ablation")
+    parents = client.search_runs([experiment.experiment_id], "tags.role = 'study'")
+    assert len(parents) == 1
+    kids = client.search_runs([experiment.experiment_id],
+                              f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parents[0].info.run_id}'")
+    everything = client.search_runs([experiment.experiment_id], "")
+    return parents[0], kids, everything
+
+
+def test_ablation_trains_each_cell_once_and_reruns_add_only_new_cells(tmp_path, monkeypatch):
+    run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0,1"')
+    parent, kids, everything = study_runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["study_name"] == "ablation" and parent.data.tags["role"] == "study"
+    cells = sorted((k.data.tags["variant"], k.data.tags["seed"]) for k in kids)
+    assert cells == [("adaptive_attention", "0"), ("adaptive_attention", "1"),
+                     ("baseline_adaptive", "0"), ("baseline_adaptive", "1")]
+    assert all(k.info.status == "FINISHED" for k in kids)
+    assert len(everything) == 5  # the cells and their parent: no extra baseline was trained
+    baseline_of_seed = {k.data.tags["seed"]: k.info.run_id for k in kids
+                        if k.data.tags["variant"] == "baseline_adaptive"}
+    for k in kids:
+        if k.data.tags["variant"] == "adaptive_attention":  # compared with the study's own baseline cell
+            assert k.data.tags["baseline_run_id"] == baseline_of_seed[k.data.tags["seed"]]
+            assert "delta/crps_vs_baseline" in k.data.metrics
+    first_ids = {k.info.run_id for k in kids}
+
+    from anyq.app import train
+
+    real, trained = train.run_job, []
+
+    def counting(cfg):
+        trained.append((cfg.model.variant, cfg.seed))
+        return real(cfg)
+
+    monkeypatch.setattr(train, "run_job", counting)
+    run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0,1,2"')
+    assert sorted(trained) == [("adaptive_attention", 2), ("baseline_adaptive", 2)]
+    parent_again, kids, everything = study_runs(tmp_path)
+    assert parent_again.info.run_id == parent.info.run_id and parent_again.info.status == "FINISHED"
+    assert len(kids) == 6 and len(everything) == 7
+    assert first_ids < {k.info.run_id for k in kids}  # the finished cells were kept, not retrained
+    assert sorted(k.data.tags["seed"] for k in kids if k.info.run_id not in first_ids) == ["2", "2"]
+
+    trained.clear()
+    run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0,1,2"')  # nothing left to do
+    assert trained == []
+    assert len(study_runs(tmp_path)[1]) == 6

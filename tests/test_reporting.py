@@ -1,0 +1,324 @@
+"""Reports from MLflow runs: numbers recomputed from stored forecasts, paired tests, HTML, logging."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import math
+import re
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from scipy import stats as scipy_stats
+
+from anyq.app import report as report_app
+from anyq.reporting.figures import PIXELS
+from anyq.reporting.stats import (
+    BETTER,
+    NO_DIFFERENCE,
+    WORSE,
+    StoredForecasts,
+    WindowMismatchError,
+    align,
+    diebold_mariano,
+    mean_ci,
+    paired_crps_test,
+)
+from test_ablation import ABLATION, run_cli
+
+GRID_FIGURES = {"crps_by_group", "reliability", "crps_by_horizon", "pinball_by_level", "sampler_importance",
+                "fan_chart"}
+
+
+# --- independent scoring of stored forecasts (plain numpy) -----------------------------------
+
+
+def np_scores(f: np.ndarray, y: np.ndarray, levels: np.ndarray, series: np.ndarray) -> dict[str, float]:
+    keep = ~np.isnan(y).any(axis=1)
+    f, y, series = f[keep].astype(np.float64), y[keep].astype(np.float64), series[keep]
+    levels = levels.astype(np.float64)
+    diff = y[..., None] - f
+    pin = np.maximum(levels * diff, (levels - 1) * diff)
+    at = {round(float(q), 6): i for i, q in enumerate(levels)}
+    median = f[..., at[0.5]]
+    nz = y != 0
+    ratios = [pin[series == s].mean() / np.abs(y[series == s]).mean() for s in np.unique(series)]
+    return {
+        "crps": 2 * pin.mean(),
+        "crps_norm": 200 * np.mean(ratios),
+        "coverage-0.9": np.mean((y >= f[..., at[0.05]]) & (y <= f[..., at[0.95]])),
+        "coverage-0.95": np.mean((y >= f[..., at[0.025]]) & (y <= f[..., at[0.975]])),
+        "marfe": np.abs((y[..., None] < f).mean(axis=(0, 1)) - levels).mean(),
+        "mape": 100 * np.mean(np.abs(median - y)[nz] / np.abs(y[nz])),
+    }
+
+
+def local_npz(run) -> dict[str, np.ndarray]:
+    path = Path(urlparse(run.info.artifact_uri).path) / "evaluation" / "test_forecasts.npz"
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def t_half_width(values: list[float]) -> float:
+    x = np.asarray(values, dtype=float)
+    return scipy_stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+
+
+def run_report(*argv: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report_app.main(list(argv))
+    return out.getvalue()
+
+
+# --- a real ablation study, reported once for the module ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ablation")
+    run_cli(root, *ABLATION, 'hydra.sweeper.params.seed="0,1"')
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    out = root / "reports" / "ablation"
+    printed = run_report("--tracking-uri", uri, "--out", str(out))
+    return {"root": root, "uri": uri, "out": out, "printed": printed, "client": MlflowClient(uri)}
+
+
+def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
+    client = ablation["client"]
+    table = pd.read_csv(ablation["out"] / "comparison.csv", index_col="group")
+    assert list(table.index) == ["baseline_adaptive", "adaptive_attention"]
+    experiment = client.get_experiment_by_name("ablation")
+    runs = [r for r in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+            if r.data.tags.get("role") != "study"]
+    ensemble_crps = {}
+    for variant in table.index:
+        members = sorted((r for r in runs if r.data.tags["variant"] == variant), key=lambda r: r.data.tags["seed"])
+        assert [r.data.tags["seed"] for r in members] == ["0", "1"]
+        arrays = [local_npz(r) for r in members]
+        scores = [np_scores(a["forecast"], a["target"], a["levels"], a["series_idx"]) for a in arrays]
+        for key in ("crps", "crps_norm", "coverage-0.9", "coverage-0.95", "marfe", "mape"):
+            values = [s[key] for s in scores]
+            assert table.loc[variant, f"test/{key}"] == pytest.approx(np.mean(values), rel=1e-4, abs=1e-6), key
+            assert table.loc[variant, f"test/{key} ±"] == pytest.approx(t_half_width(values), rel=1e-3, abs=1e-6)
+        oracle = [r.data.metrics["test/oracle_crps"] for r in members]
+        assert table.loc[variant, "test/oracle_ratio"] == pytest.approx(
+            np.mean([s["crps"] / o for s, o in zip(scores, oracle)]), rel=1e-4)
+        for a in arrays[1:]:  # members were scored on the same windows, in the same order here
+            assert np.array_equal(a["origin"], arrays[0]["origin"])
+            assert np.array_equal(a["series_idx"], arrays[0]["series_idx"])
+        mean_forecast = np.mean([a["forecast"].astype(np.float64) for a in arrays], axis=0)
+        ensemble_crps[variant] = np_scores(mean_forecast, arrays[0]["target"], arrays[0]["levels"],
+                                           arrays[0]["series_idx"])["crps"]
+        assert table.loc[variant, "ensemble/crps"] == pytest.approx(ensemble_crps[variant], rel=1e-5)
+    delta = ensemble_crps["adaptive_attention"] - ensemble_crps["baseline_adaptive"]
+    assert table.loc["adaptive_attention", "delta/crps"] == pytest.approx(delta, rel=1e-4, abs=1e-6)
+    assert table.loc["adaptive_attention", "verdict"] in (BETTER, WORSE, NO_DIFFERENCE)
+    printed = ablation["printed"]
+    assert "adaptive_attention" in printed and f"{table.loc['adaptive_attention', 'ensemble/crps']:.4g}" in printed
+    assert str(ablation["out"] / "index.html") in printed
+
+
+def _embedded_images(html: str) -> dict[str, bytes]:
+    found = re.findall(r'<figure id="([a-z_]+)">.*?src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html, re.S)
+    return {name: base64.b64decode(data) for name, data in found}
+
+
+def test_html_embeds_every_figure_at_its_size(ablation):
+    html = (ablation["out"] / "index.html").read_text(encoding="utf-8")
+    images = _embedded_images(html)
+    assert set(images) == GRID_FIGURES
+    for name, png in images.items():
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.format == "PNG" and image.size == PIXELS, name
+        assert mpimg.imread(io.BytesIO(png), format="png").shape[:2] == (PIXELS[1], PIXELS[0])
+        assert (ablation["out"] / f"{name}.png").read_bytes() == png  # the PNG beside the page
+    assert "<h2>Verdicts</h2>" in html and "adaptive_attention" in html
+    client = ablation["client"]
+    experiment = client.get_experiment_by_name("ablation")
+    parent = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
+    cells = {r.info.run_id for r in client.search_runs(
+        [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    assert set(re.findall(r"<td>([0-9a-f]{32})</td>", html)) == cells  # the runs table names every cell
+    assert parent.info.run_id in html and ablation["uri"] in html
+
+
+def test_report_is_logged_on_the_parent_run_with_a_saved_ui_view(ablation):
+    client = ablation["client"]
+    experiment = client.get_experiment_by_name("ablation")
+    parent = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
+    logged = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"index.html", "comparison.csv", *(f"{n}.png" for n in GRID_FIGURES)} <= logged
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = client.download_artifacts(parent.info.run_id, "report/index.html", tmp)
+        assert Path(copy).read_bytes() == (ablation["out"] / "index.html").read_bytes()
+    tags = client.get_experiment(experiment.experiment_id).tags
+    envelope = json.loads(tags["mlflow.sharedViewState.anyq-comparison"])
+    assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert {"metrics.`test/crps`", "metrics.`delta/crps_vs_baseline`", "metrics.`test/coverage-0.9`"} \
+        <= set(state["selectedColumns"])
+    assert state["orderByKey"] == "metrics.`test/crps`" and state["orderByAsc"] is True
+
+
+# --- the paired test on constructed inputs -----------------------------------------------------
+
+LEVELS = np.arange(1, 40) / 40.0
+
+
+def constructed(shift: float, *, n_series: int = 3, n_origins: int = 60, horizon: int = 24, seed: int = 0):
+    """Targets N(0, 1) iid; forecasts: the true quantiles moved by ``shift``."""
+    rng = np.random.default_rng(seed)
+    n = n_series * n_origins
+    target = rng.normal(size=(n, horizon))
+    quantiles = np.broadcast_to(scipy_stats.norm.ppf(LEVELS), (n, horizon, LEVELS.size))
+    return StoredForecasts(quantiles + shift, target, np.repeat(np.arange(n_series), n_origins),
+                           np.tile(np.arange(n_origins) * 24, n_series), LEVELS)
+
+
+def test_paired_test_textbook_answers():
+    reference = constructed(0.3)
+    same = paired_crps_test(constructed(0.3), reference)
+    assert same.verdict == NO_DIFFERENCE and same.mean_difference == 0.0 and same.p_value == 1.0
+    away = paired_crps_test(constructed(0.8), reference)
+    assert away.verdict == WORSE and away.mean_difference > 0 and away.statistic > 0 and away.p_value < 0.05
+    toward = paired_crps_test(constructed(0.0), reference)
+    assert toward.verdict == BETTER and toward.mean_difference < 0 and toward.p_value < 0.05
+    assert toward.n_windows == 180 and toward.n_periods == 60
+    # alpha is the only thing between "better" and "no detectable difference"
+    strict = paired_crps_test(constructed(0.0), reference, alpha=toward.p_value / 2)
+    assert strict.verdict == NO_DIFFERENCE and strict.statistic == toward.statistic
+
+
+def test_diebold_mariano_matches_hand_computed_newey_west():
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.2, 1.0, size=80) + 0.5 * np.convolve(rng.normal(size=82), [1, 1, 1], "valid")
+    # maxlags=0 with the small-sample correction is the one-sample t-test
+    statistic, p_value, _ = diebold_mariano(d, maxlags=0)
+    t = scipy_stats.ttest_1samp(d, 0.0)
+    assert statistic == pytest.approx(t.statistic, rel=1e-10) and p_value == pytest.approx(t.pvalue, rel=1e-8)
+    # Bartlett-weighted autocovariances up to lag 3, times T / (T - 1)
+    lags, n, e = 3, d.size, d - d.mean()
+    gamma = [e[j:] @ e[:n - j] / n for j in range(lags + 1)]
+    long_run = gamma[0] + 2 * sum((1 - j / (lags + 1)) * gamma[j] for j in range(1, lags + 1))
+    expected = d.mean() / math.sqrt(long_run / n * n / (n - 1))
+    statistic, p_value, verdict = diebold_mariano(d, maxlags=lags)
+    assert statistic == pytest.approx(expected, rel=1e-10)
+    assert p_value == pytest.approx(2 * scipy_stats.t.sf(abs(expected), n - 1), rel=1e-8)
+    assert verdict == (WORSE if p_value < 0.05 else NO_DIFFERENCE)
+
+
+def test_windows_are_aligned_by_series_and_origin_or_refused():
+    reference, candidate = constructed(0.3), constructed(0.0)
+    shuffled = candidate.take(np.random.default_rng(1).permutation(candidate.origin.size))
+    a, b = paired_crps_test(shuffled, reference), paired_crps_test(candidate, reference)
+    assert a.verdict == b.verdict and a.n_windows == b.n_windows  # same windows in another order: same test
+    assert (a.statistic, a.p_value, a.mean_difference) == pytest.approx((b.statistic, b.p_value, b.mean_difference),
+                                                                        rel=1e-10)
+    fewer = reference.take(np.arange(reference.origin.size - 1))
+    with pytest.raises(WindowMismatchError, match="not on the same test windows"):
+        paired_crps_test(candidate, fewer)
+    moved = StoredForecasts(reference.forecast, reference.target, reference.series_idx, reference.origin + 1,
+                            reference.levels)
+    with pytest.raises(WindowMismatchError, match="1|180"):
+        align(candidate, moved)
+    other_data = StoredForecasts(reference.forecast, reference.target + 1.0, reference.series_idx,
+                                 reference.origin, reference.levels)
+    with pytest.raises(WindowMismatchError, match="targets differ"):
+        align(candidate, other_data)
+
+
+def test_mean_ci_is_the_student_t_interval():
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert ci.mean == 2.5 and ci.n == 4
+    assert ci.half_width == pytest.approx(3.182446305284263 * 1.2909944487358056 / 2.0, rel=1e-12)
+    single = mean_ci([5.0, float("nan")])
+    assert single.mean == 5.0 and single.n == 1 and math.isnan(single.low) and math.isnan(single.high)
+
+
+# --- a sweep study, fabricated in MLflow (no training needed to test its report) ---------------
+
+
+def _log_forecasts(client: MlflowClient, run_id: str, f: StoredForecasts, tmp: Path) -> None:
+    path = tmp / run_id / "test_forecasts.npz"
+    path.parent.mkdir(parents=True)
+    np.savez(path, forecast=f.forecast.astype(np.float32), target=f.target.astype(np.float32),
+             series_idx=f.series_idx, origin=f.origin, levels=f.levels.astype(np.float32))
+    client.log_artifact(run_id, str(path), "evaluation")
+
+
+def _fake_run(client, experiment_id, tmp, f, *, tags, val_crps, status="FINISHED", importance=None):
+    run = client.create_run(experiment_id, tags={"seed": "0", **tags})
+    run_id = run.info.run_id
+    scores = np_scores(f.forecast, f.target, f.levels, f.series_idx)
+    for step, value in enumerate(val_crps):
+        client.log_metric(run_id, "val/crps", value, step=step)
+    for key, value in scores.items():
+        client.log_metric(run_id, f"test/{key}", float(value))
+    client.log_metric(run_id, "train_seconds", 1.0)
+    client.log_param(run_id, "model.sampler.kind", "adaptive")
+    _log_forecasts(client, run_id, f, tmp)
+    if importance is not None:
+        path = tmp / run_id / "sampler_importance.npz"
+        np.savez(path, probabilities=importance)
+        client.log_artifact(run_id, str(path), "evaluation")
+    client.set_terminated(run_id, status=status)
+    return run_id
+
+
+def test_sweep_report_ranks_trials_and_tests_them_against_the_baseline(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("sweep_x", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, tags={
+        "role": "study", "study_name": "sweep_x", "optuna.storage": "sqlite:///elsewhere.db",
+        "optuna.directions": "minimize", "optuna.objectives": "val/crps"}).info.run_id
+    base = _fake_run(client, experiment_id, tmp_path, constructed(0.3),
+                     tags={"variant": "baseline_adaptive", "role": "baseline"}, val_crps=[3.5, 3.4])
+    trial = {"mlflow.parentRunId": parent, "variant": "adaptive_attention", "baseline_run_id": base}
+    histories = {0: [5.0, 4.0], 1: [3.0, 2.5], 2: [6.0, 5.5], 3: [4.2, 3.9]}
+    shifts = {0: 0.3, 1: 0.0, 2: 0.3, 3: 0.8}
+    probabilities = np.full((2, 10), 0.1)
+    for number, history in histories.items():
+        _fake_run(client, experiment_id, tmp_path, constructed(shifts[number]),
+                  tags={**trial, "optuna.trial_number": str(number)}, val_crps=history,
+                  importance=probabilities if number == 1 else None)
+    _fake_run(client, experiment_id, tmp_path, constructed(0.3), status="KILLED", val_crps=[9.0],
+              tags={**trial, "optuna.trial_number": "4", "trial_state": "PRUNED"})
+    client.set_terminated(parent, "FINISHED")
+
+    out = tmp_path / "report"
+    printed = run_report("--tracking-uri", uri, "--study", "sweep_x", "--out", str(out))
+    table = pd.read_csv(out / "comparison.csv", index_col="group")
+    assert list(table.index) == ["baseline_adaptive", "trial 1", "trial 3", "trial 0"]  # best val/crps first
+    assert table.loc["trial 1", "verdict"] == BETTER
+    assert table.loc["trial 3", "verdict"] == WORSE
+    assert table.loc["trial 0", "verdict"] == NO_DIFFERENCE
+    images = _embedded_images((out / "index.html").read_text(encoding="utf-8"))
+    assert set(images) == GRID_FIGURES | {"optimisation_history"}
+    for png in images.values():
+        with Image.open(io.BytesIO(png)) as image:
+            assert image.size == PIXELS
+    assert "trial 1 is better than baseline_adaptive" in printed
+
+
+def test_report_errors_are_one_clear_line(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(SystemExit) as exit_info:
+        run_report("--tracking-uri", uri)
+    assert exit_info.value.code == 2
+    assert "no study parent run in the store" in capsys.readouterr().err
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("plain"))
+    with pytest.raises(SystemExit):
+        run_report("--tracking-uri", uri, "--parent-run-id", run.info.run_id)
+    assert "is not a study parent run" in capsys.readouterr().err
