@@ -306,6 +306,26 @@ def test_stale_trial_reaches_the_on_lost_hook(tmp_path):
     assert batch and batch[0].params == dead.params  # the retry comes first, same parameters
 
 
+def test_workers_with_one_seed_do_not_propose_the_same_parameters(tmp_path):
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+
+    def worker(storage: Path) -> StudyRunner:  # every worker is configured alike: same seed
+        settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{storage}", directions=["minimize"],
+                                 objectives=["val/crps"], n_trials=4,
+                                 sampler=optuna.samplers.RandomSampler(seed=0))
+        return StudyRunner(settings, launch=lambda overrides, idx: [])
+
+    a, b = worker(tmp_path / "shared.db"), worker(tmp_path / "shared.db")
+    drawn = [a._next_batch(space)[0].params["x"], b._next_batch(space)[0].params["x"],
+             a._next_batch(space)[0].params["x"]]
+    assert len(set(drawn)) == 3
+    alone = worker(tmp_path / "alone.db")  # a lone worker keeps the seeded sequence
+    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    expected = [reference.ask(space).params["x"] for _ in range(2)]
+    assert [alone._next_batch(space)[0].params["x"] for _ in range(2)] == expected
+    assert expected[0] == drawn[0]
+
+
 @pytest.mark.slow
 def test_joblib_launcher_runs_a_batch_of_trials_in_parallel(tmp_path):
     cmd = [sys.executable, "-m", "anyq.app.train", "-m", "sweep=adaptive_attention", *TINY, *SPACE,

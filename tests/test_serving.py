@@ -282,3 +282,26 @@ def test_predict_bad_requests_are_one_line(trained, tmp_path, capsys, extra, mes
     err = capsys.readouterr().err
     assert err.startswith("anyq-predict: error: ") and err.count("\n") == 1
     assert message in err, err
+
+
+def test_predict_refuses_files_that_are_not_this_model(trained, tmp_path, capsys):
+    write_series(tmp_path / "load.csv")
+    config = tmp_path / "config.yaml"
+    OmegaConf.save(trained["cfg"], config)
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("hello")
+    wider = trained["cfg"].copy()
+    wider.model.backbone.layer_width = 2 * trained["cfg"].model.backbone.layer_width
+    OmegaConf.save(wider, tmp_path / "wider.yaml")
+    cases = [
+        (["--checkpoint", str(not_a_checkpoint), "--config", str(config)], "is not a readable anyq-train checkpoint"),
+        (["--checkpoint", str(trained["checkpoint"]), "--config", str(tmp_path / "wider.yaml")],
+         "weights do not fit the adaptive_attention model of this config: size mismatch"),
+        (["--run", trained["run_id"], "--tracking-uri", f"sqlite:///{tmp_path}/none/mlflow.db"], "no MLflow store at"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_:
+            run_predict(*argv, "--input", str(tmp_path / "load.csv"))
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "none").exists()  # asking does not create a store

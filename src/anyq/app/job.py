@@ -41,9 +41,8 @@ from anyq.tracking.store import (
     is_local_sqlite,
     resolve_tracking_uri,
 )
-from anyq.training.builders import Dataset, load_dataset
+from anyq.training.builders import Dataset, load_dataset, validate_config
 from anyq.training.run import TrainOutcome, fit_and_test, resolve_resume
-from anyq.training.schema import check_config
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
@@ -216,7 +215,7 @@ def ensure_baseline(cfg: DictConfig, dataset: Dataset, tracker: Tracker) -> dict
 
 
 def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None) -> dict[str, Any]:
-    check_config(cfg)
+    validate_config(cfg)
     pruner = pruner or configured_pruner()
     dataset = load_dataset(cfg.data)
     if not cfg.tracking.enabled:

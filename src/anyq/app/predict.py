@@ -27,7 +27,7 @@ from anyq.app.paths import project_root
 from anyq.data.errors import DataError
 from anyq.data.reader import read_long_frame
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels, checkpoint_weights
-from anyq.serving.errors import RequestError
+from anyq.serving.errors import ModelFileError, RequestError
 from anyq.serving.history import forecasts_to_long, history_windows
 
 DEFAULT_LEVELS = "0.1,0.5,0.9"
@@ -70,9 +70,12 @@ def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
         weights = checkpoint_weights(args.checkpoint)
         return ServedForecaster(checkpoint_spec(args.checkpoint, args.config), weights)
     from anyq.serving.publish import load_served
-    from anyq.tracking.store import resolve_tracking_uri
+    from anyq.tracking.store import is_local_sqlite, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
+    store = Path(uri.removeprefix("sqlite:///"))
+    if is_local_sqlite(uri) and not store.is_file():  # reading must not create an empty store
+        raise FileNotFoundError(f"no MLflow store at {store} (pass --tracking-uri)")
     return load_served(f"runs:/{args.run}/model", uri)
 
 
@@ -94,7 +97,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
     try:
         predict(args)
-    except (RequestError, DataError, FileNotFoundError, MlflowException) as exc:
+    except BrokenPipeError:  # `anyq-predict ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except (RequestError, ModelFileError, DataError, FileNotFoundError, MlflowException) as exc:
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
         print(f"anyq-predict: error: {message.splitlines()[0] if message else type(exc).__name__}", file=sys.stderr)
         sys.exit(2)

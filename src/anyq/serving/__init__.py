@@ -8,6 +8,6 @@
 """
 
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels
-from anyq.serving.errors import RequestError
+from anyq.serving.errors import ModelFileError, RequestError
 
-__all__ = ["ForecasterSpec", "RequestError", "ServedForecaster", "check_levels"]
+__all__ = ["ForecasterSpec", "ModelFileError", "RequestError", "ServedForecaster", "check_levels"]

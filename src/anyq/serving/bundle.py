@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
-from anyq.serving.errors import RequestError
+from anyq.serving.errors import ModelFileError, RequestError
 
 SPEC_FORMAT = "anyq-forecaster/1"
 WEIGHTS_FILE = "weights.pt"
@@ -68,7 +68,7 @@ class ForecasterSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ForecasterSpec:
         if data.get("format") != SPEC_FORMAT:
-            raise ValueError(f"not an anyq forecaster spec (format {data.get('format')!r}, expected {SPEC_FORMAT!r})")
+            raise ModelFileError(f"not an anyq forecaster spec (format {data.get('format')!r}, expected {SPEC_FORMAT!r})")
         model = data["model"]
         return cls(
             variant=str(data["variant"]),
@@ -101,10 +101,14 @@ def checkpoint_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"{path} is not a readable anyq-train checkpoint ({reason})") from None
     weights = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
     if not weights:
-        raise ValueError(f"{path}: no '{CHECKPOINT_PREFIX}*' weights; is it an anyq-train checkpoint?")
+        raise ModelFileError(f"{path}: no '{CHECKPOINT_PREFIX}*' weights; is it an anyq-train checkpoint?")
     return weights
 
 
@@ -128,7 +132,11 @@ class ServedForecaster:
     def __init__(self, spec: ForecasterSpec, weights: Mapping[str, torch.Tensor]) -> None:
         self.spec = spec
         self.model = spec.build()
-        self.model.load_state_dict(dict(weights))
+        try:
+            self.model.load_state_dict(dict(weights))
+        except RuntimeError as exc:  # e.g. a checkpoint with another run's config
+            detail = [line.strip() for line in str(exc).splitlines() if line.strip()][1:2] or [str(exc)]
+            raise ModelFileError(f"weights do not fit the {spec.variant} model of this config: {detail[0]}") from None
         self.model.eval()
 
     @classmethod

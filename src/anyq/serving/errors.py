@@ -8,3 +8,7 @@ class RequestError(ValueError):
 
     The message is one line naming what is wrong; the served model turns it into an HTTP 400.
     """
+
+
+class ModelFileError(ValueError):
+    """A checkpoint, spec or weights file that does not hold a forecaster this config builds."""

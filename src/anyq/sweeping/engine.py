@@ -15,6 +15,10 @@ What it adds to hydra-optuna-sweeper's loop (and why it replaces it):
   the tracking side can close the run that the dead job could not (the engine itself
   knows nothing of MLflow). A job that outlives a false alarm (its worker was only slow)
   finds its trial finished already: its result is logged and dropped, the retry stands.
+- Every worker seeds its sampler alike (``hydra.sweeper.sampler.seed``), so a worker that
+  finds trials it did not make (another worker's, or an earlier run's) reseeds its sampler
+  once from fresh entropy; otherwise it would propose the very parameters the others
+  drew. A lone worker on a fresh study keeps the seeded, reproducible sequence.
 - Integer ranges keep Hydra's meaning (the plugin turned ``range(1, 5)`` into 1..5).
 """
 
@@ -165,6 +169,8 @@ class StudyRunner:
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
         self.job_idx = 0
+        self._known = 0  # trials in the study after this worker's last ask
+        self._reseeded = False
 
     # ------------------------------------------------------------------ asking
     def _next_batch(self, space: dict[str, BaseDistribution]) -> Optional[list[optuna.Trial]]:
@@ -179,6 +185,12 @@ class StudyRunner:
             take = min(self.settings.n_jobs, waiting + fresh)
             if take == 0:
                 return None if running == 0 else []
+            if len(trials) > self._known and not self._reseeded:
+                # trials this worker did not make: another worker (or an earlier run) drew
+                # from the same seeded sampler, and would be proposed the same parameters again
+                self.study.sampler.reseed_rng()
+                self._reseeded = True
+            self._known = len(trials) + take - min(take, waiting)  # asks pop WAITING trials first
             return [self.study.ask(fixed_distributions=space) for _ in range(take)]
 
     # ---------------------------------------------------------------- telling

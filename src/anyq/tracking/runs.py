@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
@@ -61,8 +62,6 @@ class RunRecord:
             self.client.log_batch(self.run_id, params=items[start:start + MAX_BATCH])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 1000):
@@ -105,7 +104,7 @@ def open_run(
     tags: Mapping[str, Any],
     parent_run_id: Optional[str] = None,
     resume_run_id: Optional[str] = None,
-    status_for: Callable[[BaseException], tuple[str, Mapping[str, str]]] | None = None,
+    status_for: Callable[[BaseException], Optional[tuple[str, Mapping[str, str]]]] | None = None,
 ) -> Iterator[RunRecord]:
     """Yield an open run and close it FINISHED, FAILED or KILLED: never left RUNNING.
 

@@ -18,6 +18,7 @@ from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
+from anyq.training.schema import ConfigError, check_config
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,17 @@ def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
         sampler=model["sampler"],
         attention=model["attention"],
     )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail in one line before any data is read: data settings, then the model's own checks
+    (d_model divisible by n_heads, lengths divisible by the patch, sampler ranges, ...),
+    by building the model once — it takes milliseconds."""
+    check_config(cfg)
+    try:
+        build_model(cfg)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:

@@ -99,10 +99,9 @@ def fit_and_test(
     if best is not None:  # score the best epoch, sampler state included
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
-    test_module = module
-    trainer.test(test_module, datamodule=datamodule, verbose=False)
-    metrics = dict(test_module.test_metrics)
-    oracle = oracle_crps(dataset, datamodule, test_module.levels.cpu())
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = dict(module.test_metrics)
+    oracle = oracle_crps(dataset, datamodule, module.levels.cpu())
     if oracle is not None:
         metrics["test/oracle_crps"] = oracle
         metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
@@ -110,8 +109,8 @@ def fit_and_test(
     importance = np.stack(module.importance_history) if module.importance_history else np.zeros((0, 0))
     return TrainOutcome(
         metrics=metrics,
-        curves=test_module.test_curves,
-        forecasts=test_module.stored_test_forecasts(),
+        curves=module.test_curves,
+        forecasts=module.stored_test_forecasts(),
         val_history=list(module.val_history),
         importance_history=importance,
         best_checkpoint=best,
