@@ -26,6 +26,7 @@ SMALL_SPACE = [
     "model.attention.n_heads=choice(1, 2)",
     "hydra.sweeper.sampler.n_startup_trials=2",
 ]
+NO_PRUNER = ["hydra.sweeper.pruner=null"]  # tests that expect every trial to COMPLETE
 
 
 def run_cli(root: Path, *argv: str) -> None:
@@ -77,7 +78,7 @@ def test_search_space_follows_hydra_grammar():
 
 
 def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path):
-    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=3")
+    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
     trials = study(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     parent, kids = children(tmp_path)
@@ -89,9 +90,9 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path):
     for k in kids:  # every trial is compared with the baseline
         assert "delta/crps_vs_baseline" in k.data.metrics
 
-    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=3")  # nothing left to do
+    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")  # nothing left to do
     assert len(study(tmp_path).get_trials()) == 3
-    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=4")  # the total grows by one
+    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=4")  # the total grows by one
     assert len(study(tmp_path).get_trials()) == 4
     assert len(children(tmp_path)[1]) == 4
 
@@ -110,13 +111,13 @@ def test_interrupted_sweep_resumes_to_n_with_nothing_running(tmp_path, monkeypat
 
     monkeypatch.setattr(train, "run_job", interrupt_second)
     with pytest.raises((KeyboardInterrupt, SystemExit)):
-        run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=3")
+        run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
     states = [t.state for t in study(tmp_path).get_trials()]
     assert TrialState.RUNNING not in states
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.WAITING) == 1
 
     monkeypatch.setattr(train, "run_job", real)
-    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=3")
+    run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
     trials = study(tmp_path).get_trials()
     assert TrialState.RUNNING not in {t.state for t in trials}
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
@@ -151,7 +152,7 @@ def test_pruner_prunes_and_mlflow_marks_pruned(tmp_path):
 @pytest.mark.slow
 def test_two_concurrent_workers_share_one_study(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "anyq.app.train", *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=5",
+    cmd = [sys.executable, "-m", "anyq.app.train", *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=5",
            f"paths.root={tmp_path}"]
     workers = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                for _ in range(2)]

@@ -24,11 +24,11 @@ def close_trial_runs(client: MlflowClient, parent_run_id: str, study_name: str, 
     Returns the ids of the runs closed.
     """
     experiment_id = client.get_run(parent_run_id).info.experiment_id
-    quoted = study_name.replace("'", "\\'")
+    quoted = f'"{study_name}"' if "'" in study_name else f"'{study_name}'"  # MLflow has no escapes
     runs = client.search_runs(
         [experiment_id],
         filter_string=(f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' "
-                       f"and tags.`{STUDY_NAME_TAG}` = '{quoted}' "
+                       f"and tags.`{STUDY_NAME_TAG}` = {quoted} "
                        f"and tags.`{TRIAL_NUMBER_TAG}` = '{int(trial_number)}' "
                        "and attributes.status = 'RUNNING'"),
         max_results=100,
