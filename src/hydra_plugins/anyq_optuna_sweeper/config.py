@@ -31,7 +31,7 @@ class AnyqOptunaSweeperConf:
     pruner: Optional[Any] = None
     experiment: Optional[str] = None  # MLflow experiment; default: the study name
     heartbeat_interval: int = 10
-    grace_period: int = 30
+    grace_period: int = 120  # seconds without a heartbeat before a trial counts as lost
     max_retry: int = 2
 
 
