@@ -35,4 +35,7 @@ def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
 
 
 def print_runs(runs: Sequence[Run], title: str = "Test scores") -> None:
-    Console().print(runs_table(runs, title))
+    console = Console()
+    if not console.is_terminal:  # piped or in make: do not squeeze the columns to 80
+        console = Console(width=200)
+    console.print(runs_table(runs, title))
