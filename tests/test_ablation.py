@@ -70,7 +70,7 @@ def test_ablation_trains_each_cell_once_and_reruns_add_only_new_cells(tmp_path, 
         return real(cfg)
 
     monkeypatch.setattr(train, "run_job", counting)
-    run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0,1,2"')
+    run_cli(tmp_path, *ABLATION, "seed=0,1,2")  # the command line replaces the file's seeds
     assert sorted(trained) == [("adaptive_attention", 2), ("baseline_adaptive", 2)]
     parent_again, kids, everything = study_runs(tmp_path)
     assert parent_again.info.run_id == parent.info.run_id and parent_again.info.status == "FINISHED"

@@ -49,7 +49,8 @@ class AnyqGridSweeper(Sweeper):
 
     def cells(self, arguments: List[str]) -> List[List[str]]:
         lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        overrides = OverridesParser.create().parse_overrides(lines)
+        by_key = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
+        overrides = list(by_key.values())  # the command line replaces the file's entry for a key
         batches = BasicSweeper.split_arguments(overrides, None)
         cells = [list(c) for batch in batches for c in batch]
         return sorted(cells, key=lambda c: self.first not in c)  # stable: baseline cells first
