@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -59,3 +60,17 @@ def compose_cfg(tmp_path: Path) -> ComposeFn:
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+def run_cli(root: Path, *argv: str) -> None:
+    """``anyq-train`` in-process, as the console script would run it (``-m`` included)."""
+    from anyq.app import train
+
+    GlobalHydra.instance().clear()
+    old = sys.argv
+    sys.argv = ["anyq-train", *argv, f"paths.root={root}"]
+    try:
+        train.main()
+    finally:
+        sys.argv = old
+        GlobalHydra.instance().clear()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from conftest import TINY
+from conftest import TINY, run_cli
 
 # Two variants x two seeds at the TINY budget (one short epoch, no model artifact); the
 # sweeper's own lists are replaced on the command line.
@@ -17,19 +15,6 @@ ABLATION = ["-m", "ablation=variants", *TINY, "trainer.max_epochs=1", "trainer.l
             "trainer.limit_val_batches=1", "tracking.log_model=false",
             'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"']
 
-
-def run_cli(root: Path, *argv: str) -> None:
-    """``anyq-train`` in-process, as the console script would run it."""
-    from anyq.app import train
-
-    GlobalHydra.instance().clear()
-    old = sys.argv
-    sys.argv = ["anyq-train", *argv, f"paths.root={root}"]
-    try:
-        train.main()
-    finally:
-        sys.argv = old
-        GlobalHydra.instance().clear()
 
 
 def study_runs(root: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from anyq.app.job import run_job
 from anyq.app.paths import config_dir
 from anyq.training.builders import load_dataset
 from anyq.training.schema import register_configs
+from conftest import run_cli
 
 register_configs()
 
@@ -118,19 +118,6 @@ def test_preset_fast_dev_run(tmp_path, preset):
     assert np.isfinite(summary["test/crps"]) and summary["test/crps"] > 0
     assert 0.0 <= summary["test/coverage-0.9"] <= 1.0
 
-
-def run_cli(root: Path, *argv: str) -> None:
-    """``anyq-train`` in-process, as the console script would run it."""
-    from anyq.app import train
-
-    GlobalHydra.instance().clear()
-    old = sys.argv
-    sys.argv = ["anyq-train", *argv, f"paths.root={root}"]
-    try:
-        train.main()
-    finally:
-        sys.argv = old
-        GlobalHydra.instance().clear()
 
 
 def test_paper_seed_ensemble_runs_under_one_parent(tmp_path):

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from anyq.sweeping.space import parse_search_space
-from conftest import TINY
+from conftest import TINY, run_cli
 
 SWEEP = ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY]
 # The sweep file's space replaced by a small one given on the command line.
@@ -28,19 +27,6 @@ SMALL_SPACE = [
 ]
 NO_PRUNER = ["hydra.sweeper.pruner=null"]  # tests that expect every trial to COMPLETE
 
-
-def run_cli(root: Path, *argv: str) -> None:
-    """``anyq-train`` in-process, as the console script would run it."""
-    from anyq.app import train
-
-    GlobalHydra.instance().clear()
-    old = sys.argv
-    sys.argv = ["anyq-train", *argv, f"paths.root={root}"]
-    try:
-        train.main()
-    finally:
-        sys.argv = old
-        GlobalHydra.instance().clear()
 
 
 def study(root: Path, name: str = "adaptive_attention") -> optuna.Study:

@@ -26,6 +26,7 @@ from anyq.app.paths import project_root
 from anyq.reporting.compare import StudyComparison, compare
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
+from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
 from anyq.reporting.study import VIEW_COLUMNS, Artifacts, ReportError, find_parent, save_view
 from anyq.tracking.baseline import BASELINE_VARIANT
@@ -135,7 +136,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
     client = MlflowClient(uri)
-    console = Console()
+    console = wide_console()
     try:
         if args.view_only:
             view_only(client, args, console)

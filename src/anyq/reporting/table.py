@@ -34,8 +34,11 @@ def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
     return table
 
 
-def print_runs(runs: Sequence[Run], title: str = "Test scores") -> None:
+def wide_console() -> Console:
+    """A console that does not squeeze tables to 80 columns when piped or run by make."""
     console = Console()
-    if not console.is_terminal:  # piped or in make: do not squeeze the columns to 80
-        console = Console(width=200)
-    console.print(runs_table(runs, title))
+    return console if console.is_terminal else Console(width=200)
+
+
+def print_runs(runs: Sequence[Run], title: str = "Test scores") -> None:
+    wide_console().print(runs_table(runs, title))

@@ -45,7 +45,7 @@ def summarize(study: optuna.Study, objectives: list[str]) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    console = Console()
+    console = Console() if Console().is_terminal else Console(width=200)
     console.print(f"[bold]Study {summary['study_name']}[/]  trials by state: {summary['trials_by_state']}")
     if summary.get("best"):
         best = summary["best"]
