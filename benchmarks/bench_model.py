@@ -29,21 +29,26 @@ UPDATE_SHARE_TARGET = 0.05
 CANDIDATES = [(64, 4, 1, 128), (48, 4, 2, 96), (32, 4, 2, 64), (32, 2, 2, 64), (32, 4, 1, 64)]
 
 
+# Defaults are the project's own (conf/ via the structured-config schema).
+from anyq.training.schema import AttentionConfig, BackboneConfig, DataConfig, SamplerConfig  # noqa: E402
+
+ATTENTION, BACKBONE, DATA, SAMPLER = AttentionConfig(), BackboneConfig(), DataConfig(), SamplerConfig()
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--history", type=int, default=168)
     p.add_argument("--horizon", type=int, default=48)
-    p.add_argument("--batch", type=int, default=256, help="windows per training step")
-    p.add_argument("--quantiles", type=int, default=3, help="num_adaptive_quantiles")
-    p.add_argument("--blocks", type=int, default=6, help="backbone num_blocks")
-    p.add_argument("--layers", type=int, default=3, help="backbone num_layers")
-    p.add_argument("--width", type=int, default=256, help="backbone layer_width")
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--attn-blocks", type=int, default=2, help="attention num_blocks")
-    p.add_argument("--d-ff", type=int, default=128)
-    p.add_argument("--patch", type=int, default=24, help="attention patch_length")
+    p.add_argument("--batch", type=int, default=DATA.train_batch_size, help="windows per training step")
+    p.add_argument("--quantiles", type=int, default=SAMPLER.num_adaptive_quantiles, help="num_adaptive_quantiles")
+    p.add_argument("--blocks", type=int, default=BACKBONE.num_blocks, help="backbone num_blocks")
+    p.add_argument("--layers", type=int, default=BACKBONE.num_layers, help="backbone num_layers")
+    p.add_argument("--width", type=int, default=BACKBONE.layer_width, help="backbone layer_width")
+    p.add_argument("--d-model", type=int, default=ATTENTION.d_model)
+    p.add_argument("--n-heads", type=int, default=ATTENTION.n_heads)
+    p.add_argument("--attn-blocks", type=int, default=ATTENTION.num_blocks, help="attention num_blocks")
+    p.add_argument("--d-ff", type=int, default=ATTENTION.d_ff)
+    p.add_argument("--patch", type=int, default=ATTENTION.patch_length, help="attention patch_length")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--no-search", action="store_true", help="skip the smaller-attention search")

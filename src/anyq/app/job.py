@@ -17,7 +17,7 @@ from filelock import FileLock
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 from anyq.serving.publish import log_forecaster_model
@@ -225,8 +225,3 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
     tracker = Tracker.from_config(cfg)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
 
-
-def resolved(cfg: DictConfig) -> DictConfig:
-    """Resolve interpolations (paths, Hydra's runtime dirs) once, at the job's start."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    return OmegaConf.create(container)
