@@ -85,48 +85,45 @@ def crps_by_group(comparison: StudyComparison) -> Figure:
     return fig
 
 
-def reliability_diagram(comparison: StudyComparison) -> Figure:
-    """Observed share of targets below each level's forecast against the level (ideal: diagonal)."""
+def _curves_by_group(comparison: StudyComparison, x_key: str, y_key: str, *, xlabel: str,
+                     ylabel: str, title: str, ideal: bool = False, **style: object) -> Figure:
+    """One line per variant (the baseline dashed) of a per-level or per-step curve."""
     fig, ax = _figure()
     colors = _colors(comparison.groups, comparison.baseline)
-    ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":", label="ideal")
+    if ideal:
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8, ls=":", label="ideal")
     for group, curves in comparison.curves.items():
-        ax.plot(curves["levels"], curves["reliability"], color=colors[group], marker=".", ms=3, label=group,
-                ls="--" if group == comparison.baseline else "-")
-    ax.set_xlabel("nominal level q")
-    ax.set_ylabel("observed share of targets below the q forecast")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_title("Reliability diagram (test, averaged over seeds)")
+        y = curves[y_key]
+        x = np.arange(1, y.size + 1) if x_key == "step" else curves[x_key]
+        ax.plot(x, y, color=colors[group], label=group,
+                ls="--" if group == comparison.baseline else "-", **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
+    return fig
+
+
+def reliability_diagram(comparison: StudyComparison) -> Figure:
+    """Observed share of targets below each level's forecast against the level (ideal: diagonal)."""
+    fig = _curves_by_group(comparison, "levels", "reliability", xlabel="nominal level q",
+                           ylabel="observed share of targets below the q forecast",
+                           title="Reliability diagram (test, averaged over seeds)",
+                           ideal=True, marker=".", ms=3)
+    fig.axes[0].set_xlim(0, 1)
+    fig.axes[0].set_ylim(0, 1)
     return fig
 
 
 def crps_by_horizon(comparison: StudyComparison) -> Figure:
-    fig, ax = _figure()
-    colors = _colors(comparison.groups, comparison.baseline)
-    for group, curves in comparison.curves.items():
-        steps = np.arange(1, curves["crps_by_horizon"].size + 1)
-        ax.plot(steps, curves["crps_by_horizon"], color=colors[group], label=group,
-                ls="--" if group == comparison.baseline else "-")
-    ax.set_xlabel("horizon step (hours ahead)")
-    ax.set_ylabel("test CRPS")
-    ax.set_title("CRPS by horizon step (averaged over seeds)")
-    ax.legend(fontsize=8)
-    return fig
+    return _curves_by_group(comparison, "step", "crps_by_horizon", xlabel="horizon step (hours ahead)",
+                            ylabel="test CRPS", title="CRPS by horizon step (averaged over seeds)")
 
 
 def pinball_by_level(comparison: StudyComparison) -> Figure:
-    fig, ax = _figure()
-    colors = _colors(comparison.groups, comparison.baseline)
-    for group, curves in comparison.curves.items():
-        ax.plot(curves["levels"], curves["pinball_by_level"], color=colors[group], label=group,
-                ls="--" if group == comparison.baseline else "-")
-    ax.set_xlabel("quantile level q")
-    ax.set_ylabel("mean pinball loss")
-    ax.set_title("Pinball loss by quantile level (test, averaged over seeds)")
-    ax.legend(fontsize=8)
-    return fig
+    return _curves_by_group(comparison, "levels", "pinball_by_level", xlabel="quantile level q",
+                            ylabel="mean pinball loss",
+                            title="Pinball loss by quantile level (test, averaged over seeds)")
 
 
 def sampler_importance(probabilities: np.ndarray, title: str) -> Figure:
