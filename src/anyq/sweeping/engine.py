@@ -60,7 +60,7 @@ class SweepSettings:
     n_jobs: int = 1
     sampler: Optional[optuna.samplers.BaseSampler] = None
     heartbeat_interval: int = 10
-    grace_period: int = 30
+    grace_period: int = 120
     poll_seconds: float = 2.0
     max_retry: int = 2
 
@@ -73,6 +73,23 @@ def _report_lost(on_lost: Optional[OnLost], number: int, reason: str) -> None:
         on_lost(number, reason)
     except Exception as exc:  # noqa: BLE001 - e.g. the tracking server briefly unreachable
         log.warning("could not close the run of lost trial %d: %s", number, exc)
+
+
+def fail_and_retry(study: optuna.Study, trial_id: int, reason: str,
+                   retry: RetryHeartbeatStaleTrialCallback, on_lost: Optional[OnLost]) -> Optional[int]:
+    """A lost trial (dead or interrupted worker): flag it out of the total, fail it, enqueue
+    its parameters again and close its run; its number, or None if it had finished after all."""
+    storage = study._storage
+    try:
+        storage.set_trial_system_attr(trial_id, INTERRUPTED, True)
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return None  # its worker told it after all
+    trial = storage.get_trial(trial_id)
+    retry(study, trial)
+    _report_lost(on_lost, trial.number, reason)
+    return trial.number
 
 
 def fail_stale(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback,
@@ -88,18 +105,11 @@ def fail_stale(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback,
         return []
     lost: list[int] = []
     for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
-        try:
-            storage.set_trial_system_attr(trial_id, INTERRUPTED, True)
-            storage.set_trial_user_attr(trial_id, "fail_reason", STALE_REASON)
-            storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # its worker told it after all
-        trial = storage.get_trial(trial_id)
-        retry(study, trial)
-        log.warning("trial %d: its worker stopped (no heartbeat); failed, retried with the same "
-                    "parameters", trial.number)
-        _report_lost(on_lost, trial.number, STALE_REASON)
-        lost.append(trial.number)
+        number = fail_and_retry(study, trial_id, STALE_REASON, retry, on_lost)
+        if number is not None:
+            log.warning("trial %d: its worker stopped (no heartbeat); failed, retried with the same "
+                        "parameters", number)
+            lost.append(number)
     return lost
 
 
@@ -220,16 +230,9 @@ class StudyRunner:
 
     def _abandon(self, trials: Sequence[optuna.Trial]) -> None:
         """This worker is being interrupted: fail its trials now, retry them later."""
-        for trial in trials:
-            frozen = self.study._storage.get_trial(trial._trial_id)
-            if frozen.state != TrialState.RUNNING:
-                continue
-            trial.set_user_attr("fail_reason", "sweep interrupted")
-            self.study._storage.set_trial_system_attr(trial._trial_id, INTERRUPTED, True)
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.retry(self.study, frozen)
-            # a job in this process closed its run itself; one in a launcher's child may not have
-            _report_lost(self.on_lost, trial.number, "sweep interrupted")
+        for trial in trials:  # a job in a launcher's child may not have closed its run
+            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                fail_and_retry(self.study, trial._trial_id, "sweep interrupted", self.retry, self.on_lost)
 
     # ------------------------------------------------------------------- loop
     def run(self, space: dict[str, BaseDistribution], fixed: Sequence[str]) -> optuna.Study:

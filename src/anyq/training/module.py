@@ -50,7 +50,6 @@ class ForecastingModule(pl.LightningModule):
         self.val_scorer = ForecastScorer(self.val_levels, num_series, coverage_levels=self.coverage)
         self.test_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
         self._val_loss_sum = torch.zeros(())
-        self._val_loss_count = 0
         self.importance_history: list[np.ndarray] = []
         self.val_history: list[dict[str, float]] = []
         self.test_outputs: dict[str, list[np.ndarray]] = {}
@@ -80,7 +79,6 @@ class ForecastingModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self.val_scorer.reset()
         self._val_loss_sum = torch.zeros((), device=self.device)
-        self._val_loss_count = 0
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         forecast = self._forecast_grid(batch["history"], self.val_levels)
@@ -89,7 +87,6 @@ class ForecastingModule(pl.LightningModule):
         loss = pinball_loss(forecast / scale, batch["target"] / scale[..., 0], self.val_levels)
         finite = torch.isfinite(batch["target"]).all(dim=1)
         self._val_loss_sum = self._val_loss_sum + loss[finite].mean(dim=(1, 2)).sum()
-        self._val_loss_count += int(batch["history"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
         scores = self.val_scorer.compute()
