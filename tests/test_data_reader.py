@@ -64,7 +64,7 @@ def test_reads_iso_csv_and_parquet(tmp_path):
         ("unique_id,when,value\na,2020-01-01,1\n", r"missing column\(s\) ds, y; found unique_id, when, value"),
         ('unique_id,ds,y\na,"2020-01-01 00:00,1\n', r"cannot be read"),
         ("unique_id,ds,y\na,2020-01-01 00:00,1\na,yesterday,2\n", r"unparseable date.*'yesterday'"),
-        ("unique_id,ds,y\na,31/12/2020 00:00,1\n", r"unparseable dates, e\.g\. '31/12/2020 00:00'"),
+        ("unique_id,ds,y\na,31/12/2020 00:00,1\n", r"unparseable dates, e\.g\. row 1 \('31/12/2020 00:00'\)"),
         ("unique_id,ds,y\na,2020-01-01 00:00,1\na,2020-01-01 00:00,2\nb,2020-01-01 01:00,3\nb,2020-01-01 01:00,3\n",
          r"2 duplicate \(unique_id, ds\) row\(s\), e\.g\. unique_id='a' ds=2020-01-01 00:00:00"),
         ("unique_id,ds,y\na,2020-01-01 00:00,1\na,2020-01-01 01:00,abc\n", r"column 'y'.*'abc'"),

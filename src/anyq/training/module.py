@@ -61,8 +61,11 @@ class ForecastingModule(pl.LightningModule):
         loss, _, _ = self.forecaster.training_loss(batch["history"], batch["target"])
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
             raise NonFiniteLossError(f"train/loss is {loss.item()} at step {self.global_step}")
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=batch["history"].shape[0])
+        # One key per name: logging a key on step and epoch at once renames it to
+        # train/loss_step and train/loss_epoch, and the guide's train/loss would not exist.
+        size = batch["history"].shape[0]
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, batch_size=size)
         return loss
 
     def configure_optimizers(self) -> Any:
@@ -83,8 +86,8 @@ class ForecastingModule(pl.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         forecast = self._forecast_grid(batch["history"], self.val_levels)
         self.val_scorer.update(forecast, batch["target"], batch["series_idx"])
-        scale = batch["history"].abs().amax(dim=1).clamp_min(1e-8)[:, None, None]
-        loss = pinball_loss(forecast / scale, batch["target"] / scale[..., 0], self.val_levels)
+        scale = self.forecaster.scale_of(batch["history"])  # [N, 1]: the training loss's scale
+        loss = pinball_loss(forecast / scale[..., None], batch["target"] / scale, self.val_levels)
         finite = torch.isfinite(batch["target"]).all(dim=1)
         self._val_loss_sum = self._val_loss_sum + loss[finite].mean(dim=(1, 2)).sum()
 
