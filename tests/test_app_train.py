@@ -66,7 +66,7 @@ def test_run_records_metrics_tags_and_baseline_delta(compose_cfg):
         assert key in metrics, key
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/crps")}
     assert len(history) == cfg.trainer.max_epochs
-    for key in ("train/loss_epoch", "val/loss", "val/coverage-0.9"):
+    for key in ("train/loss", "val/loss", "val/coverage-0.9"):
         assert client.get_metric_history(run.info.run_id, key), key
     baseline = client.get_run(run.data.tags["baseline_run_id"])
     assert baseline.data.tags["variant"] == "baseline_adaptive"

@@ -30,7 +30,7 @@ def test_tracked_run_writes_guide_diagnostics(compose_cfg, tmp_path):
     run_id = summary["run_id"]
     acc = events(tmp_path / "tb_logs" / "anyq" / "adaptive_attention-seed0" / run_id[:8])
     tags = acc.Tags()
-    for name in ("train/loss_step", "train/loss_epoch", "val/loss", "val/crps", "val/coverage-0.9",
+    for name in ("train/loss", "train/loss_step", "val/loss", "val/crps", "val/coverage-0.9",
                  "lr-Adam", "sampler/effective_bins"):
         assert name in tags["scalars"], name
     # the same validation numbers as in MLflow

@@ -6,7 +6,7 @@ TensorBoard event files to ``<paths.root>/tb_logs/<experiment>/<run name>/<run i
 ``make tensorboard`` compares them all, and the folder names the MLflow run it mirrors.
 It holds
 
-- the scalars the module logs (``train/loss_step``, ``train/loss_epoch``, ``val/loss``,
+- the scalars the module logs (``train/loss`` per epoch, ``train/loss_step``, ``val/loss``,
   ``val/crps``, ``val/coverage-0.9``, ...) and the learning rate per step (``lr-Adam``);
 - per validation epoch, from the first validation batch: the attention weight
   distribution of every block and head (histograms ``attention/block{b}/head{h}``) and,
