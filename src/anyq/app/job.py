@@ -42,7 +42,9 @@ from anyq.tracking.store import (
     resolve_tracking_uri,
 )
 from anyq.training.builders import Dataset, load_dataset, validate_config
-from anyq.training.run import TrainOutcome, fit_and_test, resolve_resume
+from anyq.training.checkpoints import override
+from anyq.training.run import TrainOutcome, fit_and_test, resume_checkpoint
+from anyq.training.schema import Task
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "mlflow_run_id"
@@ -94,10 +96,11 @@ def run_tags(cfg: DictConfig, dataset: Dataset) -> dict[str, str]:
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
         "seed": str(cfg.seed),
+        "task": str(cfg.task),
         "git_commit": git_commit(cfg.paths.root),
         "overrides": " ".join(hydra_overrides()),
-        SIGNATURE_TAG: config_signature(cfg),
-        BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg)),
+        SIGNATURE_TAG: config_signature(cfg, dataset.fingerprint),
+        BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg), dataset.fingerprint),
         **{k: str(v) for k, v in cfg.tracking.tags.items()},
     }
     if cfg.trial.number is not None:
@@ -129,6 +132,13 @@ def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
     return summary
 
 
+def announce_checkpoint(outcome: TrainOutcome) -> None:
+    """Print the best checkpoint as the overrides that take it (pasteable as one shell word)."""
+    if outcome.best_checkpoint:
+        log.info("best checkpoint: %s  (score it: anyq-train task=test %s)",
+                 outcome.best_checkpoint, override("resume", outcome.best_checkpoint))
+
+
 def log_outcome(run: RunRecord, outcome: TrainOutcome, metrics: dict[str, float]) -> None:
     run.log_metrics(metrics)
     run.log_json(outcome.curves, "evaluation/curves.json")
@@ -153,18 +163,22 @@ def train_tracked(
     same NaN-producing learning rate) leaves the model's own run recorded, with the
     reason under ``baseline_error``.
     """
-    ckpt_path = resolve_resume(cfg)
-    resume_run_id = None
+    ckpt_path = resume_checkpoint(cfg, dataset)  # refused here, before any run is opened
+    source_run_id = None
     if ckpt_path is not None:  # checkpoints/ sits in the run's output dir, beside the run id
         run_id_file = Path(ckpt_path).parent.parent / RUN_ID_FILE
-        resume_run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+        source_run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
+    tags = run_tags(cfg, dataset)
+    testing = cfg.task == Task.test  # a new run scores the checkpoint; its own run stays as it is
+    if testing:
+        tags.update({"scored_checkpoint": ckpt_path, "scored_run_id": source_run_id or "unknown"})
     with open_run(
         tracker.client,
         tracker.experiment_id,
-        run_name=cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}",
-        tags=run_tags(cfg, dataset),
+        run_name=cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}{'-test' if testing else ''}",
+        tags=tags,
         parent_run_id=cfg.tracking.parent_run_id,
-        resume_run_id=resume_run_id,
+        resume_run_id=None if testing else source_run_id,
         status_for=pruned_status,
     ) as run:
         output_dir = Path(cfg.paths.checkpoints).parent
@@ -176,10 +190,11 @@ def train_tracked(
         )
         outcome = fit_and_test(cfg, dataset, loggers=[logger],
                                callbacks=trial_callbacks(cfg, pruner), ckpt_path=ckpt_path)
+        announce_checkpoint(outcome)
         metrics = dict(outcome.metrics)
         if is_baseline(cfg):
             metrics.update(deltas(metrics, metrics))
-        elif compare:
+        elif compare and not testing:  # scoring a checkpoint trains nothing, no baseline either
             try:
                 baseline = ensure_baseline(cfg, dataset, tracker)
             except Exception as exc:  # noqa: BLE001 - the model's own run stands
@@ -197,9 +212,9 @@ def train_tracked(
 def ensure_baseline(cfg: DictConfig, dataset: Dataset, tracker: Tracker) -> dict[str, Any]:
     """Reuse a finished matching baseline run, or train one (once, even with parallel jobs)."""
     base_cfg = baseline_config(cfg)
-    signature = config_signature(base_cfg)
+    signature = config_signature(base_cfg, dataset.fingerprint)
     with tracker.lock(f"baseline-{signature}"):
-        run = find_baseline_run(tracker.client, signature)
+        run = find_baseline_run(tracker.client, signature, dataset.fingerprint)
         if run is None:
             log.info("No finished baseline run with signature %s: training it first", signature)
             out = Path(cfg.paths.output_dir) / "baseline"
@@ -207,7 +222,7 @@ def ensure_baseline(cfg: DictConfig, dataset: Dataset, tracker: Tracker) -> dict
             base_cfg.paths.checkpoints = str(out / "checkpoints")
             base_cfg.tracking.tags = {**base_cfg.tracking.tags, "role": "baseline"}
             train_tracked(base_cfg, dataset, tracker, None, compare=False)
-            run = find_baseline_run(tracker.client, signature)
+            run = find_baseline_run(tracker.client, signature, dataset.fingerprint)
             assert run is not None, "baseline run did not finish"
         else:
             log.info("Reusing baseline run %s", run.info.run_id)
@@ -220,7 +235,8 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
     dataset = load_dataset(cfg.data)
     if not cfg.tracking.enabled:
         outcome = fit_and_test(cfg, dataset, callbacks=trial_callbacks(cfg, pruner),
-                               ckpt_path=resolve_resume(cfg))
+                               ckpt_path=resume_checkpoint(cfg, dataset))
+        announce_checkpoint(outcome)
         return job_summary(outcome, None)
     tracker = Tracker.from_config(cfg)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)

@@ -1,7 +1,8 @@
 """Match every run with the baseline adaptive model trained on the same data, seed and budget.
 
 A run's *signature* hashes everything that decides its numbers except the tracking and
-output settings. A run's *baseline signature* is the signature of the same config with the
+output settings: the data settings and the data's content (its fingerprint), model,
+optimiser, budget and seed. A run's *baseline signature* is the signature of the same config with the
 model switched to the baseline adaptive variant (default sampler, no attention, same
 backbone). A finished run whose signature equals another run's baseline signature is
 that run's baseline, wherever it lives in the tracking store.
@@ -40,10 +41,13 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
     base.tracking.parent_run_id = None
     base.tracking.run_name = None
     base.resume = None
+    base.task = "train"
     return base
 
 
-def config_signature(cfg: DictConfig) -> str:
+def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
+    """16 hex digits of everything that decides the run's numbers, the data's content included
+    (``data_fingerprint``): the same file name with other values is other data."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     model = dict(container["model"])
@@ -51,6 +55,7 @@ def config_signature(cfg: DictConfig) -> str:
         model["attention"] = {"enabled": False}  # attention knobs do not change a model without it
     payload = {
         "data": container["data"],
+        "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
         "trainer": {k: container["trainer"][k] for k in _BUDGET_KEYS},
@@ -61,21 +66,24 @@ def config_signature(cfg: DictConfig) -> str:
 
 
 def is_baseline(cfg: DictConfig) -> bool:
-    return config_signature(cfg) == config_signature(baseline_config(cfg))
+    return config_signature(cfg, "") == config_signature(baseline_config(cfg), "")
 
 
-def find_baseline_run(client: MlflowClient, signature: str) -> Optional[Run]:
-    """The newest FINISHED run with this signature, in any experiment of the store."""
+def find_baseline_run(client: MlflowClient, signature: str, data_fingerprint: str) -> Optional[Run]:
+    """The newest FINISHED training run with this signature and data fingerprint, in any
+    experiment of the store (a ``task=test`` run scores another run's weights: never one)."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     if not experiment_ids:
         return None
     runs = client.search_runs(
         experiment_ids,
-        filter_string=f"tags.{SIGNATURE_TAG} = '{signature}' and attributes.status = 'FINISHED'",
+        filter_string=(f"tags.{SIGNATURE_TAG} = '{signature}' and tags.data_fingerprint = '{data_fingerprint}'"
+                       " and attributes.status = 'FINISHED'"),
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=10,
     )
-    return runs[0] if runs else None
+    trained = [run for run in runs if run.data.tags.get("task", "train") == "train"]
+    return trained[0] if trained else None
 
 
 def deltas(metrics: dict[str, float], baseline: dict[str, Any]) -> dict[str, float]:

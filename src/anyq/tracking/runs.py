@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -17,6 +18,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
 MAX_BATCH = 100  # MLflow's per-call cap on params in log_batch
+RESUMES_TAG = "resumes"  # how many times the run was resumed; segment k records under resume{k}.
+_SEGMENT = re.compile(r"^resume(\d+)\.")
 
 
 def git_commit(root: str | Path) -> str:
@@ -67,11 +70,41 @@ class RunRecord:
         for start in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
 
-    def log_config(self, cfg: DictConfig) -> None:
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+    def resume_count(self) -> int:
+        return int(self.client.get_run(self.run_id).data.tags.get(RESUMES_TAG, "0"))
+
+    def log_config(self, cfg: DictConfig) -> dict[str, tuple[Optional[str], str]]:
+        """Record the config the run (or, resumed, its new segment) runs with.
+
+        A new run: ``config.yaml`` and one param per key. Resume number k (MLflow params
+        never change): ``resume{k}/config.yaml``, a param ``resume{k}.<key>`` for every key
+        whose value differs from what the run last ran with, and the tag ``resume{k}.changes``
+        (``key: old -> new; ...``). Returns those changes ({} for a new run).
+        """
         container = OmegaConf.to_container(cfg, resolve=True)
         assert isinstance(container, dict)
-        self.log_params(flatten(container))
+        params = flatten(container)
+        segment = self.resume_count()
+        if segment == 0:
+            self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            self.log_params(params)
+            return {}
+        before = self.effective_params()
+        changes = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), f"resume{segment}/config.yaml")
+        self.log_params({f"resume{segment}.{k}": new for k, (_, new) in changes.items()})
+        text = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in sorted(changes.items()))
+        self.set_tags({f"resume{segment}.changes": (text or "none")[:5000]})
+        return changes
+
+    def effective_params(self) -> dict[str, str]:
+        """The params the run last ran with: the first segment's, overlaid by each resume's."""
+        params = self.client.get_run(self.run_id).data.params
+        current = {k: v for k, v in params.items() if not _SEGMENT.match(k)}
+        segments = sorted((int(m.group(1)), k) for k in params if (m := _SEGMENT.match(k)))
+        for _, key in segments:
+            current[_SEGMENT.sub("", key)] = params[key]
+        return current
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
         self.client.log_dict(self.run_id, payload, artifact_file)
@@ -108,6 +141,9 @@ def open_run(
 ) -> Iterator[RunRecord]:
     """Yield an open run and close it FINISHED, FAILED or KILLED: never left RUNNING.
 
+    ``resume_run_id`` reopens a finished run: its tags are updated (the command line of each
+    resume goes to ``resume{k}.overrides``) and ``resumes`` counts the resumes, so that
+    :meth:`RunRecord.log_config` records the new segment's settings beside the first.
     ``status_for`` maps an exception to (status, extra tags), so callers can record, e.g.,
     a pruned trial as KILLED with ``trial_state=PRUNED`` without this layer knowing Optuna.
     """
@@ -118,7 +154,10 @@ def open_run(
         client.update_run(resume_run_id, status="RUNNING")
         run_id = resume_run_id
         record = RunRecord(client, run_id)
-        record.set_tags({**all_tags, "resumed": "true"})
+        segment = record.resume_count() + 1
+        # the first command line stays; each resume's own is kept beside it
+        resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
+        record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
     else:
         if run_name:
             all_tags[MLFLOW_RUN_NAME] = run_name

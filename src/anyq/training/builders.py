@@ -16,6 +16,7 @@ from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.training.checkpoints import BEST_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
 from anyq.training.schema import ConfigError, check_config
@@ -109,18 +110,21 @@ def build_trainer(
     *,
     loggers: Sequence[Any] = (),
     callbacks: Sequence[Callback] = (),
+    checkpoints: bool = True,
 ) -> pl.Trainer:
+    """The Lightning trainer of ``cfg.trainer``; ``checkpoints=False`` writes none (scoring only)."""
     t = cfg.trainer
     all_callbacks: list[Callback] = list(callbacks)
     all_loggers = list(loggers)
     if cfg.tracking.tensorboard:  # a second logger beside MLflow: anyq.training.diagnostics
         all_loggers.append(tensorboard_logger(cfg, all_loggers))
         all_callbacks.extend(diagnostic_callbacks())
-    if not t.fast_dev_run:
+    if checkpoints and not t.fast_dev_run:
         all_callbacks.append(
             ModelCheckpoint(
                 dirpath=cfg.paths.checkpoints,
-                filename="best-{epoch:02d}",
+                filename=BEST_FILENAME,  # best-epoch07.ckpt: no '=', pastes into resume=
+                auto_insert_metric_name=False,
                 monitor="val/crps",
                 mode="min",
                 save_last=True,

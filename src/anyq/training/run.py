@@ -1,4 +1,4 @@
-"""Fit one model and score it on the test split; tracking is injected by the caller."""
+"""Fit one model and score it on the test split, or score a checkpoint; tracking is injected by the caller."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from anyq.data.datamodule import ForecastDataModule
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
-from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
+from anyq.training.builders import Dataset, build_datamodule, build_model, build_module, build_trainer
+from anyq.training.checkpoints import RunHistory, check_fits, model_settings, read_checkpoint, recorded_history
+from anyq.training.schema import Task
 
 
 @dataclass
@@ -56,7 +58,11 @@ def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.
 
 
 def resolve_resume(cfg: DictConfig) -> Optional[str]:
-    """``resume=last`` picks the newest last.ckpt of the same variant under outputs/."""
+    """``resume=last`` picks the newest last.ckpt of the same variant under outputs/.
+
+    Raises:
+        FileNotFoundError: the named checkpoint, or any last.ckpt for ``resume=last``, is missing.
+    """
     if not cfg.resume:
         return None
     if cfg.resume != "last":
@@ -78,6 +84,24 @@ def resolve_resume(cfg: DictConfig) -> Optional[str]:
     return str(candidates[-1])
 
 
+def resume_checkpoint(cfg: DictConfig, dataset: Dataset) -> Optional[str]:
+    """The checkpoint ``resume=`` names, once it is known to fit this run.
+
+    Training on from a checkpoint needs the same model and the same data; scoring one
+    (``task=test``) needs the same model, on any data.
+
+    Raises:
+        FileNotFoundError: no such checkpoint.
+        CheckpointError: it does not fit the configured model or (training) data.
+    """
+    path = resolve_resume(cfg)
+    if path is None:
+        return None
+    fingerprint = dataset.fingerprint if cfg.task == Task.train else None
+    check_fits(path, read_checkpoint(path), build_model(cfg), model_settings(cfg), fingerprint)
+    return path
+
+
 def fit_and_test(
     cfg: DictConfig,
     dataset: Dataset,
@@ -86,33 +110,45 @@ def fit_and_test(
     callbacks: Sequence[Callback] = (),
     ckpt_path: Optional[str] = None,
 ) -> TrainOutcome:
+    """``task=train``: fit (from ``ckpt_path`` when resuming), then score the best epoch on
+    the test split. ``task=test``: score ``ckpt_path`` on the test split; nothing trains and
+    no checkpoint is written."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     datamodule = build_datamodule(cfg.data, dataset, cfg.seed)
     module = build_module(cfg, dataset.panel.n_series)
-    trainer = build_trainer(cfg, loggers=loggers, callbacks=callbacks)
-    started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - started
-    best = _best_checkpoint(trainer)
-    if best is not None:  # score the best epoch, sampler state included
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        module.load_state_dict(state)
+    history = RunHistory(dataset.fingerprint, model_settings(cfg))
+    train_seconds = 0.0
+    if cfg.task == Task.test:
+        assert ckpt_path is not None, "task=test needs a checkpoint (checked by check_config)"
+        checkpoint = read_checkpoint(ckpt_path)
+        module.load_state_dict(checkpoint["state_dict"])
+        history.load_state_dict(recorded_history(checkpoint))  # the scored run's own record
+        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history], checkpoints=False)
+        best: Optional[str] = ckpt_path
+    else:
+        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history])
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - started
+        best = _best_checkpoint(trainer)
+        if best is not None:  # score the best epoch, sampler state included
+            module.load_state_dict(read_checkpoint(best)["state_dict"])
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = dict(module.test_metrics)
     oracle = oracle_crps(dataset, datamodule, module.levels.cpu())
     if oracle is not None:
         metrics["test/oracle_crps"] = oracle
         metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
-    metrics["train_seconds"] = train_seconds
-    importance = np.stack(module.importance_history) if module.importance_history else np.zeros((0, 0))
+    if cfg.task == Task.train:
+        metrics["train_seconds"] = train_seconds
     return TrainOutcome(
         metrics=metrics,
         curves=module.test_curves,
         forecasts=module.stored_test_forecasts(),
-        val_history=list(module.val_history),
-        importance_history=importance,
+        val_history=history.val_history,
+        importance_history=history.importance_history,
         best_checkpoint=best,
         train_seconds=train_seconds,
         data_summary=datamodule.summary(),

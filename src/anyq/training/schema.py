@@ -8,6 +8,7 @@ Cross-field rules that a type cannot express live in :func:`check_config`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -168,6 +169,13 @@ class TrialConfig:
     number: Optional[int] = None
 
 
+class Task(StrEnum):
+    """What a job does; any other value fails at composition."""
+
+    train = "train"  # fit (or resume fitting), then score the best epoch on the test split
+    test = "test"  # score the checkpoint named by resume= on the test split; nothing trains
+
+
 @dataclass
 class AppConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -180,7 +188,7 @@ class AppConfig:
     trial: TrialConfig = field(default_factory=TrialConfig)
     seed: int = 0
     resume: Optional[str] = None  # "last" or a checkpoint path
-    task: str = "train"  # "train" fits then tests; "test" only scores a checkpoint
+    task: Task = Task.train  # train: fit, then test; test: only score the resume= checkpoint
 
 
 def register_configs() -> None:
@@ -223,6 +231,8 @@ def check_config(cfg: DictConfig) -> None:
         cfg.data.split.train_end and cfg.data.split.val_end and cfg.data.split.test_end
     ):
         raise ConfigError("data.split.kind=dates needs train_end, val_end and test_end")
+    if cfg.task == Task.test and not cfg.resume:
+        raise ConfigError("task=test scores a checkpoint: add resume=<path to .ckpt> or resume=last")
     for key in ("train_batch_size", "eval_batch_size", "history_length", "horizon_length"):
         if cfg.data[key] <= 0:
             raise ConfigError(f"data.{key}={cfg.data[key]} must be positive")

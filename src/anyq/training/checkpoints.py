@@ -1,0 +1,164 @@
+"""Checkpoint files of ``anyq-train``: their names, what they carry, and whether one fits a run.
+
+Names: ``best-epoch07.ckpt`` (the best epoch by ``val/crps``) and ``last.ckpt``. They hold
+no ``=``, so a path the project prints pastes into ``resume=<path>`` as it is (Hydra reads
+``=`` as the key/value separator; a path that holds one, like the ``best-epoch=07.ckpt`` of
+older runs, is quoted: ``'resume="outputs/.../best-epoch=07.ckpt"'``, see :func:`override`).
+
+Besides Lightning's own state, every checkpoint carries the run's record so far
+(:class:`RunHistory`): the validation metrics of every epoch, the sampler's importance per
+epoch, the data fingerprint and the model settings it was trained with
+(:func:`model_settings`). Resuming restores that history, so a resumed run's ``evaluation/val_history.json`` still starts at epoch 0, and
+:func:`check_fits` refuses, in one line, a checkpoint whose model does not fit the configured
+one or (when resuming training) whose data fingerprint is not the configured data's.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback
+
+from anyq.training.schema import ConfigError
+
+BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
+LAST_NAME = "last"
+_WEIGHTS_PREFIX = "forecaster."
+# characters that end or split an unquoted value in Hydra's override grammar
+_NEEDS_QUOTES = re.compile(r"[=,\s'\"\[\]{}()\\$:*?]|^$")
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint named by ``resume=`` that cannot be used for this run (one line)."""
+
+
+def override(key: str, value: str | Path) -> str:
+    """``key=value`` as Hydra parses it back to ``value``: quoted when a character needs it.
+
+    Pass the result as one shell word (``'resume="a=b.ckpt"'``); plain paths stay bare.
+    """
+    text = str(value)
+    if not _NEEDS_QUOTES.search(text):
+        return f"{key}={text}"
+    # Hydra's quoted strings: a backslash is literal unless it precedes a quote or ends the value
+    escaped = re.sub(r'(\\+)(?="|$)', lambda m: m.group(1) * 2, text).replace('"', '\\"')
+    return f'{key}="{escaped}"'
+
+
+class RunHistory(Callback):
+    """Keeps the per-epoch record of a run inside its checkpoints.
+
+    ``val_history`` and ``importance_history`` are the whole run's: epochs restored from the
+    checkpoint a fit resumed from, then the epochs of this fit.
+    """
+
+    def __init__(self, data_fingerprint: str, settings: Mapping[str, Any]) -> None:
+        self.data_fingerprint = data_fingerprint
+        self.settings = dict(settings)
+        self.earlier_val: list[dict[str, float]] = []
+        self.earlier_importance: list[list[float]] = []
+        self._module: Optional[pl.LightningModule] = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._module = pl_module
+
+    @property
+    def val_history(self) -> list[dict[str, float]]:
+        own = list(getattr(self._module, "val_history", []))
+        return self.earlier_val + own
+
+    @property
+    def importance_history(self) -> np.ndarray:
+        own = [np.asarray(p, dtype=np.float64) for p in getattr(self._module, "importance_history", [])]
+        rows = [np.asarray(p, dtype=np.float64) for p in self.earlier_importance] + own
+        return np.stack(rows) if rows else np.zeros((0, 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "val_history": [dict(m) for m in self.val_history],
+            "importance_history": self.importance_history.tolist(),
+            "data_fingerprint": self.data_fingerprint,
+            "settings": self.settings,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.earlier_val = [dict(m) for m in state_dict.get("val_history", [])]
+        self.earlier_importance = [list(p) for p in state_dict.get("importance_history", [])]
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, loaded as data only (``weights_only=True``).
+
+    Raises:
+        CheckpointError: the file is not a readable Lightning checkpoint.
+    """
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable anyq-train checkpoint ({reason})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not an anyq-train checkpoint (no state_dict)")
+    return checkpoint
+
+
+def recorded_history(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """What :class:`RunHistory` stored in ``checkpoint`` ({} for checkpoints without it)."""
+    return dict(checkpoint.get("callbacks", {}).get(RunHistory.__qualname__, {}))
+
+
+def model_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that decide a model's weights: ``model.*`` and the window lengths (flat)."""
+    def flat(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flat(value, f"{prefix}{key}.") if isinstance(value, Mapping) else {f"{prefix}{key}": value})
+        return out
+
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, dict)
+    return {**flat(model, "model."), "data.history_length": cfg.data.history_length,
+            "data.horizon_length": cfg.data.horizon_length}
+
+
+def check_fits(
+    path: str | Path,
+    checkpoint: Mapping[str, Any],
+    model: torch.nn.Module,
+    settings: Mapping[str, Any],
+    data_fingerprint: Optional[str],
+) -> None:
+    """Refuse a checkpoint that does not fit ``model`` or, given one, the data fingerprint.
+
+    Raises:
+        CheckpointError: one line naming the first weight whose shape differs (and the model
+            settings that differ, when the checkpoint recorded them), or both fingerprints.
+    """
+    recorded = recorded_history(checkpoint)
+    if data_fingerprint is not None and recorded.get("data_fingerprint") not in (None, data_fingerprint):
+        raise CheckpointError(
+            f"{path} was trained on other data (fingerprint {recorded['data_fingerprint']}, the configured "
+            f"data has {data_fingerprint}); resume only on the same data, or drop resume= to start a new run"
+        )
+    saved = {k[len(_WEIGHTS_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(_WEIGHTS_PREFIX)}
+    wanted = model.state_dict()
+    problem = None
+    for key in sorted(set(saved) | set(wanted)):
+        if key not in saved or key not in wanted:
+            problem = f"weight {key} is {'missing from the checkpoint' if key not in saved else 'not in the model'}"
+        elif tuple(saved[key].shape) != tuple(wanted[key].shape):
+            problem = f"weight {key} has shape {list(saved[key].shape)} in the checkpoint, {list(wanted[key].shape)} here"
+        if problem:
+            break
+    if problem is None:
+        return
+    before = recorded.get("settings", {})
+    changed = [f"{k}={before[k]} (now {settings.get(k)})" for k in sorted(before) if before[k] != settings.get(k)]
+    trained = f"; it was trained with {', '.join(changed[:4])}" if changed else ""
+    raise CheckpointError(f"{path} does not fit the configured model: {problem}{trained}")
