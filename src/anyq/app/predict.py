@@ -1,7 +1,7 @@
 """``anyq-predict``: quantile forecasts for the series of a long-format file.
 
     anyq-predict --run <run id> --input load.csv --levels 0.05,0.5,0.95 --output forecasts.csv
-    anyq-predict --checkpoint outputs/.../checkpoints/best-epoch=07.ckpt --input load.csv
+    anyq-predict --checkpoint outputs/.../checkpoints/best-epoch07.ckpt --input load.csv
     anyq-predict --run <run id> --input load.csv --origin "2018-06-01 00:00"
 
 Input: ``unique_id``, ``ds``, ``y`` (CSV or Parquet, the MHLV date format or ISO 8601).
