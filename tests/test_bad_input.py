@@ -128,6 +128,8 @@ def test_undecodable_csv_is_one_data_error(tmp_path):
          r"column 'ds' has unparseable dates, e\.g\. row 1 \('1'\)"),
         (pd.DataFrame({"unique_id": ["a"], "ds": pd.to_datetime(["2021-01-01"]), "y": [1.0]}).iloc[:0],
          r"no rows"),
+        (pd.DataFrame({"unique_id": ["a", "a"], "ds": pd.to_datetime(["2021-01-01", None]), "y": [1.0, 2.0]}),
+         r"column 'ds' has 1 empty date\(s\), e\.g\. row 2 \(NaT\)"),
     ],
 )
 def test_bad_parquet_is_one_data_error(tmp_path, frame, pattern):

@@ -239,3 +239,29 @@ def test_task_test_untracked_and_misuses(compose_cfg, tmp_path):
     # scoring on other data is allowed (only training on needs the same data)
     other = run_job(compose_cfg("tracking=none", "task=test", "data.synthetic.seed=3", f"resume={best}"))
     assert other["test/crps"] != pytest.approx(trained["test/crps"], rel=1e-6)
+
+
+def test_data_path_with_equals_sign_pastes_quoted(tmp_path):
+    folder = tmp_path / "site=north, 2021"
+    folder.mkdir()
+    path = folder / "load.csv"
+    path.write_text("unique_id,ds,y\na,2021-01-01 00:00,1\n")
+    cfg = compose_config(tmp_path, ["data=csv", override("data.path", path)], job="data")
+    assert cfg.data.path == str(path)
+    from anyq.data import read_long_frame
+
+    assert read_long_frame(cfg.data.path)["y"].tolist() == [1.0]
+
+
+def test_a_scoring_run_is_never_taken_for_a_baseline(compose_cfg, tmp_path):
+    cfg = compose_cfg("model=baseline_adaptive", "tracking.log_model=false")
+    trained = run_job(cfg)
+    (best,) = Path(cfg.paths.checkpoints).glob("best-*.ckpt")
+    scored = run_job(compose_cfg("model=baseline_adaptive", "tracking.log_model=false", "task=test", f"resume={best}"))
+    client = client_at(tmp_path)
+    from anyq.tracking.baseline import SIGNATURE_TAG, find_baseline_run
+
+    tags = client.get_run(scored["run_id"]).data.tags
+    assert tags[SIGNATURE_TAG] == client.get_run(trained["run_id"]).data.tags[SIGNATURE_TAG]
+    found = find_baseline_run(client, tags[SIGNATURE_TAG], tags["data_fingerprint"])
+    assert found is not None and found.info.run_id == trained["run_id"]  # the newer scoring run is skipped

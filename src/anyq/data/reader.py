@@ -154,6 +154,10 @@ def parse_dates(values: pd.Series, where: str = "data") -> pd.Series:
     """
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
+        if parsed.isna().any():  # NaT in a typed column (Parquet)
+            raise DataError(
+                f"{where}: column 'ds' has {int(parsed.isna().sum())} empty date(s), e.g. {_row(values, parsed.isna())}"
+            )
     else:
         text = values.astype("string").str.strip().reset_index(drop=True)
         empty = text.isna() | (text == "")
