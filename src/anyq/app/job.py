@@ -132,9 +132,9 @@ def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
     return summary
 
 
-def announce_checkpoint(outcome: TrainOutcome) -> None:
-    """Print the best checkpoint as the overrides that take it (pasteable as one shell word)."""
-    if outcome.best_checkpoint:
+def announce_checkpoint(cfg: DictConfig, outcome: TrainOutcome) -> None:
+    """Print a trained run's best checkpoint and the override that takes it (pasteable as is)."""
+    if cfg.task == Task.train and outcome.best_checkpoint:
         log.info("best checkpoint: %s  (score it: anyq-train task=test %s)",
                  outcome.best_checkpoint, override("resume", outcome.best_checkpoint))
 
@@ -190,7 +190,7 @@ def train_tracked(
         )
         outcome = fit_and_test(cfg, dataset, loggers=[logger],
                                callbacks=trial_callbacks(cfg, pruner), ckpt_path=ckpt_path)
-        announce_checkpoint(outcome)
+        announce_checkpoint(cfg, outcome)
         metrics = dict(outcome.metrics)
         if is_baseline(cfg):
             metrics.update(deltas(metrics, metrics))
@@ -236,7 +236,7 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
     if not cfg.tracking.enabled:
         outcome = fit_and_test(cfg, dataset, callbacks=trial_callbacks(cfg, pruner),
                                ckpt_path=resume_checkpoint(cfg, dataset))
-        announce_checkpoint(outcome)
+        announce_checkpoint(cfg, outcome)
         return job_summary(outcome, None)
     tracker = Tracker.from_config(cfg)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
