@@ -10,22 +10,33 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any, List, Optional
 
 from hydra.core.plugins import Plugins
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.sweeping.engine import StudyRunner, SweepSettings, trial_link_overrides
+from anyq.sweeping.engine import StudyRunner, SweepSettings, one_line, trial_link_overrides
+from anyq.sweeping.errors import SpaceError, TrialConfigError
 from anyq.sweeping.locks import study_lock
-from anyq.sweeping.space import grid_of, parse_search_space, quote
+from anyq.sweeping.space import (
+    fit_space_to_config,
+    grid_of,
+    parse_search_space,
+    quote,
+    representative_overrides,
+)
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import print_summary, record_summary, summarize
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
 from anyq.tracking.trials import close_trial_runs
+from anyq.training.builders import validate_config
+from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +45,7 @@ class AnyqOptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any, study_name: Optional[str], storage: Optional[str],
                  n_trials: int, n_jobs: int, params: Optional[DictConfig], objectives: List[str],
                  pruner: Optional[Any], experiment: Optional[str], heartbeat_interval: int,
-                 grace_period: int, max_retry: int) -> None:
+                 grace_period: int, max_retry: int, barrier: bool = False) -> None:
         self.sampler = sampler
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, tuple)) or \
             OmegaConf.is_list(direction) else [str(direction)]
@@ -48,18 +59,22 @@ class AnyqOptunaSweeper(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
+        self.barrier = barrier
         if len(self.objectives) != len(self.directions):
             raise ValueError(f"hydra.sweeper.objectives {self.objectives} and direction "
                              f"{self.directions} must have the same length")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.hydra_context = hydra_context
+        self._compose_lock = threading.Lock()
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
     def sweep(self, arguments: List[str]) -> None:
         space, fixed = parse_search_space(self.params, arguments)
+        space = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
         study_name = self.study_name or "anyq-study"
         settings = SweepSettings(
@@ -73,12 +88,18 @@ class AnyqOptunaSweeper(Sweeper):
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             max_retry=self.max_retry,
+            barrier=self.barrier,
         )
+        n_jobs = self.n_jobs
+        if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+            log.warning("hydra.sweeper.n_jobs=%d needs a parallel launcher (hydra/launcher=joblib, anyq_ray, "
+                        "anyq_submitit_local, anyq_slurm); running one trial at a time", n_jobs)
+            settings.n_jobs = 1
         experiment = self.experiment or study_name
         uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
-        runner = StudyRunner(settings, self.launcher.launch)
+        runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial)
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
                 "optuna.storage": redacted(settings.storage_url),
@@ -102,6 +123,38 @@ class AnyqOptunaSweeper(Sweeper):
         record_summary(client, parent, summary)
         client.set_terminated(parent, status="FINISHED")
         print_summary(summary)
+
+    # ------------------------------------------------------------------ checks
+    def _compose(self, overrides: List[str]) -> DictConfig:
+        with self._compose_lock:  # the slots check their trials from several threads
+            return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _checked_space(self, space: dict, fixed: List[str]) -> dict:
+        """Before the study hands out a trial: the space fits the schema (an int key gets
+        integers), every choice and both ends of every range compose, and the launcher can
+        place a job of this config. Raises :class:`SpaceError` or :class:`ConfigError`."""
+        base = self._compose(fixed)
+        space = fit_space_to_config(space, base)
+        for overrides in representative_overrides(space) or [[]]:
+            try:
+                self._compose([*fixed, *overrides])
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
+                raise SpaceError(f"search space: {one_line(exc)}{cause}") from None
+        preflight = getattr(self.launcher, "preflight", None)
+        if callable(preflight):
+            preflight(base)
+        return space
+
+    def _check_trial(self, overrides: List[str]) -> None:
+        """A trial whose overrides do not compose or validate: TrialConfigError, one line."""
+        try:
+            validate_config(self._compose(overrides))
+        except (ConfigCompositionException, OverrideParseException) as exc:
+            cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
+            raise TrialConfigError(f"{one_line(exc)}{cause}") from None
+        except ConfigError as exc:
+            raise TrialConfigError(one_line(exc)) from None
 
     def _make_sampler(self, space: dict) -> Any:
         """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""
