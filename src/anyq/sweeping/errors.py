@@ -27,3 +27,15 @@ class TrialConfigError(Exception):
 
 class WorkerLost(Exception):
     """The worker process or machine running the trial died before it reported."""
+
+
+class SweepRefused(BaseException):
+    """A sweep stopped before its first trial by a :class:`ConfigError` (``error``).
+
+    A ``BaseException`` so that it passes Hydra's error printer (which catches ``Exception``
+    and exits 1) and reaches ``anyq-train``, which reports config errors in one line, exit 2.
+    """
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error

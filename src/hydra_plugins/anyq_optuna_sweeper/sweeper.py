@@ -20,8 +20,14 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.sweeping.engine import StudyRunner, SweepSettings, one_line, trial_link_overrides
-from anyq.sweeping.errors import SpaceError, TrialConfigError
+from anyq.sweeping.engine import (
+    StudyRunner,
+    SweepSettings,
+    check_space_matches,
+    one_line,
+    trial_link_overrides,
+)
+from anyq.sweeping.errors import SpaceError, SweepRefused, TrialConfigError
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import (
     fit_space_to_config,
@@ -73,6 +79,18 @@ class AnyqOptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: List[str]) -> None:
+        """Check the space, open the study and its parent run, run this worker's trials.
+
+        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the space or the launcher
+        cannot work, before any trial or run exists; any other error or interrupt kills the
+        parent run after the engine has failed and re-enqueued the running trials.
+        """
+        try:
+            self._sweep(arguments)
+        except ConfigError as exc:
+            raise SweepRefused(exc) from exc
+
+    def _sweep(self, arguments: List[str]) -> None:
         space, fixed = parse_search_space(self.params, arguments)
         space = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
@@ -100,6 +118,7 @@ class AnyqOptunaSweeper(Sweeper):
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
         runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial)
+        check_space_matches(runner.study, space)
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
                 "optuna.storage": redacted(settings.storage_url),
@@ -107,14 +126,14 @@ class AnyqOptunaSweeper(Sweeper):
                 "optuna.objectives": ",".join(self.objectives),
                 "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
             })
-        shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
-        runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
-        # a dead worker's job cannot close its run: the worker that notices closes it
-        runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
-        log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
-                 study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
-                 parent)
         try:
+            shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
+            runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
+            # a dead worker's job cannot close its run: the worker that notices closes it
+            runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
+            log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
+                     study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
+                     parent)
             study = runner.run(space, fixed)
         except BaseException:
             client.set_terminated(parent, status="KILLED")
