@@ -235,18 +235,21 @@ class StudyRunner:
 
     ``launch`` is a Hydra launcher's ``launch``; ``check`` raises :class:`TrialConfigError`
     when a trial's overrides cannot make a valid job (it runs before the launch, in this
-    process, so every launcher reports such trials alike).
+    process, so every launcher reports such trials alike); ``stop_jobs`` ends the jobs the
+    launcher still runs elsewhere when this worker is interrupted.
     """
 
     def __init__(self, settings: SweepSettings, launch: Launch,
                  trial_overrides: Callable[[optuna.Trial], list[str]] = lambda t: [],
                  on_lost: Optional[OnLost] = None,
-                 check: Callable[[list[str]], None] = lambda overrides: None) -> None:
+                 check: Callable[[list[str]], None] = lambda overrides: None,
+                 stop_jobs: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.launch = launch
         self.trial_overrides = trial_overrides
         self.on_lost = on_lost  # may be set after construction, once the parent run exists
         self.check = check
+        self.stop_jobs = stop_jobs  # ends the launcher's running jobs on an interrupt
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
         self.heartbeat = Heartbeat(self.study, settings.heartbeat_interval)
@@ -439,6 +442,10 @@ class StudyRunner:
                             thread.join(timeout=0.2)
             except BaseException:
                 self._stop.set()
+                try:  # first, so that no job can close its run after it was marked lost
+                    self.stop_jobs()
+                except Exception as exc:  # noqa: BLE001 - the trials must be settled regardless
+                    log.warning("could not stop the launcher's jobs: %s", exc)
                 self._abandon_running()
                 raise
         if self._error is not None:

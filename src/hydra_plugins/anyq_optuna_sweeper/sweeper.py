@@ -117,7 +117,7 @@ class AnyqOptunaSweeper(Sweeper):
         uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
-        runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial)
+        runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial, stop_jobs=self._stop_jobs)
         check_space_matches(runner.study, space)
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
@@ -174,6 +174,20 @@ class AnyqOptunaSweeper(Sweeper):
             raise TrialConfigError(f"{one_line(exc)}{cause}") from None
         except ConfigError as exc:
             raise TrialConfigError(one_line(exc)) from None
+
+    def _stop_jobs(self) -> None:
+        """Interrupted: end the jobs still running in the launcher's workers, so none of them
+        finishes a run the engine is about to record as lost. Joblib's workers are loky
+        processes; a launcher of anyq's own offers ``stop_jobs``."""
+        if type(self.launcher).__module__.startswith("hydra_plugins.hydra_joblib_launcher"):
+            from joblib.externals.loky import reusable_executor
+
+            executor = getattr(reusable_executor, "_executor", None)
+            if executor is not None:
+                executor.shutdown(wait=False, kill_workers=True)
+        stop = getattr(self.launcher, "stop_jobs", None)
+        if callable(stop):
+            stop()
 
     def _make_sampler(self, space: dict) -> Any:
         """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""

@@ -92,6 +92,7 @@ class AnyqRayLauncher(Launcher):
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
         self._compose_lock = threading.Lock()
+        self._in_flight: set[Any] = set()  # ObjectRefs of the tasks now running
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -167,11 +168,12 @@ class AnyqRayLauncher(Launcher):
                      " ".join(filter_overrides(overrides)))
             remote = ray.remote(anyq_trial).options(num_cpus=request["CPU"], num_gpus=request["GPU"],
                                                     max_retries=0, retry_exceptions=False)
-            refs.append(remote.remote(self.hydra_context, cfg, self.task_function, Singleton.get_state()))
+            ref = remote.remote(self.hydra_context, cfg, self.task_function, Singleton.get_state())
+            self._in_flight.add(ref)
+            refs.append(ref)
         return [self._result(ref, overrides) for ref, overrides in zip(refs, job_overrides)]
 
-    @staticmethod
-    def _result(ref: Any, overrides: Sequence[str]) -> JobReturn:
+    def _result(self, ref: Any, overrides: Sequence[str]) -> JobReturn:
         import ray
 
         try:
@@ -180,3 +182,12 @@ class AnyqRayLauncher(Launcher):
             ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
             ret.return_value = WorkerLost(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
             return ret
+        finally:
+            self._in_flight.discard(ref)
+
+    def stop_jobs(self) -> None:
+        """End the running trials' worker processes (the sweep was interrupted)."""
+        import ray
+
+        for ref in list(self._in_flight):
+            ray.cancel(ref, force=True)
