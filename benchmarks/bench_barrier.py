@@ -2,10 +2,12 @@
 1 and 2 workers on each launcher.
 
 The study: ``--trials`` trials of ``sweep=adaptive_attention`` on the tiny test model, with
-``trainer.max_epochs`` a searched parameter (``choice(1, 4)``), so trials differ in length
-about fourfold. The random sampler with a fixed seed gives every run the same trials in the
-same order; the pruner and the baseline comparison are off, so a trial's length is its
-epochs. Every run has its own root (fresh study, fresh MLflow store).
+``trainer.max_epochs`` a searched parameter (``choice(1, 12)`` by default, ``--epochs``), so
+trials differ in length. The random sampler with a fixed seed (``--seed``; 3 draws 12, 1,
+12, 1, 12, 1, 1, 12 epochs: every batch of two pairs a long trial with a short one) gives
+every run the same trials in the same order; the pruner and the baseline comparison are
+off, so a trial's length is its epochs plus a fixed start-up. Every run has its own root
+(fresh study, fresh MLflow store).
 
 Idle share, from the trials' start/end times in the study (``k`` slots, span from the first
 start to the last end): the slot-time with no trial running, divided by ``k * span``.
@@ -14,6 +16,7 @@ Reported twice: over the whole span, and only while trials were still waiting to
 
     .venv/bin/python benchmarks/bench_barrier.py                          # joblib: barrier vs none
     .venv/bin/python benchmarks/bench_barrier.py --walltime --ray         # + 1 vs 2 workers, joblib and Ray
+    .venv/bin/python benchmarks/bench_barrier.py --epochs 1 4 --seed 0 --walltime --ray --skip-barrier
 
 ``--ray`` starts a private local Ray head (2 CPUs, free ports) for the Ray runs and stops it.
 """
@@ -40,10 +43,11 @@ TINY = ["trainer=fast", "data.synthetic.n_series=3", "data.synthetic.years=1", "
         "data.train_batch_size=64", "data.eval_batch_size=512", "model.backbone.num_blocks=2",
         "model.backbone.layer_width=32", "model.attention.d_model=16", "model.attention.d_ff=32",
         "evaluation.num_levels=39", "evaluation.val_num_levels=39", "optim.warmup_updates=5"]
-SPACE = ["hydra.sweeper.params=null", "trainer.max_epochs=choice(1, 4)",
-         "model.attention.adaptive_temp=interval(0.0, 2.0)", "model.attention.n_heads=choice(1, 2)",
-         "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", "hydra.sweeper.pruner=null",
-         "tracking.compare_to_baseline=false", "trainer.num_threads=1"]
+def space(epochs: tuple[int, int], seed: int) -> list[str]:
+    return ["hydra.sweeper.params=null", f"trainer.max_epochs=choice({epochs[0]}, {epochs[1]})",
+            "model.attention.adaptive_temp=interval(0.0, 2.0)", "model.attention.n_heads=choice(1, 2)",
+            "hydra/sweeper/sampler=random", f"hydra.sweeper.sampler.seed={seed}", "hydra.sweeper.pruner=null",
+            "tracking.compare_to_baseline=false", "trainer.num_threads=1"]
 
 
 @dataclass
@@ -67,9 +71,11 @@ def idle_shares(trials: list[optuna.trial.FrozenTrial], slots: int) -> tuple[flo
     return idle(last_end), idle(last_start)
 
 
-def run_study(label: str, root: Path, slots: int, launcher: list[str], trials: int,
+def run_study(label: str, root: Path, slots: int, launcher: list[str], args: argparse.Namespace,
               barrier: bool) -> Result:
-    cmd = [str(BIN / "anyq-train"), "-m", "sweep=adaptive_attention", *TINY, *SPACE, f"paths.root={root}",
+    trials = args.trials
+    cmd = [str(BIN / "anyq-train"), "-m", "sweep=adaptive_attention", *TINY, *space(args.epochs, args.seed),
+           f"paths.root={root}",
            f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.n_jobs={slots}",
            f"hydra.sweeper.barrier={str(barrier).lower()}", *launcher]
     env = {k: v for k, v in os.environ.items() if k not in ("ANYQ_OPTUNA_STORAGE", "MLFLOW_TRACKING_URI")}
@@ -139,6 +145,9 @@ def print_result(r: Result) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, nargs=2, default=(1, 12), help="the two trainer.max_epochs choices")
+    parser.add_argument("--seed", type=int, default=3, help="the random sampler's seed")
+    parser.add_argument("--skip-barrier", action="store_true", help="only the wall-time runs")
     parser.add_argument("--walltime", action="store_true", help="also 1 vs 2 workers per launcher")
     parser.add_argument("--ray", action="store_true", help="also the Ray launcher (local head)")
     parser.add_argument("--root", type=Path, default=None)
@@ -146,20 +155,22 @@ def main() -> None:
     root = args.root or Path(tempfile.mkdtemp(prefix="anyq-bench-"))
     joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
-    print(f"== {args.trials} trials, trainer.max_epochs in (1, 4), 2 slots: batch barrier vs none ==")
-    for barrier in (True, False):
-        label = f"joblib x2 {'barrier' if barrier else 'no barrier'}"
-        print_result(run_study(label, root / label.replace(" ", "-"), 2, joblib, args.trials, barrier))
+    print(f"== {args.trials} trials, trainer.max_epochs in {tuple(args.epochs)}, seed {args.seed} ==")
+    if not args.skip_barrier:
+        for barrier in (True, False):
+            label = f"joblib x2 {'barrier' if barrier else 'no barrier'}"
+            print_result(run_study(label, root / label.replace(" ", "-"), 2, joblib, args, barrier))
     if args.walltime:
-        print(f"== wall time of the same {args.trials}-trial study, 1 and 2 workers ==")
-        print_result(run_study("joblib x1", root / "joblib-1", 1, joblib, args.trials, False))
+        print_result(run_study("joblib x1", root / "joblib-1", 1, joblib, args, False))
+        if args.skip_barrier:
+            print_result(run_study("joblib x2", root / "joblib-2", 2, joblib, args, False))
     if args.ray:
         with RayHead() as address:
             ray = ["hydra/launcher=anyq_ray", f"hydra.launcher.address={address}"]
             for slots in ((1, 2) if args.walltime else (2,)):
                 for barrier in ((False,) if slots == 1 else (True, False)):
                     label = f"ray x{slots}{' barrier' if barrier else ''}"
-                    print_result(run_study(label, root / label.replace(" ", "-"), slots, ray, args.trials, barrier))
+                    print_result(run_study(label, root / label.replace(" ", "-"), slots, ray, args, barrier))
     if args.root is None:
         shutil.rmtree(root, ignore_errors=True)
 
