@@ -5,8 +5,10 @@ reason, when the launcher is not installed (``make env-scale-out`` installs it; 
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,43 @@ def test_slurm_preset_keys_reach_sbatch_and_a_failed_submission_keeps_the_trial(
     parent, kids, everything = study_runs(tmp_path)
     assert parent.info.status == "KILLED"
     assert [r for r in everything if r.info.status == "RUNNING"] == []
+
+
+@pytest.mark.integration
+def test_killed_submitit_job_is_a_lost_worker_retried_once(tmp_path):
+    epochs = 8
+    proc = start_sweep(tmp_path, "hydra/launcher=anyq_submitit_local", "hydra.sweeper.n_trials=1",
+                       f"trainer.max_epochs={epochs}", "trainer.num_threads=1", "hydra.sweeper.pruner=null",
+                       "tracking.compare_to_baseline=false")
+    victim = None
+    deadline = time.monotonic() + TIMEOUT
+    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            running = [t for t in study_trials(tmp_path) if t.state == TrialState.RUNNING]
+        except Exception:  # noqa: BLE001 - the study is not created yet
+            running = []
+        pids = job_pids(tmp_path)
+        if len(running) == 1 and 1 <= len(running[0].intermediate_values) <= epochs - 3 and len(pids) == 1:
+            os.kill(pids[0], signal.SIGKILL)
+            victim = running[0].number
+        time.sleep(0.3)
+    assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
+    try:
+        assert proc.wait(timeout=TIMEOUT) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
+    finally:
+        proc.kill()
+    trials = {t.number: t for t in study_trials(tmp_path)}
+    assert trials[victim].state == TrialState.FAIL
+    assert trials[victim].user_attrs["fail_reason"].startswith("worker lost: Submitit job ")
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
+    assert len(retries) == 1 and retries[0].params == trials[victim].params
+    assert retries[0].state == TrialState.COMPLETE and len(trials) == 2
+    _, kids, everything = study_runs(tmp_path)
+    assert sorted(k.info.status for k in kids) == ["FINISHED", "KILLED"]
+    assert [r for r in everything if r.info.status == "RUNNING"] == []
+
+
+def job_pids(root: Path) -> list[int]:
+    """Processes of Submitit's local jobs for this sweep (their command names the job folder)."""
+    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit.*{root}"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
