@@ -5,6 +5,7 @@ reason, when the launcher is not installed (``make env-scale-out`` installs it; 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -44,15 +45,26 @@ def test_local_submitit_sweep_runs_three_trials_as_jobs(tmp_path):
 
 
 def test_slurm_preset_keys_reach_sbatch_and_a_failed_submission_keeps_the_trial(tmp_path):
-    fake = tmp_path / "bin" / "sbatch"  # records the script it is given, then refuses it
-    fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\ncp "$1" "$ANYQ_SBATCH_CAPTURE"\necho "sbatch: error: no SLURM here" >&2\nexit 1\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    slurm = ["hydra/launcher=anyq_slurm", "hydra.launcher.partition=debug", "hydra.launcher.account=anyq",
+             "hydra.sweeper.n_trials=1"]
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    if not shutil.which("srun", path=os.environ["PATH"]):  # no SLURM here: refused before any trial
+        done = subprocess.run(sweep_cmd(tmp_path / "no-slurm", *slurm), env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT)
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert done.stderr.strip().splitlines() == [
+            'anyq-train: error: AnyqSlurmLauncher: Could not detect "srun", are you indeed on a slurm cluster?']
+    # stand-ins: srun only has to exist; sbatch records the script it is given, then refuses it
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text('#!/bin/sh\ncp "$1" "$ANYQ_SBATCH_CAPTURE"\n'
+                                    'echo "sbatch: error: no SLURM here" >&2\nexit 1\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
     captured = tmp_path / "job.sbatch"
-    env = clean_env(ANYQ_SBATCH_CAPTURE=str(captured), PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
-    done = subprocess.run(sweep_cmd(tmp_path, "hydra/launcher=anyq_slurm", "hydra.launcher.partition=debug",
-                                    "hydra.launcher.account=anyq", "hydra.sweeper.n_trials=1"),
-                          env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run(sweep_cmd(tmp_path, *slurm), env={**env, "ANYQ_SBATCH_CAPTURE": str(captured)},
+                          capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 1, done.stderr[-3000:]
     script = captured.read_text()
     for line in ("#SBATCH --partition=debug", "#SBATCH --account=anyq", "#SBATCH --cpus-per-task=4",

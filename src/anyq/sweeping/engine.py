@@ -259,6 +259,7 @@ class StudyRunner:
         self._lock = threading.Lock()  # job_idx and _running, shared by the slots
         self._running: dict[int, optuna.Trial] = {}
         self._stop = threading.Event()
+        self._interrupted = threading.Event()  # set first thing on an interrupt, for the slots
         self._error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ asking
@@ -327,8 +328,8 @@ class StudyRunner:
             return self._lose(trial, f"worker lost: {one_line(outcome)}")
         if not stops_sweep(outcome, raised):
             return self._fail(trial, f"{type(outcome).__name__}: {outcome}".splitlines()[0])
-        reason = "sweep interrupted" if not isinstance(outcome, Exception) else \
-            f"launcher failed: {one_line(outcome)}"
+        interrupted = not isinstance(outcome, Exception) or self._interrupted.is_set()
+        reason = "sweep interrupted" if interrupted else f"launcher failed: {one_line(outcome)}"
         return self._lose(trial, reason)
 
     def _tell_values(self, trial: optuna.Trial, summary: Any) -> TrialState:
@@ -441,6 +442,7 @@ class StudyRunner:
                         while thread.is_alive():  # short joins: a signal reaches this thread
                             thread.join(timeout=0.2)
             except BaseException:
+                self._interrupted.set()  # the slots' launches now fail because of it, not on their own
                 self._stop.set()
                 try:  # first, so that no job can close its run after it was marked lost
                     self.stop_jobs()

@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
 from anyq.sweeping.errors import WorkerLost
+from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,14 @@ if BaseSubmititLauncher is not None:
             executor.update_parameters(**{x if x in baseparams else f"{self._EXECUTOR}_{x}": y
                                           for x, y in self.params.items() if x not in init_keys})
             return executor
+
+        def preflight(self, cfg: Any) -> None:
+            """Before the first trial: the executor can be built here (SLURM: ``srun`` is on
+            PATH). Raises ConfigError, one line."""
+            try:
+                self._executor()
+            except RuntimeError as exc:
+                raise ConfigError(f"{type(self).__name__}: {str(exc).splitlines()[0]}") from None
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             assert self.config is not None and len(job_overrides) > 0
