@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env run test test-fast bench sweep ablate report ui dashboard tensorboard serve services services-stop clean
+.PHONY: help env env-scale-out run test test-fast bench sweep ablate report ui dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -28,6 +28,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@touch $@
 
 env: $(STAMP) ## create the virtual environment with pinned dependencies
+
+$(VENV)/.scale-out: $(STAMP) requirements/scale-out.txt
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -r requirements/scale-out.txt
+	@touch $@
+
+env-scale-out: $(VENV)/.scale-out ## add the Ray and Submitit launchers (pins: requirements/scale-out.txt)
 
 run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, then the table
 	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main $(ARGS)

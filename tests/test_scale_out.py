@@ -300,11 +300,11 @@ def test_stale_trial_reaches_the_on_lost_hook(tmp_path):
     dead = runner.study.ask(fixed_distributions=space)  # a worker that asked, beat once, and died
     runner.study._storage.record_heartbeat(dead._trial_id)
     time.sleep(2.5)
-    batch = runner._next_batch(space)  # any live worker's next ask notices it
+    retry = runner._next_trial(space)  # any live worker's next ask notices it
     assert lost == [(0, STALE_REASON)]
     frozen = runner.study._storage.get_trial(dead._trial_id)
     assert frozen.state == TrialState.FAIL and frozen.system_attrs[INTERRUPTED]
-    assert batch and batch[0].params == dead.params  # the retry comes first, same parameters
+    assert retry.params == dead.params  # the retry comes first, same parameters
 
 
 def test_workers_with_one_seed_do_not_propose_the_same_parameters(tmp_path):
@@ -317,13 +317,13 @@ def test_workers_with_one_seed_do_not_propose_the_same_parameters(tmp_path):
         return StudyRunner(settings, launch=lambda overrides, idx: [])
 
     a, b = worker(tmp_path / "shared.db"), worker(tmp_path / "shared.db")
-    drawn = [a._next_batch(space)[0].params["x"], b._next_batch(space)[0].params["x"],
-             a._next_batch(space)[0].params["x"]]
+    drawn = [a._next_trial(space).params["x"], b._next_trial(space).params["x"],
+             a._next_trial(space).params["x"]]
     assert len(set(drawn)) == 3
     alone = worker(tmp_path / "alone.db")  # a lone worker keeps the seeded sequence
     reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     expected = [reference.ask(space).params["x"] for _ in range(2)]
-    assert [alone._next_batch(space)[0].params["x"] for _ in range(2)] == expected
+    assert [alone._next_trial(space).params["x"] for _ in range(2)] == expected
     assert expected[0] == drawn[0]
 
 

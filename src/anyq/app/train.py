@@ -15,7 +15,9 @@ from omegaconf import DictConfig
 
 from anyq.app.job import run_job
 from anyq.app.paths import config_dir
+from anyq.app.signals import exit_on_signals
 from anyq.data.errors import DataError
+from anyq.sweeping.errors import SweepRefused
 from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
@@ -38,5 +40,22 @@ def main(cfg: DictConfig) -> Any:
     return summary
 
 
+def cli() -> None:
+    """The ``anyq-train`` command: :func:`main`, plus exit statuses Hydra cannot give.
+
+    A signal ends it with 128 + the signal number once runs and trials are closed
+    (:mod:`anyq.app.signals`); a sweep refused before its first trial (a search space that
+    does not fit the config or the stored study, a launcher that cannot place a trial) is
+    one line and exit 2, like a single run's config error.
+    """
+    try:
+        with exit_on_signals():
+            main()
+    except SweepRefused as exc:
+        log.error("%s", exc.error)
+        print(f"anyq-train: error: {exc.error}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

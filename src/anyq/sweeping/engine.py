@@ -20,6 +20,14 @@ What it adds to hydra-optuna-sweeper's loop (and why it replaces it):
   once from fresh entropy; otherwise it would propose the very parameters the others
   drew. A lone worker on a fresh study keeps the seeded, reproducible sequence.
 - Integer ranges keep Hydra's meaning (the plugin turned ``range(1, 5)`` into 1..5).
+- No batch barrier: ``n_jobs`` slots each ask for one trial, launch it alone and ask again
+  as soon as it returns, so a slow trial never idles the other slots (``barrier=True``
+  restores hydra-optuna-sweeper's batches, for comparison). Slots are threads of this
+  process; the launcher (joblib, Ray, Submitit) runs their jobs elsewhere.
+- How a trial ended decides what happens to it, in one place (:meth:`StudyRunner.settle`):
+  a trial whose own config cannot run is FAIL and the sweep goes on; a lost worker's trial
+  is FAIL and retried; an interrupt or a broken launcher fails and retries the running
+  trials, then stops the sweep with its error.
 """
 
 from __future__ import annotations
@@ -29,15 +37,22 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import optuna
 from hydra.core.utils import JobReturn, JobStatus
-from optuna.distributions import BaseDistribution
+from hydra.errors import ConfigCompositionException, OverrideParseException
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from anyq.sweeping.errors import SpaceError, TrialConfigError, WorkerLost
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import as_override, quote
 from anyq.sweeping.storage import make_storage
@@ -63,6 +78,7 @@ class SweepSettings:
     grace_period: int = 120
     poll_seconds: float = 2.0
     max_retry: int = 2
+    barrier: bool = False  # True: hydra-optuna-sweeper's batches of n_jobs (benchmarks only)
 
 
 def _report_lost(on_lost: Optional[OnLost], number: int, reason: str) -> None:
@@ -140,22 +156,36 @@ def counts_toward_total(trial: FrozenTrial) -> bool:
 
 
 class Heartbeat:
-    """Keeps this worker's trials alive in the storage while their jobs run."""
+    """One thread keeps every trial this process runs alive in the storage."""
 
-    def __init__(self, study: optuna.Study, trials: Sequence[optuna.Trial], interval: int) -> None:
+    def __init__(self, study: optuna.Study, interval: int) -> None:
         self.storage = study._storage
-        self.trial_ids = [t._trial_id for t in trials]
         self.interval = interval
+        self.trial_ids: set[int] = set()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
+    def add(self, trial_id: int) -> None:
+        """Beat now (so a trial orphaned from here on turns stale) and from now on."""
+        self._record(trial_id)
+        with self._lock:
+            self.trial_ids.add(trial_id)
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self.trial_ids.discard(trial_id)
+
+    def _record(self, trial_id: int) -> None:
+        if is_heartbeat_enabled(self.storage):
+            self.storage.record_heartbeat(trial_id)
+
     def _beat(self) -> None:
-        while True:
-            if hasattr(self.storage, "record_heartbeat"):
-                for trial_id in self.trial_ids:
-                    self.storage.record_heartbeat(trial_id)
-            if self._stop.wait(self.interval):
-                return
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                ids = list(self.trial_ids)
+            for trial_id in ids:
+                self._record(trial_id)
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -166,25 +196,75 @@ class Heartbeat:
         self._thread.join()
 
 
+def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
+    """Draw one parameter through Optuna's public API (a retry's fixed value wins)."""
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
+    raise TypeError(f"{name}: no way to suggest {dist!r}")
+
+
+def check_space_matches(study: optuna.Study, space: dict[str, BaseDistribution]) -> None:
+    """A resumed study must be searched over the space it was started with.
+
+    Raises :class:`SpaceError` naming the first parameter whose distribution differs from the
+    one its earlier trials were drawn from (Optuna refuses a changed categorical mid-ask,
+    after it has created the trial; a changed numeric range would silently mix two studies).
+    """
+    for trial in study.get_trials(deepcopy=False):
+        for name, stored in trial.distributions.items():
+            if name in space and space[name] != stored:
+                raise SpaceError(
+                    f"study {study.study_name!r} has a different space for {name}: it was searched "
+                    f"over {stored}, now {space[name]}; use a new hydra.sweeper.study_name")
+
+
+def is_trial_config_error(exc: BaseException) -> bool:
+    """The trial's own overrides cannot make a job: retrying them would fail the same way."""
+    return isinstance(exc, (TrialConfigError, ConfigCompositionException, OverrideParseException))
+
+
+WAIT = "wait"  # _next_trial: nothing to ask now, but trials are still running
+
+
 class StudyRunner:
-    """Runs one worker's share of a study; call :meth:`run` from every worker alike."""
+    """Runs one worker's share of a study; call :meth:`run` from every worker alike.
+
+    ``launch`` is a Hydra launcher's ``launch``; ``check`` raises :class:`TrialConfigError`
+    when a trial's overrides cannot make a valid job (it runs before the launch, in this
+    process, so every launcher reports such trials alike); ``stop_jobs`` ends the jobs the
+    launcher still runs elsewhere when this worker is interrupted.
+    """
 
     def __init__(self, settings: SweepSettings, launch: Launch,
                  trial_overrides: Callable[[optuna.Trial], list[str]] = lambda t: [],
-                 on_lost: Optional[OnLost] = None) -> None:
+                 on_lost: Optional[OnLost] = None,
+                 check: Callable[[list[str]], None] = lambda overrides: None,
+                 stop_jobs: Callable[[], None] = lambda: None) -> None:
         self.settings = settings
         self.launch = launch
         self.trial_overrides = trial_overrides
         self.on_lost = on_lost  # may be set after construction, once the parent run exists
+        self.check = check
+        self.stop_jobs = stop_jobs  # ends the launcher's running jobs on an interrupt
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+        self.heartbeat = Heartbeat(self.study, settings.heartbeat_interval)
         self.job_idx = 0
         self._known = 0  # trials in the study after this worker's last ask
         self._reseeded = False
+        self._lock = threading.Lock()  # job_idx and _running, shared by the slots
+        self._running: dict[int, optuna.Trial] = {}
+        self._stop = threading.Event()
+        self._interrupted = threading.Event()  # set first thing on an interrupt, for the slots
+        self._error: Optional[BaseException] = None
 
     # ------------------------------------------------------------------ asking
-    def _next_batch(self, space: dict[str, BaseDistribution]) -> Optional[list[optuna.Trial]]:
-        """Trials for this worker's next batch; [] to wait for others; None when done."""
+    def _next_trial(self, space: dict[str, BaseDistribution]) -> Union[optuna.Trial, str, None]:
+        """This slot's next trial; :data:`WAIT` while others still run; None when done."""
         with study_lock(self.settings.storage_url, self.settings.study_name):
             fail_stale(self.study, self.retry, self.on_lost)
             trials = self.study.get_trials(deepcopy=False)
@@ -192,35 +272,75 @@ class StudyRunner:
             waiting = sum(t.state == TrialState.WAITING for t in counted)
             running = sum(t.state == TrialState.RUNNING for t in counted)
             fresh = max(0, self.settings.n_trials - len(counted))
-            take = min(self.settings.n_jobs, waiting + fresh)
-            if take == 0:
-                return None if running == 0 else []
+            if waiting + fresh == 0:
+                return None if running == 0 else WAIT
             if len(trials) > self._known and not self._reseeded:
                 # trials this worker did not make: another worker (or an earlier run) drew
                 # from the same seeded sampler, and would be proposed the same parameters again
                 self.study.sampler.reseed_rng()
                 self._reseeded = True
-            self._known = len(trials) + take - min(take, waiting)  # asks pop WAITING trials first
-            return [self.study.ask(fixed_distributions=space) for _ in range(take)]
-
-    # ---------------------------------------------------------------- telling
-    def _tell(self, trial: optuna.Trial, result: JobReturn) -> TrialState:
-        if result.status == JobStatus.COMPLETED:
-            summary = result.return_value
+            self._known = len(trials) + (0 if waiting else 1)  # an ask pops a WAITING trial first
+            trial = self.study.ask()
+            self._hold(trial)
             try:
-                values = [float(summary[key]) for key in self.settings.objectives]
-            except (KeyError, TypeError, ValueError) as exc:
-                return self._fail(trial, f"objective missing from the job's result: {exc}")
-            if not all(math.isfinite(v) for v in values):
-                return self._fail(trial, f"objective is not finite: {values}")
-            self.study.tell(trial, values=values if len(values) > 1 else values[0])
-            return TrialState.COMPLETE
-        error = result._return_value
-        if isinstance(error, optuna.TrialPruned):
-            trial.set_user_attr("prune_reason", str(error))
+                for name, dist in space.items():
+                    suggest(trial, name, dist)
+            except Exception as exc:  # noqa: BLE001 - e.g. a space the stored trials contradict
+                self._release(trial)
+                self._fail(trial, f"{type(exc).__name__}: {exc}".splitlines()[0])
+                raise SpaceError(f"study {self.settings.study_name!r}: {exc}".splitlines()[0]) from exc
+            return trial
+
+    def _hold(self, trial: optuna.Trial) -> None:
+        with self._lock:
+            self._running[trial._trial_id] = trial
+        self.heartbeat.add(trial._trial_id)
+
+    def _release(self, trial: optuna.Trial) -> None:
+        self.heartbeat.discard(trial._trial_id)
+        with self._lock:
+            self._running.pop(trial._trial_id, None)
+
+    # ---------------------------------------------------------------- settling
+    def settle(self, trial: optuna.Trial, outcome: Union[JobReturn, BaseException],
+               raised: bool = False) -> TrialState:
+        """Record how a trial ended: the one place that tells a trial's fault from the sweep's.
+
+        - a job result: COMPLETE with its objectives, PRUNED, or FAIL with the job's error;
+        - the trial's own config cannot run (:func:`is_trial_config_error`): FAIL, not retried;
+        - :class:`WorkerLost`: FAIL, flagged out of the total, retried with the same parameters;
+        - anything else the job returned: FAIL with its first line (NaN loss, a data error);
+        - anything else ``raised`` by the launcher itself (an interrupt, a signal, a cluster
+          gone): the trial is failed and retried like a lost one; the caller then stops the
+          sweep with that error.
+        """
+        if isinstance(outcome, JobReturn):
+            if outcome.status == JobStatus.COMPLETED:
+                return self._tell_values(trial, outcome.return_value)
+            outcome = outcome._return_value
+        if isinstance(outcome, optuna.TrialPruned):
+            trial.set_user_attr("prune_reason", str(outcome))
             self.study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
-        return self._fail(trial, f"{type(error).__name__}: {error}".splitlines()[0])
+        if is_trial_config_error(outcome):
+            return self._fail(trial, f"invalid trial config: {one_line(outcome)}")
+        if isinstance(outcome, WorkerLost):
+            return self._lose(trial, f"worker lost: {one_line(outcome)}")
+        if not stops_sweep(outcome, raised):
+            return self._fail(trial, f"{type(outcome).__name__}: {outcome}".splitlines()[0])
+        interrupted = not isinstance(outcome, Exception) or self._interrupted.is_set()
+        reason = "sweep interrupted" if interrupted else f"launcher failed: {one_line(outcome)}"
+        return self._lose(trial, reason)
+
+    def _tell_values(self, trial: optuna.Trial, summary: Any) -> TrialState:
+        try:
+            values = [float(summary[key]) for key in self.settings.objectives]
+        except (KeyError, TypeError, ValueError) as exc:
+            return self._fail(trial, f"objective missing from the job's result: {exc}")
+        if not all(math.isfinite(v) for v in values):
+            return self._fail(trial, f"objective is not finite: {values}")
+        self.study.tell(trial, values=values if len(values) > 1 else values[0])
+        return TrialState.COMPLETE
 
     def _fail(self, trial: optuna.Trial, reason: str) -> TrialState:
         log.warning("trial %d failed: %s", trial.number, reason)
@@ -228,42 +348,123 @@ class StudyRunner:
         self.study.tell(trial, state=TrialState.FAIL)
         return TrialState.FAIL
 
-    def _abandon(self, trials: Sequence[optuna.Trial]) -> None:
-        """This worker is being interrupted: fail its trials now, retry them later."""
+    def _lose(self, trial: optuna.Trial, reason: str) -> TrialState:
+        number = fail_and_retry(self.study, trial._trial_id, reason, self.retry, self.on_lost)
+        if number is not None:
+            log.warning("trial %d: %s; failed, retried with the same parameters", number, reason)
+        return self.study._storage.get_trial(trial._trial_id).state
+
+    def _abandon_running(self) -> None:
+        """This worker is being interrupted: fail its running trials now, retry them later."""
+        with self._lock:
+            trials = list(self._running.values())
         for trial in trials:  # a job in a launcher's child may not have closed its run
             if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 fail_and_retry(self.study, trial._trial_id, "sweep interrupted", self.retry, self.on_lost)
 
     # ------------------------------------------------------------------- loop
-    def run(self, space: dict[str, BaseDistribution], fixed: Sequence[str]) -> optuna.Study:
-        while True:
-            batch = self._next_batch(space)
-            if batch is None:
-                return self.study
-            if not batch:  # other workers' trials still running: wait for them or their death
-                time.sleep(self.settings.poll_seconds)
-                continue
-            overrides = [
-                [*fixed, *(as_override(k, v) for k, v in t.params.items()), *self.trial_overrides(t)]
-                for t in batch
-            ]
+    def _run_trial(self, trial: optuna.Trial, fixed: Sequence[str]) -> None:
+        overrides = [*fixed, *(as_override(k, v) for k, v in trial.params.items()),
+                     *self.trial_overrides(trial)]
+        outcome: Union[JobReturn, BaseException]
+        raised = False
+        try:
+            self.check(overrides)
+            with self._lock:
+                job_idx, self.job_idx = self.job_idx, self.job_idx + 1
+            outcome = self.launch([overrides], job_idx)[0]
+        except BaseException as exc:  # settled below; re-raised if it stops the sweep
+            outcome, raised = exc, True
+        try:
             try:
-                with Heartbeat(self.study, batch, self.settings.heartbeat_interval):
-                    results = self.launch(overrides, self.job_idx)
+                state = self.settle(trial, outcome, raised)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # failed as stale by another worker meanwhile (this one was only slow):
+                # the retry it enqueued stands, this result is dropped
+                state = self.study._storage.get_trial(trial._trial_id).state
+                log.warning("trial %d was already %s when its job returned; result dropped",
+                            trial.number, state.name)
+        finally:
+            self._release(trial)
+        log.info("trial %d: %s", trial.number, state.name)
+        if isinstance(outcome, BaseException) and stops_sweep(outcome, raised):
+            raise outcome
+
+    def _slot(self, space: dict[str, BaseDistribution], fixed: Sequence[str],
+              barrier: Optional[threading.Barrier]) -> None:
+        """One worker slot: ask, launch alone, settle, ask again, until the study is done."""
+        try:
+            while not self._stop.is_set():
+                if barrier is not None:
+                    try:
+                        barrier.wait()
+                    except threading.BrokenBarrierError:
+                        barrier = None  # a slot left: the study is ending
+                trial = self._next_trial(space)
+                if trial is None:
+                    return
+                if trial is WAIT:  # other trials still running: wait for them or their death
+                    self._stop.wait(self.settings.poll_seconds)
+                    continue
+                self._run_trial(trial, fixed)
+        finally:
+            if barrier is not None:
+                barrier.abort()
+
+    def _slot_in_thread(self, *args: Any) -> None:
+        try:
+            self._slot(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            with self._lock:
+                self._error = self._error or exc
+            self._stop.set()
+
+    def run(self, space: dict[str, BaseDistribution], fixed: Sequence[str]) -> optuna.Study:
+        """Run trials in ``n_jobs`` slots until the study holds ``n_trials`` (see module doc).
+
+        Raises :class:`SpaceError` before any trial when the space contradicts the stored
+        study; re-raises an interrupt or a launcher's error after failing (and re-enqueuing)
+        every trial this worker was running.
+        """
+        check_space_matches(self.study, space)
+        slots = max(1, self.settings.n_jobs)
+        with self.heartbeat:
+            try:
+                if slots == 1:  # in this thread: an in-process job keeps the main thread's signals
+                    self._slot(space, fixed, None)
+                else:
+                    barrier = threading.Barrier(slots) if self.settings.barrier else None
+                    threads = [threading.Thread(target=self._slot_in_thread, args=(space, fixed, barrier),
+                                                name=f"anyq-slot-{i}", daemon=True) for i in range(slots)]
+                    for thread in threads:
+                        thread.start()
+                    for thread in threads:
+                        while thread.is_alive():  # short joins: a signal reaches this thread
+                            thread.join(timeout=0.2)
             except BaseException:
-                self._abandon(batch)
+                self._interrupted.set()  # the slots' launches now fail because of it, not on their own
+                self._stop.set()
+                try:  # first, so that no job can close its run after it was marked lost
+                    self.stop_jobs()
+                except Exception as exc:  # noqa: BLE001 - the trials must be settled regardless
+                    log.warning("could not stop the launcher's jobs: %s", exc)
+                self._abandon_running()
                 raise
-            self.job_idx += len(batch)
-            for trial, result in zip(batch, results):
-                try:
-                    state = self._tell(trial, result)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    # failed as stale by another worker meanwhile (this one was only slow):
-                    # the retry it enqueued stands, this result is dropped
-                    state = self.study._storage.get_trial(trial._trial_id).state
-                    log.warning("trial %d was already %s when its job returned; result dropped",
-                                trial.number, state.name)
-                log.info("trial %d: %s", trial.number, state.name)
+        if self._error is not None:
+            raise self._error
+        return self.study
+
+
+def stops_sweep(exc: BaseException, raised: bool) -> bool:
+    """An interrupt, or an error of the launcher itself (not of the trial, not of its job)."""
+    if not isinstance(exc, Exception):
+        return True  # KeyboardInterrupt, SystemExit, a signal
+    return raised and not is_trial_config_error(exc) and not isinstance(exc, WorkerLost)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[str]:

@@ -1,8 +1,10 @@
 """Search spaces in Hydra's override grammar, mapped to current Optuna distributions.
 
 ``choice(a, b)`` is categorical; ``range(1, 5)`` means what Hydra says (1, 2, 3, 4: the stop
-is excluded); ``interval(a, b)`` is continuous (integer if both ends are integers) and
-``tag(log, interval(a, b))`` log-scaled. Anything else is a fixed override passed to every
+is excluded); ``interval(a, b)`` is continuous and ``tag(log, interval(a, b))`` log-scaled.
+Hydra reads the ends of ``interval`` as floats, so ``int(interval(a, b))`` is an integer
+interval, and so is ``interval(a, b)`` with whole ends on a key the config schema types as
+``int`` (:func:`fit_space_to_config`). Anything else is a fixed override passed to every
 trial unchanged.
 """
 
@@ -18,6 +20,7 @@ from hydra.core.override_parser.types import (
     RangeSweep,
     Transformer,
 )
+from omegaconf import Container, DictConfig, IntegerNode, OmegaConf
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -46,6 +49,8 @@ def distribution_for(override: Override) -> BaseDistribution:
             return IntDistribution(int(value.start), int(value.end), log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
     raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
+
+from anyq.sweeping.errors import SpaceError
 
 
 def parse_search_space(
@@ -97,3 +102,62 @@ def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
         else:
             raise ValueError(f"grid sampler needs discrete values for {name}")
     return grid
+
+
+def _config_node(cfg: DictConfig, key: str) -> Any:
+    """The node at a dotted key, or None when the config has no such key."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if not isinstance(parent, Container) or leaf not in parent:
+        return None
+    return parent._get_node(leaf)
+
+
+def fit_space_to_config(space: dict[str, BaseDistribution], cfg: DictConfig) -> dict[str, BaseDistribution]:
+    """Check the space against the composed config before the study asks for a trial.
+
+    A key the schema types ``int`` gets integer values: a float interval or range with whole
+    ends becomes an :class:`IntDistribution`; any other float distribution on it raises. A key
+    the config lacks raises too (``+key=...`` adds one). Config groups (``model=choice(...)``)
+    pass unchanged. Raises :class:`SpaceError`, one line.
+    """
+    fitted: dict[str, BaseDistribution] = {}
+    for name, dist in space.items():
+        key = name.lstrip("+~")
+        node = None if "/" in key else _config_node(cfg, key)
+        if node is None and not name.startswith("+") and "/" not in key and key not in _group_choices(cfg):
+            raise SpaceError(f"search space: {key} is not a key of the config (write +{key}=... to add one)")
+        if isinstance(node, IntegerNode) and isinstance(dist, FloatDistribution):
+            dist = _integer(key, dist)
+        fitted[name] = dist
+    return fitted
+
+
+def _group_choices(cfg: DictConfig) -> set[str]:
+    try:
+        return set(cfg.hydra.runtime.choices.keys())
+    except Exception:  # noqa: BLE001 - composed without Hydra's node
+        return set()
+
+
+def _integer(key: str, dist: FloatDistribution) -> IntDistribution:
+    ends = [dist.low, dist.high] + ([] if dist.step is None else [dist.step])
+    if all(float(v).is_integer() for v in ends):
+        return IntDistribution(int(dist.low), int(dist.high), log=dist.log,
+                               step=1 if dist.step is None else int(dist.step))
+    raise SpaceError(f"search space: {key} is an integer, but its range {dist.low}..{dist.high} is not; "
+                     f"use int(interval(a, b)) or range(a, b) with whole ends")
+
+
+def representative_overrides(space: dict[str, BaseDistribution]) -> list[list[str]]:
+    """Overrides that together try every choice and both ends of every range, for a dry run
+    of the composition (as many sets as the longest list of values)."""
+    values: dict[str, list[Any]] = {}
+    for name, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            values[name] = list(dist.choices)
+        else:
+            values[name] = [dist.low, dist.high]  # type: ignore[attr-defined]
+    rounds = max((len(v) for v in values.values()), default=0)
+    return [[as_override(name, vals[min(i, len(vals) - 1)]) for name, vals in values.items()]
+            for i in range(rounds)]

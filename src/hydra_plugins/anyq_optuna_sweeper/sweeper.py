@@ -10,22 +10,39 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from typing import Any, List, Optional
 
 from hydra.core.plugins import Plugins
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.sweeping.engine import StudyRunner, SweepSettings, trial_link_overrides
+from anyq.sweeping.engine import (
+    StudyRunner,
+    SweepSettings,
+    check_space_matches,
+    one_line,
+    trial_link_overrides,
+)
+from anyq.sweeping.errors import SpaceError, SweepRefused, TrialConfigError
 from anyq.sweeping.locks import study_lock
-from anyq.sweeping.space import grid_of, parse_search_space, quote
+from anyq.sweeping.space import (
+    fit_space_to_config,
+    grid_of,
+    parse_search_space,
+    quote,
+    representative_overrides,
+)
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import print_summary, record_summary, summarize
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
 from anyq.tracking.trials import close_trial_runs
+from anyq.training.builders import validate_config
+from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +51,7 @@ class AnyqOptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any, study_name: Optional[str], storage: Optional[str],
                  n_trials: int, n_jobs: int, params: Optional[DictConfig], objectives: List[str],
                  pruner: Optional[Any], experiment: Optional[str], heartbeat_interval: int,
-                 grace_period: int, max_retry: int) -> None:
+                 grace_period: int, max_retry: int, barrier: bool = False) -> None:
         self.sampler = sampler
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, tuple)) or \
             OmegaConf.is_list(direction) else [str(direction)]
@@ -48,18 +65,34 @@ class AnyqOptunaSweeper(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
+        self.barrier = barrier
         if len(self.objectives) != len(self.directions):
             raise ValueError(f"hydra.sweeper.objectives {self.objectives} and direction "
                              f"{self.directions} must have the same length")
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.hydra_context = hydra_context
+        self._compose_lock = threading.Lock()
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
     def sweep(self, arguments: List[str]) -> None:
+        """Check the space, open the study and its parent run, run this worker's trials.
+
+        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the space or the launcher
+        cannot work, before any trial or run exists; any other error or interrupt kills the
+        parent run after the engine has failed and re-enqueued the running trials.
+        """
+        try:
+            self._sweep(arguments)
+        except ConfigError as exc:
+            raise SweepRefused(exc) from exc
+
+    def _sweep(self, arguments: List[str]) -> None:
         space, fixed = parse_search_space(self.params, arguments)
+        space = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
         study_name = self.study_name or "anyq-study"
         settings = SweepSettings(
@@ -73,12 +106,19 @@ class AnyqOptunaSweeper(Sweeper):
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             max_retry=self.max_retry,
+            barrier=self.barrier,
         )
+        n_jobs = self.n_jobs
+        if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+            log.warning("hydra.sweeper.n_jobs=%d needs a parallel launcher (hydra/launcher=joblib, anyq_ray, "
+                        "anyq_submitit_local, anyq_slurm); running one trial at a time", n_jobs)
+            settings.n_jobs = 1
         experiment = self.experiment or study_name
         uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
-        runner = StudyRunner(settings, self.launcher.launch)
+        runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial, stop_jobs=self._stop_jobs)
+        check_space_matches(runner.study, space)
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
                 "optuna.storage": redacted(settings.storage_url),
@@ -86,14 +126,14 @@ class AnyqOptunaSweeper(Sweeper):
                 "optuna.objectives": ",".join(self.objectives),
                 "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
             })
-        shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
-        runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
-        # a dead worker's job cannot close its run: the worker that notices closes it
-        runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
-        log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
-                 study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
-                 parent)
         try:
+            shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
+            runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
+            # a dead worker's job cannot close its run: the worker that notices closes it
+            runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
+            log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
+                     study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
+                     parent)
             study = runner.run(space, fixed)
         except BaseException:
             client.set_terminated(parent, status="KILLED")
@@ -102,6 +142,52 @@ class AnyqOptunaSweeper(Sweeper):
         record_summary(client, parent, summary)
         client.set_terminated(parent, status="FINISHED")
         print_summary(summary)
+
+    # ------------------------------------------------------------------ checks
+    def _compose(self, overrides: List[str]) -> DictConfig:
+        with self._compose_lock:  # the slots check their trials from several threads
+            return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _checked_space(self, space: dict, fixed: List[str]) -> dict:
+        """Before the study hands out a trial: the space fits the schema (an int key gets
+        integers), every choice and both ends of every range compose, and the launcher can
+        place a job of this config. Raises :class:`SpaceError` or :class:`ConfigError`."""
+        base = self._compose(fixed)
+        space = fit_space_to_config(space, base)
+        for overrides in representative_overrides(space) or [[]]:
+            try:
+                self._compose([*fixed, *overrides])
+            except (ConfigCompositionException, OverrideParseException) as exc:
+                cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
+                raise SpaceError(f"search space: {one_line(exc)}{cause}") from None
+        preflight = getattr(self.launcher, "preflight", None)
+        if callable(preflight):
+            preflight(base)
+        return space
+
+    def _check_trial(self, overrides: List[str]) -> None:
+        """A trial whose overrides do not compose or validate: TrialConfigError, one line."""
+        try:
+            validate_config(self._compose(overrides))
+        except (ConfigCompositionException, OverrideParseException) as exc:
+            cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
+            raise TrialConfigError(f"{one_line(exc)}{cause}") from None
+        except ConfigError as exc:
+            raise TrialConfigError(one_line(exc)) from None
+
+    def _stop_jobs(self) -> None:
+        """Interrupted: end the jobs still running in the launcher's workers, so none of them
+        finishes a run the engine is about to record as lost. Joblib's workers are loky
+        processes; a launcher of anyq's own offers ``stop_jobs``."""
+        if type(self.launcher).__module__.startswith("hydra_plugins.hydra_joblib_launcher"):
+            from joblib.externals.loky import reusable_executor
+
+            executor = getattr(reusable_executor, "_executor", None)
+            if executor is not None:
+                executor.shutdown(wait=False, kill_workers=True)
+        stop = getattr(self.launcher, "stop_jobs", None)
+        if callable(stop):
+            stop()
 
     def _make_sampler(self, space: dict) -> Any:
         """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""

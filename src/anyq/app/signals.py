@@ -1,0 +1,52 @@
+"""Signals end the process with the conventional status, after every record is closed.
+
+SIGTERM (a scheduler, ``kill``, ``timeout``) and SIGINT (Ctrl-C) raise :class:`Terminated`
+in the main thread: a ``SystemExit`` whose code is 128 + the signal number (143, 130).
+On its way out it closes what is open, as any interrupt does: the MLflow run is KILLED
+(``anyq.tracking.runs.open_run``), a sweep fails and re-enqueues its running trials and
+kills its parent run (``anyq.sweeping.engine``). Nothing in between may swallow it:
+Lightning re-raises a ``SystemExit`` it did not raise itself, Hydra catches only
+``Exception``. A second signal while closing takes the default action (ends at once).
+
+Lightning registers its own SIGTERM handler during ``fit`` and calls the one found here
+after it, so the trainer stops as well.
+"""
+
+from __future__ import annotations
+
+import signal
+from contextlib import contextmanager
+from types import FrameType
+from typing import Iterator, Optional
+
+HANDLED = (signal.SIGTERM, signal.SIGINT)
+
+
+class Terminated(SystemExit):
+    """This process was asked to stop by a signal; exit status 128 + signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return f"stopped by {signal.Signals(self.signum).name}"
+
+
+def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
+    for handled in HANDLED:  # a second signal ends the process without waiting for cleanup
+        signal.signal(handled, signal.SIG_DFL)
+    raise Terminated(signum)
+
+
+@contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise :class:`Terminated`; handlers restored after."""
+    previous = {s: signal.getsignal(s) for s in HANDLED}
+    for handled in HANDLED:
+        signal.signal(handled, _raise_terminated)
+    try:
+        yield
+    finally:
+        for handled, handler in previous.items():
+            signal.signal(handled, handler)
