@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env run test test-fast bench sweep ablate report ui dashboard tensorboard serve services services-stop clean
+.PHONY: help env run test test-fast bench sweep confirm ablate report ui dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -29,9 +29,8 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 env: $(STAMP) ## create the virtual environment with pinned dependencies
 
-run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, then the table
-	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main $(ARGS)
-	$(BIN)/anyq-compare --experiment main --last 2
+run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, one study, then the table
+	$(BIN)/anyq-train -m experiment=cpu_demo study=main $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -41,6 +40,10 @@ bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update 
 
 sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budget)
 	$(BIN)/anyq-train -m sweep=adaptive_attention $(ARGS)
+
+confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: STUDY=<sweep> [SEEDS=5]
+	@test -n "$(STUDY)" || { echo "usage: make confirm STUDY=<sweep study name> [SEEDS=5]" >&2; exit 2; }
+	$(BIN)/anyq-train confirm.study=$(STUDY) confirm.seeds=$(or $(SEEDS),5) $(ARGS)
 
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
 	$(BIN)/anyq-train -m ablation=variants $(ARGS)

@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from anyq.app.confirm import run_confirm
 from anyq.app.job import run_job
 from anyq.app.paths import config_dir
 from anyq.data.errors import DataError
@@ -27,6 +28,8 @@ warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> Any:
     try:
+        if cfg.confirm.study:  # a mode of its own: retrain a sweep's winner over seeds
+            return run_confirm(cfg)
         summary = run_job(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if HydraConfig.get().mode == RunMode.RUN:  # a single run: one clear line, exit 2

@@ -48,6 +48,7 @@ STALE_REASON = "worker stopped (no heartbeat)"
 OPEN_LOCK = "anyq:open-study"  # one lock name for every study: the tables are shared
 Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
 OnLost = Callable[[int, str], None]  # (trial number, reason)
+OnTold = Callable[[optuna.Study, int, TrialState], None]  # (study, trial number, state) after each tell
 
 
 @dataclass
@@ -176,6 +177,7 @@ class StudyRunner:
         self.launch = launch
         self.trial_overrides = trial_overrides
         self.on_lost = on_lost  # may be set after construction, once the parent run exists
+        self.on_told: Optional[OnTold] = None  # e.g. a progress line per finished trial
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
         self.job_idx = 0
@@ -264,6 +266,8 @@ class StudyRunner:
                     log.warning("trial %d was already %s when its job returned; result dropped",
                                 trial.number, state.name)
                 log.info("trial %d: %s", trial.number, state.name)
+                if self.on_told is not None:
+                    self.on_told(self.study, trial.number, state)
 
 
 def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[str]:

@@ -18,6 +18,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.reporting.progress import TrialProgress, print_trials
 from anyq.sweeping.engine import StudyRunner, SweepSettings, trial_link_overrides
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import grid_of, parse_search_space, quote
@@ -79,6 +80,9 @@ class AnyqOptunaSweeper(Sweeper):
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
         runner = StudyRunner(settings, self.launcher.launch)
+        progress = TrialProgress(self.n_trials, self.objectives)
+        progress.start(runner.study)  # elapsed and ETA from here; earlier runs' trials not timed
+        runner.on_told = progress
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
                 "optuna.storage": redacted(settings.storage_url),
@@ -101,6 +105,7 @@ class AnyqOptunaSweeper(Sweeper):
         summary = summarize(study, self.objectives)
         record_summary(client, parent, summary)
         client.set_terminated(parent, status="FINISHED")
+        print_trials(study, self.objectives)
         print_summary(summary)
 
     def _make_sampler(self, space: dict) -> Any:
