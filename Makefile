@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env run test test-fast bench sweep confirm ablate report ui dashboard tensorboard serve services services-stop clean
+.PHONY: help env run test test-fast bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -55,6 +55,9 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test 
 	@# The UI keeps visible columns in the browser; the saved view (an experiment tag) is what a server can offer.
 	-@$(BIN)/anyq-report --view-only --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db $(if $(STUDY),--study $(STUDY),) --ui-url http://$(HOST):5000
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
+
+ui-check: $(STAMP) ## headless Chromium on the MLflow runs page of EXPERIMENT (default main): checks columns, writes a screenshot
+	$(PY) -m anyq.app.ui_check --experiment $(or $(EXPERIMENT),main) --out reports/ui/$(or $(EXPERIMENT),main)_runs.png
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1:8080
 	$(BIN)/optuna-dashboard --host $(HOST) --port 8080 sqlite:///$(CURDIR)/mlruns/optuna.db

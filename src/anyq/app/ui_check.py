@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from anyq.app.paths import project_root
 from anyq.reporting.browser import BrowserError, capture_runs_page
 from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.view import prepare_experiment
 
 # What a user must see on the runs page of the saved view (headers, dataset, source).
 EXPECTED = ("test/crps", "delta/crps_vs_baseline", "delta/coverage-0.9_vs_baseline", "test/coverage-0.9",
@@ -47,6 +48,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if experiment is None:
         print(f"ui_check: error: no MLflow experiment named {args.experiment!r} in {uri}", file=sys.stderr)
         sys.exit(2)
+    prepare_experiment(client, experiment.experiment_id)  # the current saved view, training workflow
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=50)
     datasets = {i.dataset.name for r in runs for i in (r.inputs.dataset_inputs if r.inputs else [])}
     artifact_root = args.artifact_root or (mlruns / "artifacts").resolve().as_uri()
