@@ -31,7 +31,6 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import Tracker, hydra_overrides, train_tracked
-from anyq.app.paths import project_root
 from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
@@ -157,8 +156,8 @@ def record_verdict(client: MlflowClient, parent_id: str, sweep_parent_id: str, n
     client.set_tag(sweep_parent_id, CONFIRM_VERDICT_TAG, verdict["sentence"][:4000])
 
 
-def report_dir(study_name: str) -> Path:
-    return project_root() / "reports" / report_folder(study_name)
+def report_dir(root: str, study_name: str) -> Path:
+    return Path(root) / "reports" / report_folder(study_name)
 
 
 def run_confirm(cfg: DictConfig) -> dict[str, Any]:
@@ -211,7 +210,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     parent = client.get_run(parent_id)
     with Artifacts(uri) as artifacts:
         comparison = compare_study(load_study(client, uri, parent), artifacts)
-        out = report_dir(name)
+        out = report_dir(cfg.paths.root, name)
         figures = render_figures(comparison, artifacts, out)
     write_report(comparison, figures, out)
     log_report(client, parent_id, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from typing import Any
@@ -21,6 +22,8 @@ from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
 register_configs()
+if not sys.stdout.isatty():  # MLflow's per-artifact download bars are noise in a log file
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch 2.13 deprecation
 
