@@ -66,6 +66,9 @@ def test_make_run_follows_overrides_and_is_a_study(main_job):
         assert run.info.run_id[:8] in done.stdout
     assert f"parent run {parent.info.run_id}" in done.stdout
     assert "cells 2/2 done" in done.stdout  # progress of the grid study
+    # piped: one plain line per epoch instead of a redrawn bar
+    assert len(re.findall(r"^epoch 1/1  train/loss=\S+ .*val/crps=\S+ .*ETA 0:00:00$", done.stdout, re.M)) == 2
+    assert "\r" not in done.stdout and "━" not in done.stdout
     assert str(main_job["root"]) in done.stdout  # the store it wrote to
 
 

@@ -116,7 +116,7 @@ class PageCapture:
     dom: str
 
 
-def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2200, height: int = 1000,
+def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, height: int = 1000,
             wait_ms: int = 25000, timeout: float = 180.0) -> PageCapture:
     """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
+from anyq.training.progress import progress_callbacks, show_bar
 from anyq.training.schema import ConfigError, check_config
 
 
@@ -111,7 +112,7 @@ def build_trainer(
     callbacks: Sequence[Callback] = (),
 ) -> pl.Trainer:
     t = cfg.trainer
-    all_callbacks: list[Callback] = list(callbacks)
+    all_callbacks: list[Callback] = [*callbacks, *progress_callbacks(t.enable_progress_bar)]
     all_loggers = list(loggers)
     if cfg.tracking.tensorboard:  # a second logger beside MLflow: anyq.training.diagnostics
         all_loggers.append(tensorboard_logger(cfg, all_loggers))
@@ -148,7 +149,7 @@ def build_trainer(
         precision=t.precision,
         fast_dev_run=t.fast_dev_run,
         deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=show_bar(t.enable_progress_bar),  # piped: EpochLines instead
         log_every_n_steps=t.log_every_n_steps,
         logger=all_loggers or False,
         callbacks=all_callbacks,
