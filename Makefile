@@ -57,7 +57,8 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test 
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
 
 ui-check: $(STAMP) ## headless Chromium on the MLflow runs page of EXPERIMENT (default main): checks columns, writes a screenshot
-	$(PY) -m anyq.app.ui_check --experiment $(or $(EXPERIMENT),main) --out reports/ui/$(or $(EXPERIMENT),main)_runs.png
+	$(PY) -m anyq.app.ui_check --experiment $(or $(EXPERIMENT),main) --out reports/ui/$(or $(EXPERIMENT),main)_runs.png \
+	  $(if $(wildcard reports/$(or $(EXPERIMENT),main)/index.html),--report reports/$(or $(EXPERIMENT),main)/index.html,)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1:8080
 	$(BIN)/optuna-dashboard --host $(HOST) --port 8080 sqlite:///$(CURDIR)/mlruns/optuna.db

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 from mlflow.tracking import MlflowClient
 
 from anyq.app.paths import project_root
-from anyq.reporting.browser import BrowserError, capture_runs_page
+from anyq.reporting.browser import BrowserError, capture, capture_runs_page, ensure_chromium
 from anyq.tracking.store import resolve_tracking_uri
 from anyq.tracking.view import prepare_experiment
 
@@ -40,6 +40,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--tracking-uri", help="default: MLFLOW_TRACKING_URI, else mlruns/mlflow.db")
     parser.add_argument("--artifact-root", help="default: mlruns/artifacts beside the SQLite store")
     parser.add_argument("--out", type=Path, help="screenshot path (default reports/ui/<experiment>_runs.png)")
+    parser.add_argument("--report", type=Path,
+                        help="also screenshot this report page (e.g. reports/main/index.html) beside --out")
     args = parser.parse_args(argv)
     mlruns = project_root() / "mlruns"
     uri = resolve_tracking_uri(args.tracking_uri, mlruns)
@@ -63,6 +65,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     if missing:
         print(f"ui_check: missing on the runs page: {', '.join(missing)}", file=sys.stderr)
         sys.exit(1)
+    if args.report:
+        if not args.report.is_file():
+            print(f"ui_check: error: no report page {args.report} (run make report first)", file=sys.stderr)
+            sys.exit(2)
+        shot = out.with_name(f"{args.experiment}_report.png")
+        capture(ensure_chromium(), args.report.resolve().as_uri(), shot, width=1200, height=2400, wait_ms=2000)
+        print(f"report page: screenshot {shot}")
     print(f"ui_check: the runs page shows {', '.join(EXPECTED)} and dataset(s) {', '.join(sorted(datasets))}")
 
 
