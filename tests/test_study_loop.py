@@ -236,3 +236,20 @@ def test_cell_lines_count_done_over_total(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("study ablation: cells 2/3 done  (model=nbeats_aq seed=0: FINISHED)")
     assert lines[1].startswith("study ablation: cells 3/3 done  (model=both_off seed=0: FAILED)")
+
+
+def test_confirm_picks_the_best_or_the_pareto_trial_best_on_the_first_objective(tmp_path):
+    from anyq.app.confirm import chosen_trial
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("s", artifact_location=(tmp_path / "artifacts").as_uri())
+    single = client.create_run(experiment_id, tags={"best_trial": "4"})
+    assert chosen_trial(client, client.get_run(single.info.run_id), None) == 4
+    assert chosen_trial(client, client.get_run(single.info.run_id), 2) == 2  # confirm.trial=2 wins
+    pareto = client.create_run(experiment_id, tags={"pareto_trials": "[1, 3, 5]",
+                                                    "optuna.objectives": "val/crps,val/coverage_error",
+                                                    "optuna.directions": "minimize,minimize"})
+    client.log_dict(pareto.info.run_id, {"pareto_front": [
+        {"number": 1, "values": [150.0, 0.01]}, {"number": 3, "values": [148.0, 0.05]},
+        {"number": 5, "values": [149.0, 0.02]}]}, "study_summary.json")
+    assert chosen_trial(client, client.get_run(pareto.info.run_id), None) == 3
