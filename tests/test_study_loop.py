@@ -253,3 +253,16 @@ def test_confirm_picks_the_best_or_the_pareto_trial_best_on_the_first_objective(
         {"number": 1, "values": [150.0, 0.01]}, {"number": 3, "values": [148.0, 0.05]},
         {"number": 5, "values": [149.0, 0.02]}]}, "study_summary.json")
     assert chosen_trial(client, client.get_run(pareto.info.run_id), None) == 3
+
+
+def test_stages_print_plain_lines_when_piped(capsys):
+    from rich.console import Console
+
+    from anyq.reporting.progress import Stages
+
+    with Stages("report", 2, Console(file=sys.stdout, force_terminal=False)) as stage:
+        stage("reading runs")
+        stage("drawing figures")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  elapsed")[0] for line in lines] == ["report: stage 1/2: reading runs",
+                                                               "report: stage 2/2: drawing figures"]

@@ -29,6 +29,7 @@ from anyq.app.paths import project_root
 from anyq.reporting.compare import StudyComparison, compare
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
+from anyq.reporting.progress import Stages
 from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
 from anyq.reporting.runs import child_runs
@@ -133,15 +134,19 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
     started = time.perf_counter()
     parent = find_parent(client, experiment=args.experiment, study=args.study, parent_run_id=args.parent_run_id)
     console.print(found_line(client, parent), soft_wrap=True)
-    with Artifacts(uri) as artifacts:
+    with Artifacts(uri) as artifacts, Stages("report", 4, console) as stage:
+        stage("reading runs and test forecasts, paired tests")
         comparison = compare(client, uri, artifacts, parent_run_id=parent.info.run_id, alpha=args.alpha,
                              baseline=args.baseline)
         study = comparison.study
         out = args.out or project_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
+        stage("drawing figures")
         figures = render_figures(comparison, artifacts, out)
-    path = write_report(comparison, figures, out)
-    if not args.no_log:
-        log_report(client, study.parent_run_id, out)
+        stage("writing the page")
+        path = write_report(comparison, figures, out)
+        stage("logging it on the parent run" if not args.no_log else "done")
+        if not args.no_log:
+            log_report(client, study.parent_run_id, out)
     view = save_view(client, study.parent.info.experiment_id)
     for table in comparison_tables(comparison):
         console.print(table)

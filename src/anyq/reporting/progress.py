@@ -16,6 +16,8 @@ from typing import Optional, Sequence
 import optuna
 from optuna.trial import TrialState
 from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from anyq.reporting.table import wide_console
@@ -136,3 +138,39 @@ class CellProgress:
         emit(f"study {self.study_name}: cells {self.done}/{self.total} done  "
              f"({cell}: {'FINISHED' if ok else 'FAILED'})  elapsed {clock(self.clock.elapsed())}  "
              f"ETA {clock(self.clock.eta(self.done))}")
+
+
+class Stages:
+    """Named stages of a long job (building a report): a ``rich`` bar on a terminal, one plain
+    ``<job>: stage k/n: <name>  elapsed`` line per stage when output is piped.
+
+    Use as a context manager and call it with each stage's name as the stage starts.
+    """
+
+    def __init__(self, job: str, total: int, console: Optional[Console] = None) -> None:
+        self.job = job
+        self.total = total
+        self.console = console or Console()
+        self.done = 0
+        self.clock = Clock(total)
+        self._bar: Optional[Progress] = None
+        self._task: Optional[TaskID] = None
+
+    def __enter__(self) -> "Stages":
+        if self.console.is_terminal:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.job, total=self.total)
+        return self
+
+    def __call__(self, name: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self.done, description=f"{self.job}: {name}")
+        else:
+            emit(f"{self.job}: stage {self.done + 1}/{self.total}: {name}  elapsed {clock(self.clock.elapsed())}")
+        self.done += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
