@@ -266,3 +266,10 @@ def test_stages_print_plain_lines_when_piped(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  elapsed")[0] for line in lines] == ["report: stage 1/2: reading runs",
                                                                "report: stage 2/2: drawing figures"]
+
+
+def test_confirm_of_an_unknown_sweep_is_one_line_and_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tmp_path, "confirm.study=nope")
+    assert exit_info.value.code == 2
+    assert "anyq-train: error: no study parent run for study 'nope'" in capsys.readouterr().err
