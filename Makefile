@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env env-scale-out run test test-fast bench sweep ablate report ui dashboard tensorboard serve services services-stop clean
+.PHONY: help env env-scale-out run test test-fast bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -35,9 +35,8 @@ $(VENV)/.scale-out: $(STAMP) requirements/scale-out.txt
 
 env-scale-out: $(VENV)/.scale-out ## add the Ray and Submitit launchers (pins: requirements/scale-out.txt)
 
-run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, then the table
-	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main $(ARGS)
-	$(BIN)/anyq-compare --experiment main --last 2
+run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, one study, then the table
+	$(BIN)/anyq-train -m experiment=cpu_demo study=main $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -47,6 +46,10 @@ bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update 
 
 sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budget)
 	$(BIN)/anyq-train -m sweep=adaptive_attention $(ARGS)
+
+confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: STUDY=<sweep> [SEEDS=5]
+	@test -n "$(STUDY)" || { echo "usage: make confirm STUDY=<sweep study name> [SEEDS=5]" >&2; exit 2; }
+	$(BIN)/anyq-train confirm.study=$(STUDY) confirm.seeds=$(or $(SEEDS),5) $(ARGS)
 
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
 	$(BIN)/anyq-train -m ablation=variants $(ARGS)
@@ -58,6 +61,10 @@ ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test 
 	@# The UI keeps visible columns in the browser; the saved view (an experiment tag) is what a server can offer.
 	-@$(BIN)/anyq-report --view-only --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db $(if $(STUDY),--study $(STUDY),) --ui-url http://$(HOST):5000
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
+
+ui-check: $(STAMP) ## headless Chromium on the MLflow runs page of EXPERIMENT (default main): checks columns, writes a screenshot
+	$(PY) -m anyq.app.ui_check --experiment $(or $(EXPERIMENT),main) --out reports/ui/$(or $(EXPERIMENT),main)_runs.png \
+	  $(if $(wildcard reports/$(or $(EXPERIMENT),main)/index.html),--report reports/$(or $(EXPERIMENT),main)/index.html,)
 
 dashboard: $(STAMP) ## optuna-dashboard on the study storage, 127.0.0.1:8080
 	$(BIN)/optuna-dashboard --host $(HOST) --port 8080 sqlite:///$(CURDIR)/mlruns/optuna.db

@@ -32,8 +32,10 @@ from anyq.tracking.baseline import (
     find_baseline_run,
     is_baseline,
 )
+from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
 from anyq.tracking.runs import RunRecord, git_commit, open_run
+from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
     artifact_root,
     ensure_store,
@@ -91,13 +93,15 @@ def configured_pruner() -> Optional[optuna.pruners.BasePruner]:
 
 
 def run_tags(cfg: DictConfig, dataset: Dataset) -> dict[str, str]:
+    commit = git_commit(cfg.paths.root)
     tags = {
         "variant": cfg.model.variant,
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
         "seed": str(cfg.seed),
         "task": str(cfg.task),
-        "git_commit": git_commit(cfg.paths.root),
+        "git_commit": commit,
+        **source_tags(commit),
         "overrides": " ".join(hydra_overrides()),
         SIGNATURE_TAG: config_signature(cfg, dataset.fingerprint),
         BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg), dataset.fingerprint),
@@ -185,6 +189,8 @@ def train_tracked(
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RUN_ID_FILE).write_text(run.run_id)
         run.log_config(cfg)
+        log_dataset(tracker.client, run.run_id,
+                    panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data))
         logger = AttachedMLFlowLogger(
             experiment_name=cfg.tracking.experiment, tracking_uri=tracker.uri, run_id=run.run_id
         )

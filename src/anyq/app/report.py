@@ -1,7 +1,8 @@
 """``anyq-report``: compare the runs of a study and write its HTML report (nothing is retrained).
 
-    anyq-report                          # the newest study (ablation or sweep) in the store
-    anyq-report --study ablation         # the newest study of that name
+    anyq-report                          # the newest study (main job, ablation, sweep) in the store
+    anyq-report main                     # the newest study of that name, or of that MLflow experiment
+    anyq-report --study ablation         # the same, spelt out
     anyq-report --experiment ablation --alpha 0.01
     anyq-report --view-only              # only write the MLflow UI's saved comparison view
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import math
 import os
 import re
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from rich import box
 from rich.console import Console
@@ -26,9 +29,12 @@ from anyq.app.paths import project_root
 from anyq.reporting.compare import StudyComparison, compare
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
+from anyq.reporting.progress import Stages
 from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
+from anyq.reporting.runs import child_runs
 from anyq.reporting.study import VIEW_COLUMNS, Artifacts, ReportError, find_parent, save_view
+from anyq.tracking.study import CONFIRM_STUDY_TAG, STUDY_TAG
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import resolve_tracking_uri
 
@@ -38,8 +44,9 @@ UI_URL = "http://127.0.0.1:5000"
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="anyq-report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", nargs="?", help="study name or MLflow experiment name (default: the newest study)")
     parser.add_argument("--experiment", help="MLflow experiment of the study (default: any)")
-    parser.add_argument("--study", help="study name (the parent run's study_name tag)")
+    parser.add_argument("--study", help="study name (the parent run's study_name tag) or experiment name")
     parser.add_argument("--parent-run-id", help="the study's parent run (default: the newest study parent)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else mlruns/mlflow.db)")
     parser.add_argument("--out", type=Path, help="report folder (default: reports/<study>)")
@@ -50,6 +57,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                         help="only write the MLflow UI's saved view with the comparison columns")
     parser.add_argument("--ui-url", default=UI_URL, help="where `make ui` serves MLflow (for printed links)")
     args = parser.parse_args(argv)
+    if args.name and args.study and args.name != args.study:
+        parser.error(f"two names given: {args.name!r} and --study {args.study!r}")
+    args.study = args.study or args.name
     if not 0.0 < args.alpha < 1.0:
         parser.error(f"--alpha must be in (0, 1), got {args.alpha}")
     return args
@@ -107,17 +117,36 @@ def view_only(client: MlflowClient, args: argparse.Namespace, console: Console) 
                   f"view menu, or pin these columns (Columns button): {pinned}")
 
 
+def found_line(client: MlflowClient, parent: Run) -> str:
+    """What the report is about, in one line: study, kind, runs, experiment, parent run."""
+    tags = parent.data.tags
+    children = child_runs(client, parent, "FINISHED")
+    variants = sorted({r.data.tags.get("variant", "?") for r in children})
+    kind = tags.get("study_kind") or ("sweep" if "optuna.storage" in tags else "grid")
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    started = dt.datetime.fromtimestamp(parent.info.start_time / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Found study {tags.get(STUDY_TAG, parent.info.run_name)!r} ({kind}, {len(children)} finished runs: "
+            f"{', '.join(variants) or 'none'}) in experiment {experiment!r}, parent run {parent.info.run_id}, "
+            f"started {started}")
+
+
 def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Console) -> Path:
     started = time.perf_counter()
-    with Artifacts(uri) as artifacts:
-        comparison = compare(client, uri, artifacts, experiment=args.experiment, study=args.study,
-                             parent_run_id=args.parent_run_id, alpha=args.alpha, baseline=args.baseline)
+    parent = find_parent(client, experiment=args.experiment, study=args.study, parent_run_id=args.parent_run_id)
+    console.print(found_line(client, parent), soft_wrap=True)
+    with Artifacts(uri) as artifacts, Stages("report", 4, console) as stage:
+        stage("reading runs and test forecasts, paired tests")
+        comparison = compare(client, uri, artifacts, parent_run_id=parent.info.run_id, alpha=args.alpha,
+                             baseline=args.baseline)
         study = comparison.study
         out = args.out or project_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
+        stage("drawing figures")
         figures = render_figures(comparison, artifacts, out)
-    path = write_report(comparison, figures, out)
-    if not args.no_log:
-        log_report(client, study.parent_run_id, out)
+        stage("writing the page")
+        path = write_report(comparison, figures, out)
+        stage("logging it on the parent run" if not args.no_log else "done")
+        if not args.no_log:
+            log_report(client, study.parent_run_id, out)
     view = save_view(client, study.parent.info.experiment_id)
     for table in comparison_tables(comparison):
         console.print(table)
@@ -125,6 +154,9 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
                   "windows; n.s. = no detectable difference):")
     for line in comparison.verdicts():
         console.print(f"  - {line}", soft_wrap=True)
+    if study.parent.data.tags.get(CONFIRM_STUDY_TAG):
+        console.print(f"Confirmed over seeds: study {study.parent.data.tags[CONFIRM_STUDY_TAG]!r} "
+                      f"(make report STUDY={study.parent.data.tags[CONFIRM_STUDY_TAG]})")
     console.print(f"MLflow store: {uri}  experiment {study.experiment!r}  parent run {study.parent_run_id}")
     console.print(f"MLflow UI (make ui): {args.ui_url}/{view}")
     console.print(f"Report: {path}  ({len(figures)} figures, {time.perf_counter() - started:.1f} s)")

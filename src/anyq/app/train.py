@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from typing import Any
@@ -13,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from anyq.app.confirm import run_confirm
 from anyq.app.job import run_job
 from anyq.app.paths import config_dir
 from anyq.app.signals import exit_on_signals
@@ -22,6 +24,8 @@ from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
 register_configs()
+if not sys.stdout.isatty():  # MLflow's per-artifact download bars are noise in a log file
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch 2.13 deprecation
 
@@ -29,6 +33,8 @@ warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> Any:
     try:
+        if cfg.confirm.study:  # a mode of its own: retrain a sweep's winner over seeds
+            return run_confirm(cfg)
         summary = run_job(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if HydraConfig.get().mode == RunMode.RUN:  # a single run: one clear line, exit 2

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import html
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from anyq.reporting.compare import METRICS, StudyComparison
 from anyq.reporting.figures import FigureFile
+from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
 _STYLE = """
@@ -29,6 +31,32 @@ figure { margin: 1em 0 2em; } figcaption { font-size: 0.85em; color: #555; }
 .better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; font-weight: 600; }
 code { font-size: 0.9em; }
 """
+
+
+def report_folder(study_name: str) -> str:
+    """The folder name of a study's report under ``reports/``."""
+    return re.sub(r"[^\w.-]+", "_", study_name)
+
+
+def confirm_section(tags: dict[str, str]) -> list[str]:
+    """A sweep confirmed over seeds (``make confirm``): its verdict and a link to its report."""
+    name = tags.get(CONFIRM_STUDY_TAG)
+    if not name:
+        return []
+    link = f"../{report_folder(name)}/index.html"
+    return ["<h2>Confirmed over seeds</h2>",
+            f"<p>{html.escape(tags.get(CONFIRM_VERDICT_TAG, ''))}</p>",
+            f'<p>Study <a href="{html.escape(link)}">{html.escape(name)}</a> (parent run '
+            f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the best trial retrained with "
+            "several seeds at the full budget against the baseline with the same seeds.</p>"]
+
+
+def _kind_label(kind: str, tags: dict[str, str]) -> str:
+    if kind == "sweep":
+        return "Sweep study"
+    if tags.get("study_kind") == "confirm":
+        return f"Confirmation of sweep {html.escape(tags.get('confirm_of', '?'))} over seeds"
+    return "Grid study (main job or ablation)"
 
 
 def _fmt(value: object, digits: int = 4) -> str:
@@ -90,11 +118,12 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
     sections = [
         f"<h1>Study {html.escape(study.name)}</h1>",
         "<p>"
-        f"{'Sweep' if study.kind == 'sweep' else 'Ablation'} study in MLflow experiment "
+        f"{_kind_label(study.kind, study.parent.data.tags)} in MLflow experiment "
         f"<code>{html.escape(study.experiment)}</code>, parent run <code>{study.parent_run_id}</code>, "
         f"store <code>{html.escape(study.tracking_uri)}</code>. Generated {generated} from the runs' logged "
         f"metrics and stored test forecasts (nothing retrained). Baseline: "
         f"<code>{html.escape(comparison.baseline)}</code>.</p>",
+        *confirm_section(study.parent.data.tags),
         "<h2>Verdicts</h2>",
         f"<ul>{verdicts or '<li>No group besides the baseline.</li>'}</ul>",
         "<p>Paired test: Diebold-Mariano on the per-window CRPS of the two seed ensembles over the same "

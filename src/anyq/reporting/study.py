@@ -15,7 +15,6 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -31,6 +30,7 @@ from anyq.reporting.runs import child_runs
 from anyq.reporting.stats import StoredForecasts
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study import ROLE_TAG, STUDY_TAG
+from anyq.tracking.view import VIEW_COLUMNS, VIEW_KEY, VIEW_TAG, save_view, view_state  # noqa: F401 - re-exported
 
 FORECASTS = "evaluation/test_forecasts.npz"
 IMPORTANCE = "evaluation/sampler_importance.npz"
@@ -67,6 +67,13 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
         experiment_ids = [e.experiment_id for e in client.search_experiments()]
     flt = f"tags.{ROLE_TAG} = 'study'" + (f" and tags.{STUDY_TAG} = '{study}'" if study else "")
     runs = _search(client, experiment_ids, flt) if experiment_ids else []
+    if not runs and study and not experiment:  # any experiment name works too
+        named = client.get_experiment_by_name(study)
+        if named is not None:
+            runs = _search(client, [named.experiment_id], f"tags.{ROLE_TAG} = 'study'")
+            if not runs:
+                raise ReportError(f"MLflow experiment {study!r} has no study parent run (runs trained "
+                                  f"outside a study: rerun them with `make run` or a sweep/ablation)")
     if not runs:
         named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
         where = " and ".join(x for x in named if x)
@@ -226,33 +233,3 @@ class Artifacts:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# --- a saved view of the MLflow UI ------------------------------------------------------------
-#
-# The MLflow UI keeps its column choice in the browser; the server cannot set defaults. What
-# MLflow 3 does read from the store is a *saved view*: an experiment tag
-# ``mlflow.sharedViewState.<key>`` holding {name, createdAt, updatedAt, state}, where state is
-# the JSON of the runs table's settings. The UI lists it in its view menu and opens it from
-# ``#/experiments/<id>?viewStateShareKey=<key>``.
-
-VIEW_KEY = "anyq-comparison"
-VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_COLUMNS = ("test/crps", "delta/crps_vs_baseline", "test/coverage-0.9", "test/coverage-0.95",
-                "test/oracle_ratio", "test/marfe", "val/crps", "train_seconds")
-VIEW_TAGS = ("variant", "seed")
-
-
-def view_state() -> dict[str, Any]:
-    """The runs table sorted by test CRPS with the comparison columns shown."""
-    columns = [f"tags.`{t}`" for t in VIEW_TAGS] + [f"metrics.`{m}`" for m in VIEW_COLUMNS]
-    return {"searchFilter": "", "orderByKey": "metrics.`test/crps`", "orderByAsc": True,
-            "selectedColumns": columns, "columnOrder": columns}
-
-
-def save_view(client: MlflowClient, experiment_id: str) -> str:
-    """Write the saved view on the experiment; returns the UI fragment that opens it."""
-    now = int(time.time() * 1000)
-    envelope = {"name": "anyq comparison", "createdAt": now, "updatedAt": now, "state": json.dumps(view_state())}
-    client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(envelope))
-    return f"#/experiments/{experiment_id}?viewStateShareKey={VIEW_KEY}"

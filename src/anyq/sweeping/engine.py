@@ -63,6 +63,7 @@ STALE_REASON = "worker stopped (no heartbeat)"
 OPEN_LOCK = "anyq:open-study"  # one lock name for every study: the tables are shared
 Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
 OnLost = Callable[[int, str], None]  # (trial number, reason)
+OnTold = Callable[[optuna.Study, int, TrialState], None]  # (study, trial number, state) after each tell
 
 
 @dataclass
@@ -250,6 +251,7 @@ class StudyRunner:
         self.on_lost = on_lost  # may be set after construction, once the parent run exists
         self.check = check
         self.stop_jobs = stop_jobs  # ends the launcher's running jobs on an interrupt
+        self.on_told: Optional[OnTold] = None  # e.g. a progress line per finished trial
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
         self.heartbeat = Heartbeat(self.study, settings.heartbeat_interval)
@@ -387,6 +389,9 @@ class StudyRunner:
         finally:
             self._release(trial)
         log.info("trial %d: %s", trial.number, state.name)
+        if self.on_told is not None:
+            with self._lock:  # slots finish trials from several threads
+                self.on_told(self.study, trial.number, state)
         if isinstance(outcome, BaseException) and stops_sweep(outcome, raised):
             raise outcome
 

@@ -10,6 +10,8 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from anyq.tracking.view import prepare_experiment
+
 
 def resolve_tracking_uri(tracking_uri: Optional[str], mlruns_dir: str | Path) -> str:
     """An explicit setting wins, then ``MLFLOW_TRACKING_URI``, then ``mlruns/mlflow.db``."""
@@ -44,6 +46,14 @@ def artifact_root(uri: str, mlruns_dir: str | Path, experiment: str) -> Optional
 
 
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
+    """The experiment's id, created if needed; either way it opens on the model-training view
+    with the saved comparison view (:mod:`anyq.tracking.view`)."""
+    experiment_id = _get_or_create(client, name, artifact_location)
+    prepare_experiment(client, experiment_id)
+    return experiment_id
+
+
+def _get_or_create(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":

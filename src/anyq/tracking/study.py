@@ -10,6 +10,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 STUDY_TAG = "study_name"
 ROLE_TAG = "role"
+# a sweep's winner retrained over seeds (anyq.app.confirm): tags linking the two studies
+CONFIRM_OF_TAG = "confirm_of"  # on the confirm parent: the sweep's study name
+CONFIRM_STUDY_TAG = "confirm_study"  # on the sweep parent: the confirm study's name
+CONFIRM_RUN_TAG = "confirm_parent_run_id"  # on the sweep parent
+CONFIRM_VERDICT_TAG = "confirm_verdict"  # on the sweep parent: the verdict in one sentence
 
 
 def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -> Optional[Run]:
@@ -23,12 +28,14 @@ def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -
 
 
 def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
-                    tags: Mapping[str, str]) -> str:
+                    tags: Mapping[str, str], fresh: bool = False) -> str:
     """Reuse the study's parent run (a resumed or shared study) or create it; mark it RUNNING.
 
-    Callers hold the study lock, so two workers never create two parents.
+    ``fresh``: always a new parent (the main job: each ``make run`` is a study of its own;
+    reports take the newest parent of a study name). Callers hold the study lock, so two
+    workers never create two parents.
     """
-    run = find_parent_run(client, experiment_id, study_name)
+    run = None if fresh else find_parent_run(client, experiment_id, study_name)
     if run is None:
         created = client.create_run(
             experiment_id,

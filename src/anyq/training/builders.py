@@ -19,6 +19,7 @@ from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
 from anyq.training.checkpoints import BEST_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
+from anyq.training.progress import progress_callbacks, show_bar
 from anyq.training.schema import ConfigError, check_config
 
 
@@ -114,7 +115,7 @@ def build_trainer(
 ) -> pl.Trainer:
     """The Lightning trainer of ``cfg.trainer``; ``checkpoints=False`` writes none (scoring only)."""
     t = cfg.trainer
-    all_callbacks: list[Callback] = list(callbacks)
+    all_callbacks: list[Callback] = [*callbacks, *progress_callbacks(t.enable_progress_bar)]
     all_loggers = list(loggers)
     if cfg.tracking.tensorboard:  # a second logger beside MLflow: anyq.training.diagnostics
         all_loggers.append(tensorboard_logger(cfg, all_loggers))
@@ -152,7 +153,7 @@ def build_trainer(
         precision=t.precision,
         fast_dev_run=t.fast_dev_run,
         deterministic=t.deterministic,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=show_bar(t.enable_progress_bar),  # piped: EpochLines instead
         log_every_n_steps=t.log_every_n_steps,
         logger=all_loggers or False,
         callbacks=all_callbacks,

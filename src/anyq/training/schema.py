@@ -177,6 +177,15 @@ class Task(StrEnum):
 
 
 @dataclass
+class ConfirmConfig:
+    """``anyq-train confirm.study=<sweep>``: retrain a sweep's winner over seeds (anyq.app.confirm)."""
+
+    study: Optional[str] = None  # the sweep's study name; None: an ordinary run
+    seeds: int = 5  # seeds 0 .. seeds-1
+    trial: Optional[int] = None  # None: the best trial (Pareto: best on the first objective)
+
+
+@dataclass
 class AppConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -186,6 +195,7 @@ class AppConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
+    confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
     seed: int = 0
     resume: Optional[str] = None  # "last" or a checkpoint path
     task: Task = Task.train  # train: fit, then test; test: only score the resume= checkpoint

@@ -14,6 +14,7 @@ class AnyqGridSweeperConf:
     params: Optional[Dict[str, str]] = None
     max_batch_size: Optional[int] = None
     first: Optional[str] = "model=baseline_adaptive"  # cells run first (the others compare to them)
+    fresh: bool = False  # a new parent run each time (the main job) instead of resuming the study
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="anyq_grid", node=AnyqGridSweeperConf,

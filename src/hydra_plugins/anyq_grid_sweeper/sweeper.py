@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, List, Optional
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
@@ -22,7 +23,11 @@ from omegaconf import DictConfig
 from anyq.sweeping.space import quote
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
+from anyq.reporting.progress import CellProgress
 from anyq.reporting.runs import child_runs
+from anyq.reporting.table import print_runs
+from anyq.tracking.source import source_tags
+from anyq.tracking.runs import git_commit
 
 log = logging.getLogger(__name__)
 CELL_TAG = "study_cell"
@@ -34,12 +39,13 @@ def cell_key(overrides: List[str]) -> str:
 
 class AnyqGridSweeper(Sweeper):
     def __init__(self, study_name: str, experiment: Optional[str], params: Optional[DictConfig],
-                 max_batch_size: Optional[int], first: Optional[str]) -> None:
+                 max_batch_size: Optional[int], first: Optional[str], fresh: bool = False) -> None:
         self.study_name = study_name
         self.experiment = experiment or study_name
         self.params = params or {}
         self.max_batch_size = max_batch_size
         self.first = first
+        self.fresh = fresh
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -61,24 +67,37 @@ class AnyqGridSweeper(Sweeper):
         client = ensure_store(uri, mlruns)
         experiment_id = get_or_create_experiment(client, self.experiment,
                                                  artifact_root(uri, mlruns, self.experiment))
-        parent = open_parent_run(client, experiment_id, self.study_name, {"study_kind": "grid"})
+        tags = {"study_kind": "grid", **source_tags(git_commit(self.config.paths.root))}
+        parent = open_parent_run(client, experiment_id, self.study_name, tags, fresh=self.fresh)
         done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, client.get_run(parent), "FINISHED")}
         todo = [c for c in self.cells(arguments) if cell_key(c) not in done]
         log.info("Study %s: %d cells to run, %d already finished (parent run %s)",
                  self.study_name, len(todo), len(done), parent)
         shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(self.experiment)}"]
-        batch_size = self.max_batch_size or len(todo) or 1
+        # in-process launchers run one job at a time anyway: one per batch reports each cell
+        sequential = isinstance(self.launcher, BasicLauncher)
+        batch_size = self.max_batch_size or (1 if sequential else len(todo)) or 1
+        progress = CellProgress(self.study_name, len(todo) + len(done), len(done))
+        common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
         failures = 0
         try:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
                 jobs = [[*c, *shared, f"++tracking.tags.{CELL_TAG}={quote(cell_key(c))}"] for c in batch]
                 for cell, result in zip(batch, self.launcher.launch(jobs, initial_job_idx=start)):
-                    if result.status != JobStatus.COMPLETED:
+                    ok = result.status == JobStatus.COMPLETED
+                    if not ok:
                         failures += 1
                         log.warning("cell %s failed: %s", cell_key(cell), result._return_value)
+                    progress.cell_done(" ".join(o for o in cell if o not in common), ok)
         except BaseException:
             client.set_terminated(parent, status="KILLED")
             raise
         client.set_terminated(parent, status="FINISHED" if failures == 0 else "FAILED")
         log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)
+        runs = sorted(child_runs(client, client.get_run(parent), "FINISHED"),
+                      key=lambda r: (r.info.start_time, r.info.run_id))
+        print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "
+                               f"{parent}): test split")
+        print(f"MLflow store: {uri}\nReport: anyq-report --study {self.study_name}   "
+              f"(make report STUDY={self.study_name})", flush=True)

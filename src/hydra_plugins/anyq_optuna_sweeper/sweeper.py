@@ -20,6 +20,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.reporting.progress import TrialProgress, print_trials
 from anyq.sweeping.engine import (
     StudyRunner,
     SweepSettings,
@@ -119,6 +120,9 @@ class AnyqOptunaSweeper(Sweeper):
         experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
         runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial, stop_jobs=self._stop_jobs)
         check_space_matches(runner.study, space)
+        progress = TrialProgress(self.n_trials, self.objectives)
+        progress.start(runner.study)  # elapsed and ETA from here; earlier runs' trials not timed
+        runner.on_told = progress
         with study_lock(settings.storage_url, study_name):
             parent = open_parent_run(client, experiment_id, study_name, {
                 "optuna.storage": redacted(settings.storage_url),
@@ -141,6 +145,7 @@ class AnyqOptunaSweeper(Sweeper):
         summary = summarize(study, self.objectives)
         record_summary(client, parent, summary)
         client.set_terminated(parent, status="FINISHED")
+        print_trials(study, self.objectives)
         print_summary(summary)
 
     # ------------------------------------------------------------------ checks

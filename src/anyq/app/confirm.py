@@ -1,0 +1,224 @@
+"""``anyq-train confirm.study=<sweep> confirm.seeds=5``: does the sweep's winner beat the baseline?
+
+A sweep ranks trials by one seed's validation score, often at a cut budget (pruning). This
+mode takes the sweep's best trial (for a multi-objective sweep: the Pareto trial best on the
+first objective; ``confirm.trial=N`` to choose), retrains its exact configuration (the
+``config.yaml`` its run logged) with seeds ``0 .. confirm.seeds-1`` at the full budget (the
+trial's ``trainer.max_epochs``, no pruning; overrides on the command line apply on top,
+e.g. ``trainer.max_epochs=20``), and trains the baseline adaptive model with the same seeds
+and budget where the store has none (:func:`anyq.app.job.ensure_baseline` reuses the rest,
+the sweep's own baseline included).
+
+The runs form a study of their own: experiment and study ``<sweep>-confirm``, parent run
+tagged with the sweep it came from (``confirm_of``, ``confirm_of_run_id``, ``confirm_trial``).
+Its comparison is the report's (:mod:`anyq.reporting.compare`): Diebold-Mariano test of the
+seed ensemble against the baseline's on the same test windows, and a Student-t interval over
+seeds; the verdict is logged on both parent runs and the sweep's report links to it.
+Reruns add only the seeds (configurations) not yet FINISHED under the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from anyq.app.job import Tracker, hydra_overrides, train_tracked
+from anyq.reporting.compare import StudyComparison, compare_study
+from anyq.reporting.figures import render_figures
+from anyq.reporting.html import log_report, report_folder, write_report
+from anyq.reporting.runs import child_runs
+from anyq.reporting.study import TRIAL_TAG, Artifacts, ReportError, find_parent, load_study, objective_of
+from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
+from anyq.tracking.source import source_tags
+from anyq.tracking.runs import git_commit
+from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
+from anyq.tracking.study import (
+    CONFIRM_OF_TAG,
+    CONFIRM_RUN_TAG,
+    CONFIRM_STUDY_TAG,
+    CONFIRM_VERDICT_TAG,
+    STUDY_TAG,
+    open_parent_run,
+)
+from anyq.training.builders import load_dataset, validate_config
+from anyq.training.schema import AppConfig, ConfigError
+
+log = logging.getLogger(__name__)
+# overrides that say where and how to confirm, not what to train
+_OWN_KEYS = ("confirm", "hydra", "paths", "tracking", "trial", "seed", "resume")
+
+
+def confirm_name(sweep: str) -> str:
+    return f"{sweep}-confirm"
+
+
+def chosen_trial(client: MlflowClient, parent: Run, requested: Optional[int]) -> int:
+    """The trial to confirm: requested, else the sweep's best, else its Pareto pick."""
+    if requested is not None:
+        return requested
+    tags = parent.data.tags
+    if tags.get("best_trial"):
+        return int(tags["best_trial"])
+    if tags.get("pareto_trials"):
+        summary_path = client.download_artifacts(parent.info.run_id, "study_summary.json")
+        front = json.loads(Path(summary_path).read_text())["pareto_front"]
+        _, direction = objective_of(parent)
+        sign = 1.0 if direction == "minimize" else -1.0
+        return int(min(front, key=lambda p: sign * p["values"][0])["number"])
+    raise ConfigError(f"sweep {tags.get(STUDY_TAG)!r} has no finished best trial yet (run or resume the sweep first)")
+
+
+def trial_run(client: MlflowClient, parent: Run, number: int) -> Run:
+    runs = [r for r in child_runs(client, parent, "FINISHED") if r.data.tags.get(TRIAL_TAG) == str(number)]
+    if not runs:
+        raise ConfigError(f"sweep {parent.data.tags.get(STUDY_TAG)!r}: no FINISHED run of trial {number}")
+    return max(runs, key=lambda r: r.info.start_time)
+
+
+def trial_config(client: MlflowClient, run: Run) -> DictConfig:
+    """The trial's logged config (resolved), typed by the schema."""
+    path = client.download_artifacts(run.info.run_id, "config.yaml")
+    logged = OmegaConf.load(path)
+    try:
+        return OmegaConf.merge(OmegaConf.structured(AppConfig), logged)  # type: ignore[return-value]
+    except Exception as exc:  # noqa: BLE001 - omegaconf raises several kinds
+        raise ConfigError(f"run {run.info.run_id}: its config.yaml no longer fits the schema: "
+                          f"{str(exc).splitlines()[0]}") from None
+
+
+def apply_overrides(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> None:
+    """Copy what the command line changed in ``cfg`` (budget, data, ...) onto ``base``."""
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group.lstrip("+~")
+        if key.split(".")[0].split("/")[0] in _OWN_KEYS:
+            continue
+        key = key.replace("/", ".")
+        OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
+
+
+def seed_config(base: DictConfig, cfg: DictConfig, seed: int, experiment: str, parent_run_id: str,
+                sweep: str, number: int) -> DictConfig:
+    """The trial's config for one seed, tracked under the confirm study."""
+    out = OmegaConf.create(OmegaConf.to_container(base, resolve=True))
+    with open_dict(out):
+        out.seed = seed
+        out.paths = OmegaConf.create(OmegaConf.to_container(cfg.paths, resolve=True))
+        out.paths.output_dir = str(Path(cfg.paths.output_dir) / f"seed{seed}")
+        out.paths.checkpoints = str(Path(out.paths.output_dir) / "checkpoints")
+        out.tracking = OmegaConf.create(OmegaConf.to_container(cfg.tracking, resolve=True))
+        out.tracking.experiment = experiment
+        out.tracking.parent_run_id = parent_run_id
+        out.tracking.compare_to_baseline = True
+        out.tracking.run_name = f"{base.model.variant}-trial{number}-seed{seed}"
+        out.tracking.tags = {**cfg.tracking.tags, CONFIRM_OF_TAG: sweep, "confirm_trial": str(number)}
+        out.trial = {"study_name": None, "storage": None, "number": None}
+        out.confirm = {"study": None, "seeds": cfg.confirm.seeds, "trial": None}
+        out.resume = None
+    return out
+
+
+def verdict_of(comparison: StudyComparison) -> dict[str, Any]:
+    """The confirm study's answer: the group's paired test and its interval over seeds."""
+    group = next(g for g in comparison.groups if g != comparison.baseline)
+    pair = comparison.paired.loc[group]
+    return {
+        "group": group,
+        "verdict": str(pair["verdict"]),
+        "p_value": float(pair["p_value"]),
+        "delta_crps": float(pair["mean_difference"]),
+        "relative_difference": float(pair["relative_difference"]),
+        "seeds": int(comparison.runs["group"].eq(group).sum()),
+        "crps_mean": comparison.stat(group, "test/crps"),
+        "crps_ci_low": comparison.stat(group, "test/crps", "ci_low"),
+        "crps_ci_high": comparison.stat(group, "test/crps", "ci_high"),
+        "baseline_crps_mean": comparison.stat(comparison.baseline, "test/crps"),
+        "sentence": comparison.verdicts()[0],
+    }
+
+
+def record_verdict(client: MlflowClient, parent_id: str, sweep_parent_id: str, name: str,
+                   verdict: dict[str, Any]) -> None:
+    client.set_tag(parent_id, "verdict", verdict["verdict"])
+    for key in ("p_value", "delta_crps", "relative_difference", "crps_mean", "crps_ci_low", "crps_ci_high"):
+        if math.isfinite(verdict[key]):
+            client.log_metric(parent_id, f"confirm/{key}", verdict[key])
+    client.log_dict(parent_id, verdict, "confirm_verdict.json")
+    client.set_tag(sweep_parent_id, CONFIRM_STUDY_TAG, name)
+    client.set_tag(sweep_parent_id, CONFIRM_RUN_TAG, parent_id)
+    client.set_tag(sweep_parent_id, CONFIRM_VERDICT_TAG, verdict["sentence"][:4000])
+
+
+def report_dir(root: str, study_name: str) -> Path:
+    return Path(root) / "reports" / report_folder(study_name)
+
+
+def run_confirm(cfg: DictConfig) -> dict[str, Any]:
+    """Train the missing seeds of the confirm study, then compare; returns the verdict."""
+    sweep = str(cfg.confirm.study)
+    if cfg.confirm.seeds < 1:
+        raise ConfigError(f"confirm.seeds={cfg.confirm.seeds} must be at least 1")
+    mlruns = Path(cfg.paths.mlruns)
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
+    client = ensure_store(uri, mlruns)
+    try:
+        sweep_parent = find_parent(client, study=sweep)
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from None
+    if "optuna.storage" not in sweep_parent.data.tags:
+        raise ConfigError(f"study {sweep!r} is not a sweep (no Optuna study behind its parent run)")
+    number = chosen_trial(client, sweep_parent, cfg.confirm.trial)
+    source = trial_run(client, sweep_parent, number)
+    base = trial_config(client, source)
+    apply_overrides(base, cfg, hydra_overrides())
+    validate_config(base)
+    name = confirm_name(sweep)
+    experiment_id = get_or_create_experiment(client, name, artifact_root(uri, mlruns, name))
+    parent_id = open_parent_run(client, experiment_id, name, {
+        "study_kind": "confirm", CONFIRM_OF_TAG: sweep, "confirm_of_run_id": sweep_parent.info.run_id,
+        "confirm_trial": str(number), "confirm_trial_run_id": source.info.run_id,
+        **source_tags(git_commit(cfg.paths.root)),
+    })
+    tracker = Tracker(client, uri, experiment_id, mlruns)
+    done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, client.get_run(parent_id), "FINISHED")}
+    dataset = load_dataset(base.data)
+    seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number) for s in range(cfg.confirm.seeds)]
+    todo = [s for s in seeds if config_signature(s) not in done]
+    print(f"Confirm trial {number} of sweep {sweep!r} ({source.data.tags.get('variant')}, "
+          f"{base.trainer.max_epochs} epochs): {len(todo)} of {len(seeds)} seeds to train, "
+          f"study {name!r}, parent run {parent_id}", flush=True)
+    failures = 0
+    try:
+        for i, seed_cfg in enumerate(todo, 1):
+            try:
+                train_tracked(seed_cfg, dataset, tracker, None, compare=True)
+            except Exception as exc:  # noqa: BLE001 - the run is recorded FAILED; other seeds go on
+                failures += 1
+                log.warning("seed %d failed: %s", seed_cfg.seed, exc)
+            print(f"confirm {name}: seeds {len(seeds) - len(todo) + i}/{len(seeds)} done", flush=True)
+    except BaseException:
+        client.set_terminated(parent_id, status="KILLED")
+        raise
+    client.set_terminated(parent_id, status="FINISHED" if failures == 0 else "FAILED")
+    parent = client.get_run(parent_id)
+    with Artifacts(uri) as artifacts:
+        comparison = compare_study(load_study(client, uri, parent), artifacts)
+        out = report_dir(cfg.paths.root, name)
+        figures = render_figures(comparison, artifacts, out)
+    write_report(comparison, figures, out)
+    log_report(client, parent_id, out)
+    verdict = verdict_of(comparison)
+    record_verdict(client, parent_id, sweep_parent.info.run_id, name, verdict)
+    print(verdict["sentence"], flush=True)
+    print(f"test CRPS over {verdict['seeds']} seeds: {verdict['crps_mean']:.5g} "
+          f"(95 % CI {verdict['crps_ci_low']:.5g} .. {verdict['crps_ci_high']:.5g}); "
+          f"baseline {verdict['baseline_crps_mean']:.5g}", flush=True)
+    print(f"Report: {out / 'index.html'}", flush=True)
+    return {**verdict, "trained": len(todo), "failed": failures, "parent_run_id": parent_id}

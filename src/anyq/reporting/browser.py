@@ -1,0 +1,136 @@
+"""Look at the MLflow UI as a user does: a real ``mlflow server`` on loopback, headless Chromium.
+
+:func:`capture_runs_page` starts the server on a free 127.0.0.1 port for a store, opens the
+runs page of an experiment through its saved comparison view (:mod:`anyq.tracking.view`)
+in headless Chromium, writes a screenshot and returns the rendered page's DOM, so callers
+can assert that the comparison columns and the dataset are on the page. The server is
+always stopped before returning. Chromium comes from Debian (``apt-get install chromium``);
+:func:`ensure_chromium` installs it when missing and the machine allows it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from anyq.tracking.view import view_fragment
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
+
+class BrowserError(RuntimeError):
+    """No browser, or the UI did not come up (one line)."""
+
+
+def find_chromium() -> Optional[str]:
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def ensure_chromium() -> str:
+    """Chromium's path; installed with ``apt-get`` (update first) when missing and we are root."""
+    found = find_chromium()
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        raise BrowserError("chromium is not installed and cannot be installed here (needs apt-get as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise BrowserError(f"{' '.join(command)} failed: {done.stderr.strip().splitlines()[-1:]}")
+    found = find_chromium()
+    if not found:
+        raise BrowserError("apt-get installed chromium but no chromium executable is on PATH")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifact_root: str, timeout: float = 120.0) -> Iterator[str]:
+    """``mlflow server`` on a free loopback port; yields its base URL; stopped on exit."""
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow) if mlflow.exists() else "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(port), "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root,
+               "--workers", "1"]
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+                raise BrowserError(f"mlflow server did not start on {url}: {' | '.join(tail)}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)  # the server's own group: gunicorn/uvicorn workers too
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+        log.close()
+
+
+def _chromium(chromium: str, *args: str, timeout: float) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="anyq-chromium-") as profile:
+        command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                   "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class PageCapture:
+    url: str
+    screenshot: Path
+    dom: str
+
+
+def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, height: int = 1000,
+            wait_ms: int = 25000, timeout: float = 180.0) -> PageCapture:
+    """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    common = (f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}")
+    shot = _chromium(chromium, *common, f"--screenshot={screenshot.resolve()}", url, timeout=timeout)
+    if not screenshot.is_file():
+        raise BrowserError(f"chromium wrote no screenshot: {shot.stderr.strip().splitlines()[-1:]}")
+    dom = _chromium(chromium, *common, "--dump-dom", url, timeout=timeout)
+    return PageCapture(url, screenshot, dom.stdout)
+
+
+def capture_runs_page(backend_uri: str, artifact_root: str, experiment_id: str, screenshot: Path,
+                      chromium: Optional[str] = None, **kwargs: object) -> PageCapture:
+    """The experiment's runs page in its saved comparison view, from a fresh server."""
+    chromium = chromium or ensure_chromium()
+    with mlflow_server(backend_uri, artifact_root) as base:
+        return capture(chromium, f"{base}/{view_fragment(experiment_id)}", screenshot, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,176 @@
+"""Progress you can follow: one line per finished trial or cell, a final table, elapsed and ETA.
+
+Lines are plain text on stdout, flushed, so they read the same on a terminal and in a file
+that output is piped to (``make sweep > sweep.log``). The ETA assumes the remaining trials
+or cells take as long as the finished ones did on average. Tables are drawn with ``rich``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import sys
+import time
+from typing import Optional, Sequence
+
+import optuna
+from optuna.trial import TrialState
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from anyq.reporting.table import wide_console
+
+
+def clock(seconds: float) -> str:
+    """``H:MM:SS`` (``-`` for an unknown duration)."""
+    if not math.isfinite(seconds):
+        return "-"
+    return str(dt.timedelta(seconds=int(round(max(seconds, 0.0)))))
+
+
+class Clock:
+    """Elapsed time, and the remaining time at the mean pace of the finished units."""
+
+    def __init__(self, total: int, done_before: int = 0) -> None:
+        self.total = total
+        self.done_before = done_before  # finished in an earlier run: not timed here
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def eta(self, done: int) -> float:
+        timed = done - self.done_before
+        if timed <= 0:
+            return math.nan
+        return self.elapsed() / timed * max(self.total - done, 0)
+
+
+def emit(line: str) -> None:
+    print(line, file=sys.stdout, flush=True)
+
+
+def _value(values: Optional[Sequence[float]]) -> str:
+    if not values:
+        return "-"
+    return ", ".join(f"{v:.5g}" for v in values)
+
+
+class TrialProgress:
+    """Called by the sweep engine after each told trial: prints one line per trial.
+
+    ``trial 3 COMPLETE  val/crps=151.2  best=149.8 (trial 1)  4/8  elapsed 0:02:01  ETA 0:02:01``
+    """
+
+    def __init__(self, n_trials: int, objectives: Sequence[str]) -> None:
+        self.n_trials = n_trials
+        self.objectives = list(objectives)
+        self.clock: Optional[Clock] = None
+
+    def start(self, study: optuna.Study) -> None:
+        self.clock = Clock(self.n_trials, done_before=len(_finished(study)))
+
+    def __call__(self, study: optuna.Study, number: int, state: TrialState) -> None:
+        if self.clock is None:
+            self.start(study)
+        assert self.clock is not None
+        trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, number))
+        done = len(_finished(study))
+        metric = "/".join(self.objectives)
+        emit(f"trial {number} {state.name}  {metric}={_value(trial.values)}  best={best_text(study)}  "
+             f"{min(done, self.n_trials)}/{self.n_trials}  elapsed {clock(self.clock.elapsed())}  "
+             f"ETA {clock(self.clock.eta(done))}")
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
+            and not t.system_attrs.get("anyq:interrupted")]
+
+
+def best_text(study: optuna.Study) -> str:
+    """The best value so far and its trial (single objective), or the Pareto front's size."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return "-"
+    if len(study.directions) > 1:
+        return f"{len(study.best_trials)} on the Pareto front"
+    best = study.best_trial
+    return f"{best.value:.5g} (trial {best.number})"
+
+
+def trials_table(study: optuna.Study, objectives: Sequence[str]) -> Table:
+    """Every trial of the study: number, state, objective values, duration, parameters."""
+    table = Table(title=f"Study {study.study_name!r}: trials", box=box.SIMPLE_HEAD)
+    for name in ("trial", "state", "/".join(objectives), "seconds", "parameters"):
+        table.add_column(name, justify="right" if name in ("trial", "seconds") else "left")
+    best = {t.number for t in study.best_trials} if any(
+        t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else set()
+    for trial in study.get_trials(deepcopy=False):
+        seconds = trial.duration.total_seconds() if trial.duration else math.nan
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        mark = " *" if trial.number in best else ""
+        table.add_row(f"{trial.number}{mark}", trial.state.name, _value(trial.values),
+                      "-" if math.isnan(seconds) else f"{seconds:.0f}", params)
+    table.caption = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
+    return table
+
+
+def print_trials(study: optuna.Study, objectives: Sequence[str]) -> None:
+    wide_console().print(trials_table(study, objectives))
+
+
+class CellProgress:
+    """Grid studies (ablations, the main job): ``cells 3/12 done`` after each finished batch."""
+
+    def __init__(self, study_name: str, total: int, done_before: int) -> None:
+        self.study_name = study_name
+        self.total = total
+        self.done = done_before
+        self.failed = 0
+        self.clock = Clock(total, done_before)
+
+    def cell_done(self, cell: str, ok: bool) -> None:
+        self.done += 1
+        self.failed += 0 if ok else 1
+        emit(f"study {self.study_name}: cells {self.done}/{self.total} done  "
+             f"({cell}: {'FINISHED' if ok else 'FAILED'})  elapsed {clock(self.clock.elapsed())}  "
+             f"ETA {clock(self.clock.eta(self.done))}")
+
+
+class Stages:
+    """Named stages of a long job (building a report): a ``rich`` bar on a terminal, one plain
+    ``<job>: stage k/n: <name>  elapsed`` line per stage when output is piped.
+
+    Use as a context manager and call it with each stage's name as the stage starts.
+    """
+
+    def __init__(self, job: str, total: int, console: Optional[Console] = None) -> None:
+        self.job = job
+        self.total = total
+        self.console = console or Console()
+        self.done = 0
+        self.clock = Clock(total)
+        self._bar: Optional[Progress] = None
+        self._task: Optional[TaskID] = None
+
+    def __enter__(self) -> "Stages":
+        if self.console.is_terminal:
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task(self.job, total=self.total)
+        return self
+
+    def __call__(self, name: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self.done, description=f"{self.job}: {name}")
+        else:
+            emit(f"{self.job}: stage {self.done + 1}/{self.total}: {name}  elapsed {clock(self.clock.elapsed())}")
+        self.done += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,68 @@
+"""How the MLflow UI opens anyq's experiments: the model-training view and a saved column view.
+
+MLflow 3 (checked against the 3.17 UI bundle) reads two kinds of experiment tags:
+
+* ``mlflow.experimentKind``: ``custom_model_development`` opens the experiment on its runs
+  table (the model-training view); without it the UI may infer ``genai_development`` and
+  open the GenAI "Overview" (traces, token usage) instead.
+* the sidebar's "GenAI | Model training" switch: a browser setting (``localStorage``,
+  default GenAI) that the UI also takes from the address, ``?workflowType=machine_learning``;
+  with it, experiments open on their runs table. Every link anyq prints carries it.
+* ``mlflow.sharedViewState.<key>``: a *saved view* holding {name, createdAt, updatedAt,
+  state}, where state is the JSON of the runs table's settings (columns, sort). The UI lists
+  it in its view menu and opens it from ``#/experiments/<id>?viewStateShareKey=<key>``. The
+  UI otherwise keeps its column choice in the browser; a server cannot set a default.
+
+Every experiment anyq writes gets both (:func:`prepare_experiment`), so the comparison
+columns are one click away in ``main`` as in every sweep or ablation.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+TRAINING_WORKFLOW = "machine_learning"  # the UI's "Model training" switch, as a URL parameter
+VIEW_KEY = "anyq-comparison"
+VIEW_NAME = "anyq comparison"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = ("test/crps", "delta/crps_vs_baseline", "delta/coverage-0.9_vs_baseline", "test/coverage-0.9",
+                "test/oracle_ratio")  # the rest is one click away (Columns); the page must fit a screen
+VIEW_TAGS = ("variant", "seed")
+VIEW_ATTRIBUTES = ("Dataset", "Source")  # the UI's own columns, kept beside the comparison
+
+
+def view_state() -> dict[str, Any]:
+    """The runs table sorted by test CRPS with the comparison columns shown."""
+    columns = ([f"tags.`{t}`" for t in VIEW_TAGS] + [f"metrics.`{m}`" for m in VIEW_COLUMNS]
+               + [f"attributes.`{a}`" for a in VIEW_ATTRIBUTES])
+    return {"searchFilter": "", "orderByKey": "metrics.`test/crps`", "orderByAsc": True,
+            "selectedColumns": columns, "columnOrder": columns}
+
+
+def view_fragment(experiment_id: str) -> str:
+    """The UI address fragment that opens the saved view in the model-training workflow."""
+    return f"#/experiments/{experiment_id}/runs?workflowType={TRAINING_WORKFLOW}&viewStateShareKey={VIEW_KEY}"
+
+
+def save_view(client: MlflowClient, experiment_id: str) -> str:
+    """Write the saved view on the experiment (kept if already current); the fragment opening it."""
+    state = json.dumps(view_state())
+    current = client.get_experiment(experiment_id).tags.get(VIEW_TAG)
+    if current is None or json.loads(current).get("state") != state:
+        now = int(time.time() * 1000)
+        envelope = {"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": state}
+        client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(envelope))
+    return view_fragment(experiment_id)
+
+
+def prepare_experiment(client: MlflowClient, experiment_id: str) -> None:
+    """Model-training view and the saved comparison view on ``experiment_id``."""
+    if client.get_experiment(experiment_id).tags.get(KIND_TAG) != TRAINING_KIND:
+        client.set_experiment_tag(experiment_id, KIND_TAG, TRAINING_KIND)
+    save_view(client, experiment_id)
