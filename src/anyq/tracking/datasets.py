@@ -10,11 +10,13 @@ the same ``log_inputs`` call on that client. The digest is the panel's fingerpri
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Optional
 
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.types.schema import ColSpec, Schema
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
@@ -85,4 +87,11 @@ def panel_dataset(name: str, panel: Panel, fingerprint: str, data_cfg: Any) -> P
 def log_dataset(client: MlflowClient, run_id: str, dataset: PanelDataset, context: str = "training") -> None:
     """What ``mlflow.log_input(dataset, context=context)`` logs, on ``client``'s store."""
     entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
-    client.log_inputs(run_id, datasets=[entity])
+    for attempt in range(3):  # parallel jobs race to insert the same dataset row (select, then insert)
+        try:
+            client.log_inputs(run_id, datasets=[entity])
+            return
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))  # the retry finds the winner's row and only links it

@@ -23,6 +23,7 @@ import json
 import time
 from typing import Any
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 KIND_TAG = "mlflow.experimentKind"
@@ -53,16 +54,38 @@ def view_fragment(experiment_id: str) -> str:
 def save_view(client: MlflowClient, experiment_id: str) -> str:
     """Write the saved view on the experiment (kept if already current); the fragment opening it."""
     state = json.dumps(view_state())
-    current = client.get_experiment(experiment_id).tags.get(VIEW_TAG)
-    if current is None or json.loads(current).get("state") != state:
+
+    def current() -> bool:
+        tag = client.get_experiment(experiment_id).tags.get(VIEW_TAG)
+        return tag is not None and json.loads(tag).get("state") == state
+
+    if not current():
         now = int(time.time() * 1000)
         envelope = {"name": VIEW_NAME, "createdAt": now, "updatedAt": now, "state": state}
-        client.set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(envelope))
+        _set_tag(client, experiment_id, VIEW_TAG, json.dumps(envelope), current)
     return view_fragment(experiment_id)
+
+
+def _set_tag(client: MlflowClient, experiment_id: str, key: str, value: str, done: Any) -> None:
+    """Set an experiment tag; parallel workers race on the first insert (the store's select,
+    then insert): the loser checks that the winner wrote what it meant to, else retries."""
+    for attempt in range(3):
+        try:
+            client.set_experiment_tag(experiment_id, key, value)
+            return
+        except MlflowException:
+            if done():
+                return
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def prepare_experiment(client: MlflowClient, experiment_id: str) -> None:
     """Model-training view and the saved comparison view on ``experiment_id``."""
-    if client.get_experiment(experiment_id).tags.get(KIND_TAG) != TRAINING_KIND:
-        client.set_experiment_tag(experiment_id, KIND_TAG, TRAINING_KIND)
+    def kind_set() -> bool:
+        return client.get_experiment(experiment_id).tags.get(KIND_TAG) == TRAINING_KIND
+
+    if not kind_set():
+        _set_tag(client, experiment_id, KIND_TAG, TRAINING_KIND, kind_set)
     save_view(client, experiment_id)

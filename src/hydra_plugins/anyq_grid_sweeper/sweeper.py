@@ -20,14 +20,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from anyq.sweeping.space import quote
-from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
-from anyq.tracking.study import open_parent_run
 from anyq.reporting.progress import CellProgress
 from anyq.reporting.runs import child_runs
 from anyq.reporting.table import print_runs
-from anyq.tracking.source import source_tags
+from anyq.sweeping.space import quote
 from anyq.tracking.runs import git_commit
+from anyq.tracking.source import source_tags
+from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
+from anyq.tracking.study import open_parent_run
 
 log = logging.getLogger(__name__)
 CELL_TAG = "study_cell"
