@@ -123,7 +123,7 @@ def trial_callbacks(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner]
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
     """What the sweep engine reads: best validation scores, test scores, the run id."""
-    summary: dict[str, Any] = dict(outcome.best_validation())
+    summary: dict[str, Any] = {k: v for k, v in outcome.best_validation().items() if k.startswith("val/")}
     summary.update(outcome.metrics)
     summary["run_id"] = run_id
     return summary

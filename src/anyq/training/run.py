@@ -31,10 +31,14 @@ class TrainOutcome:
     data_summary: dict[str, Any] = field(default_factory=dict)
 
     def best_validation(self) -> dict[str, float]:
-        """Validation metrics of the epoch with the lowest val/crps (the sweep objective)."""
-        if not self.val_history:
+        """Validation metrics of the check with the lowest val/crps (the sweep objective)."""
+        return self.best_of(self.val_history)
+
+    @staticmethod
+    def best_of(history: list[dict[str, float]]) -> dict[str, float]:
+        if not history:
             return {}
-        return min(self.val_history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
+        return min(history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
 
 
 def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
@@ -106,6 +110,10 @@ def fit_and_test(
         metrics["test/oracle_crps"] = oracle
         metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
     metrics["train_seconds"] = train_seconds
+    metrics["train_steps"] = float(trainer.global_step)
+    best_val = TrainOutcome.best_of(module.val_history)
+    if "step" in best_val:
+        metrics["best_step"] = best_val["step"]
     importance = np.stack(module.importance_history) if module.importance_history else np.zeros((0, 0))
     return TrainOutcome(
         metrics=metrics,
