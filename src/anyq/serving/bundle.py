@@ -46,6 +46,8 @@ class ForecasterSpec:
     monotone_grid: int = 99
     #: calendar inputs (CalendarSpec.to_dict()), None for a model without them
     calendar: dict[str, Any] | None = None
+    #: "per_level": the weights carry conformal offsets fitted on validation windows
+    conformal: str = "none"
 
     @classmethod
     def from_config(cls, cfg: Any) -> ForecasterSpec:
@@ -64,6 +66,7 @@ class ForecasterSpec:
             monotone=str(model.get("monotone", "none")),
             monotone_grid=int(model.get("monotone_grid", 99)),
             calendar=_calendar_dict(spec_from_config(cfg.data)),
+            conformal=str(model.get("conformal", "none")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,7 +76,8 @@ class ForecasterSpec:
             "history_length": self.history_length,
             "horizon_length": self.horizon_length,
             "model": {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
-                      "monotone": self.monotone, "monotone_grid": self.monotone_grid},
+                      "monotone": self.monotone, "monotone_grid": self.monotone_grid,
+                      "conformal": self.conformal},
             "calendar": self.calendar,
         }
 
@@ -92,6 +96,7 @@ class ForecasterSpec:
             monotone=str(model.get("monotone", "none")),
             monotone_grid=int(model.get("monotone_grid", 99)),
             calendar=data.get("calendar"),
+            conformal=str(model.get("conformal", "none")),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -107,7 +112,7 @@ class ForecasterSpec:
         return build_forecaster(self.history_length, self.horizon_length,
                                 backbone=self.backbone, sampler=self.sampler, attention=self.attention,
                                 monotone=self.monotone, monotone_grid=self.monotone_grid,
-                                calendar_features=NUM_FEATURES if self.calendar else 0)
+                                calendar_features=NUM_FEATURES if self.calendar else 0, conformal=self.conformal)
 
     def calendar_spec(self) -> CalendarSpec | None:
         return CalendarSpec.from_dict(self.calendar) if self.calendar else None

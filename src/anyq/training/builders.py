@@ -83,6 +83,7 @@ def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
         monotone=model["monotone"],
         monotone_grid=model["monotone_grid"],
         calendar_features=NUM_FEATURES if cfg.data.calendar.enabled else 0,
+        conformal=model["conformal"],
     )
 
 

@@ -55,6 +55,8 @@ class ForecastingModule(pl.LightningModule):
         self.test_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
         # the networks' own per-level forecasts before rearrangement: test/crps_raw, crossing_rate_raw
         self.raw_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
+        # with model.conformal: the calibrated forecasts, metric family test_conformal/
+        self.conformal_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
         self._val_loss_sum = torch.zeros(())
         self.importance_history: list[np.ndarray] = []
         self.val_history: list[dict[str, float]] = []
@@ -116,18 +118,33 @@ class ForecastingModule(pl.LightningModule):
             if not np.isfinite(metrics["val/crps"]):
                 raise NonFiniteLossError(f"val/crps is {metrics['val/crps']} at step {self.global_step}")
 
+    def fit_conformal(self, dataloader) -> None:
+        """Fit the forecaster's conformal offsets on the windows of ``dataloader`` (validation)."""
+        self.forecaster.fit_conformal({k: v.to(self.device) for k, v in batch.items()} for batch in dataloader)
+
+    @property
+    def calibrated(self) -> bool:
+        conformal = self.forecaster.conformal
+        return conformal is not None and bool(conformal.fitted)
+
     def on_test_epoch_start(self) -> None:
         self.test_scorer.reset()
         self.raw_scorer.reset()
+        self.conformal_scorer.reset()
         self.test_outputs = {"forecast": [], "target": [], "series_idx": [], "origin": []}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         history = batch["history"]
-        forecast, raw = self.forecaster.forward_with_raw(
-            history, self.levels.to(history.dtype).expand(history.shape[0], -1), batch.get("calendar")
-        )
+        levels = self.levels.to(history.dtype).expand(history.shape[0], -1)
+        forecast, raw = self.forecaster.forward_with_raw(history, levels, batch.get("calendar"), calibrated=False)
         self.test_scorer.update(forecast, batch["target"], batch["series_idx"])
         self.raw_scorer.update(raw, batch["target"], batch["series_idx"])
+        if self.calibrated:
+            grid = self.forecaster.monotone == "none" or levels.shape[-1] == self.forecaster.monotone_levels.numel() \
+                and bool((self.levels == self.forecaster.monotone_levels.to(self.levels.dtype)).all())
+            calibrated = (self.forecaster.calibrate_raw(history, raw, levels) if grid
+                          else self.forecaster(history, levels, batch.get("calendar")))
+            self.conformal_scorer.update(calibrated, batch["target"], batch["series_idx"])
         if self.store_test_forecasts:
             for key, value in (("forecast", forecast), ("target", batch["target"]),
                                ("series_idx", batch["series_idx"]), ("origin", batch["origin"])):
@@ -139,6 +156,10 @@ class ForecastingModule(pl.LightningModule):
         raw = self.raw_scorer.compute()
         self.test_metrics["test/crps_raw"] = float(raw["crps"])
         self.test_metrics["test/crossing_rate_raw"] = float(raw["crossing_rate"])
+        if self.calibrated:
+            conformal = self.conformal_scorer.compute()
+            self.test_metrics.update({f"test_conformal/{k}": float(v) for k, v in conformal.items()
+                                      if not k.startswith("n_")})
         self.test_curves = self.test_scorer.curves()
         self.log_dict({k: v for k, v in self.test_metrics.items() if not k.startswith("test/n_")})
 

@@ -103,12 +103,16 @@ def fit_and_test(
     if best is not None:  # score the best epoch, sampler state included
         state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
         module.load_state_dict(state)
+    if module.forecaster.conformal is not None:
+        calibrate(module, datamodule, best)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = dict(module.test_metrics)
     oracle = oracle_crps(dataset, datamodule, module.levels.cpu())
     if oracle is not None:
         metrics["test/oracle_crps"] = oracle
         metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
+        if "test_conformal/crps" in metrics:
+            metrics["test_conformal/oracle_ratio"] = metrics["test_conformal/crps"] / oracle
     metrics["train_seconds"] = train_seconds
     metrics["train_steps"] = float(trainer.global_step)
     best_val = TrainOutcome.best_of(module.val_history)
@@ -125,6 +129,19 @@ def fit_and_test(
         train_seconds=train_seconds,
         data_summary=datamodule.summary(),
     )
+
+
+def calibrate(module: Any, datamodule: ForecastDataModule, checkpoint: Optional[str]) -> None:
+    """Fit the conformal offsets on the validation windows and write them into the tested
+    checkpoint, so that the served model (logged from it) applies the same calibration."""
+    module.fit_conformal(datamodule.val_dataloader())
+    if checkpoint is None:
+        return
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    prefix = "forecaster.conformal."
+    for name, value in module.forecaster.conformal.state_dict().items():
+        saved["state_dict"][prefix + name] = value.detach().cpu()
+    torch.save(saved, checkpoint)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> Optional[str]:

@@ -111,6 +111,7 @@ class ModelConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     monotone: str = "rearrange"  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
     monotone_grid: int = 99  # levels k / (K + 1) the rearrangement sorts over
+    conformal: str = "none"  # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal)
 
 
 @dataclass
