@@ -30,7 +30,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 env: $(STAMP) ## create the virtual environment with pinned dependencies
 
 run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, then the table
-	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main $(ARGS)
+	@# the two models train side by side, one torch thread each (experiment=cpu_demo)
+	$(BIN)/anyq-train -m experiment=cpu_demo model=baseline_adaptive,adaptive_attention tracking.experiment=main \
+	  hydra/launcher=joblib hydra.launcher.n_jobs=2 $(ARGS)
 	$(BIN)/anyq-compare --experiment main --last 2
 
 test: $(STAMP) ## run the test suite

@@ -223,5 +223,10 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
                                ckpt_path=resolve_resume(cfg))
         return job_summary(outcome, None)
     tracker = Tracker.from_config(cfg)
+    if is_baseline(cfg):
+        # a baseline job holds its signature's lock while it trains, so a job beside it (make
+        # run trains both models side by side) waits for it instead of training a second one
+        with tracker.lock(f"baseline-{config_signature(cfg)}"):
+            return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
 

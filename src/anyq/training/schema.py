@@ -87,7 +87,7 @@ class SamplerConfig:
     momentum: float = 0.99
     temperature: float = 1.0
     min_prob: float = 0.002
-    signal: str = "raw"  # "raw" (the guide's bin loss), "relative" or "calibration": anyq.model.sampler
+    signal: str = "calibration"  # or "relative", or "raw" (the guide's bin loss): anyq.model.sampler, docs/experiments.md
 
 
 @dataclass
