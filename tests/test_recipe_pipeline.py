@@ -64,7 +64,7 @@ def test_served_model_applies_calendar_and_calibration(trained):
     out = served.forecast(history, levels, names=["S00", "S01"], origins=origins)
     assert out.shape == (2, 48, 3) and (np.diff(out, axis=-1) >= 0).all()
     uncalibrated = served.model(*_tensors(history, levels), calendar=_calendar(served, origins), calibrated=False)
-    assert not np.allclose(out, uncalibrated.double().numpy())
+    assert not np.allclose(out, uncalibrated.detach().double().numpy())
     with pytest.raises(RequestError, match="forecast origin"):
         served.forecast(history, levels, names=["S00", "S01"])
     with _uri(trained["uri"]):
