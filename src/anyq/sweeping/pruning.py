@@ -22,12 +22,13 @@ class TrialPruningCallback(pl.Callback):
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         value = float(trainer.callback_metrics[self.monitor])
-        # Optuna's step is the validation count (1, 2, ...): the pruners' resources are in
-        # validations, once per epoch or every val_check_interval steps alike
+        # Optuna's step is the validation index (0, 1, ...; the epoch under an epoch budget):
+        # the pruners' resources are validations, each epoch or every val_check_interval steps
+        check = self.checks
         self.checks += 1
-        self.trial.report(value, step=self.checks)
+        self.trial.report(value, step=check)
         if self.trial.should_prune():
             raise optuna.TrialPruned(
-                f"trial {self.trial.number} pruned at validation {self.checks}, step {trainer.global_step} "
+                f"trial {self.trial.number} pruned at validation {check}, step {trainer.global_step} "
                 f"({self.monitor}={value:.6g})"
             )
