@@ -36,7 +36,8 @@ $(VENV)/.scale-out: $(STAMP) requirements/scale-out.txt
 env-scale-out: $(VENV)/.scale-out ## add the Ray and Submitit launchers (pins: requirements/scale-out.txt)
 
 run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, one study, then the table
-	$(BIN)/anyq-train -m experiment=cpu_demo study=main $(ARGS)
+	@# the two models train side by side, one torch thread each (experiment=cpu_demo)
+	$(BIN)/anyq-train -m experiment=cpu_demo study=main hydra/launcher=joblib hydra.launcher.n_jobs=2 $(ARGS)
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/pytest -q $(PYTEST_ARGS)

@@ -137,7 +137,7 @@ def test_state_dict_round_trip_restores_state_and_draws(tmp_path) -> None:
         sampler.update(q, (q - 0.3).abs())
     path = tmp_path / "sampler.pt"
     torch.save(sampler.state_dict(), path)
-    assert set(sampler.state_dict()) == {"bin_loss", "bin_seen", "bin_count", "num_updates"}
+    assert set(sampler.state_dict()) == {"bin_loss", "bin_below", "bin_seen", "bin_count", "num_updates"}
     restored = QuantileSampler(num_bins=50, momentum=0.9, temperature=0.5)
     assert not torch.equal(restored.probabilities(), sampler.probabilities())
     restored.load_state_dict(torch.load(path))

@@ -110,7 +110,7 @@ def test_model_artifact_holds_weights_and_config_only(trained):
     spec = ForecasterSpec.load(local / "artifacts" / "forecaster.yaml")
     assert spec == ForecasterSpec.from_config(trained["cfg"])
     model_info = mlflow.models.Model.load(local / "MLmodel")
-    assert [c["name"] for c in model_info.signature.inputs.to_dict()] == ["unique_id", "history", "levels"]
+    assert [c["name"] for c in model_info.signature.inputs.to_dict()] == ["unique_id", "history", "levels", "origin"]
     assert [c["name"] for c in model_info.signature.outputs.to_dict()] == ["unique_id", "step", "level", "value"]
     logged = client.search_logged_models(experiment_ids=[client.get_run(trained["run_id"]).info.experiment_id])
     assert [m.source_run_id for m in logged] == [trained["run_id"]]

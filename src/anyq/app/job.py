@@ -130,7 +130,7 @@ def trial_callbacks(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner]
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
     """What the sweep engine reads: best validation scores, test scores, the run id."""
-    summary: dict[str, Any] = dict(outcome.best_validation())
+    summary: dict[str, Any] = {k: v for k, v in outcome.best_validation().items() if k.startswith("val/")}
     summary.update(outcome.metrics)
     summary["run_id"] = run_id
     return summary
@@ -245,5 +245,10 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
         announce_checkpoint(cfg, outcome)
         return job_summary(outcome, None)
     tracker = Tracker.from_config(cfg)
+    if is_baseline(cfg):
+        # a baseline job holds its signature's lock while it trains, so a job beside it (make
+        # run trains both models side by side) waits for it instead of training a second one
+        with tracker.lock(f"baseline-{config_signature(cfg)}"):
+            return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
 

@@ -84,7 +84,7 @@ def predict(args: argparse.Namespace) -> None:
     frame = read_long_frame(args.input)
     forecaster = load_forecaster(args)
     windows = history_windows(frame, forecaster.spec.history_length, args.origin)
-    forecast = forecaster.forecast(windows.history, levels, names=list(windows.ids))
+    forecast = forecaster.forecast(windows.history, levels, names=list(windows.ids), origins=windows.origin)
     out = forecasts_to_long(windows, forecast, levels)
     target = sys.stdout if args.output == "-" else args.output
     out.to_csv(target, index=False, date_format="%Y-%m-%d %H:%M:%S")

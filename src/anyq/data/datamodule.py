@@ -74,8 +74,10 @@ class ForecastDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         max_history_gap: float = 0.25,
+        calendar: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
+        self.calendar = calendar  # (shared [T, 11], holiday [n_series, T]) or None: anyq.data.calendar
         self.panel, self.splits = panel, splits
         self.history_length, self.horizon_length = history_length, horizon_length
         self.train_batch_size, self.eval_batch_size = train_batch_size, eval_batch_size
@@ -107,7 +109,7 @@ class ForecastDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> WindowDataset:
         if split not in self._datasets:
-            self._datasets[split] = WindowDataset(self.filled_values, self.windows(split))
+            self._datasets[split] = WindowDataset(self.filled_values, self.windows(split), self.calendar)
         return self._datasets[split]
 
     def summary(self) -> dict[str, dict[str, int | str]]:

@@ -73,6 +73,8 @@ class SyntheticData:
         self.marginal_var = marginal_var  # V_t, float64 [N, T]
         self.params = params
         values = panel.values.astype(np.float64)
+        #: day of year of each series' national holiday, by series id (the calendar inputs use it)
+        self.national_days = {sid: int(day) for sid, day in zip(panel.ids, params["national_day"])}
         self._noise_obs = values - mean  # e_t where observed, NaN elsewhere
         steps = np.arange(panel.n_steps)
         self._last_obs = np.maximum.accumulate(np.where(np.isnan(values), -1, steps), axis=1)
@@ -145,6 +147,13 @@ def generate_synthetic(
     return SyntheticData(panel, mean, p["phi"], sigma, marginal_var, p)
 
 
+def synthetic_national_days(seed: int, n: int) -> dict[str, int]:
+    """Day of year of each series' national holiday, by series id (``S00``, ``S01``, ...),
+    without generating the panel: what the calendar inputs need to know of the generator."""
+    days = _draw_parameters(seed, n)["national_day"]
+    return {f"S{i:02d}": int(day) for i, day in enumerate(days)}
+
+
 def _draw_parameters(seed: int, n: int) -> dict[str, np.ndarray]:
     rows = []
     for i in range(n):  # one generator per series: series i does not depend on n
@@ -185,12 +194,13 @@ def _mean_load(index: pd.DatetimeIndex, p: dict[str, np.ndarray]) -> np.ndarray:
     )
     weekly = 1.0 - col["saturday_drop"] * (weekday == 5) - col["sunday_drop"] * (weekday == 6)
     annual = 1.0 + col["annual_amp"] * np.cos(2 * np.pi * (doy - col["annual_peak"]) / 365.25)
-    holiday = 1.0 - col["holiday_drop"] * _holidays(index, p["national_day"])
+    holiday = 1.0 - col["holiday_drop"] * synthetic_holidays(index, p["national_day"])
     return col["level"] * (1.0 + col["trend"] * years) * daily * weekly * annual * holiday
 
 
-def _holidays(index: pd.DatetimeIndex, national_day: np.ndarray) -> np.ndarray:
-    """Bool [N, T]: common fixed and Easter holidays plus each series' national day."""
+def synthetic_holidays(index: pd.DatetimeIndex, national_day: np.ndarray) -> np.ndarray:
+    """Bool [N, T]: the generator's holiday calendar — 1 Jan, Easter Monday, 1 May, 25-26 Dec
+    and each series' national day (day of year ``national_day[i]``) — at the hours of ``index``."""
     dates = index.normalize()
     month_day = index.month * 100 + index.day
     common = np.isin(month_day, [101, 501, 1225, 1226])

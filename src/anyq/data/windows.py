@@ -176,10 +176,18 @@ class WindowDataset(Dataset):
 
     ``__getitems__`` (and ``__getitem__`` with a sequence of indices) returns a dict of
     ``history`` [B, L] float32, ``target`` [B, H] float32, ``series_idx`` [B] int64 and
-    ``origin`` [B] int64; ``__getitem__`` with an int returns the same keys unbatched.
+    ``origin`` [B] int64, plus ``calendar`` [B, L + H, 12] float32 when calendar features
+    are given (``(shared [T, 11], holiday [n_series, T])``, :mod:`anyq.data.calendar`);
+    ``__getitem__`` with an int returns the same keys unbatched. The calendar is gathered
+    through strided views like the values: no copy of the panel per window or epoch.
     """
 
-    def __init__(self, filled_values: np.ndarray, windows: WindowSet) -> None:
+    def __init__(
+        self,
+        filled_values: np.ndarray,
+        windows: WindowSet,
+        calendar: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> None:
         values = np.ascontiguousarray(filled_values, dtype=np.float32)
         if np.isnan(values).any():
             raise ValueError("WindowDataset needs gap-filled values (see anyq.data.windows.fill_gaps)")
@@ -195,6 +203,14 @@ class WindowDataset(Dataset):
             raise ValueError("a window reaches outside the panel")
         # [n_series, n_steps - width + 1, width]: row o - L of series s is window (s, o).
         self._view = sliding_window_view(values, width, axis=1) if values.shape[1] >= width else None
+        self._shared_view = self._holiday_view = None
+        if calendar is not None:
+            shared, holiday = (np.ascontiguousarray(a, dtype=np.float32) for a in calendar)
+            if shared.shape[0] != values.shape[1] or holiday.shape != values.shape:
+                raise ValueError("calendar features do not match the panel's hours and series")
+            if self._view is not None:
+                self._shared_view = sliding_window_view(shared, width, axis=0)  # [T - w + 1, 11, w]
+                self._holiday_view = sliding_window_view(holiday, width, axis=1)  # [n, T - w + 1, w]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -208,12 +224,18 @@ class WindowDataset(Dataset):
         idx = np.asarray(indices, dtype=np.int64)
         block = self._block(idx)
         # Split with numpy: a torch copy here would start its thread pool for a tiny job.
-        return {
+        item = {
             "history": torch.from_numpy(np.ascontiguousarray(block[:, : self.history_length])),
             "target": torch.from_numpy(np.ascontiguousarray(block[:, self.history_length :])),
             "series_idx": torch.from_numpy(self.windows.series_idx[idx]),
             "origin": torch.from_numpy(self.windows.origin[idx]),
         }
+        if self._shared_view is not None:
+            start = self.windows.origin[idx] - self.history_length
+            shared = self._shared_view[start].transpose(0, 2, 1)  # [B, w, 11]
+            holiday = self._holiday_view[self.windows.series_idx[idx], start]  # [B, w]
+            item["calendar"] = torch.from_numpy(np.concatenate([shared, holiday[..., None]], axis=-1))
+        return item
 
     def __getitem__(self, index: int | Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         if isinstance(index, (int, np.integer)) or (isinstance(index, torch.Tensor) and index.dim() == 0):

@@ -119,6 +119,10 @@ class AdaptiveAttention(nn.Module):
     ``q``. The correction is read from the forecast tokens by a linear head initialised to
     zero, so an untrained model forecasts exactly what its backbone does.
 
+    Calendar inputs (``calendar_features`` = F > 0): each token also gets a linear embedding of
+    the per-hour calendar features of its ``patch_length`` hours (``[N, L + H, F]``), computed
+    once per window and shared by its levels.
+
     Set ``record_attention = True`` to keep, after each forward, ``last_attention`` (per block,
     weights ``[N, Q, n_heads, T, T]``) and ``last_modulation`` (per block, logit factors
     ``[N, Q, n_heads]``; empty without modulation) for diagnostics.
@@ -136,6 +140,7 @@ class AdaptiveAttention(nn.Module):
         dropout: float = 0.1,
         adaptive_temp: float = 1.0,
         modulation: bool = True,
+        calendar_features: int = 0,
     ) -> None:
         super().__init__()
         _validate(
@@ -151,6 +156,8 @@ class AdaptiveAttention(nn.Module):
         num_tokens = self.num_history_patches + self.num_forecast_patches
         self.history_embed = nn.Linear(patch_length, d_model)
         self.forecast_embed = nn.Linear(patch_length, d_model)
+        self.calendar_features = calendar_features
+        self.calendar_embed = nn.Linear(patch_length * calendar_features, d_model) if calendar_features else None
         self.position = nn.Parameter(torch.randn(num_tokens, d_model) * 0.02)
         self.q_embedding = QuantileEmbedding(d_model)
         self.blocks = nn.ModuleList(
@@ -164,15 +171,31 @@ class AdaptiveAttention(nn.Module):
         self.last_attention: list[torch.Tensor] = []
         self.last_modulation: list[torch.Tensor] = []
 
-    def forward(self, x: torch.Tensor, base: torch.Tensor, q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``x [N, L]``, ``base [N, H, Q]`` (both normalised), ``q, w [N, Q]`` -> correction ``[N, H, Q]``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        q: torch.Tensor,
+        w: torch.Tensor,
+        calendar: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x [N, L]``, ``base [N, H, Q]`` (both normalised), ``q, w [N, Q]``, ``calendar
+        [N, L + H, F]`` (with calendar inputs) -> correction ``[N, H, Q]``."""
         n, num_q = q.shape
         ph, pf, plen = self.num_history_patches, self.num_forecast_patches, self.patch_length
         # history tokens are shared by a window's levels: embed once, then broadcast over Q
         history = self.history_embed(x.reshape(n, ph, plen)).unsqueeze(1).expand(n, num_q, ph, -1)
         forecast = self.forecast_embed(base.transpose(1, 2).reshape(n, num_q, pf, plen))
         q_emb = self.q_embedding(q.to(x.dtype))
-        tokens = torch.cat([history, forecast], dim=2) + self.position + q_emb.unsqueeze(2)
+        position = self.position
+        if self.calendar_embed is not None:
+            expected = (n, (ph + pf) * plen, self.calendar_features)
+            if calendar is None or calendar.shape != expected:
+                got = None if calendar is None else tuple(calendar.shape)
+                raise ValueError(f"this model takes calendar inputs {list(expected)}, got {got}")
+            per_token = calendar.to(x.dtype).reshape(n, ph + pf, plen * self.calendar_features)
+            position = position + self.calendar_embed(per_token).unsqueeze(1)  # [N, 1, T, d]
+        tokens = torch.cat([history, forecast], dim=2) + position + q_emb.unsqueeze(2)
         h = tokens.reshape(n * num_q, ph + pf, -1)
         q_flat = q_emb.reshape(n * num_q, -1)
         w_flat = w.detach().reshape(n * num_q).to(h.dtype)

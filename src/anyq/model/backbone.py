@@ -62,11 +62,19 @@ class _Block(nn.Module):
         self.forecast = nn.Linear(layer_width, horizon_length)
 
     def forward(
-        self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None
+        self,
+        x: torch.Tensor,
+        film: tuple[torch.Tensor, torch.Tensor] | None = None,
+        extra: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """``extra`` (``[N * Q, width]``, optional) is added to the first layer's pre-activation:
+        the block's share of the calendar inputs."""
         h = x
         for i, layer in enumerate(self.layers):
-            h = F.relu(layer(h))
+            pre = layer(h)
+            if i == 0 and extra is not None:
+                pre = pre + extra
+            h = F.relu(pre)
             if i == 0 and film is not None:
                 scale, shift = film
                 h = h * (1.0 + scale) + shift
@@ -82,6 +90,13 @@ class NBeatsAQ(nn.Module):
     here sees the original ``q`` next to its residual history, so no block loses the level.
     ``conditioning="film"`` feeds the residual only and lets a cosine embedding of ``q``
     scale and shift the first hidden layer of every block (FiLM, as the authors' variant).
+
+    Calendar inputs (``calendar_features`` = F > 0; per-hour features ``[N, L + H, F]`` whose
+    last column is the holiday flag, :mod:`anyq.data.calendar`): each window's vector — the
+    first target hour's other features and the holiday flags of all ``L + H`` hours — is
+    projected once per window into every block's first hidden layer (a term added before the
+    ReLU, shared by the window's levels), so the calendar informs every level without
+    depending on which levels were requested.
     """
 
     def __init__(
@@ -93,6 +108,7 @@ class NBeatsAQ(nn.Module):
         layer_width: int = 256,
         conditioning: str = "cat",
         dropout: float = 0.0,
+        calendar_features: int = 0,
     ) -> None:
         super().__init__()
         _check_positive("", history_length=history_length, horizon_length=horizon_length)
@@ -114,13 +130,20 @@ class NBeatsAQ(nn.Module):
             _Block(size_in, history_length, horizon_length, num_layers, layer_width, dropout, i < num_blocks - 1)
             for i in range(num_blocks)
         )
+        self.calendar_features = calendar_features
+        self.layer_width = layer_width
+        self.calendar = None
+        if calendar_features:
+            size = calendar_features - 1 + history_length + horizon_length
+            self.calendar = nn.Linear(size, layer_width * num_blocks)
         if conditioning == "film":
             self.q_embedding = QuantileEmbedding(layer_width)
             # one projection for all blocks: a single matmul instead of one per block
             self.film = nn.Linear(layer_width, 2 * layer_width * num_blocks)
 
-    def forward(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """``x [N, L]`` (normalised history), ``q [N, Q]`` -> forecast ``[N, H, Q]``."""
+    def forward(self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [N, L]`` (normalised history), ``q [N, Q]``, ``calendar [N, L + H, F]`` (when the
+        backbone takes calendar inputs) -> forecast ``[N, H, Q]``."""
         n, num_q = q.shape
         if x.shape != (n, self.history_length):
             raise ValueError(
@@ -132,14 +155,31 @@ class NBeatsAQ(nn.Module):
         if self.conditioning == "film":
             params = self.film(self.q_embedding(q_rows.squeeze(-1))).chunk(2 * len(self.blocks), dim=-1)
             films = [(params[2 * i], params[2 * i + 1]) for i in range(len(self.blocks))]
+        extras = self._calendar_terms(calendar, n, num_q, x.dtype)
         forecast = x.new_zeros(n * num_q, self.horizon_length)
-        for block, film in zip(self.blocks, films):
+        for block, film, extra in zip(self.blocks, films, extras):
             block_in = torch.cat([residual, q_rows], dim=-1) if self.conditioning == "cat" else residual
-            backcast, block_forecast = block(block_in, film)
+            backcast, block_forecast = block(block_in, film, extra)
             forecast = forecast + block_forecast
             if backcast is not None:
                 residual = residual - backcast
         return forecast.reshape(n, num_q, self.horizon_length).transpose(1, 2)
+
+    def _calendar_terms(
+        self, calendar: torch.Tensor | None, n: int, num_q: int, dtype: torch.dtype
+    ) -> list[torch.Tensor | None]:
+        """Per block, the calendar's first-layer term ``[N * Q, width]`` (None without calendar)."""
+        if self.calendar is None:
+            return [None] * len(self.blocks)
+        width = self.history_length + self.horizon_length
+        if calendar is None or calendar.shape != (n, width, self.calendar_features):
+            got = None if calendar is None else tuple(calendar.shape)
+            raise ValueError(f"this model takes calendar inputs [N={n}, {width}, {self.calendar_features}], got {got}")
+        calendar = calendar.to(dtype)
+        vector = torch.cat([calendar[:, self.history_length, :-1], calendar[:, :, -1]], dim=-1)
+        terms = self.calendar(vector).view(n, 1, len(self.blocks), self.layer_width)
+        terms = terms.expand(n, num_q, -1, -1).reshape(n * num_q, len(self.blocks), self.layer_width)
+        return list(terms.unbind(dim=1))
 
 
 def _check_positive(prefix: str, **values: int) -> None:

@@ -15,6 +15,8 @@ from torch import nn
 from anyq.metrics.functional import pinball_loss
 from anyq.model.attention import AdaptiveAttention
 from anyq.model.backbone import NBeatsAQ
+from anyq.model.conformal import CONFORMAL, ConformalOffsets
+from anyq.model.monotone import MONOTONE, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler
 
 #: Switches of each named variant, as fragments of the ``sampler`` and ``attention`` mappings
@@ -40,7 +42,7 @@ VARIANT_LABELS: dict[str, str] = {
 }
 
 _BACKBONE_KEYS = {"kind", "num_blocks", "num_layers", "layer_width", "conditioning", "dropout"}
-_SAMPLER_KEYS = {"kind", "num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob"}
+_SAMPLER_KEYS = {"kind", "num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob", "signal"}
 _ATTENTION_KEYS = {
     "enabled", "modulation", "patch_length", "d_model", "n_heads", "num_blocks", "d_ff", "dropout", "adaptive_temp",
 }
@@ -58,15 +60,38 @@ class AnyQuantileForecaster(nn.Module):
     it is the pinball loss relative to the window's level (like the authors' ``MQNLoss``),
     so large series do not dominate the gradient and the sampler's bin losses are
     comparable across series.
+
+    ``monotone="rearrange"`` (:mod:`anyq.model.monotone`) makes every forecast
+    non-decreasing in the level: ``forward`` reads the rearranged curve of a fixed grid of
+    ``monotone_grid`` levels at the requested levels, and ``training_loss`` sorts the
+    forecasts of each window's drawn levels. ``monotone="none"`` forecasts each level as the
+    networks do (they may cross).
+
+    ``conformal="per_level"`` adds split-conformal offsets (:mod:`anyq.model.conformal`),
+    fitted after training on validation windows, to the networks' forecasts before the
+    rearrangement; ``calibrated=False`` in ``forward`` leaves them out.
     """
 
     def __init__(
-        self, backbone: NBeatsAQ, sampler: QuantileSampler, attention: AdaptiveAttention | None = None
+        self,
+        backbone: NBeatsAQ,
+        sampler: QuantileSampler,
+        attention: AdaptiveAttention | None = None,
+        monotone: str = "none",
+        monotone_grid: int = 99,
+        conformal: str = "none",
     ) -> None:
         super().__init__()
+        if monotone not in MONOTONE:
+            raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
+        if conformal not in CONFORMAL:
+            raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
         self.backbone = backbone
         self.sampler = sampler
         self.attention = attention
+        self.monotone = monotone
+        self.register_buffer("monotone_levels", rearrangement_grid(monotone_grid), persistent=False)
+        self.conformal = ConformalOffsets(self.monotone_levels) if conformal == "per_level" else None
 
     @staticmethod
     def scale_of(history: torch.Tensor) -> torch.Tensor:
@@ -74,34 +99,158 @@ class AnyQuantileForecaster(nn.Module):
         scale = history.abs().amax(dim=-1, keepdim=True)
         return torch.where(scale > _MIN_SCALE, scale, torch.ones_like(scale))
 
-    def forward_normalised(self, x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Forecast ``[N, H, Q]`` on the normalised scale from a normalised history ``x [N, L]``."""
-        base = self.backbone(x, q)
+    @property
+    def calendar_features(self) -> int:
+        """Per-hour calendar features the model takes (0: none; :mod:`anyq.data.calendar`)."""
+        return self.backbone.calendar_features
+
+    def forward_normalised(self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None) -> torch.Tensor:
+        """Forecast ``[N, H, Q]`` on the normalised scale from a normalised history ``x [N, L]``
+        (and the window's calendar ``[N, L + H, F]`` if the model takes one), each level as the
+        networks give it (no rearrangement)."""
+        base = self.backbone(x, q, calendar)
         if self.attention is None:
             return base
         w = self.sampler.importance(q)
-        return base + self.attention(x, base, q, w)
+        return base + self.attention(x, base, q, w, calendar)
 
-    def forward(self, history: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """``history [N, L]``, ``q [N, Q]`` -> forecast ``[N, H, Q]``, both in data units."""
+    def offsets(self, q: torch.Tensor, calibrated: bool = True) -> torch.Tensor | None:
+        """Conformal offsets ``[N, 1, Q]`` (normalised scale) to add at levels ``q [N, Q]``;
+        None without a fitted calibration or when ``calibrated`` is False."""
+        if not calibrated or self.conformal is None:
+            return None
+        return self.conformal.at(q).unsqueeze(-2)
+
+    def rearranged_normalised(
+        self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None, calibrated: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(monotone forecast, raw forecast at q or None)`` on the normalised scale.
+
+        The raw forecast (the networks' own, uncalibrated) comes for free when ``q`` is the
+        rearrangement grid (then the monotone one is its sort); otherwise it is not computed.
+        """
+        grid = self.monotone_levels.to(x.dtype)
+        on_grid_q = is_grid(q, grid)
+        raw = self.forward_normalised(x, q if on_grid_q else grid.expand(x.shape[0], -1), calendar)
+        shifted = raw
+        offsets = self.offsets(grid.expand(x.shape[0], -1), calibrated)
+        if offsets is not None:
+            shifted = raw + offsets
+        ordered = shifted.sort(dim=-1).values
+        if on_grid_q:
+            return ordered, raw
+        return interpolate_sorted(ordered, grid, q), None
+
+    def forward(
+        self,
+        history: torch.Tensor,
+        q: torch.Tensor,
+        calendar: torch.Tensor | None = None,
+        raw: bool = False,
+        calibrated: bool = True,
+    ) -> torch.Tensor:
+        """``history [N, L]``, ``q [N, Q]`` (``calendar [N, L + H, F]`` for a model with calendar
+        inputs) -> forecast ``[N, H, Q]``, in data units.
+
+        Monotone in ``q`` and conformally calibrated (where the model has a calibration)
+        unless the model was built without them, ``calibrated`` is False, or ``raw`` asks for
+        the networks' own forecast of each level.
+        """
         scale = self.scale_of(history)
-        return self.forward_normalised(history / scale, q) * scale.unsqueeze(-1)
+        x = history / scale
+        if raw:
+            out = self.forward_normalised(x, q, calendar)
+        elif self.monotone == "none":
+            out = self.forward_normalised(x, q, calendar)
+            offsets = self.offsets(q, calibrated)
+            if offsets is not None:
+                out = out + offsets
+        else:
+            out = self.rearranged_normalised(x, q, calendar, calibrated)[0]
+        return out * scale.unsqueeze(-1)
+
+    def forward_with_raw(
+        self, history: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None, calibrated: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(forecast, raw forecast)`` in data units: what ``forward`` returns, and the networks'
+        own per-level forecast (one evaluation when ``q`` is the rearrangement grid)."""
+        scale = self.scale_of(history)
+        x = history / scale
+        if self.monotone == "none":
+            raw = self.forward_normalised(x, q, calendar)
+            offsets = self.offsets(q, calibrated)
+            out = raw if offsets is None else raw + offsets
+        else:
+            out, raw = self.rearranged_normalised(x, q, calendar, calibrated)
+            if raw is None:
+                raw = self.forward_normalised(x, q, calendar)
+        factor = scale.unsqueeze(-1)
+        return out * factor, raw * factor
+
+    def calibrate_raw(self, history: torch.Tensor, raw: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The calibrated forecast ``[N, H, Q]`` (data units) from the raw forecast at ``q`` —
+        without running the networks again; ``q`` must be the rearrangement grid for a
+        monotone model."""
+        scale = self.scale_of(history).unsqueeze(-1)
+        offsets = self.offsets(q)
+        out = raw if offsets is None else raw + offsets * scale
+        if self.monotone == "none":
+            return out
+        if not is_grid(q, self.monotone_levels.to(q.dtype)):
+            raise ValueError("calibrate_raw of a monotone model needs the rearrangement grid")
+        return out.sort(dim=-1).values
+
+    @torch.no_grad()
+    def fit_conformal(self, batches) -> torch.Tensor:
+        """Fit the conformal offsets on calibration windows: ``batches`` yields dicts with
+        ``history [B, L]``, ``target [B, H]`` (and ``calendar``); windows with a NaN target are
+        left out. Returns the offsets ``[K]``; ValueError for a model without ``conformal``."""
+        if self.conformal is None:
+            raise ValueError("this model was built with model.conformal=none")
+        was_training = self.training
+        self.eval()
+        grid = self.monotone_levels
+        residuals = []
+        for batch in batches:
+            history, target = batch["history"], batch["target"]
+            keep = torch.isfinite(target).all(dim=1)
+            if not keep.any():
+                continue
+            history, target = history[keep], target[keep]
+            calendar = batch.get("calendar")
+            calendar = calendar[keep] if calendar is not None else None
+            scale = self.scale_of(history)
+            raw = self.forward_normalised(history / scale, grid.to(history.dtype).expand(history.shape[0], -1), calendar)
+            residuals.append(((target / scale).unsqueeze(-1) - raw).reshape(-1, grid.numel()))
+        self.train(was_training)
+        if not residuals:
+            raise ValueError("no calibration window with a complete target")
+        return self.conformal.fit(torch.cat(residuals))
 
     def training_loss(
-        self, history: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+        calendar: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Draw levels, forecast, score, and feed the per-level losses back to the sampler.
 
         Returns ``(loss, q [N, Q], per_level_loss [N, Q])``: the scalar to back-propagate,
-        the drawn levels and the detached pinball loss per (window, level), averaged over
-        the horizon on the normalised scale.
+        the drawn levels (sorted per window when monotone) and the detached pinball loss per
+        (window, level), averaged over the horizon on the normalised scale. The sampler also
+        receives the share of target hours below each forecast (its calibration signal).
         """
         q = self.sampler.sample(history.shape[0], generator=generator).to(history.dtype)
         scale = self.scale_of(history)
-        forecast = self.forward_normalised(history / scale, q)
-        per_level = pinball_loss(forecast, target / scale, q).mean(dim=-2)
+        forecast = self.forward_normalised(history / scale, q, calendar)
+        if self.monotone != "none":
+            q, forecast = sort_levels(q, forecast)
+        y = (target / scale).unsqueeze(-1)
+        per_level = pinball_loss(forecast, y.squeeze(-1), q).mean(dim=-2)
         per_level_detached = per_level.detach()
-        self.sampler.update(q, per_level_detached)
+        below = (y < forecast.detach()).to(forecast.dtype).mean(dim=-2)
+        self.sampler.update(q, per_level_detached, below)
         return per_level.mean(), q, per_level_detached
 
 
@@ -111,9 +260,13 @@ def build_forecaster(
     backbone: Mapping[str, Any],
     sampler: Mapping[str, Any],
     attention: Mapping[str, Any],
+    monotone: str = "none",
+    monotone_grid: int = 99,
+    calendar_features: int = 0,
+    conformal: str = "none",
 ) -> AnyQuantileForecaster:
     """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
-    ``model.attention`` mappings (plain dicts or OmegaConf nodes).
+    ``model.attention`` mappings (plain dicts or OmegaConf nodes) and ``model.monotone``.
 
     ``attention`` takes ``enabled`` (default False) and ``modulation`` (default True) plus
     the ``AdaptiveAttention`` arguments; ``backbone`` may name ``kind: nbeats_aq``.
@@ -128,11 +281,15 @@ def build_forecaster(
     modulation = bool(attention_kw.pop("modulation", True))
     module = None
     if enabled:
-        module = AdaptiveAttention(history_length, horizon_length, modulation=modulation, **attention_kw)
+        module = AdaptiveAttention(history_length, horizon_length, modulation=modulation,
+                                   calendar_features=calendar_features, **attention_kw)
     return AnyQuantileForecaster(
-        backbone=NBeatsAQ(history_length, horizon_length, **backbone_kw),
+        backbone=NBeatsAQ(history_length, horizon_length, calendar_features=calendar_features, **backbone_kw),
         sampler=QuantileSampler(**sampler_kw),
         attention=module,
+        monotone=monotone,
+        monotone_grid=monotone_grid,
+        conformal=conformal,
     )
 
 

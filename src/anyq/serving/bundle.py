@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
+from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
 from anyq.serving.errors import ModelFileError, RequestError
 
@@ -39,6 +41,13 @@ class ForecasterSpec:
     backbone: dict[str, Any]
     sampler: dict[str, Any]
     attention: dict[str, Any]
+    #: specs written before rearrangement existed served the raw forecasts: "none"
+    monotone: str = "none"
+    monotone_grid: int = 99
+    #: calendar inputs (CalendarSpec.to_dict()), None for a model without them
+    calendar: dict[str, Any] | None = None
+    #: "per_level": the weights carry conformal offsets fitted on validation windows
+    conformal: str = "none"
 
     @classmethod
     def from_config(cls, cfg: Any) -> ForecasterSpec:
@@ -54,6 +63,10 @@ class ForecasterSpec:
             backbone=dict(model["backbone"]),
             sampler=dict(model["sampler"]),
             attention=dict(model["attention"]),
+            monotone=str(model.get("monotone", "none")),
+            monotone_grid=int(model.get("monotone_grid", 99)),
+            calendar=_calendar_dict(spec_from_config(cfg.data)),
+            conformal=str(model.get("conformal", "none")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,7 +75,10 @@ class ForecasterSpec:
             "variant": self.variant,
             "history_length": self.history_length,
             "horizon_length": self.horizon_length,
-            "model": {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention},
+            "model": {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
+                      "monotone": self.monotone, "monotone_grid": self.monotone_grid,
+                      "conformal": self.conformal},
+            "calendar": self.calendar,
         }
 
     @classmethod
@@ -77,6 +93,10 @@ class ForecasterSpec:
             backbone=dict(model["backbone"]),
             sampler=dict(model["sampler"]),
             attention=dict(model["attention"]),
+            monotone=str(model.get("monotone", "none")),
+            monotone_grid=int(model.get("monotone_grid", 99)),
+            calendar=data.get("calendar"),
+            conformal=str(model.get("conformal", "none")),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -90,7 +110,16 @@ class ForecasterSpec:
 
     def build(self) -> AnyQuantileForecaster:
         return build_forecaster(self.history_length, self.horizon_length,
-                                backbone=self.backbone, sampler=self.sampler, attention=self.attention)
+                                backbone=self.backbone, sampler=self.sampler, attention=self.attention,
+                                monotone=self.monotone, monotone_grid=self.monotone_grid,
+                                calendar_features=NUM_FEATURES if self.calendar else 0, conformal=self.conformal)
+
+    def calendar_spec(self) -> CalendarSpec | None:
+        return CalendarSpec.from_dict(self.calendar) if self.calendar else None
+
+
+def _calendar_dict(spec: CalendarSpec | None) -> dict[str, Any] | None:
+    return spec.to_dict() if spec is not None else None
 
 
 def checkpoint_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
@@ -155,13 +184,19 @@ class ServedForecaster:
         torch.save(self.model.state_dict(), weights)
         return weights, self.spec.save(directory / SPEC_FILE)
 
-    def forecast(self, history: Any, levels: Any, names: Sequence[str] | None = None) -> np.ndarray:
+    def forecast(
+        self, history: Any, levels: Any, names: Sequence[str] | None = None, origins: Any = None
+    ) -> np.ndarray:
         """Quantile forecasts ``[N, H, Q]`` (float64, data units) for histories ``[N, >= L]``.
 
         ``levels`` is ``[Q]`` (the same levels for every window) or ``[N, Q]``. Only the last
-        ``history_length`` hours of each history are used; ``names`` label windows in errors.
+        ``history_length`` hours of each history are used; ``names`` label windows in errors
+        and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
+        first forecast hour of each window, timestamps) is required by such a model and
+        ignored otherwise; RequestError when it is missing or unreadable.
         """
         x = self._checked_history(history, names)
+        calendar = self._calendar(x.shape[0], names, origins)
         q = check_levels(levels)
         if q.ndim == 1:
             q = np.broadcast_to(q, (x.shape[0], q.shape[0]))
@@ -174,8 +209,25 @@ class ServedForecaster:
                 stop = start + chunk
                 hist = torch.as_tensor(x[start:stop], dtype=torch.float32)
                 level = torch.as_tensor(np.ascontiguousarray(q[start:stop]), dtype=torch.float32)
-                out[start:stop] = self.model(hist, level).double().numpy()
+                cal = torch.from_numpy(calendar[start:stop]) if calendar is not None else None
+                out[start:stop] = self.model(hist, level, cal).double().numpy()
         return out
+
+    def _calendar(self, n: int, names: Sequence[str] | None, origins: Any) -> np.ndarray | None:
+        spec = self.spec.calendar_spec()
+        if spec is None:
+            return None
+        if origins is None:
+            raise RequestError("this model takes calendar inputs: give each window's forecast origin "
+                               "(the first forecast hour)")
+        try:
+            stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(origins).reshape(-1)))
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"forecast origins must be timestamps ({exc})") from None
+        if len(stamps) != n or stamps.isna().any():
+            raise RequestError(f"give one forecast origin per window: {len(stamps)} for {n} windows")
+        ids = list(names) if names is not None else [""] * n
+        return window_calendar(spec, ids, stamps, self.spec.history_length, self.spec.horizon_length)
 
     def _checked_history(self, history: Any, names: Sequence[str] | None) -> np.ndarray:
         try:

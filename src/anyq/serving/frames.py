@@ -9,6 +9,8 @@ unique_id     string          a label, copied to the output rows of this window
 history       array<double>   the hours before the forecast, oldest first, in data units;
                               at least ``history_length`` values (only the last are used)
 levels        array<double>   the quantile levels wanted for this window, each in (0, 1)
+origin        string          optional: the first forecast hour (ISO 8601); required by a
+                              model with calendar inputs, whose holidays follow unique_id
 ============  ==============  ===============================================================
 
 Response frame (long format), rows ordered by request row, then ``step``, then level order:
@@ -20,7 +22,8 @@ level         double          the quantile level
 value         double          the forecast quantile, in data units
 ============  ==============  ===============================================================
 
-Dates stay out of the served contract (a window is a vector); ``anyq-predict`` adds them.
+Dates stay out of the served contract (a window is a vector) except for a model with
+calendar inputs, which needs each window's ``origin``; ``anyq-predict`` adds dates to the output.
 Rows may ask for different levels and different numbers of levels; each (window, level) is
 forecast independently, which the any-quantile model guarantees.
 """
@@ -77,11 +80,13 @@ def predict_frame(forecaster: ServedForecaster, frame: pd.DataFrame) -> pd.DataF
     ends = np.cumsum(hist_len)
     history = hist_flat[ends[:, None] - need + np.arange(need)]
     window = np.repeat(np.arange(len(frame)), level_len)  # one (window, level) pair per level
+    origins = frame["origin"].to_numpy() if "origin" in frame.columns else None
     if (level_len == level_len[0]).all():  # the common case: one [N, Q] call
-        forecast = forecaster.forecast(history, level_flat.reshape(len(frame), -1), names=ids)
+        forecast = forecaster.forecast(history, level_flat.reshape(len(frame), -1), names=ids, origins=origins)
         values = forecast.transpose(0, 2, 1).reshape(window.size, -1)  # [pairs, H]
     else:
-        forecast = forecaster.forecast(history[window], level_flat[:, None], names=ids[window])
+        forecast = forecaster.forecast(history[window], level_flat[:, None], names=ids[window],
+                                       origins=origins[window] if origins is not None else None)
         values = forecast[:, :, 0]
     return pairs_to_long(ids[window], window, level_flat, values)
 
@@ -110,4 +115,4 @@ def example_request(history_length: int, levels: Any = (0.1, 0.5, 0.9)) -> pd.Da
     hours = np.arange(history_length)
     history = 1000.0 + 200.0 * np.sin(2 * np.pi * hours / 24.0)
     return pd.DataFrame({"unique_id": ["example"], "history": [history.round(3).tolist()],
-                         "levels": [list(map(float, levels))]})
+                         "levels": [list(map(float, levels))], "origin": ["2020-01-06 00:00:00"]})

@@ -30,6 +30,7 @@ SIGNATURE = ModelSignature(
         ColSpec("string", "unique_id"),
         ColSpec(Array("double"), "history"),
         ColSpec(Array("double"), "levels"),
+        ColSpec("string", "origin", required=False),  # models with calendar inputs only
     ]),
     outputs=Schema([
         ColSpec("string", "unique_id"),

@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 

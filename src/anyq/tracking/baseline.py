@@ -23,7 +23,7 @@ from anyq.training.schema import SamplerConfig
 
 BASELINE_VARIANT = "baseline_adaptive"
 _BUDGET_KEYS = (
-    "max_epochs", "max_steps", "limit_train_batches", "limit_val_batches", "limit_test_batches",
+    "max_epochs", "max_steps", "val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches",
     "gradient_clip_val", "accumulate_grad_batches", "precision", "fast_dev_run",
 )
 SIGNATURE_TAG = "config_signature"

@@ -10,13 +10,14 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from anyq.data.calendar import NUM_FEATURES, spec_from_config
 from anyq.data.datamodule import ForecastDataModule
 from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
-from anyq.training.checkpoints import BEST_FILENAME
+from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
 from anyq.training.progress import progress_callbacks, show_bar
@@ -53,6 +54,8 @@ def load_dataset(data: DictConfig) -> Dataset:
 
 
 def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
+    spec = spec_from_config(data)
+    calendar = spec.panel_features(dataset.panel.ids, dataset.panel.index) if spec is not None else None
     return ForecastDataModule(
         dataset.panel,
         dataset.splits,
@@ -66,6 +69,7 @@ def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastD
         eval_batch_size=data.eval_batch_size,
         num_workers=data.num_workers,
         seed=seed,
+        calendar=calendar,
     )
 
 
@@ -78,7 +82,16 @@ def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
         backbone=model["backbone"],
         sampler=model["sampler"],
         attention=model["attention"],
+        monotone=model["monotone"],
+        monotone_grid=model["monotone_grid"],
+        calendar_features=NUM_FEATURES if cfg.data.calendar.enabled else 0,
+        conformal=model["conformal"],
     )
+
+
+def step_budget(t: DictConfig) -> bool:
+    """Whether the budget is in optimiser steps (``max_epochs`` null) rather than epochs."""
+    return t.max_epochs is None
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -88,6 +101,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_config(cfg)
     try:
         build_model(cfg)
+        spec_from_config(cfg.data)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -99,6 +113,8 @@ def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:
         lr=cfg.optim.lr,
         warmup_updates=cfg.optim.warmup_updates,
         weight_decay=cfg.optim.weight_decay,
+        schedule=cfg.optim.schedule,
+        min_lr_ratio=cfg.optim.min_lr_ratio,
         num_levels=cfg.evaluation.num_levels,
         val_num_levels=cfg.evaluation.val_num_levels,
         coverage=tuple(cfg.evaluation.coverage),
@@ -124,7 +140,7 @@ def build_trainer(
         all_callbacks.append(
             ModelCheckpoint(
                 dirpath=cfg.paths.checkpoints,
-                filename=BEST_FILENAME,  # best-epoch07.ckpt: no '=', pastes into resume=
+                filename=BEST_STEP_FILENAME if step_budget(t) else BEST_FILENAME,  # no '=': pastes into resume=
                 auto_insert_metric_name=False,
                 monitor="val/crps",
                 mode="min",
@@ -143,8 +159,10 @@ def build_trainer(
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
-        max_epochs=t.max_epochs,
+        max_epochs=-1 if step_budget(t) else t.max_epochs,
         max_steps=t.max_steps,
+        val_check_interval=t.val_check_interval if step_budget(t) else None,
+        check_val_every_n_epoch=None if step_budget(t) else 1,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,
         limit_test_batches=t.limit_test_batches,

@@ -1,6 +1,7 @@
 """Checkpoint files of ``anyq-train``: their names, what they carry, and whether one fits a run.
 
-Names: ``best-epoch07.ckpt`` (the best epoch by ``val/crps``) and ``last.ckpt``. They hold
+Names: ``best-epoch07.ckpt`` (the best epoch by ``val/crps``; ``best-step001800.ckpt`` under a
+step budget) and ``last.ckpt``. They hold
 no ``=``, so a path the project prints pastes into ``resume=<path>`` as it is (Hydra reads
 ``=`` as the key/value separator; a path that holds one, like the ``best-epoch=07.ckpt`` of
 older runs, is quoted: ``'resume="outputs/.../best-epoch=07.ckpt"'``, see :func:`override`).
@@ -28,6 +29,7 @@ from pytorch_lightning.callbacks import Callback
 from anyq.training.schema import ConfigError
 
 BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
+BEST_STEP_FILENAME = "best-step{step:06d}"  # under a step budget: best-step001800.ckpt
 LAST_NAME = "last"
 _WEIGHTS_PREFIX = "forecaster."
 # characters that end or split an unquoted value in Hydra's override grammar

@@ -33,10 +33,14 @@ class TrainOutcome:
     data_summary: dict[str, Any] = field(default_factory=dict)
 
     def best_validation(self) -> dict[str, float]:
-        """Validation metrics of the epoch with the lowest val/crps (the sweep objective)."""
-        if not self.val_history:
+        """Validation metrics of the check with the lowest val/crps (the sweep objective)."""
+        return self.best_of(self.val_history)
+
+    @staticmethod
+    def best_of(history: list[dict[str, float]]) -> dict[str, float]:
+        if not history:
             return {}
-        return min(self.val_history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
+        return min(history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
 
 
 def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
@@ -135,14 +139,22 @@ def fit_and_test(
         best = _best_checkpoint(trainer)
         if best is not None:  # score the best epoch, sampler state included
             module.load_state_dict(read_checkpoint(best)["state_dict"])
+        if module.forecaster.conformal is not None:
+            calibrate(module, datamodule, best)
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = dict(module.test_metrics)
     oracle = oracle_crps(dataset, datamodule, module.levels.cpu())
     if oracle is not None:
         metrics["test/oracle_crps"] = oracle
         metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
+        if "test_conformal/crps" in metrics:
+            metrics["test_conformal/oracle_ratio"] = metrics["test_conformal/crps"] / oracle
     if cfg.task == Task.train:
         metrics["train_seconds"] = train_seconds
+        metrics["train_steps"] = float(trainer.global_step)
+    best_val = TrainOutcome.best_of(history.val_history)
+    if "step" in best_val:
+        metrics["best_step"] = best_val["step"]
     return TrainOutcome(
         metrics=metrics,
         curves=module.test_curves,
@@ -153,6 +165,19 @@ def fit_and_test(
         train_seconds=train_seconds,
         data_summary=datamodule.summary(),
     )
+
+
+def calibrate(module: Any, datamodule: ForecastDataModule, checkpoint: Optional[str]) -> None:
+    """Fit the conformal offsets on the validation windows and write them into the tested
+    checkpoint, so that the served model (logged from it) applies the same calibration."""
+    module.fit_conformal(datamodule.val_dataloader())
+    if checkpoint is None:
+        return
+    saved = read_checkpoint(checkpoint)
+    prefix = "forecaster.conformal."
+    for name, value in module.forecaster.conformal.state_dict().items():
+        saved["state_dict"][prefix + name] = value.detach().cpu()
+    torch.save(saved, checkpoint)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> Optional[str]:

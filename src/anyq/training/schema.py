@@ -39,6 +39,19 @@ class SplitConfig:
 
 
 @dataclass
+class CalendarConfig:
+    """Known-future calendar inputs (anyq.data.calendar): hour of day, day of week, day of
+    year and a public-holiday flag for every hour of a window."""
+
+    enabled: bool = False
+    holidays: str = "auto"  # auto | none | synthetic (the generator's own) | country (holidays package)
+    country: Optional[str] = None  # one country for all series, e.g. "DE"
+    countries: Dict[str, str] = field(default_factory=dict)  # per series id, overriding `country`
+    subdivision: Optional[str] = None  # e.g. a state, passed to holidays.country_holidays
+    timezone: Optional[str] = None  # timestamps are UTC, features in this zone; null: wall clock as given
+
+
+@dataclass
 class DataConfig:
     name: str = "synthetic"
     source: str = "synthetic"  # "synthetic" or "file"
@@ -51,6 +64,7 @@ class DataConfig:
     eval_step: int = 24
     origin_hour: int = 0
     max_history_gap: float = 0.25
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     train_batch_size: int = 256
     eval_batch_size: int = 512
     num_workers: int = 0
@@ -74,6 +88,7 @@ class SamplerConfig:
     momentum: float = 0.99
     temperature: float = 1.0
     min_prob: float = 0.002
+    signal: str = "calibration"  # or "relative", or "raw" (the guide's bin loss): anyq.model.sampler, docs/experiments.md
 
 
 @dataclass
@@ -95,6 +110,9 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    monotone: str = "rearrange"  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
+    monotone_grid: int = 99  # levels k / (K + 1) the rearrangement sorts over
+    conformal: str = "none"  # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal)
 
 
 @dataclass
@@ -102,6 +120,8 @@ class OptimConfig:
     lr: float = 5e-4
     warmup_updates: int = 200
     weight_decay: float = 0.0
+    schedule: str = "inverse_sqrt"  # "inverse_sqrt" (NBEATS-AQ's), "cosine" or "constant" after warm-up
+    min_lr_ratio: float = 0.0  # cosine: the lr at the last step, as a share of lr
 
 
 @dataclass
@@ -115,8 +135,14 @@ class EarlyStoppingConfig:
 class TrainerConfig:
     accelerator: str = "cpu"
     devices: Any = 1
-    max_epochs: int = 8
+    # Budget: training stops at max_steps optimiser steps or max_epochs epochs, whichever
+    # comes first (-1 / null: no limit of that kind). With max_epochs null (a budget in
+    # steps), validation runs every val_check_interval training batches (= steps unless
+    # gradients are accumulated), which must divide the budget so the last step is
+    # validated; with max_epochs set, at the end of every epoch.
+    max_epochs: Optional[int] = 8
     max_steps: int = -1
+    val_check_interval: Optional[int] = None
     limit_train_batches: Any = 1.0
     limit_val_batches: Any = 1.0
     limit_test_batches: Any = 1.0
@@ -219,6 +245,7 @@ def register_configs() -> None:
 _CHOICES = {
     "data.source": ("synthetic", "file"),
     "data.split.kind": ("proportions", "dates"),
+    "data.calendar.holidays": ("auto", "none", "synthetic", "country"),
 }
 
 
@@ -246,3 +273,29 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("train_batch_size", "eval_batch_size", "history_length", "horizon_length"):
         if cfg.data[key] <= 0:
             raise ConfigError(f"data.{key}={cfg.data[key]} must be positive")
+    check_budget(cfg.trainer)
+    if cfg.optim.schedule not in SCHEDULES:
+        raise ConfigError(f"optim.schedule={cfg.optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
+    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
+        raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio} must be in [0, 1]")
+
+
+SCHEDULES = ("inverse_sqrt", "cosine", "constant")
+
+
+def check_budget(t: DictConfig) -> None:
+    """A step budget (``max_epochs`` null) needs ``max_steps`` and a validation interval that
+    divides it, so the last step is validated and can be the one tested."""
+    if t.fast_dev_run or t.max_epochs is not None:
+        return
+    if t.max_steps is None or t.max_steps <= 0:
+        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.max_steps > 0")
+    interval = t.val_check_interval
+    if interval is None or interval <= 0:
+        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.val_check_interval > 0")
+    batches = t.max_steps * t.accumulate_grad_batches  # Lightning counts the interval in batches
+    if batches % interval:
+        raise ConfigError(
+            f"trainer.max_steps={t.max_steps} x accumulate_grad_batches={t.accumulate_grad_batches} batches "
+            f"is not a multiple of trainer.val_check_interval={interval}: the last steps would never be validated"
+        )
