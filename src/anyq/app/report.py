@@ -33,10 +33,11 @@ from anyq.reporting.progress import Stages
 from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
 from anyq.reporting.runs import child_runs
-from anyq.reporting.study import VIEW_COLUMNS, Artifacts, ReportError, find_parent, save_view
+from anyq.reporting.study import Artifacts, ReportError, find_parent
 from anyq.tracking.study import CONFIRM_STUDY_TAG, STUDY_TAG
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.view import VIEW_COLUMNS, save_view
 
 UI_URL = "http://127.0.0.1:5000"
 

@@ -30,7 +30,6 @@ from anyq.reporting.runs import child_runs
 from anyq.reporting.stats import StoredForecasts
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study import ROLE_TAG, STUDY_TAG
-from anyq.tracking.view import VIEW_COLUMNS, VIEW_KEY, VIEW_TAG, save_view, view_state  # noqa: F401 - re-exported
 
 FORECASTS = "evaluation/test_forecasts.npz"
 IMPORTANCE = "evaluation/sampler_importance.npz"
