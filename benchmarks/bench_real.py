@@ -63,7 +63,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--variants", default=",".join(MAIN_JOB), help="comma-separated anyq variants")
     p.add_argument("--override", action="append", default=[], help="extra Hydra override for anyq (repeatable)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads for every model")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for every model (1: intra-op threads contend on a shared machine)")
     p.add_argument("--peer-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     p.add_argument("--peer-steps", type=int, default=300, help="NBEATS optimiser steps")
     p.add_argument("--no-peer", action="store_true", help="skip neuralforecast")
