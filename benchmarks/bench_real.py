@@ -16,7 +16,9 @@ day at 00:00, 168 h of history, 48 h horizon, the 99-level grid 0.01..0.99.
 
 The table (stdout, and ``reports/bench-real/<time>.md`` + ``.json``) gives CRPS, its ratio to
 the peer, coverage of the central 90 % / 95 % intervals, MARFE, MAPE of the median, the
-crossing rate, training seconds and their ratio to the peer's.
+crossing rate, training seconds and their ratio to the peer's, in wall time and in process CPU
+time (with one thread per model, CPU time is what the model costs; wall time also counts the
+other work on a shared machine).
 
     python benchmarks/bench_real.py --peer-python .venv-bench/bin/python
     python benchmarks/bench_real.py --variants baseline_adaptive --override optim.lr=0.001
@@ -52,6 +54,7 @@ class Row:
     model: str
     scores: dict[str, float]
     train_seconds: float
+    train_cpu_seconds: float
     notes: dict[str, object] = field(default_factory=dict)
 
 
@@ -112,17 +115,29 @@ def align(forecast: np.ndarray, origin: np.ndarray, want: np.ndarray) -> np.ndar
 
 
 def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, windows) -> Row:
+    from pytorch_lightning.callbacks import Callback
+
     from anyq.training.builders import load_dataset, validate_config
     from anyq.training.run import fit_and_test
 
+    class FitCPUClock(Callback):
+        """Process CPU seconds of ``fit`` (validation included), robust to a loaded machine."""
+
+        def on_fit_start(self, *_: object) -> None:
+            self.started = time.process_time()
+
+        def on_fit_end(self, *_: object) -> None:
+            self.seconds = time.process_time() - self.started
+
     cfg = compose(csv, variant, args, workdir)
     validate_config(cfg)
-    outcome = fit_and_test(cfg, load_dataset(cfg.data))
+    clock = FitCPUClock()
+    outcome = fit_and_test(cfg, load_dataset(cfg.data), callbacks=[clock])
     f = outcome.forecasts
     forecast = align(f["forecast"], f["origin"], windows["origin"])
     epochs = len(outcome.val_history)
     return Row(variant, scores=windows["score"](forecast), train_seconds=outcome.train_seconds,
-               notes={"own_test_crps": outcome.metrics.get("test/crps"), "validations": epochs})
+               train_cpu_seconds=clock.seconds, notes={"own_test_crps": outcome.metrics.get("test/crps"), "validations": epochs})
 
 
 def run_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows, levels: np.ndarray) -> Row:
@@ -140,7 +155,7 @@ def run_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows, levels
         raise RuntimeError(f"the peer exited with {done.returncode}")
     out = np.load(result)
     return Row(PEER, scores=windows["score"](out["forecast"]), train_seconds=float(out["train_seconds"]),
-               notes={"max_steps": args.peer_steps})
+               train_cpu_seconds=float(out["train_cpu_seconds"]), notes={"max_steps": args.peer_steps})
 
 
 def evaluation_windows(csv: Path, args: argparse.Namespace, workdir: Path):
@@ -174,17 +189,18 @@ def run_seasonal_naive(windows, levels: np.ndarray) -> Row:
     from anyq.reference import SeasonalNaiveForecaster
 
     dataset, dm = windows["dataset"], windows["datamodule"]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     model = SeasonalNaiveForecaster(168, dm.horizon_length).fit(dataset.panel, dataset.splits.train)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     forecast = model.predict(dm.filled_values, windows["series_idx"], windows["origin"], levels)
-    return Row("seasonal_naive", scores=windows["score"](forecast), train_seconds=seconds)
+    return Row("seasonal_naive", scores=windows["score"](forecast), train_seconds=seconds,
+               train_cpu_seconds=cpu_seconds)
 
 
 COLUMNS = (
     ("model", "{}"), ("CRPS", "{:.2f}"), ("x peer", "{:.3f}"), ("cov-0.9", "{:.3f}"),
     ("cov-0.95", "{:.3f}"), ("MARFE", "{:.4f}"), ("MAPE %", "{:.2f}"), ("crossing", "{:.4f}"),
-    ("train s", "{:.1f}"), ("time x peer", "{:.2f}"),
+    ("train s", "{:.1f}"), ("time x peer", "{:.2f}"), ("train CPU s", "{:.1f}"), ("CPU x peer", "{:.2f}"),
 )
 
 
@@ -195,8 +211,9 @@ def table(rows: list[Row]) -> str:
         s = r.scores
         ratio = s["crps"] / peer.scores["crps"] if peer else float("nan")
         time_ratio = r.train_seconds / peer.train_seconds if peer else float("nan")
+        cpu_ratio = r.train_cpu_seconds / peer.train_cpu_seconds if peer else float("nan")
         values = (r.model, s["crps"], ratio, s["coverage-0.9"], s["coverage-0.95"], s["marfe"], s["mape"],
-                  s["crossing_rate"], r.train_seconds, time_ratio)
+                  s["crossing_rate"], r.train_seconds, time_ratio, r.train_cpu_seconds, cpu_ratio)
         lines.append("| " + " | ".join(fmt.format(v) for (_, fmt), v in zip(COLUMNS, values)) + " |")
     return "\n".join(lines)
 
@@ -231,7 +248,8 @@ def main() -> int:
     (args.out / f"{stamp}.md").write_text(header + text + "\n")
     (args.out / f"{stamp}.json").write_text(json.dumps(
         {"args": {k: str(v) for k, v in vars(args).items()},
-         "rows": [{"model": r.model, **r.scores, "train_seconds": r.train_seconds, **r.notes} for r in rows]},
+         "rows": [{"model": r.model, **r.scores, "train_seconds": r.train_seconds,
+                   "train_cpu_seconds": r.train_cpu_seconds, **r.notes} for r in rows]},
         indent=1, default=str))
     print(f"written: {args.out / stamp}.md")
     return 0
