@@ -114,7 +114,8 @@ def align(forecast: np.ndarray, origin: np.ndarray, want: np.ndarray) -> np.ndar
     return forecast[[pos[int(o)] for o in want]]
 
 
-def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, windows) -> Row:
+def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, windows) -> list[Row]:
+    """The variant's row, and a ``+conformal`` row when the recipe calibrates on validation."""
     from pytorch_lightning.callbacks import Callback
 
     from anyq.training.builders import load_dataset, validate_config
@@ -135,9 +136,19 @@ def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, w
     outcome = fit_and_test(cfg, load_dataset(cfg.data), callbacks=[clock])
     f = outcome.forecasts
     forecast = align(f["forecast"], f["origin"], windows["origin"])
-    epochs = len(outcome.val_history)
-    return Row(variant, scores=windows["score"](forecast), train_seconds=outcome.train_seconds,
-               train_cpu_seconds=clock.seconds, notes={"own_test_crps": outcome.metrics.get("test/crps"), "validations": epochs})
+    m = outcome.metrics
+    notes = {"own_test_crps": m.get("test/crps"), "validations": len(outcome.val_history),
+             **{k: m[k] for k in ("train_steps", "best_step", "test/crps_raw", "test/crossing_rate_raw") if k in m}}
+    rows = [Row(variant, scores=windows["score"](forecast), train_seconds=outcome.train_seconds,
+                train_cpu_seconds=clock.seconds, notes=notes)]
+    if "test_conformal/crps" in m:  # anyq's own scorer on the same test loader (same windows)
+        if int(m["test/n_windows"]) != len(windows["origin"]):
+            raise RuntimeError(f"{variant}: tested {m['test/n_windows']} windows, expected {len(windows['origin'])}")
+        prefix = "test_conformal/"
+        scores = {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)}
+        rows.append(Row(f"{variant}+conformal", scores=scores, train_seconds=outcome.train_seconds,
+                        train_cpu_seconds=clock.seconds, notes=notes))
+    return rows
 
 
 def run_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows, levels: np.ndarray) -> Row:
@@ -237,7 +248,7 @@ def main() -> int:
             rows.append(run_peer(real.csv_path, args, workdir, windows, levels))
         for variant in [v for v in args.variants.split(",") if v]:
             print(f"anyq: {variant}, experiment={args.experiment} {' '.join(args.override)} ...", flush=True)
-            rows.append(run_anyq(variant, real.csv_path, args, workdir, windows))
+            rows.extend(run_anyq(variant, real.csv_path, args, workdir, windows))
     text = table(rows)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
