@@ -12,7 +12,9 @@ day at 00:00, 168 h of history, 48 h horizon, the 99-level grid 0.01..0.99.
   checkpoint, tracking off;
 - peer: ``bench_real_peer.py`` run by ``--peer-python`` (its own environment, pinned in
   ``requirements/bench-real.txt``): NBEATS with MQLoss on the same 99 levels, trained on the
-  same training range, forecasting the same origins from the same 168 h histories.
+  same training range, forecasting the same origins from the same 168 h histories. It trains
+  in a second process while anyq trains (one torch thread each), so both see the same load;
+  a ``+sorted`` row scores its quantiles sorted per hour (MQLoss does not keep them ordered).
 
 The table (stdout, and ``reports/bench-real/<time>.md`` + ``.json``) gives CRPS, its ratio to
 the peer, coverage of the central 90 % / 95 % intervals, MARFE, MAPE of the median, the
@@ -151,7 +153,9 @@ def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, w
     return rows
 
 
-def run_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows, levels: np.ndarray) -> Row:
+def start_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows,
+               levels: np.ndarray) -> tuple[subprocess.Popen, Path]:
+    """Start the peer in its own environment and process; :func:`finish_peer` collects it."""
     request = workdir / "peer_request.json"
     result = workdir / "peer_result.npz"
     request.write_text(json.dumps({
@@ -161,12 +165,18 @@ def run_peer(csv: Path, args: argparse.Namespace, workdir: Path, windows, levels
         "threads": args.threads,
     }))
     peer = Path(__file__).resolve().parent / "bench_real_peer.py"
-    done = subprocess.run([args.peer_python, str(peer), str(request), str(result)])
-    if done.returncode != 0:
-        raise RuntimeError(f"the peer exited with {done.returncode}")
+    return subprocess.Popen([args.peer_python, str(peer), str(request), str(result)]), result
+
+
+def finish_peer(process: subprocess.Popen, result: Path, args: argparse.Namespace, windows) -> list[Row]:
+    """The peer's row as shipped, and a ``+sorted`` row (its quantiles sorted per hour)."""
+    if process.wait() != 0:
+        raise RuntimeError(f"the peer exited with {process.returncode}")
     out = np.load(result)
-    return Row(PEER, scores=windows["score"](out["forecast"]), train_seconds=float(out["train_seconds"]),
-               train_cpu_seconds=float(out["train_cpu_seconds"]), notes={"max_steps": args.peer_steps})
+    seconds, cpu = float(out["train_seconds"]), float(out["train_cpu_seconds"])
+    notes = {"max_steps": args.peer_steps}
+    return [Row(PEER, windows["score"](out["forecast"]), seconds, cpu, notes),
+            Row(f"{PEER}+sorted", windows["score"](np.sort(out["forecast"], axis=-1)), seconds, cpu, notes)]
 
 
 def evaluation_windows(csv: Path, args: argparse.Namespace, workdir: Path):
@@ -216,7 +226,7 @@ COLUMNS = (
 
 
 def table(rows: list[Row]) -> str:
-    peer = next((r for r in rows if r.model == PEER), None)
+    peer = next((r for r in rows if r.model == PEER), None)  # the peer as shipped is the reference
     lines = ["| " + " | ".join(c for c, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows:
         s = r.scores
@@ -243,12 +253,20 @@ def main() -> int:
         print(f"test: {len(windows['origin'])} windows, origins {windows['stamps'][0]} .. "
               f"{windows['stamps'][-1]}", flush=True)
         rows.append(run_seasonal_naive(windows, levels))
-        if not args.no_peer:
-            print(f"peer: NBEATS + MQLoss, {args.peer_steps} steps ...", flush=True)
-            rows.append(run_peer(real.csv_path, args, workdir, windows, levels))
-        for variant in [v for v in args.variants.split(",") if v]:
-            print(f"anyq: {variant}, experiment={args.experiment} {' '.join(args.override)} ...", flush=True)
-            rows.extend(run_anyq(variant, real.csv_path, args, workdir, windows))
+        peer = None
+        if not args.no_peer:  # trains in its own process while anyq trains: both see the same load
+            print(f"peer: NBEATS + MQLoss, {args.peer_steps} steps, started ...", flush=True)
+            peer = start_peer(real.csv_path, args, workdir, windows, levels)
+        try:
+            for variant in [v for v in args.variants.split(",") if v]:
+                print(f"anyq: {variant}, experiment={args.experiment} {' '.join(args.override)} ...", flush=True)
+                rows.extend(run_anyq(variant, real.csv_path, args, workdir, windows))
+        except BaseException:
+            if peer is not None:
+                peer[0].kill()
+            raise
+        if peer is not None:
+            rows[1:1] = finish_peer(*peer, args, windows)
     text = table(rows)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
