@@ -6,7 +6,7 @@ process so that its peak memory is its own. Measured per size:
 
 - ``gen s``: generating the panel (a user's file would be read instead);
 - ``prep s``: the data module (gap filling, train/val/test windows, the window views; the
-  fastest of ``--repeats`` builds) and
+  fastest of ``--repeats`` builds; also in process CPU time and per panel cell) and
   ``prep peak``: the resident-memory peak of that step over the memory before it, also as a
   multiple of the panel's float32 bytes (a constant multiple means linear memory);
 - ``load w/s``: training windows per second of the data loader alone over one full epoch
@@ -15,7 +15,8 @@ process so that its peak memory is its own. Measured per size:
   the panel's bytes and against what an epoch must hold (``order+batch``: the shuffled
   int64 order of the windows and one batch with its history/target split): no per-epoch
   copy of the panel means the two agree and stay below one panel;
-- ``train w/s``: training windows per second of the real module and trainer (forward,
+- ``train w/s`` (and per CPU second, ``train w/CPU s``, robust to a loaded machine with one
+  thread): training windows per second of the real module and trainer (forward,
   backward, optimiser step, sampler update) over ``--steps`` steps after ``--warmup``;
   constant across sizes when per-step cost does not depend on the panel.
 
@@ -110,30 +111,31 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, float | str]:
     cfg = compose(case, args, Path(tempfile.mkdtemp(prefix="anyq-bench-cost-")))
     out: dict[str, float | str] = {"case": case}
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     dataset = load_dataset(cfg.data)
-    out["gen_s"] = time.perf_counter() - started
+    out["gen_s"], out["gen_cpu_s"] = time.perf_counter() - started, time.process_time() - cpu
     panel = dataset.panel
     out.update(series=panel.n_series, hours=panel.n_steps, panel_mb=panel.values.nbytes / 2**20)
 
     before = rss_mb()
     reset_peak()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     dm = build_datamodule(cfg.data, dataset, cfg.seed)
     train = dm.dataset("train")
     for split in ("val", "test"):
         dm.dataset(split)
-    prep = [time.perf_counter() - started]
+    prep, prep_cpu = [time.perf_counter() - started], [time.process_time() - cpu]
     out["prep_peak_mb"] = rss_mb("VmHWM") - before
     out["prep_kept_mb"] = rss_mb() - before
     for _ in range(args.repeats - 1):  # the fastest of a few: timings on a shared machine are noisy
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         again = build_datamodule(cfg.data, dataset, cfg.seed)
         for split in ("train", "val", "test"):
             again.dataset(split)
         prep.append(time.perf_counter() - started)
+        prep_cpu.append(time.process_time() - cpu)
         del again
-    out["prep_s"] = min(prep)
+    out["prep_s"], out["prep_cpu_s"] = min(prep), min(prep_cpu)
     out["train_windows"] = len(train)
     out["dataset_shares_panel"] = float(np.shares_memory(train.values, dm.filled_values))
 
@@ -155,9 +157,11 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, float | str]:
     class StepClock(Callback):
         def __init__(self) -> None:
             self.stamps: list[float] = []
+            self.cpu: list[float] = []
 
         def on_train_batch_end(self, *_: object) -> None:
             self.stamps.append(time.perf_counter())
+            self.cpu.append(time.process_time())
 
     clock = StepClock()
     module = build_module(cfg, panel.n_series)
@@ -171,6 +175,8 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, float | str]:
     trainer.fit(module, datamodule=dm)
     stamps = clock.stamps[args.warmup:]
     out["train_wps"] = cfg.data.train_batch_size * (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    cpu = clock.cpu[args.warmup:]
+    out["train_wpcs"] = cfg.data.train_batch_size * (len(cpu) - 1) / (cpu[-1] - cpu[0])
     out["train_peak_mb"] = rss_mb("VmHWM") - before
     out["batch"] = cfg.data.train_batch_size
     return out
@@ -178,16 +184,20 @@ def measure(case: str, args: argparse.Namespace) -> dict[str, float | str]:
 
 COLUMNS = (
     ("case", "{}"), ("series", "{:.0f}"), ("hours", "{:.0f}"), ("panel MB", "{:.1f}"),
-    ("train windows", "{:.0f}"), ("gen s", "{:.2f}"), ("prep s", "{:.2f}"), ("prep peak MB", "{:.0f}"),
+    ("train windows", "{:.0f}"), ("gen s", "{:.2f}"), ("prep s", "{:.2f}"), ("prep CPU s", "{:.3f}"),
+    ("prep CPU ns/cell", "{:.0f}"), ("prep peak MB", "{:.0f}"),
     ("peak / panel", "{:.1f}"), ("load w/s", "{:.0f}"), ("epoch alloc MB", "{:.2f}"),
     ("alloc / panel", "{:.3f}"), ("order+batch MB", "{:.2f}"), ("train w/s", "{:.0f}"),
+    ("train w/CPU s", "{:.0f}"),
 )
 
 
 def row(r: dict) -> list[float | str]:
+    cells = r["series"] * r["hours"]
     return [r["case"], r["series"], r["hours"], r["panel_mb"], r["train_windows"], r["gen_s"], r["prep_s"],
-            r["prep_peak_mb"], r["prep_peak_mb"] / r["panel_mb"], r["load_wps"], r["epoch_alloc_peak_mb"],
-            r["epoch_alloc_peak_mb"] / r["panel_mb"], r["order_and_batch_mb"], r["train_wps"]]
+            r["prep_cpu_s"], 1e9 * r["prep_cpu_s"] / cells, r["prep_peak_mb"], r["prep_peak_mb"] / r["panel_mb"], r["load_wps"], r["epoch_alloc_peak_mb"],
+            r["epoch_alloc_peak_mb"] / r["panel_mb"], r["order_and_batch_mb"], r["train_wps"],
+            r["train_wpcs"]]
 
 
 def slope(x: list[float], y: list[float]) -> float:
@@ -218,6 +228,7 @@ def main() -> int:
         cells = [r["series"] * r["hours"] for r in results]
         lines.append("")
         lines.append(f"log-log slope vs panel cells: prep time {slope(cells, [r['prep_s'] for r in results]):.2f}, "
+                     f"prep CPU time {slope(cells, [r['prep_cpu_s'] for r in results]):.2f}, "
                      f"prep peak memory {slope(cells, [r['prep_peak_mb'] for r in results]):.2f}, "
                      f"train windows {slope(cells, [r['train_windows'] for r in results]):.2f}; "
                      f"training batch {results[0]['batch']}, {args.steps} timed steps, {args.threads} threads")
