@@ -260,8 +260,9 @@ def main() -> int:
         try:
             for variant in [v for v in args.variants.split(",") if v]:
                 print(f"anyq: {variant}, experiment={args.experiment} {' '.join(args.override)} ...", flush=True)
-                rows.extend(run_anyq(variant, real.csv_path, args, workdir, windows))
-                for r in rows[-2:]:
+                done = run_anyq(variant, real.csv_path, args, workdir, windows)
+                rows.extend(done)
+                for r in done:
                     print(f"  {r.model}: CRPS {r.scores['crps']:.2f}, cov-0.9 {r.scores['coverage-0.9']:.3f}, "
                           f"crossing {r.scores['crossing_rate']:.4f}, train {r.train_seconds:.0f} s "
                           f"({r.train_cpu_seconds:.0f} CPU s)", flush=True)
