@@ -105,9 +105,9 @@ def repair_dst(series: pd.Series, hour: int = 1) -> tuple[pd.Series, list[pd.Tim
                 raise ValueError(f"{stamp}: expected a DST fault, value/neighbours = {ratio:.2f}")
             y[stamp] = fix(stamp)
             repaired.append(stamp)
+    # Every hour against its repaired neighbours: a fault off the calendar is refused too.
     ratio = y / ((y.shift(1) + y.shift(-1)) / 2.0)
     left = ratio[(ratio < FAULT_BAND[0]) | (ratio > FAULT_BAND[1])]
-    # The hours beside a repaired one were judged against the faulty value: judge them again.
     if len(left):
         raise ValueError(f"faulty hours left after the DST repair: {list(left.index[:3])}")
     return y, repaired
