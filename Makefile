@@ -45,6 +45,27 @@ test: $(STAMP) ## run the test suite
 bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update share)
 	$(PY) benchmarks/bench_model.py
 
+# The real-data benchmark's peer (neuralforecast) lives in its own environment with its own pins.
+VENV_BENCH ?= .venv-bench
+BENCH_REQ := requirements/bench-real.txt
+BENCH_STAMP := $(VENV_BENCH)/.installed
+BENCH_ARGS ?=
+.PHONY: bench-real bench-cost
+
+$(BENCH_STAMP): $(BENCH_REQ)
+	@test -x $(VENV_BENCH)/bin/python || $(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/python -m pip install -q --upgrade pip
+	@# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build
+	$(VENV_BENCH)/bin/python -m pip install -q "torch==$$(grep -E '^torch==' $(BENCH_REQ) | cut -d= -f3)"
+	$(VENV_BENCH)/bin/python -m pip install -q -r $(BENCH_REQ)
+	@touch $@
+
+bench-real: $(STAMP) $(BENCH_STAMP) ## real hourly load: seasonal naive, anyq, neuralforecast NBEATS side by side
+	$(PY) benchmarks/bench_real.py --peer-python $(VENV_BENCH)/bin/python $(BENCH_ARGS)
+
+bench-cost: $(STAMP) ## data preparation time, windows/s and peak memory against panel size
+	$(PY) benchmarks/bench_cost.py $(BENCH_ARGS)
+
 sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budget)
 	$(BIN)/anyq-train -m sweep=adaptive_attention $(ARGS)
 
