@@ -56,6 +56,14 @@ def study_trials(root: Path, name: str = "adaptive_attention") -> list[optuna.tr
     return optuna.load_study(study_name=name, storage=f"sqlite:///{root}/mlruns/optuna.db").get_trials()
 
 
+def running_trials(root: Path, name: str = "adaptive_attention") -> list[optuna.trial.FrozenTrial]:
+    """The study's RUNNING trials; none while the study does not exist yet."""
+    try:
+        return [t for t in study_trials(root, name) if t.state == optuna.trial.TrialState.RUNNING]
+    except Exception:  # noqa: BLE001 - the study is not created yet
+        return []
+
+
 def study_runs(root: Path, experiment: str = "adaptive_attention"):
     """(parent run, its child runs, every run of the experiment)."""
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")

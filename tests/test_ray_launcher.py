@@ -24,6 +24,7 @@ from anyq.sweeping.engine import INTERRUPTED
 from scale_helpers import (
     clean_env,
     free_port,
+    running_trials,
     start_sweep,
     study_runs,
     study_trials,
@@ -127,10 +128,7 @@ def test_killed_ray_worker_fails_its_trial_and_anyq_retries_it_once(ray_head, tm
     victim = None
     deadline = time.monotonic() + TIMEOUT
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            running = [t for t in study_trials(tmp_path) if t.state == TrialState.RUNNING]
-        except Exception:  # noqa: BLE001 - the study is not created yet
-            running = []
+        running = running_trials(tmp_path)
         pids = ray_trial_pids()
         for t in running:
             if 1 <= len(t.intermediate_values) <= epochs - 3 and len(pids) == 1:

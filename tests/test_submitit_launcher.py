@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from scale_helpers import clean_env, start_sweep, study_runs, study_trials, sweep_cmd, trial_finished_in_mlflow
+from scale_helpers import (clean_env, running_trials, start_sweep, study_runs, study_trials, sweep_cmd,
+                           trial_finished_in_mlflow)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                     reason="hydra-submitit-launcher is not installed: `make env-scale-out` installs it")
@@ -89,10 +90,7 @@ def test_killed_submitit_job_is_a_lost_worker_retried_once(tmp_path):
     victim = None
     deadline = time.monotonic() + TIMEOUT
     while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            running = [t for t in study_trials(tmp_path) if t.state == TrialState.RUNNING]
-        except Exception:  # noqa: BLE001 - the study is not created yet
-            running = []
+        running = running_trials(tmp_path)
         pids = job_pids(tmp_path)
         if len(running) == 1 and 1 <= len(running[0].intermediate_values) <= epochs - 3 and len(pids) == 1:
             os.kill(pids[0], signal.SIGKILL)

@@ -190,7 +190,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, client.get_run(parent_id), "FINISHED")}
     dataset = load_dataset(base.data)
     seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number) for s in range(cfg.confirm.seeds)]
-    todo = [s for s in seeds if config_signature(s) not in done]
+    todo = [s for s in seeds if config_signature(s, dataset.fingerprint) not in done]
     print(f"Confirm trial {number} of sweep {sweep!r} ({source.data.tags.get('variant')}, "
           f"{base.trainer.max_epochs} epochs): {len(todo)} of {len(seeds)} seeds to train, "
           f"study {name!r}, parent run {parent_id}", flush=True)

@@ -248,7 +248,7 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
     if is_baseline(cfg):
         # a baseline job holds its signature's lock while it trains, so a job beside it (make
         # run trains both models side by side) waits for it instead of training a second one
-        with tracker.lock(f"baseline-{config_signature(cfg)}"):
+        with tracker.lock(f"baseline-{config_signature(cfg, dataset.fingerprint)}"):
             return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
     return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
 
