@@ -41,7 +41,7 @@ def test_step_budget_validates_every_interval_and_tests_the_best_step(trained):
     assert len(history) == 2  # steps 3 and 6
     assert metrics["best_step"] in (3, 6)
     assert sorted(p.name for p in Path(trained["cfg"].paths.checkpoints).glob("best-*.ckpt")) == [
-        f"best-step={int(metrics['best_step']):06d}.ckpt"]
+        f"best-step{int(metrics['best_step']):06d}.ckpt"]
 
 
 def test_both_metric_families_and_the_raw_scores_are_logged(trained):

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
@@ -170,9 +171,27 @@ def open_run(
         status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if str(exc) else type(exc).__name__
         try:
-            record.set_tags({"error": message, **extra})
+            while_store_busy(lambda: record.set_tags({"error": message, **extra}))
         finally:
-            client.set_terminated(run_id, status=status)
+            while_store_busy(lambda: client.set_terminated(run_id, status=status))
         raise
     else:
-        client.set_terminated(run_id, status="FINISHED")
+        while_store_busy(lambda: client.set_terminated(run_id, status="FINISHED"))
+
+
+def while_store_busy(write: Callable[[], Any], attempts: int = 10, pause_s: float = 1.0) -> Any:
+    """Run ``write``, retrying while the store answers TEMPORARILY_UNAVAILABLE.
+
+    A SQLite store is locked by one writer at a time; a run interrupted by a signal may be
+    closed while a logger's last write still holds the lock, and that close must not be lost.
+
+    Raises:
+        MlflowException: the store stayed busy for ``attempts`` tries, or failed otherwise.
+    """
+    for attempt in range(attempts):
+        try:
+            return write()
+        except MlflowException as exc:
+            if exc.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s)
