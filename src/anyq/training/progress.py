@@ -24,25 +24,36 @@ def _clock(seconds: float) -> str:
 
 
 class EpochLines(Callback):
-    """``epoch 3/8  train/loss=0.31  val/crps=151.2  elapsed 0:00:42  ETA 0:01:10``."""
+    """``epoch 3/8  train/loss=0.31  val/crps=151.2  elapsed 0:00:42  ETA 0:01:10``.
+
+    Under a step budget (``trainer.max_epochs=null``) the count is in optimiser steps:
+    ``step 381/2000 (epoch 3)  …``, with the ETA at the mean pace of the steps so far.
+    """
 
     def __init__(self) -> None:
         self.started = 0.0
         self.first_epoch = 0
+        self.first_step = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.started = time.monotonic()
         self.first_epoch = trainer.current_epoch  # a resumed run times only its own epochs
+        self.first_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        done = trainer.current_epoch + 1
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else done
         elapsed = time.monotonic() - self.started
-        eta = elapsed / max(done - self.first_epoch, 1) * max(total - done, 0)
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            done = trainer.current_epoch + 1
+            total = trainer.max_epochs
+            count, pace = f"epoch {done}/{total}", elapsed / max(done - self.first_epoch, 1)
+        else:
+            done, total = trainer.global_step, max(trainer.max_steps, trainer.global_step)
+            count = f"step {done}/{total} (epoch {trainer.current_epoch + 1})"
+            pace = elapsed / max(done - self.first_step, 1)
+        eta = pace * max(total - done, 0)
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k}={float(metrics[k]):.5g}" for k in SHOWN if k in metrics)
-        print(f"epoch {done}/{total}  {shown}  elapsed {_clock(elapsed)}  ETA {_clock(eta)}",
-              file=sys.stdout, flush=True)
+        print(f"{count}  {shown}  elapsed {_clock(elapsed)}  ETA {_clock(eta)}", file=sys.stdout, flush=True)
 
 
 def show_bar(enabled: bool) -> bool:
