@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compose_job import compose_job  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 #: name -> (size, n_series, years)
 CASES = {"default": (1, 8, 3), "x4": (4, 8, 3), "x16": (16, 8, 3), "mhlv": (1, 35, 13)}
@@ -72,30 +74,12 @@ def reset_peak() -> None:
 
 
 def compose(case: str, args: argparse.Namespace, workdir: Path):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from anyq.app.paths import config_dir
-    from anyq.training.schema import register_configs
-
     size, n_series, years = CASES[case]
-    register_configs()
     overrides = [
         f"data.synthetic.size={size}", f"data.synthetic.n_series={n_series}", f"data.synthetic.years={years}",
         f"model={args.model}", "tracking=none", f"trainer.num_threads={args.threads}", f"paths.root={workdir}",
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(workdir / case)
-        del cfg["hydra"]
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_job(overrides, workdir / case)
 
 
 def measure(case: str, args: argparse.Namespace) -> dict[str, float | str]:

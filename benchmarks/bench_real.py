@@ -45,6 +45,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_real_data import SERIES_ID, load_real  # noqa: E402
 
+from compose_job import compose_job  # benchmarks/ is on sys.path when a script runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = {"train_end": "2013-12-31 23:00", "val_end": "2014-06-30 23:00", "test_end": "2014-12-31 23:00"}
 MAIN_JOB = ("baseline_adaptive", "adaptive_attention")  # the models `make run` compares
@@ -78,16 +80,6 @@ def parse_args() -> argparse.Namespace:
 
 def compose(csv: Path, variant: str, args: argparse.Namespace, workdir: Path):
     """The anyq config of ``variant`` on the real CSV, as ``anyq-train`` would compose it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    from anyq.app.paths import config_dir
-    from anyq.training.schema import register_configs
-
-    register_configs()
     overrides = [
         "data=csv", f"data.path={csv}", f"data.name={SERIES_ID}", "data.split.kind=dates",
         *(f"data.split.{k}='{v}'" for k, v in SPLIT.items()),
@@ -95,16 +87,7 @@ def compose(csv: Path, variant: str, args: argparse.Namespace, workdir: Path):
         f"trainer.num_threads={args.threads}", "trainer.enable_progress_bar=false",
         f"paths.root={workdir}", *args.override,
     ]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(workdir / variant)
-        cfg.paths.checkpoints = str(workdir / variant / "checkpoints")
-        del cfg["hydra"]
-    GlobalHydra.instance().clear()
-    return cfg
+    return compose_job(overrides, workdir / variant)
 
 
 def align(forecast: np.ndarray, origin: np.ndarray, want: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from anyq.reporting.runs import child_runs
 from anyq.reporting.study import TRIAL_TAG, Artifacts, ReportError, find_parent, load_study, objective_of
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.source import source_tags
-from anyq.tracking.runs import git_commit
+from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import (
     CONFIRM_OF_TAG,
@@ -204,9 +204,9 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
                 log.warning("seed %d failed: %s", seed_cfg.seed, exc)
             print(f"confirm {name}: seeds {len(seeds) - len(todo) + i}/{len(seeds)} done", flush=True)
     except BaseException:
-        client.set_terminated(parent_id, status="KILLED")
+        close_run(client, parent_id, "KILLED")
         raise
-    client.set_terminated(parent_id, status="FINISHED" if failures == 0 else "FAILED")
+    close_run(client, parent_id, "FINISHED" if failures == 0 else "FAILED")
     parent = client.get_run(parent_id)
     with Artifacts(uri) as artifacts:
         comparison = compare_study(load_study(client, uri, parent), artifacts)

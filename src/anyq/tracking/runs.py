@@ -173,10 +173,16 @@ def open_run(
         try:
             while_store_busy(lambda: record.set_tags({"error": message, **extra}))
         finally:
-            while_store_busy(lambda: client.set_terminated(run_id, status=status))
+            close_run(client, run_id, status)
         raise
     else:
-        while_store_busy(lambda: client.set_terminated(run_id, status="FINISHED"))
+        close_run(client, run_id, "FINISHED")
+
+
+def close_run(client: MlflowClient, run_id: str, status: str) -> None:
+    """End a run (FINISHED, FAILED or KILLED), waiting out a briefly locked store: every run
+    anyq opens, trial and study parents included, is closed through here."""
+    while_store_busy(lambda: client.set_terminated(run_id, status=status))
 
 
 def while_store_busy(write: Callable[[], Any], attempts: int = 10, pause_s: float = 1.0) -> Any:

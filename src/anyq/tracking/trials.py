@@ -10,6 +10,8 @@ from __future__ import annotations
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from anyq.tracking.runs import close_run
+
 STUDY_NAME_TAG = "optuna.study_name"
 TRIAL_NUMBER_TAG = "optuna.trial_number"
 
@@ -36,5 +38,5 @@ def close_trial_runs(client: MlflowClient, parent_run_id: str, study_name: str, 
     for run in runs:
         client.set_tag(run.info.run_id, "error", reason[:500])
         client.set_tag(run.info.run_id, "trial_state", "FAIL")
-        client.set_terminated(run.info.run_id, status=status)
+        close_run(client, run.info.run_id, status)
     return [run.info.run_id for run in runs]

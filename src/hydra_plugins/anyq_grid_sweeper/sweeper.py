@@ -24,7 +24,7 @@ from anyq.reporting.progress import CellProgress
 from anyq.reporting.runs import child_runs
 from anyq.reporting.table import print_runs
 from anyq.sweeping.space import quote
-from anyq.tracking.runs import git_commit
+from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
@@ -91,9 +91,9 @@ class AnyqGridSweeper(Sweeper):
                         log.warning("cell %s failed: %s", cell_key(cell), result._return_value)
                     progress.cell_done(" ".join(o for o in cell if o not in common), ok)
         except BaseException:
-            client.set_terminated(parent, status="KILLED")
+            close_run(client, parent, "KILLED")
             raise
-        client.set_terminated(parent, status="FINISHED" if failures == 0 else "FAILED")
+        close_run(client, parent, "FINISHED" if failures == 0 else "FAILED")
         log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)
         runs = sorted(child_runs(client, client.get_run(parent), "FINISHED"),
                       key=lambda r: (r.info.start_time, r.info.run_id))

@@ -39,6 +39,7 @@ from anyq.sweeping.space import (
 )
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import print_summary, record_summary, summarize
+from anyq.tracking.runs import close_run
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.study import open_parent_run
 from anyq.tracking.trials import close_trial_runs
@@ -140,11 +141,11 @@ class AnyqOptunaSweeper(Sweeper):
                      parent)
             study = runner.run(space, fixed)
         except BaseException:
-            client.set_terminated(parent, status="KILLED")
+            close_run(client, parent, "KILLED")
             raise
         summary = summarize(study, self.objectives)
         record_summary(client, parent, summary)
-        client.set_terminated(parent, status="FINISHED")
+        close_run(client, parent, "FINISHED")
         print_trials(study, self.objectives)
         print_summary(summary)
 
