@@ -179,14 +179,14 @@ def test_override_quotes_any_path_hydra_would_split(tmp_path, name):
 
 def test_old_checkpoint_name_with_equals_sign_works_quoted(compose_cfg, tmp_path):
     cfg = compose_cfg(*NO_BASELINE, "trainer.max_epochs=1")
-    run_job(cfg)
+    trained = run_job(cfg)
     old = Path(cfg.paths.checkpoints) / "best-epoch=00.ckpt"
     shutil.copy(Path(cfg.paths.checkpoints) / "best-epoch00.ckpt", old)
     with pytest.raises(OverrideParseException, match="mismatched input '='"):
         compose_config(tmp_path, [f"resume={old}"], job="bare")  # Hydra's own parser refuses it
     quoted = compose_cfg(*NO_BASELINE, "task=test", override("resume", old))
     assert quoted.resume == str(old)
-    assert run_job(quoted)["test/crps"] > 0
+    assert run_job(quoted)["test/crps"] == pytest.approx(trained["test/crps"], rel=1e-6)  # the same weights scored
 
 
 # --------------------------------------------------------- kind F: task=test, task=tset
