@@ -8,18 +8,29 @@ kills its parent run (``anyq.sweeping.engine``). Nothing in between may swallow 
 Lightning re-raises a ``SystemExit`` it did not raise itself, Hydra catches only
 ``Exception``. A second signal while closing takes the default action (ends at once).
 
+A signal that lands inside a database call (MLflow's or Optuna's store, SQLAlchemy,
+sqlite3) is not raised there: an exception between a statement and its commit leaves
+SQLite's write lock with a connection that nobody closes, and every later write, the
+closing of this very run included, waits on it. The signal is sent again
+:data:`REDELIVER_S` later, until it lands outside such a call.
+
 Lightning registers its own SIGTERM handler during ``fit`` and calls the one found here
 after it, so the trainer stops as well.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 from contextlib import contextmanager
 from types import FrameType
 from typing import Iterator, Optional
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+REDELIVER_S = 0.05  # seconds until a signal deferred out of a database call is sent again
+# modules whose calls hold a database transaction or lock: never interrupted mid-way
+DATABASE_MODULES = ("sqlalchemy", "sqlite3", "mlflow.store", "optuna.storages")
 
 
 class Terminated(SystemExit):
@@ -33,7 +44,22 @@ class Terminated(SystemExit):
         return f"stopped by {signal.Signals(self.signum).name}"
 
 
+def inside_database_call(frame: Optional[FrameType]) -> bool:
+    """Whether ``frame`` or a caller of it runs code of :data:`DATABASE_MODULES`."""
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if any(module == name or module.startswith(name + ".") for name in DATABASE_MODULES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _raise_terminated(signum: int, frame: Optional[FrameType]) -> None:
+    if inside_database_call(frame):
+        timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
     for handled in HANDLED:  # a second signal ends the process without waiting for cleanup
         signal.signal(handled, signal.SIG_DFL)
     raise Terminated(signum)

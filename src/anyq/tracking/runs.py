@@ -185,11 +185,12 @@ def close_run(client: MlflowClient, run_id: str, status: str) -> None:
     while_store_busy(lambda: client.set_terminated(run_id, status=status))
 
 
-def while_store_busy(write: Callable[[], Any], attempts: int = 10, pause_s: float = 1.0) -> Any:
+def while_store_busy(write: Callable[[], Any], attempts: int = 3, pause_s: float = 1.0) -> Any:
     """Run ``write``, retrying while the store answers TEMPORARILY_UNAVAILABLE.
 
-    A SQLite store is locked by one writer at a time; a run interrupted by a signal may be
-    closed while a logger's last write still holds the lock, and that close must not be lost.
+    A SQLite store is locked by one writer at a time (MLflow waits 20 s for it per try); a
+    run closed while another process's write holds the lock must not be lost. Writes of this
+    process are never interrupted half-way (:mod:`anyq.app.signals`), so it never waits on itself.
 
     Raises:
         MlflowException: the store stayed busy for ``attempts`` tries, or failed otherwise.
