@@ -158,3 +158,46 @@ def test_interrupt_fails_and_re_enqueues_the_running_trial(tmp_path):
     states = [t.state for t in run.study.get_trials()]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert run.study.get_trials()[1].user_attrs["fail_reason"] == "sweep interrupted"
+
+
+def test_a_signal_waits_for_every_slot_to_close_its_trials_run(tmp_path):
+    """SIGTERM while the main thread waits on the slots: the launcher's jobs are stopped and
+    each slot closes its trial's run before the sweep ends; the slowest slot is not cut off
+    (``Thread.join`` interrupted by a signal would report it finished while it still ran)."""
+    import os
+    import signal
+
+    from anyq.app.signals import Terminated, exit_on_signals
+
+    started, stopped = threading.Semaphore(0), threading.Event()
+    closed: list[int] = []
+
+    def launch(job_overrides, initial_job_idx):
+        started.release()
+        stopped.wait(30)
+        raise RuntimeError("the executor was shut down")
+
+    def close_run_of(number: int, reason: str) -> None:
+        time.sleep(2.0 if threading.current_thread().name == "anyq-slot-0" else 0.1)
+        closed.append(number)
+
+    settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{tmp_path}/optuna.db", directions=["minimize"],
+                             objectives=["val/crps"], n_trials=4, n_jobs=2, poll_seconds=0.05,
+                             sampler=optuna.samplers.RandomSampler(seed=0))
+    sweep = StudyRunner(settings, launch, trial_overrides=lambda t: [f"trial.number={t.number}"],
+                        on_lost=close_run_of, stop_jobs=stopped.set)
+
+    def signal_once_both_run() -> None:
+        started.acquire()
+        started.acquire()
+        time.sleep(0.3)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=signal_once_both_run, daemon=True).start()
+    with pytest.raises(Terminated):
+        with exit_on_signals():
+            sweep.run(SPACE, [])
+    assert sorted(closed) == [0, 1]
+    trials = optuna.load_study(study_name="s", storage=settings.storage_url).get_trials()
+    assert [t.state for t in trials[:2]] == [TrialState.FAIL, TrialState.FAIL]
+    assert [t.user_attrs["fail_reason"] for t in trials[:2]] == ["sweep interrupted"] * 2

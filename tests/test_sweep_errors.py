@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from anyq.sweeping.errors import SpaceError, SweepRefused
 from anyq.sweeping.space import fit_space_to_config, parse_search_space
+from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from conftest import TINY, run_cli
 from scale_helpers import clean_env, start_sweep, study_runs, study_trials, sweep_cmd
 
@@ -206,7 +207,8 @@ def test_sigterm_during_a_parallel_sweep_exits_143_with_nothing_running(tmp_path
     assert failed and all(t.user_attrs["fail_reason"] == "sweep interrupted" for t in failed)
     parent, kids, everything = study_runs(tmp_path)
     assert parent.info.status == "KILLED"
-    assert [r for r in kids if r.info.status == "RUNNING"] == []
+    running = {r.data.tags.get(TRIAL_NUMBER_TAG): r.data.tags for r in kids if r.info.status == "RUNNING"}
+    assert running == {}, (tmp_path / "sweep.log").read_text()[-5000:]
     time.sleep(5)  # the jobs in joblib's workers were ended: none closes its run afterwards
     _, later, _ = study_runs(tmp_path)
     assert {r.info.run_id: r.info.status for r in later} == {r.info.run_id: r.info.status for r in kids}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -59,6 +60,7 @@ from anyq.sweeping.storage import make_storage
 log = logging.getLogger(__name__)
 INTERRUPTED = "anyq:interrupted"
 STALE_REASON = "worker stopped (no heartbeat)"
+SETTLE_S = 60.0  # interrupted: how long the slots get to settle the trials of the stopped jobs
 OPEN_LOCK = "anyq:open-study"  # one lock name for every study: the tables are shared
 Launch = Callable[[Sequence[Sequence[str]], int], Sequence[JobReturn]]
 OnLost = Callable[[int, str], None]  # (trial number, reason)
@@ -362,6 +364,7 @@ class StudyRunner:
         for trial in trials:  # a job in a launcher's child may not have closed its run
             if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
                 fail_and_retry(self.study, trial._trial_id, "sweep interrupted", self.retry, self.on_lost)
+                log.warning("trial %d: sweep interrupted; failed, retried with the same parameters", trial.number)
 
     # ------------------------------------------------------------------- loop
     def _run_trial(self, trial: optuna.Trial, fixed: Sequence[str]) -> None:
@@ -415,13 +418,15 @@ class StudyRunner:
             if barrier is not None:
                 barrier.abort()
 
-    def _slot_in_thread(self, *args: Any) -> None:
+    def _slot_in_thread(self, done: threading.Event, *args: Any) -> None:
         try:
             self._slot(*args)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             with self._lock:
                 self._error = self._error or exc
             self._stop.set()
+        finally:
+            done.set()
 
     def run(self, space: dict[str, BaseDistribution], fixed: Sequence[str]) -> optuna.Study:
         """Run trials in ``n_jobs`` slots until the study holds ``n_trials`` (see module doc).
@@ -429,22 +434,27 @@ class StudyRunner:
         Raises :class:`SpaceError` before any trial when the space contradicts the stored
         study; re-raises an interrupt or a launcher's error after failing (and re-enqueuing)
         every trial this worker was running.
+
+        The main thread waits on one event per slot thread, not on ``Thread.join``: a signal
+        raised inside ``join`` marks the joined thread stopped while it still runs (CPython
+        before 3.13, bpo-45274's fix), and the interrupted sweep would then end while a slot
+        is half-way through closing its trial's run.
         """
         check_space_matches(self.study, space)
         slots = max(1, self.settings.n_jobs)
+        done = [threading.Event() for _ in range(slots)]
         with self.heartbeat:
             try:
                 if slots == 1:  # in this thread: an in-process job keeps the main thread's signals
                     self._slot(space, fixed, None)
                 else:
                     barrier = threading.Barrier(slots) if self.settings.barrier else None
-                    threads = [threading.Thread(target=self._slot_in_thread, args=(space, fixed, barrier),
-                                                name=f"anyq-slot-{i}", daemon=True) for i in range(slots)]
-                    for thread in threads:
-                        thread.start()
-                    for thread in threads:
-                        while thread.is_alive():  # short joins: a signal reaches this thread
-                            thread.join(timeout=0.2)
+                    for i in range(slots):
+                        threading.Thread(target=self._slot_in_thread, args=(done[i], space, fixed, barrier),
+                                         name=f"anyq-slot-{i}", daemon=True).start()
+                    for event in done:
+                        while not event.wait(timeout=0.2):  # short waits: a signal reaches this thread
+                            pass
             except BaseException:
                 self._interrupted.set()  # the slots' launches now fail because of it, not on their own
                 self._stop.set()
@@ -452,6 +462,11 @@ class StudyRunner:
                     self.stop_jobs()
                 except Exception as exc:  # noqa: BLE001 - the trials must be settled regardless
                     log.warning("could not stop the launcher's jobs: %s", exc)
+                # the slots settle the trials whose jobs were just stopped and close their runs:
+                # let them finish, or the process could end half-way through
+                deadline = time.monotonic() + SETTLE_S
+                if slots > 1 and not all(event.wait(max(0.0, deadline - time.monotonic())) for event in done):
+                    log.warning("interrupted: slots still busy after %.0f s; failing their trials", SETTLE_S)
                 self._abandon_running()
                 raise
         if self._error is not None:

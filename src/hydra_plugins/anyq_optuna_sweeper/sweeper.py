@@ -190,7 +190,9 @@ class AnyqOptunaSweeper(Sweeper):
 
             executor = getattr(reusable_executor, "_executor", None)
             if executor is not None:
-                executor.shutdown(wait=False, kill_workers=True)
+                # wait: loky kills its workers from a manager thread; until they are dead a
+                # job could still open or close a run after the engine recorded it lost
+                executor.shutdown(wait=True, kill_workers=True)
         stop = getattr(self.launcher, "stop_jobs", None)
         if callable(stop):
             stop()
