@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from anyq.model import build_forecaster, variant_config
+from anyq.model import build_forecaster
+from anyq.training.config_tree import variant_config
 from anyq.model.conformal import ConformalOffsets
 
 L, H = 48, 24

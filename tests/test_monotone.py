@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from anyq.metrics.functional import pinball_loss
-from anyq.model import VARIANTS, build_forecaster, variant_config
+from anyq.model import build_forecaster
+from anyq.training.config_tree import VARIANTS, variant_config
 from anyq.model.monotone import interpolate_sorted, rearrangement_grid
 
 L, H = 48, 24
