@@ -37,21 +37,6 @@ def _make_non_trivial(model: AnyQuantileForecaster) -> None:
             model.attention.head.weight.normal_(0, 0.3)
 
 
-def test_variants_table() -> None:
-    table = {
-        name: (m.sampler.kind, m.attention is not None, m.attention is not None and m.attention.modulation)
-        for name, m in ((name, _model(name)) for name in VARIANTS)
-    }
-    assert table == {
-        "nbeats_aq": ("uniform", False, False),
-        "baseline_adaptive": ("adaptive", False, False),
-        "adaptive_attention": ("adaptive", True, True),
-        "sampler_off": ("uniform", True, True),
-        "modulation_off": ("adaptive", True, False),
-        "both_off": ("uniform", True, False),
-    }
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_any_quantile_property(variant: str) -> None:
     model = _model(variant)
