@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from anyq.model import build_forecaster
-from anyq.training.config_tree import variant_config
 from anyq.model.conformal import ConformalOffsets
+from anyq.training.config_tree import variant_config
 
 L, H = 48, 24
 
