@@ -187,3 +187,27 @@ def test_datamodule_reads_the_schema_and_the_trainer_every_trainer_key(compose_c
     assert unused == {"num_threads", "early_stopping"}  # read by the job and build_trainer's callbacks
     trainer = build_trainer(cfg, checkpoints=False)
     assert (trainer.gradient_clip_val, trainer.log_every_n_steps, trainer.limit_val_batches) == (0.5, 3, 2)
+
+
+def test_a_variant_file_names_itself(tmp_path: Path) -> None:
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "model" / "copy.yaml").write_text((conf / "model" / "both_off.yaml").read_text())
+    with pytest.raises(ValueError, match="conf/model/copy.yaml sets variant: both_off; it must name its file"):
+        compose_model("copy", conf)
+
+
+def test_a_served_spec_from_before_the_sampler_signal_keeps_the_raw_signal() -> None:
+    from anyq.serving.bundle import SPEC_FORMAT, ForecasterSpec
+
+    model = compose_model("adaptive_attention")
+    sampler = {k: v for k, v in model.sampler.items() if k != "signal"}
+    spec = ForecasterSpec.from_dict({
+        "format": SPEC_FORMAT, "variant": "adaptive_attention", "history_length": 48, "horizon_length": 24,
+        "model": {"backbone": dict(model.backbone), "sampler": sampler,
+                  "attention": {**model.attention, "patch_length": 12}},
+    })
+    forecaster = spec.build()
+    assert forecaster.sampler.signal == "raw" and forecaster.monotone == "none"
+    assert ForecasterSpec.from_dict(spec.to_dict() | {"model": {**spec.model_config(), "sampler": dict(
+        model.sampler)}}).build().sampler.signal == "calibration"

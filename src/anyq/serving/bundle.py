@@ -94,7 +94,8 @@ class ForecasterSpec:
             history_length=int(data["history_length"]),
             horizon_length=int(data["horizon_length"]),
             backbone=dict(model["backbone"]),
-            sampler=dict(model["sampler"]),
+            # specs written before model.sampler.signal existed drew on the raw bin loss
+            sampler={"signal": "raw", **model["sampler"]},
             attention=dict(model["attention"]),
             monotone=str(model.get("monotone", "none")),
             monotone_grid=int(model.get("monotone_grid", 99)),

@@ -65,7 +65,10 @@ def compose_model(variant: str, conf: str | Path | None = None) -> DictConfig:
     root = str(Path(conf or config_dir()).resolve())
     if variant not in variant_names(root):
         raise ValueError(f"model.variant={variant!r} is not one of {list(variant_names(root))} (conf/model/*.yaml)")
-    return OmegaConf.create(_composed(root, "model", variant))
+    model = OmegaConf.create(_composed(root, "model", variant))
+    if model.variant != variant:
+        raise ValueError(f"conf/model/{variant}.yaml sets variant: {model.variant}; it must name its file")
+    return model
 
 
 @functools.cache
