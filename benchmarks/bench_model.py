@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from anyq.model import VARIANTS, QuantileSampler, build_forecaster, variant_config
+from anyq.model import QuantileSampler, build_forecaster
+from anyq.training.config_tree import VARIANTS, variant_config
 
 ATTENTION_TARGET = 2.0
 UPDATE_SHARE_TARGET = 0.05

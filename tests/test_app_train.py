@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
 from anyq.data.errors import DataError
-from anyq.model.forecaster import VARIANTS
+from anyq.training.config_tree import VARIANTS
 from anyq.training.schema import ConfigError
 
 

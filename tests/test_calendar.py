@@ -12,7 +12,8 @@ from anyq.data.errors import DataError
 from anyq.data.panel import Panel
 from anyq.data.synthetic import generate_synthetic, synthetic_holidays
 from anyq.data.windows import WindowDataset, make_windows
-from anyq.model import build_forecaster, variant_config
+from anyq.model import build_forecaster
+from anyq.training.config_tree import variant_config
 
 HOUR = FEATURE_NAMES.index("hour_sin")
 HOLIDAY = FEATURE_NAMES.index("holiday")

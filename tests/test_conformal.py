@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from anyq.model import build_forecaster, variant_config
+from anyq.model import build_forecaster
 from anyq.model.conformal import ConformalOffsets
+from anyq.training.config_tree import variant_config
 
 L, H = 48, 24
 

@@ -10,6 +10,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from anyq.data import DataError, ForecastDataModule, Panel, SplitRanges, WindowDataset, fill_gaps, make_windows
 from anyq.data.datamodule import IndexBatchSampler
+from anyq.training.schema import DataConfig
 
 
 def _panel(values: np.ndarray, start: str = "2021-03-01 00:00") -> Panel:
@@ -132,7 +133,8 @@ def _module(test=(24 * 35, 24 * 40), **kwargs) -> ForecastDataModule:
     panel = _panel(values, start="2021-01-01")
     splits = SplitRanges(train=(0, 24 * 30), val=(24 * 30, 24 * 35), test=test)
     options = dict(history_length=48, horizon_length=24, train_step=6, train_batch_size=16, eval_batch_size=8)
-    return ForecastDataModule(panel, splits, **(options | kwargs))
+    seed = kwargs.pop("seed", 0)
+    return ForecastDataModule(panel, splits, DataConfig(**(options | kwargs)), seed=seed)
 
 
 def test_datamodule_windows_summary_and_loaders():

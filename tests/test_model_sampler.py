@@ -7,7 +7,12 @@ import pytest
 import torch
 from scipy import stats
 
-from anyq.model.sampler import Q_EPS, QuantileSampler
+from anyq.model.sampler import Q_EPS
+from anyq.model.sampler import QuantileSampler as _Sampler
+
+
+def QuantileSampler(**kwargs) -> _Sampler:  # noqa: N802 - these tests read the raw bin-loss signal
+    return _Sampler(**{"signal": "raw", **kwargs})
 
 
 def _with_losses(losses: list[float], **kwargs) -> QuantileSampler:

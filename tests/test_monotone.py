@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from anyq.metrics.functional import pinball_loss
-from anyq.model import VARIANTS, build_forecaster, variant_config
+from anyq.model import build_forecaster
 from anyq.model.monotone import interpolate_sorted, rearrangement_grid
+from anyq.training.config_tree import VARIANTS, variant_config
 
 L, H = 48, 24
 

@@ -10,6 +10,7 @@ import torch
 from anyq.data import ForecastDataModule, Panel, generate_synthetic
 from anyq.metrics.functional import pinball_loss
 from anyq.reference import OracleForecaster, SeasonalNaiveForecaster
+from anyq.training.schema import DataConfig
 
 GRID = np.round(np.arange(1, 100) / 100, 2)
 
@@ -60,7 +61,7 @@ def test_seasonal_naive_argument_checks():
 def test_oracle_beats_seasonal_naive_on_synthetic_test_split():
     data = generate_synthetic(seed=0)
     splits = data.default_split()
-    dm = ForecastDataModule(data.panel, splits, history_length=168, horizon_length=48)
+    dm = ForecastDataModule(data.panel, splits, DataConfig(history_length=168, horizon_length=48), seed=0)
     windows = dm.test_windows
     target = dm.dataset("test").target_array()
     oracle = OracleForecaster(data, history_length=168).predict(windows.series_idx, windows.origin, GRID)

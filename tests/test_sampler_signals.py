@@ -145,7 +145,7 @@ def test_update_with_coverage_equals_loop_update() -> None:
 
 def test_state_dict_without_coverage_statistics_still_loads() -> None:
     """Checkpoints and served models written before ``bin_below`` existed."""
-    old = QuantileSampler(num_bins=10)
+    old = QuantileSampler(num_bins=10, signal="raw")
     old.update(torch.tensor([[0.05, 0.55]]), torch.tensor([[1.0, 2.0]]))
     state = {k: v for k, v in old.state_dict().items() if k != "bin_below"}
     new = QuantileSampler(num_bins=10, signal="calibration")

@@ -24,9 +24,9 @@ from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
 from anyq.tracking.baseline import (
-    BASELINE_SIGNATURE_TAG,
     SIGNATURE_TAG,
     baseline_config,
+    baseline_tags,
     config_signature,
     deltas,
     find_baseline_run,
@@ -104,7 +104,7 @@ def run_tags(cfg: DictConfig, dataset: Dataset) -> dict[str, str]:
         **source_tags(commit),
         "overrides": " ".join(hydra_overrides()),
         SIGNATURE_TAG: config_signature(cfg, dataset.fingerprint),
-        BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg), dataset.fingerprint),
+        **baseline_tags(cfg, dataset.fingerprint),
         **{k: str(v) for k, v in cfg.tracking.tags.items()},
     }
     if cfg.trial.number is not None:

@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from anyq.training.config_tree import config_dir, project_root
 
-
-def project_root() -> Path:
-    """The checkout holding ``conf/``: ``ANYQ_ROOT`` if set, else the source tree's root."""
-    if os.environ.get("ANYQ_ROOT"):
-        return Path(os.environ["ANYQ_ROOT"]).resolve()
-    return Path(__file__).resolve().parents[3]
-
-
-def config_dir() -> str:
-    return str(Path(os.environ.get("ANYQ_CONFIG_DIR", project_root() / "conf")).resolve())
+__all__ = ["config_dir", "project_root"]

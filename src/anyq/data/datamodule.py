@@ -12,6 +12,7 @@ per-item fetch and no collate step. (The alternative, ``batch_sampler=`` with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Optional, Protocol
 
 import numpy as np
 import pytorch_lightning as pl
@@ -21,6 +22,21 @@ from anyq.data.errors import DataError
 from anyq.data.panel import Panel
 from anyq.data.splits import SPLIT_NAMES, SplitRanges
 from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, make_windows
+
+
+class WindowSettings(Protocol):
+    """The ``data.*`` settings the data module reads; their defaults and checks live in the
+    schema (``anyq.training.schema.DataConfig``), which is what a job passes."""
+
+    history_length: int
+    horizon_length: int
+    train_step: int
+    eval_step: int
+    origin_hour: Optional[int]
+    max_history_gap: float
+    train_batch_size: int
+    eval_batch_size: int
+    num_workers: int
 
 
 class IndexBatchSampler(Sampler[np.ndarray]):
@@ -64,31 +80,25 @@ class ForecastDataModule(pl.LightningDataModule):
         self,
         panel: Panel,
         splits: SplitRanges,
-        history_length: int = 168,
-        horizon_length: int = 48,
-        train_step: int = 4,
-        eval_step: int = 24,
-        origin_hour: int | None = 0,
-        train_batch_size: int = 1024,
-        eval_batch_size: int = 1024,
-        num_workers: int = 0,
-        seed: int = 0,
-        max_history_gap: float = 0.25,
+        settings: WindowSettings,
+        seed: int,
         calendar: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         super().__init__()
         self.calendar = calendar  # (shared [T, 11], holiday [n_series, T]) or None: anyq.data.calendar
         self.panel, self.splits = panel, splits
+        history_length, horizon_length = settings.history_length, settings.horizon_length
         self.history_length, self.horizon_length = history_length, horizon_length
-        self.train_batch_size, self.eval_batch_size = train_batch_size, eval_batch_size
-        self.num_workers, self.seed = num_workers, seed
+        self.train_batch_size, self.eval_batch_size = settings.train_batch_size, settings.eval_batch_size
+        self.num_workers, self.seed = settings.num_workers, seed
         self.filled_values, self.observed_mask = fill_gaps(panel.values)
         common = dict(
-            history_length=history_length, horizon_length=horizon_length, max_history_gap=max_history_gap
+            history_length=history_length, horizon_length=horizon_length, max_history_gap=settings.max_history_gap
         )
-        self.train_windows = make_windows(panel, splits.train, step=train_step, **common)
-        self.val_windows = make_windows(panel, splits.val, step=eval_step, origin_hour=origin_hour, **common)
-        self.test_windows = make_windows(panel, splits.test, step=eval_step, origin_hour=origin_hour, **common)
+        origin_hour = settings.origin_hour
+        self.train_windows = make_windows(panel, splits.train, step=settings.train_step, **common)
+        self.val_windows = make_windows(panel, splits.val, step=settings.eval_step, origin_hour=origin_hour, **common)
+        self.test_windows = make_windows(panel, splits.test, step=settings.eval_step, origin_hour=origin_hour, **common)
         for name in SPLIT_NAMES:
             windows = self.windows(name)
             if not len(windows):

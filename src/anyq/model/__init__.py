@@ -2,7 +2,7 @@
 
 from anyq.model.attention import AdaptiveAttention
 from anyq.model.backbone import NBeatsAQ, QuantileEmbedding
-from anyq.model.forecaster import VARIANT_LABELS, VARIANTS, AnyQuantileForecaster, build_forecaster, variant_config
+from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster, forecaster_from_config
 from anyq.model.sampler import QuantileSampler
 
 __all__ = [
@@ -11,8 +11,6 @@ __all__ = [
     "NBeatsAQ",
     "QuantileEmbedding",
     "QuantileSampler",
-    "VARIANTS",
-    "VARIANT_LABELS",
     "build_forecaster",
-    "variant_config",
+    "forecaster_from_config",
 ]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyq.model.backbone import QuantileEmbedding
+from anyq.model.config import AttentionConfig
 
 
 class ModulatedSelfAttention(nn.Module):
@@ -132,14 +133,14 @@ class AdaptiveAttention(nn.Module):
         self,
         history_length: int,
         horizon_length: int,
-        patch_length: int = 24,
-        d_model: int = 64,
-        n_heads: int = 4,
-        num_blocks: int = 2,
-        d_ff: int = 128,
-        dropout: float = 0.1,
-        adaptive_temp: float = 1.0,
-        modulation: bool = True,
+        patch_length: int = AttentionConfig.patch_length,
+        d_model: int = AttentionConfig.d_model,
+        n_heads: int = AttentionConfig.n_heads,
+        num_blocks: int = AttentionConfig.num_blocks,
+        d_ff: int = AttentionConfig.d_ff,
+        dropout: float = AttentionConfig.dropout,
+        adaptive_temp: float = AttentionConfig.adaptive_temp,
+        modulation: bool = AttentionConfig.modulation,
         calendar_features: int = 0,
     ) -> None:
         super().__init__()

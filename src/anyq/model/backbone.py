@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyq.model.config import BackboneConfig
+
 CONDITIONINGS = ("cat", "film")
 
 
@@ -103,11 +105,11 @@ class NBeatsAQ(nn.Module):
         self,
         history_length: int,
         horizon_length: int,
-        num_blocks: int = 6,
-        num_layers: int = 3,
-        layer_width: int = 256,
-        conditioning: str = "cat",
-        dropout: float = 0.0,
+        num_blocks: int = BackboneConfig.num_blocks,
+        num_layers: int = BackboneConfig.num_layers,
+        layer_width: int = BackboneConfig.layer_width,
+        conditioning: str = BackboneConfig.conditioning,
+        dropout: float = BackboneConfig.dropout,
         calendar_features: int = 0,
     ) -> None:
         super().__init__()

@@ -1,13 +1,15 @@
 """Any-quantile forecaster: NBEATS-AQ backbone, quantile sampler, optional adaptive attention.
 
-The six named variants differ only in two switches (sampler kind, attention and its
-modulation), so every ablation changes exactly one thing (DESIGN.md section 2).
+The named variants (``conf/model/*.yaml``, read by ``anyq.training.config_tree``) differ only
+in two switches (sampler kind, attention and its modulation), so every ablation changes
+exactly one thing (DESIGN.md section 2).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -15,37 +17,17 @@ from torch import nn
 from anyq.metrics.functional import pinball_loss
 from anyq.model.attention import AdaptiveAttention
 from anyq.model.backbone import NBeatsAQ
+from anyq.model.config import (
+    CONFORMAL_DEFAULT,
+    MONOTONE_DEFAULT,
+    MONOTONE_GRID_DEFAULT,
+    AttentionConfig,
+    BackboneConfig,
+    SamplerConfig,
+)
 from anyq.model.conformal import CONFORMAL, ConformalOffsets
 from anyq.model.monotone import MONOTONE, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler
-
-#: Switches of each named variant, as fragments of the ``sampler`` and ``attention`` mappings
-#: of ``build_forecaster``. Variants without attention still state ``modulation`` so that
-#: applying a variant fully determines both switches whatever the base configuration.
-VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "nbeats_aq": {"sampler": {"kind": "uniform"}, "attention": {"enabled": False, "modulation": False}},
-    "baseline_adaptive": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": False, "modulation": False}},
-    "adaptive_attention": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": True, "modulation": True}},
-    "sampler_off": {"sampler": {"kind": "uniform"}, "attention": {"enabled": True, "modulation": True}},
-    "modulation_off": {"sampler": {"kind": "adaptive"}, "attention": {"enabled": True, "modulation": False}},
-    "both_off": {"sampler": {"kind": "uniform"}, "attention": {"enabled": True, "modulation": False}},
-}
-
-#: Human-readable names of the variants, as DESIGN.md's table words them.
-VARIANT_LABELS: dict[str, str] = {
-    "nbeats_aq": "NBEATS-AQ (paper)",
-    "baseline_adaptive": "baseline adaptive model",
-    "adaptive_attention": "adaptive attention (full)",
-    "sampler_off": "ablation: sampler off",
-    "modulation_off": "ablation: modulation off",
-    "both_off": "ablation: both off",
-}
-
-_BACKBONE_KEYS = {"kind", "num_blocks", "num_layers", "layer_width", "conditioning", "dropout"}
-_SAMPLER_KEYS = {"kind", "num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob", "signal"}
-_ATTENTION_KEYS = {
-    "enabled", "modulation", "patch_length", "d_model", "n_heads", "num_blocks", "d_ff", "dropout", "adaptive_temp",
-}
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
@@ -77,9 +59,9 @@ class AnyQuantileForecaster(nn.Module):
         backbone: NBeatsAQ,
         sampler: QuantileSampler,
         attention: AdaptiveAttention | None = None,
-        monotone: str = "none",
-        monotone_grid: int = 99,
-        conformal: str = "none",
+        monotone: str = MONOTONE_DEFAULT,
+        monotone_grid: int = MONOTONE_GRID_DEFAULT,
+        conformal: str = CONFORMAL_DEFAULT,
     ) -> None:
         super().__init__()
         if monotone not in MONOTONE:
@@ -257,35 +239,34 @@ class AnyQuantileForecaster(nn.Module):
 def build_forecaster(
     history_length: int,
     horizon_length: int,
-    backbone: Mapping[str, Any],
-    sampler: Mapping[str, Any],
-    attention: Mapping[str, Any],
-    monotone: str = "none",
-    monotone_grid: int = 99,
+    backbone: BackboneConfig | Mapping[str, Any],
+    sampler: SamplerConfig | Mapping[str, Any],
+    attention: AttentionConfig | Mapping[str, Any],
+    monotone: str = MONOTONE_DEFAULT,
+    monotone_grid: int = MONOTONE_GRID_DEFAULT,
     calendar_features: int = 0,
-    conformal: str = "none",
+    conformal: str = CONFORMAL_DEFAULT,
 ) -> AnyQuantileForecaster:
     """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
-    ``model.attention`` mappings (plain dicts or OmegaConf nodes) and ``model.monotone``.
+    ``model.attention`` settings (dataclasses of :mod:`anyq.model.config`, or mappings, plain
+    or OmegaConf, whose missing keys take the dataclass defaults) and ``model.monotone``.
 
-    ``attention`` takes ``enabled`` (default False) and ``modulation`` (default True) plus
-    the ``AdaptiveAttention`` arguments; ``backbone`` may name ``kind: nbeats_aq``.
+    ValueError for a key the dataclass does not declare or a backbone kind other than
+    ``nbeats_aq`` (and the networks' own range checks).
     """
-    backbone_kw = _checked(backbone, _BACKBONE_KEYS, "model.backbone")
-    sampler_kw = _checked(sampler, _SAMPLER_KEYS, "model.sampler")
-    attention_kw = _checked(attention, _ATTENTION_KEYS, "model.attention")
-    kind = backbone_kw.pop("kind", "nbeats_aq")
-    if kind != "nbeats_aq":
-        raise ValueError(f"model.backbone.kind={kind!r} is not supported; use 'nbeats_aq'")
-    enabled = bool(attention_kw.pop("enabled", False))
-    modulation = bool(attention_kw.pop("modulation", True))
+    backbone_cfg = _settings(BackboneConfig, backbone, "model.backbone")
+    sampler_cfg = _settings(SamplerConfig, sampler, "model.sampler")
+    attention_cfg = _settings(AttentionConfig, attention, "model.attention")
+    if backbone_cfg.kind != "nbeats_aq":
+        raise ValueError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'")
     module = None
-    if enabled:
-        module = AdaptiveAttention(history_length, horizon_length, modulation=modulation,
-                                   calendar_features=calendar_features, **attention_kw)
+    if attention_cfg.enabled:
+        module = AdaptiveAttention(history_length, horizon_length, calendar_features=calendar_features,
+                                   **_without(attention_cfg, "enabled"))
     return AnyQuantileForecaster(
-        backbone=NBeatsAQ(history_length, horizon_length, calendar_features=calendar_features, **backbone_kw),
-        sampler=QuantileSampler(**sampler_kw),
+        backbone=NBeatsAQ(history_length, horizon_length, calendar_features=calendar_features,
+                          **_without(backbone_cfg, "kind")),
+        sampler=QuantileSampler(**_without(sampler_cfg)),
         attention=module,
         monotone=monotone,
         monotone_grid=monotone_grid,
@@ -293,19 +274,39 @@ def build_forecaster(
     )
 
 
-def variant_config(
-    name: str, sampler: Mapping[str, Any], attention: Mapping[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ``sampler`` and ``attention`` mappings with the switches of variant ``name`` applied."""
-    if name not in VARIANTS:
-        raise ValueError(f"model.variant={name!r} is not one of {sorted(VARIANTS)}")
-    switches = VARIANTS[name]
-    return {**dict(sampler), **switches["sampler"]}, {**dict(attention), **switches["attention"]}
+def forecaster_from_config(
+    model: Mapping[str, Any], history_length: int, horizon_length: int, calendar_features: int = 0
+) -> AnyQuantileForecaster:
+    """The forecaster of a ``model`` config section (``backbone``, ``sampler``, ``attention``,
+    ``monotone``, ``monotone_grid``, ``conformal``; ``variant`` is a name only): the one place
+    training (``anyq.training.builders``) and serving (``anyq.serving.bundle``) build it."""
+    return build_forecaster(
+        history_length,
+        horizon_length,
+        backbone=model["backbone"],
+        sampler=model["sampler"],
+        attention=model["attention"],
+        monotone=model.get("monotone", MONOTONE_DEFAULT),
+        monotone_grid=model.get("monotone_grid", MONOTONE_GRID_DEFAULT),
+        calendar_features=calendar_features,
+        conformal=model.get("conformal", CONFORMAL_DEFAULT),
+    )
 
 
-def _checked(mapping: Mapping[str, Any], allowed: set[str], prefix: str) -> dict[str, Any]:
-    values = dict(mapping)
-    unknown = sorted(set(values) - allowed)
+_Settings = TypeVar("_Settings", BackboneConfig, SamplerConfig, AttentionConfig)
+
+
+def _settings(cls: type[_Settings], values: _Settings | Mapping[str, Any], prefix: str) -> _Settings:
+    if isinstance(values, cls):
+        return values
+    given = dict(values)
+    allowed = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; allowed: {sorted(allowed)}")
-    return values
+        raise ValueError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; allowed: {allowed}")
+    return cls(**given)
+
+
+def _without(settings: BackboneConfig | SamplerConfig | AttentionConfig, *names: str) -> dict[str, Any]:
+    """The dataclass as constructor keywords, less the fields that select rather than configure."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in names}

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from anyq.model.config import SamplerConfig
+
 KINDS = ("adaptive", "uniform")
 SIGNALS = ("raw", "relative", "calibration")
 
@@ -69,13 +71,13 @@ class QuantileSampler(nn.Module):
 
     def __init__(
         self,
-        kind: str = "adaptive",
-        num_adaptive_quantiles: int = 3,
-        num_bins: int = 100,
-        momentum: float = 0.99,
-        temperature: float = 1.0,
-        min_prob: float = 0.002,
-        signal: str = "raw",
+        kind: str = SamplerConfig.kind,
+        num_adaptive_quantiles: int = SamplerConfig.num_adaptive_quantiles,
+        num_bins: int = SamplerConfig.num_bins,
+        momentum: float = SamplerConfig.momentum,
+        temperature: float = SamplerConfig.temperature,
+        min_prob: float = SamplerConfig.min_prob,
+        signal: str = SamplerConfig.signal,
     ) -> None:
         super().__init__()
         if kind not in KINDS:

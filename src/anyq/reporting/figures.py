@@ -27,11 +27,11 @@ from anyq.metrics.functional import quantile_at  # noqa: E402
 from anyq.reporting.compare import StudyComparison  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
 from anyq.reporting.study import Artifacts, best_validation  # noqa: E402
+from anyq.training.config_tree import full_variant  # noqa: E402
 
 FIGSIZE = (8.0, 4.5)
 DPI = 100
 PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
-FULL_MODEL = "adaptive_attention"
 BASELINE_COLOR = "tab:gray"
 
 
@@ -217,8 +217,9 @@ def optimisation_history(numbers: np.ndarray, values: np.ndarray, direction: str
 def headline_group(comparison: StudyComparison) -> str:
     """The group the single-run figures show: the full model, a sweep's best trial, else the first."""
     others = [g for g in comparison.groups if g != comparison.baseline]
-    if FULL_MODEL in others:
-        return FULL_MODEL
+    full = full_variant()  # the variant with every switch on, read from conf/model
+    if full in others:
+        return full
     return others[0] if others else comparison.baseline
 
 

@@ -25,11 +25,11 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from anyq.model.forecaster import VARIANTS
 from anyq.reporting.runs import child_runs
 from anyq.reporting.stats import StoredForecasts
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study import ROLE_TAG, STUDY_TAG
+from anyq.training.config_tree import VARIANTS
 
 FORECASTS = "evaluation/test_forecasts.npz"
 IMPORTANCE = "evaluation/sampler_importance.npz"
@@ -175,7 +175,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         for run in sorted(children, key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
         base_runs = groups.pop(baseline, None) or _baseline_runs(client, children)
-        order = list(VARIANTS)  # DESIGN.md's order of the variants; unknown names after, by name
+        order = list(VARIANTS)  # conf/ablation/variants.yaml's order of the variants; unknown names after, by name
         groups = dict(sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
                                                              kv[0])))
     if not base_runs:

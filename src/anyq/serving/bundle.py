@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
-from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.serving.errors import ModelFileError, RequestError
 
 SPEC_FORMAT = "anyq-forecaster/1"
@@ -69,15 +69,18 @@ class ForecasterSpec:
             conformal=str(model.get("conformal", "none")),
         )
 
+    def model_config(self) -> dict[str, Any]:
+        """The ``model`` section this spec was made from (less the variant's name)."""
+        return {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
+                "monotone": self.monotone, "monotone_grid": self.monotone_grid, "conformal": self.conformal}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": SPEC_FORMAT,
             "variant": self.variant,
             "history_length": self.history_length,
             "horizon_length": self.horizon_length,
-            "model": {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
-                      "monotone": self.monotone, "monotone_grid": self.monotone_grid,
-                      "conformal": self.conformal},
+            "model": self.model_config(),
             "calendar": self.calendar,
         }
 
@@ -91,7 +94,8 @@ class ForecasterSpec:
             history_length=int(data["history_length"]),
             horizon_length=int(data["horizon_length"]),
             backbone=dict(model["backbone"]),
-            sampler=dict(model["sampler"]),
+            # specs written before model.sampler.signal existed drew on the raw bin loss
+            sampler={"signal": "raw", **model["sampler"]},
             attention=dict(model["attention"]),
             monotone=str(model.get("monotone", "none")),
             monotone_grid=int(model.get("monotone_grid", 99)),
@@ -109,10 +113,8 @@ class ForecasterSpec:
         return cls.from_dict(yaml.safe_load(Path(path).read_text()))
 
     def build(self) -> AnyQuantileForecaster:
-        return build_forecaster(self.history_length, self.horizon_length,
-                                backbone=self.backbone, sampler=self.sampler, attention=self.attention,
-                                monotone=self.monotone, monotone_grid=self.monotone_grid,
-                                calendar_features=NUM_FEATURES if self.calendar else 0, conformal=self.conformal)
+        return forecaster_from_config(self.model_config(), self.history_length, self.horizon_length,
+                                      calendar_features=NUM_FEATURES if self.calendar else 0)
 
     def calendar_spec(self) -> CalendarSpec | None:
         return CalendarSpec.from_dict(self.calendar) if self.calendar else None

@@ -2,47 +2,71 @@
 
 A run's *signature* hashes everything that decides its numbers except the tracking and
 output settings: the data settings and the data's content (its fingerprint), model,
-optimiser, budget and seed. A run's *baseline signature* is the signature of the same config with the
-model switched to the baseline adaptive variant (default sampler, no attention, same
-backbone). A finished run whose signature equals another run's baseline signature is
-that run's baseline, wherever it lives in the tracking store.
+optimiser, budget and seed. A run's *baseline* (:func:`baseline_config`) is the run's config
+with the settings of :data:`FROM_BASELINE_VARIANT` taken from the baseline variant as
+``conf/model/baseline_adaptive.yaml`` composes it (so every trial of a sweep over
+``model.sampler.*`` has the same one), the bookkeeping of :data:`BASELINE_RESETS` reset, and
+everything else (data, seed, optimiser, budget, evaluation, backbone, monotone, conformal)
+shared with the run. Its signature is recorded on the run (:data:`BASELINE_SIGNATURE_TAG`,
+with :func:`baseline_tags`); a finished run whose signature equals another run's baseline
+signature is that run's baseline, wherever it lives in the tracking store.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from typing import Any, Optional
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.training.schema import SamplerConfig
+from anyq.training.config_tree import BASELINE_VARIANT, compose_model
 
-BASELINE_VARIANT = "baseline_adaptive"
 _BUDGET_KEYS = (
     "max_epochs", "max_steps", "val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches",
     "gradient_clip_val", "accumulate_grad_batches", "precision", "fast_dev_run",
 )
 SIGNATURE_TAG = "config_signature"
 BASELINE_SIGNATURE_TAG = "baseline_signature"
+#: Tags naming the baseline variant and the settings the baseline takes from it.
+BASELINE_VARIANT_TAG = "baseline_variant"
+BASELINE_OWN_TAG = "baseline_own_settings"
+
+#: The model settings a baseline takes at the baseline variant's configured values, not the run's.
+FROM_BASELINE_VARIANT: tuple[str, ...] = ("variant", "sampler", "attention")
+#: Bookkeeping that makes the baseline its own training run, not a trial of the run's study.
+BASELINE_RESETS: dict[str, Any] = {
+    "trial": {"study_name": None, "storage": None, "number": None},
+    "tracking.parent_run_id": None,
+    "tracking.run_name": None,
+    "resume": None,
+    "task": "train",
+}
 
 
 def baseline_config(cfg: DictConfig) -> DictConfig:
-    """The baseline adaptive model under the same data, seed, optimiser and budget."""
+    """The run's baseline: ``cfg`` (resolved) with ``model.variant``, ``model.sampler`` and
+    ``model.attention`` as ``conf/model/baseline_adaptive.yaml`` composes them and the
+    bookkeeping of :data:`BASELINE_RESETS` reset; every other setting is the run's."""
     base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    base.model.variant = BASELINE_VARIANT
-    base.model.sampler = OmegaConf.create(asdict(SamplerConfig(kind="adaptive")))
-    base.model.attention.enabled = False
-    base.model.attention.modulation = False
-    base.trial = {"study_name": None, "storage": None, "number": None}
-    base.tracking.parent_run_id = None
-    base.tracking.run_name = None
-    base.resume = None
-    base.task = "train"
+    variant = compose_model(BASELINE_VARIANT)
+    for key in FROM_BASELINE_VARIANT:
+        base.model[key] = variant[key]
+    for key, value in BASELINE_RESETS.items():
+        OmegaConf.update(base, key, value, merge=False)
     return base
+
+
+def baseline_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
+    """Tags recording a run's baseline: its signature, the variant, and the model settings
+    it takes from that variant (the rest it shares with the run)."""
+    return {
+        BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg), data_fingerprint),
+        BASELINE_VARIANT_TAG: BASELINE_VARIANT,
+        BASELINE_OWN_TAG: ",".join(f"model.{key}" for key in FROM_BASELINE_VARIANT),
+    }
 
 
 def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:

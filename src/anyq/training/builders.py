@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,7 +17,7 @@ from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
-from anyq.model.forecaster import AnyQuantileForecaster, build_forecaster
+from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
@@ -56,37 +57,14 @@ def load_dataset(data: DictConfig) -> Dataset:
 def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
     spec = spec_from_config(data)
     calendar = spec.panel_features(dataset.panel.ids, dataset.panel.index) if spec is not None else None
-    return ForecastDataModule(
-        dataset.panel,
-        dataset.splits,
-        history_length=data.history_length,
-        horizon_length=data.horizon_length,
-        train_step=data.train_step,
-        eval_step=data.eval_step,
-        origin_hour=data.origin_hour,
-        max_history_gap=data.max_history_gap,
-        train_batch_size=data.train_batch_size,
-        eval_batch_size=data.eval_batch_size,
-        num_workers=data.num_workers,
-        seed=seed,
-        calendar=calendar,
-    )
+    return ForecastDataModule(dataset.panel, dataset.splits, data, seed=seed, calendar=calendar)
 
 
 def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
-    return build_forecaster(
-        cfg.data.history_length,
-        cfg.data.horizon_length,
-        backbone=model["backbone"],
-        sampler=model["sampler"],
-        attention=model["attention"],
-        monotone=model["monotone"],
-        monotone_grid=model["monotone_grid"],
-        calendar_features=NUM_FEATURES if cfg.data.calendar.enabled else 0,
-        conformal=model["conformal"],
-    )
+    return forecaster_from_config(model, cfg.data.history_length, cfg.data.horizon_length,
+                                  calendar_features=NUM_FEATURES if cfg.data.calendar.enabled else 0)
 
 
 def step_budget(t: DictConfig) -> bool:
@@ -120,6 +98,25 @@ def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:
         coverage=tuple(cfg.evaluation.coverage),
         store_test_forecasts=cfg.evaluation.store_forecasts,
     )
+
+
+#: Keyword arguments of ``pl.Trainer``: every ``trainer.*`` key of that name is passed as is.
+_TRAINER_ARGUMENTS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+
+
+def trainer_settings(t: DictConfig) -> dict[str, Any]:
+    """``pl.Trainer`` keywords from ``cfg.trainer``: the keys ``pl.Trainer`` takes by the same
+    name, with the budget read as :func:`step_budget` says and the bar shown only on a terminal."""
+    settings = {key: value for key, value in OmegaConf.to_container(t, resolve=True).items()
+                if key in _TRAINER_ARGUMENTS}
+    steps = step_budget(t)
+    settings.update(
+        max_epochs=-1 if steps else t.max_epochs,
+        val_check_interval=t.val_check_interval if steps else None,
+        check_val_every_n_epoch=None if steps else 1,
+        enable_progress_bar=show_bar(t.enable_progress_bar),  # piped: EpochLines instead
+    )
+    return settings
 
 
 def build_trainer(
@@ -157,22 +154,7 @@ def build_trainer(
             )
         )
     return pl.Trainer(
-        accelerator=t.accelerator,
-        devices=t.devices,
-        max_epochs=-1 if step_budget(t) else t.max_epochs,
-        max_steps=t.max_steps,
-        val_check_interval=t.val_check_interval if step_budget(t) else None,
-        check_val_every_n_epoch=None if step_budget(t) else 1,
-        limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches,
-        limit_test_batches=t.limit_test_batches,
-        gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        precision=t.precision,
-        fast_dev_run=t.fast_dev_run,
-        deterministic=t.deterministic,
-        enable_progress_bar=show_bar(t.enable_progress_bar),  # piped: EpochLines instead
-        log_every_n_steps=t.log_every_n_steps,
+        **trainer_settings(t),
         logger=all_loggers or False,
         callbacks=all_callbacks,
         default_root_dir=cfg.paths.output_dir,

@@ -14,6 +14,15 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from anyq.model.config import (
+    CONFORMAL_DEFAULT,
+    MONOTONE_DEFAULT,
+    MONOTONE_GRID_DEFAULT,
+    AttentionConfig,
+    BackboneConfig,
+    SamplerConfig,
+)
+
 
 class ConfigError(ValueError):
     """An impossible configuration, reported in one line before any training."""
@@ -71,48 +80,14 @@ class DataConfig:
 
 
 @dataclass
-class BackboneConfig:
-    kind: str = "nbeats_aq"
-    num_blocks: int = 6
-    num_layers: int = 3
-    layer_width: int = 256
-    conditioning: str = "cat"  # "cat" or "film"
-    dropout: float = 0.0
-
-
-@dataclass
-class SamplerConfig:
-    kind: str = "adaptive"  # "adaptive" or "uniform"
-    num_adaptive_quantiles: int = 3
-    num_bins: int = 100
-    momentum: float = 0.99
-    temperature: float = 1.0
-    min_prob: float = 0.002
-    signal: str = "calibration"  # or "relative", or "raw" (the guide's bin loss): anyq.model.sampler, docs/experiments.md
-
-
-@dataclass
-class AttentionConfig:
-    enabled: bool = True
-    modulation: bool = True
-    patch_length: int = 24
-    d_model: int = 32  # CPU default: attention costs 1.7x the backbone (benchmarks/bench_model.py)
-    n_heads: int = 4
-    num_blocks: int = 2
-    d_ff: int = 64
-    dropout: float = 0.1
-    adaptive_temp: float = 1.0
-
-
-@dataclass
 class ModelConfig:
     variant: str = MISSING
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
-    monotone: str = "rearrange"  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
-    monotone_grid: int = 99  # levels k / (K + 1) the rearrangement sorts over
-    conformal: str = "none"  # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal)
+    monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
+    monotone_grid: int = MONOTONE_GRID_DEFAULT  # levels k / (K + 1) the rearrangement sorts over
+    conformal: str = CONFORMAL_DEFAULT  # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal)
 
 
 @dataclass
@@ -227,19 +202,27 @@ class AppConfig:
     task: Task = Task.train  # train: fit, then test; test: only score the resume= checkpoint
 
 
+#: The schema of each config group, as ``(group, name)``: the name a file's defaults list
+#: starts with (``- model_schema``). ``(None, "app_schema")`` is the primary config's.
+SCHEMAS: dict[tuple[str | None, str], type] = {
+    (None, "app_schema"): AppConfig,
+    ("data", "data_schema"): DataConfig,
+    ("model", "model_schema"): ModelConfig,
+    ("model/backbone", "backbone_schema"): BackboneConfig,
+    ("model/sampler", "sampler_schema"): SamplerConfig,
+    ("model/attention", "attention_schema"): AttentionConfig,
+    ("optim", "optim_schema"): OptimConfig,
+    ("trainer", "trainer_schema"): TrainerConfig,
+    ("tracking", "tracking_schema"): TrackingConfig,
+    ("paths", "paths_schema"): PathsConfig,
+}
+
+
 def register_configs() -> None:
     """Make the schema the base of ``conf/config.yaml`` and of each config group."""
     store = ConfigStore.instance()
-    store.store(name="app_schema", node=AppConfig)
-    store.store(group="data", name="data_schema", node=DataConfig)
-    store.store(group="model", name="model_schema", node=ModelConfig)
-    store.store(group="model/backbone", name="backbone_schema", node=BackboneConfig)
-    store.store(group="model/sampler", name="sampler_schema", node=SamplerConfig)
-    store.store(group="model/attention", name="attention_schema", node=AttentionConfig)
-    store.store(group="optim", name="optim_schema", node=OptimConfig)
-    store.store(group="trainer", name="trainer_schema", node=TrainerConfig)
-    store.store(group="tracking", name="tracking_schema", node=TrackingConfig)
-    store.store(group="paths", name="paths_schema", node=PathsConfig)
+    for (group, name), node in SCHEMAS.items():
+        store.store(group=group, name=name, node=node)
 
 
 _CHOICES = {

@@ -5,6 +5,8 @@ from typing import Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from anyq.training.config_tree import BASELINE_VARIANT
+
 
 @dataclass
 class AnyqGridSweeperConf:
@@ -13,7 +15,7 @@ class AnyqGridSweeperConf:
     experiment: Optional[str] = None  # MLflow experiment; default: the study name
     params: Optional[Dict[str, str]] = None
     max_batch_size: Optional[int] = None
-    first: Optional[str] = "model=baseline_adaptive"  # cells run first (the others compare to them)
+    first: Optional[str] = f"model={BASELINE_VARIANT}"  # cells run first (the others compare to them)
     fresh: bool = False  # a new parent run each time (the main job) instead of resuming the study
 
 
