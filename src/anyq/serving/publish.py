@@ -13,11 +13,9 @@ active run would close the job's run before its own end).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import mlflow
 import mlflow.pyfunc
@@ -32,7 +30,7 @@ import anyq
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.frames import example_request
 from anyq.serving.pyfunc import SIGNATURE, SPEC_ARTIFACT, WEIGHTS_ARTIFACT, AnyQuantilePyfunc
-from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.store import resolve_tracking_uri, tracking_uri
 
 if TYPE_CHECKING:
     from anyq.tracking.runs import RunRecord
@@ -54,17 +52,6 @@ def requirements() -> list[str]:
         f"numpy=={np.__version__}",
         f"pyyaml=={yaml.__version__}",
     ]
-
-
-@contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's process-wide URI set for the block only (the next job may use another store)."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
 
 
 def log_forecaster_model(run: "RunRecord", cfg: DictConfig, outcome: "TrainOutcome") -> Optional[str]:
