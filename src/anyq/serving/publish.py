@@ -26,6 +26,7 @@ import yaml
 from mlflow.models import Model
 from omegaconf import DictConfig
 
+from anyq.errors import first_line
 import anyq
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.frames import example_request
@@ -68,7 +69,7 @@ def log_forecaster_model(run: "RunRecord", cfg: DictConfig, outcome: "TrainOutco
         return log_checkpoint_model(run.run_id, uri, outcome.best_checkpoint, ForecasterSpec.from_config(cfg))
     except Exception as exc:  # noqa: BLE001 - the run's results stand without the model
         log.warning("logging the model of run %s failed: %s", run.run_id, exc)
-        run.set_tags({"model_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
+        run.set_tags({"model_error": first_line(exc, with_type=True)})
         return None
 
 
