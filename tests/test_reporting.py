@@ -33,7 +33,7 @@ from anyq.reporting.stats import (
     mean_ci,
     paired_crps_test,
 )
-from test_ablation import ABLATION, run_cli
+from conftest import ABLATION, run_cli
 
 GRID_FIGURES = {"crps_by_group", "reliability", "crps_by_horizon", "pinball_by_level", "sampler_importance",
                 "fan_chart"}

@@ -4,7 +4,7 @@ Layers, each importing only from those above it:
 
 - ``anyq.data``       long-format series, windows, the synthetic panel and its oracle
 - ``anyq.model``      NBEATS-AQ backbone, quantile samplers, adaptive attention
-- ``anyq.metrics``    CRPS, coverage, calibration and point scores (DESIGN.md section 3)
+- ``anyq.metrics``    CRPS, coverage, calibration and point scores (docs/design.md §3)
 - ``anyq.reference``  reference forecasters (oracle, seasonal naive) scored by the same code
 - ``anyq.training``   Lightning module, Hydra configuration, the ``anyq-train`` app
 - ``anyq.tracking``   MLflow store, run records, baseline lookup

@@ -1,7 +1,7 @@
 """Any-quantile forecaster: NBEATS-AQ backbone, quantile sampler, optional adaptive attention.
 
 The six named variants differ only in two switches (sampler kind, attention and its
-modulation), so every ablation changes exactly one thing (DESIGN.md section 2).
+modulation), so every ablation changes exactly one thing (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "both_off": {"sampler": {"kind": "uniform"}, "attention": {"enabled": True, "modulation": False}},
 }
 
-#: Human-readable names of the variants, as DESIGN.md's table words them.
+#: Human-readable names of the variants, as docs/design.md §2's table words them.
 VARIANT_LABELS: dict[str, str] = {
     "nbeats_aq": "NBEATS-AQ (paper)",
     "baseline_adaptive": "baseline adaptive model",

@@ -177,7 +177,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         for run in sorted(children, key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
         base_runs = groups.pop(baseline, None) or _baseline_runs(client, children)
-        order = list(VARIANTS)  # DESIGN.md's order of the variants; unknown names after, by name
+        order = list(VARIANTS)  # docs/design.md §2's order of the variants; unknown names after, by name
         groups = dict(sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
                                                              kv[0])))
     if not base_runs:
