@@ -310,9 +310,12 @@ class StudyRunner:
             self._ids.pop(trial.number, None)
 
     def _trial_id(self, trial: optuna.Trial) -> int:
-        """The storage's id of a trial this worker holds."""
+        """The storage's id of ``trial`` (kept while this worker holds it, else looked up)."""
         with self._lock:
-            return self._ids[trial.number]
+            held = self._ids.get(trial.number)
+        if held is not None:
+            return held
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     # ---------------------------------------------------------------- settling
     def settle(self, trial: optuna.Trial, outcome: Union[JobReturn, BaseException],
