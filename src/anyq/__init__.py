@@ -10,6 +10,10 @@ Layers, each importing only from those above it:
 - ``anyq.tracking``   MLflow store, run records, baseline lookup
 - ``anyq.sweeping``   the Optuna engine behind Hydra multirun sweeps
 - ``anyq.reporting``  study comparison, paired tests and the HTML dashboard
+- ``anyq.serving``    the logged model, ``anyq-predict`` and ``mlflow models serve``
+- ``anyq.app``        the commands; the only layer that turns errors into exit codes
+
+``anyq.errors`` (how an error reads in one line) sits below them all. See docs/design.md §6.
 """
 
 __version__ = "0.1.0"
