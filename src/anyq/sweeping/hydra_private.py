@@ -48,7 +48,6 @@ def stop_joblib_workers() -> None:
         executor.shutdown(wait=False, kill_workers=True)
 
 
-
 def config_node(parent: Container, key: str) -> Node:
     """The node (e.g. an ``IntegerNode``) holding ``parent[key]``; the key must exist."""
     node = parent._get_node(key)
