@@ -36,6 +36,12 @@ TINY = [
     "optim.warmup_updates=5",
 ]
 
+# An ablation of two variants (x the seeds a test gives) at the TINY budget: one short epoch,
+# no model artifact; the sweeper's own lists are replaced on the command line.
+ABLATION = ["-m", "ablation=variants", *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "trainer.limit_val_batches=1", "tracking.log_model=false",
+            'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"']
+
 ComposeFn = Callable[..., DictConfig]
 
 

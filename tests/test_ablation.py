@@ -7,14 +7,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from conftest import TINY, run_cli
-
-# Two variants x two seeds at the TINY budget (one short epoch, no model artifact); the
-# sweeper's own lists are replaced on the command line.
-ABLATION = ["-m", "ablation=variants", *TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-            "trainer.limit_val_batches=1", "tracking.log_model=false",
-            'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"']
-
+from conftest import ABLATION, run_cli
 
 
 def study_runs(root: Path):

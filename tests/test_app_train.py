@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from anyq.app.job import run_job
 from anyq.data.errors import DataError
 from anyq.training.config_tree import VARIANTS
+from anyq.training.module import NonFiniteLossError
 from anyq.training.schema import ConfigError
 
 
@@ -23,7 +24,12 @@ def client_for(cfg) -> MlflowClient:
 def test_fast_dev_run_of_every_variant(compose_cfg, variant):
     cfg = compose_cfg(f"model={variant}", "trainer.fast_dev_run=true", "tracking=none")
     summary = run_job(cfg)
-    assert summary["test/crps"] > 0
+    # the synthetic data's oracle knows the true distribution: no model scores below it, and
+    # the ratio is the two logged CRPS divided (a scorer on the wrong scale or the wrong
+    # windows breaks one or the other)
+    assert summary["test/oracle_crps"] > 0
+    assert summary["test/oracle_ratio"] == pytest.approx(summary["test/crps"] / summary["test/oracle_crps"])
+    assert summary["test/oracle_ratio"] > 1.0
     assert 0.0 <= summary["test/coverage-0.9"] <= 1.0
 
 
@@ -89,7 +95,7 @@ def test_run_records_metrics_tags_and_baseline_delta(compose_cfg):
 def test_crash_leaves_run_failed(compose_cfg):
     cfg = compose_cfg("model=baseline_adaptive", "optim.lr=1e30", "trainer.gradient_clip_val=null",
                       "trainer.log_every_n_steps=1")
-    with pytest.raises(Exception, match="nan|inf"):
+    with pytest.raises(NonFiniteLossError, match="nan|inf"):
         run_job(cfg)
     runs = client_for(cfg).search_runs(
         [client_for(cfg).get_experiment_by_name("anyq").experiment_id])

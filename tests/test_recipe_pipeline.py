@@ -93,7 +93,7 @@ def _calendar(served, origins):
 
 
 def _uri(uri):
-    from anyq.serving.publish import tracking_uri
+    from anyq.tracking.store import tracking_uri
 
     return tracking_uri(uri)
 

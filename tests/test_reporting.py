@@ -33,7 +33,7 @@ from anyq.reporting.stats import (
     mean_ci,
     paired_crps_test,
 )
-from test_ablation import ABLATION, run_cli
+from conftest import ABLATION, run_cli
 
 GRID_FIGURES = {"crps_by_group", "reliability", "crps_by_horizon", "pinball_by_level", "sampler_importance",
                 "fan_chart"}
@@ -240,7 +240,7 @@ def test_windows_are_aligned_by_series_and_origin_or_refused():
 def test_mean_ci_is_the_student_t_interval():
     ci = mean_ci([1.0, 2.0, 3.0, 4.0])
     assert ci.mean == 2.5 and ci.n == 4
-    assert ci.half_width == pytest.approx(3.182446305284263 * 1.2909944487358056 / 2.0, rel=1e-12)
+    assert (ci.high - ci.low) / 2.0 == pytest.approx(3.182446305284263 * 1.2909944487358056 / 2.0, rel=1e-12)
     single = mean_ci([5.0, float("nan")])
     assert single.mean == 5.0 and single.n == 1 and math.isnan(single.low) and math.isnan(single.high)
 

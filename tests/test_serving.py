@@ -27,7 +27,7 @@ from anyq.app import predict as predict_app
 from anyq.app.job import run_job
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.errors import RequestError
-from anyq.serving.publish import tracking_uri
+from anyq.tracking.store import tracking_uri
 from anyq.training.builders import build_model
 from conftest import compose_config
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from anyq.app.paths import project_root
+from anyq.reporting.errors import ReportError
 from anyq.reporting.runs import latest_runs
 from anyq.reporting.table import print_runs
 from anyq.tracking.store import resolve_tracking_uri
@@ -19,7 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
     client = MlflowClient(uri)
-    runs = latest_runs(client, args.experiment, args.last)
+    try:
+        runs = latest_runs(client, args.experiment, args.last)
+    except ReportError as exc:  # no such experiment: the message, exit 1
+        sys.exit(str(exc))
     print_runs(runs, title=f"Experiment {args.experiment!r}: test split")
     experiment = client.get_experiment_by_name(args.experiment)
     print(f"MLflow store: {uri}  experiment id {experiment.experiment_id if experiment else '?'}")

@@ -31,23 +31,28 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import Tracker, hydra_overrides, train_tracked
+from anyq.errors import first_line
 from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
-from anyq.reporting.runs import child_runs
-from anyq.reporting.study import TRIAL_TAG, Artifacts, ReportError, find_parent, load_study, objective_of
+from anyq.reporting.errors import ReportError
+from anyq.reporting.study import Artifacts, find_parent, load_study, objective_of
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.source import source_tags
 from anyq.tracking.runs import close_run, git_commit
-from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
+from anyq.tracking.store import ensure_store, resolve_tracking_uri
 from anyq.tracking.study import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
     CONFIRM_STUDY_TAG,
     CONFIRM_VERDICT_TAG,
+    STORAGE_TAG,
+    STUDY_KIND_TAG,
     STUDY_TAG,
-    open_parent_run,
+    child_runs,
+    open_study_parent,
 )
+from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from anyq.training.builders import load_dataset, validate_config
 from anyq.training.schema import AppConfig, ConfigError
 
@@ -77,7 +82,7 @@ def chosen_trial(client: MlflowClient, parent: Run, requested: Optional[int]) ->
 
 
 def trial_run(client: MlflowClient, parent: Run, number: int) -> Run:
-    runs = [r for r in child_runs(client, parent, "FINISHED") if r.data.tags.get(TRIAL_TAG) == str(number)]
+    runs = [r for r in child_runs(client, parent, "FINISHED") if r.data.tags.get(TRIAL_NUMBER_TAG) == str(number)]
     if not runs:
         raise ConfigError(f"sweep {parent.data.tags.get(STUDY_TAG)!r}: no FINISHED run of trial {number}")
     return max(runs, key=lambda r: r.info.start_time)
@@ -91,7 +96,7 @@ def trial_config(client: MlflowClient, run: Run) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(AppConfig), logged)  # type: ignore[return-value]
     except Exception as exc:  # noqa: BLE001 - omegaconf raises several kinds
         raise ConfigError(f"run {run.info.run_id}: its config.yaml no longer fits the schema: "
-                          f"{str(exc).splitlines()[0]}") from None
+                          f"{first_line(exc)}") from None
 
 
 def apply_overrides(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> None:
@@ -172,7 +177,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         sweep_parent = find_parent(client, study=sweep)
     except ReportError as exc:
         raise ConfigError(str(exc)) from None
-    if "optuna.storage" not in sweep_parent.data.tags:
+    if STORAGE_TAG not in sweep_parent.data.tags:
         raise ConfigError(f"study {sweep!r} is not a sweep (no Optuna study behind its parent run)")
     number = chosen_trial(client, sweep_parent, cfg.confirm.trial)
     source = trial_run(client, sweep_parent, number)
@@ -180,14 +185,14 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     apply_overrides(base, cfg, hydra_overrides())
     validate_config(base)
     name = confirm_name(sweep)
-    experiment_id = get_or_create_experiment(client, name, artifact_root(uri, mlruns, name))
-    parent_id = open_parent_run(client, experiment_id, name, {
-        "study_kind": "confirm", CONFIRM_OF_TAG: sweep, "confirm_of_run_id": sweep_parent.info.run_id,
+    study = open_study_parent(uri, mlruns, name, name, {
+        STUDY_KIND_TAG: "confirm", CONFIRM_OF_TAG: sweep, "confirm_of_run_id": sweep_parent.info.run_id,
         "confirm_trial": str(number), "confirm_trial_run_id": source.info.run_id,
         **source_tags(git_commit(cfg.paths.root)),
     })
-    tracker = Tracker(client, uri, experiment_id, mlruns)
-    done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, client.get_run(parent_id), "FINISHED")}
+    parent_id = study.run_id
+    tracker = Tracker(client, uri, study.experiment_id, mlruns)
+    done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
     dataset = load_dataset(base.data)
     seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number) for s in range(cfg.confirm.seeds)]
     todo = [s for s in seeds if config_signature(s, dataset.fingerprint) not in done]

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
+from anyq.errors import first_line
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
@@ -45,6 +46,7 @@ from anyq.tracking.store import (
 )
 from anyq.training.builders import Dataset, load_dataset, validate_config
 from anyq.training.checkpoints import override
+from anyq.training.naming import run_name
 from anyq.training.run import TrainOutcome, fit_and_test, resume_checkpoint
 from anyq.training.schema import Task
 
@@ -179,7 +181,7 @@ def train_tracked(
     with open_run(
         tracker.client,
         tracker.experiment_id,
-        run_name=cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}{'-test' if testing else ''}",
+        run_name=run_name(cfg),
         tags=tags,
         parent_run_id=cfg.tracking.parent_run_id,
         resume_run_id=None if testing else source_run_id,
@@ -205,7 +207,7 @@ def train_tracked(
                 baseline = ensure_baseline(cfg, dataset, tracker)
             except Exception as exc:  # noqa: BLE001 - the model's own run stands
                 log.warning("baseline failed: %s", exc)
-                run.set_tags({"baseline_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
+                run.set_tags({"baseline_error": first_line(exc, with_type=True)})
             else:
                 metrics.update(deltas(metrics, baseline))
                 run.set_tags({"baseline_run_id": baseline["run_id"]})

@@ -26,6 +26,7 @@ from typing import Optional, Sequence
 from anyq.app.paths import project_root
 from anyq.data.errors import DataError
 from anyq.data.reader import read_long_frame
+from anyq.errors import first_line
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels, checkpoint_weights
 from anyq.serving.errors import ModelFileError, RequestError
 from anyq.serving.history import forecasts_to_long, history_windows
@@ -101,8 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
     except (RequestError, ModelFileError, DataError, FileNotFoundError, MlflowException) as exc:
-        message = exc.message if isinstance(exc, MlflowException) else str(exc)
-        print(f"anyq-predict: error: {message.splitlines()[0] if message else type(exc).__name__}", file=sys.stderr)
+        message = exc.message if isinstance(exc, MlflowException) and exc.message else exc
+        print(f"anyq-predict: error: {first_line(message, limit=10_000)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -32,9 +32,9 @@ from anyq.reporting.html import log_report, mean_ci, write_report
 from anyq.reporting.progress import Stages
 from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
-from anyq.reporting.runs import child_runs
-from anyq.reporting.study import Artifacts, ReportError, find_parent
-from anyq.tracking.study import CONFIRM_STUDY_TAG, STUDY_TAG
+from anyq.reporting.errors import ReportError
+from anyq.reporting.study import Artifacts, find_parent
+from anyq.tracking.study import CONFIRM_STUDY_TAG, ROLE_TAG, STORAGE_TAG, STUDY_KIND_TAG, STUDY_TAG, child_runs
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import resolve_tracking_uri
 from anyq.tracking.view import VIEW_COLUMNS, save_view
@@ -108,7 +108,7 @@ def view_only(client: MlflowClient, args: argparse.Namespace, console: Console) 
         experiment_ids = [parent.info.experiment_id]
     else:
         experiment_ids = [e.experiment_id for e in client.search_experiments()
-                          if client.search_runs([e.experiment_id], "tags.role = 'study'", max_results=1)]
+                          if client.search_runs([e.experiment_id], f"tags.{ROLE_TAG} = 'study'", max_results=1)]
     for experiment_id in experiment_ids:
         name = client.get_experiment(experiment_id).name
         console.print(f"saved view 'anyq comparison' of experiment {name!r}: "
@@ -123,7 +123,7 @@ def found_line(client: MlflowClient, parent: Run) -> str:
     tags = parent.data.tags
     children = child_runs(client, parent, "FINISHED")
     variants = sorted({r.data.tags.get("variant", "?") for r in children})
-    kind = tags.get("study_kind") or ("sweep" if "optuna.storage" in tags else "grid")
+    kind = tags.get(STUDY_KIND_TAG) or ("sweep" if STORAGE_TAG in tags else "grid")
     experiment = client.get_experiment(parent.info.experiment_id).name
     started = dt.datetime.fromtimestamp(parent.info.start_time / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Found study {tags.get(STUDY_TAG, parent.info.run_name)!r} ({kind}, {len(children)} finished runs: "

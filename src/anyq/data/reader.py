@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from anyq.data.errors import DataError
+from anyq.errors import first_line
 
 REQUIRED_COLUMNS = ("unique_id", "ds", "y")
 # The format that parses most of the first 1000 dates is used for the whole column.
@@ -65,11 +66,6 @@ def read_long_frame(path: str | Path) -> pd.DataFrame:
     return frame.sort_values(["unique_id", "ds"], kind="stable").reset_index(drop=True)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _row(values: pd.Series, mask: np.ndarray | pd.Series) -> str:
     """``row N ('value')`` for the first True of ``mask`` (N counts data rows from 1)."""
     position = int(np.argmax(np.asarray(mask, dtype=bool)))
@@ -89,7 +85,7 @@ def _column(raw: pd.DataFrame, name: str, where: str, parse: Callable[[pd.Series
         raise
     except Exception as exc:  # noqa: BLE001 - whatever pandas raises becomes one line
         raise DataError(
-            f"{where}: column {name!r} cannot be parsed ({_first_line(exc)}), e.g. {_first_failing(values, name)}"
+            f"{where}: column {name!r} cannot be parsed ({first_line(exc)}), e.g. {_first_failing(values, name)}"
         ) from None
 
 
@@ -124,7 +120,7 @@ def _read_raw(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: no rows (the file is empty)") from None
     except Exception as exc:  # noqa: BLE001 - tokenizer, encoding, compression, parquet engine, ...
-        raise DataError(f"{path}: cannot be read: {_first_line(exc)}") from None
+        raise DataError(f"{path}: cannot be read: {first_line(exc)}") from None
     raise DataError(f"{path}: unsupported file type (expected .csv or .parquet)")
 
 

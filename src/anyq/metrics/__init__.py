@@ -1,4 +1,4 @@
-"""Scores of quantile forecasts on a fixed level grid (DESIGN.md section 3).
+"""Scores of quantile forecasts on a fixed level grid (docs/design.md §3).
 
 Pure torch, no model or training code: ``functional`` holds the scores as functions,
 ``scorer`` streams them over batches, ``levels`` builds the evaluation grid and

@@ -1,4 +1,4 @@
-"""Seed ensembles (DESIGN.md section 3): the mean of the members' quantile forecasts.
+"""Seed ensembles (docs/design.md §3): the mean of the members' quantile forecasts.
 
 Averaging quantiles (Vincentization) keeps the members' levels aligned, so the ensemble is
 scored on the same grid as any single model; by convexity of the pinball loss its CRPS is

@@ -1,4 +1,4 @@
-"""Forecast scores as pure torch functions (DESIGN.md section 3).
+"""Forecast scores as pure torch functions (docs/design.md §3).
 
 Shapes: ``forecast`` is ``[..., H, Q]``, ``target`` is ``[..., H]``, ``levels`` is ``[Q]`` or
 broadcastable to the forecast's leading dims plus ``Q`` (``[N, Q]`` for per-window levels).

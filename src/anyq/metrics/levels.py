@@ -1,4 +1,4 @@
-"""The fixed quantile-level grid that every model is scored on (DESIGN.md section 3).
+"""The fixed quantile-level grid that every model is scored on (docs/design.md §3).
 
 Validation and test always use this grid, never sampled levels, so that scores of
 different models and epochs are comparable.

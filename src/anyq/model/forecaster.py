@@ -2,7 +2,7 @@
 
 The named variants (``conf/model/*.yaml``, read by ``anyq.training.config_tree``) differ only
 in two switches (sampler kind, attention and its modulation), so every ablation changes
-exactly one thing (DESIGN.md section 2).
+exactly one thing (docs/design.md §2).
 """
 
 from __future__ import annotations

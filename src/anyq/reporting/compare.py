@@ -5,7 +5,7 @@ Three views of every group (a variant of an ablation, or one of a sweep's best t
 * ``summary``: mean and 95 % t-interval over seeds of each run's logged test metrics
   (``METRICS``): how good a single model of the group is, and how much seeds matter.
 * ``ensembles``: the seed ensemble (mean of the members' stored quantile forecasts,
-  DESIGN.md section 3) scored with ``anyq.metrics.scorer.score`` on the test windows.
+  docs/design.md §3) scored with ``anyq.metrics.scorer.score`` on the test windows.
 * ``paired``: the group against the baseline adaptive model on the same test windows.
   Seeds are pooled by comparing the two *seed ensembles* (Diebold-Mariano on the
   per-window CRPS, ``anyq.reporting.stats``): the ensemble averages the seed noise out of

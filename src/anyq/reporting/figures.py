@@ -28,6 +28,7 @@ from anyq.reporting.compare import StudyComparison  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
 from anyq.reporting.study import Artifacts, best_validation  # noqa: E402
 from anyq.training.config_tree import full_variant  # noqa: E402
+from anyq.tracking.trials import TRIAL_NUMBER_TAG  # noqa: E402
 
 FIGSIZE = (8.0, 4.5)
 DPI = 100
@@ -273,7 +274,7 @@ def render_figures(comparison: StudyComparison, artifacts: Artifacts, out_dir: P
     if comparison.study.kind == "sweep" and comparison.study.trials:
         study = comparison.study
         metric, direction = study.objective
-        numbers = np.array([int(r.data.tags["optuna.trial_number"]) for r in study.trials])
+        numbers = np.array([int(r.data.tags[TRIAL_NUMBER_TAG]) for r in study.trials])
         values = np.array([study.trial_values[r.info.run_id] for r in study.trials], dtype=float)
         base = [best_validation(study.client, r, metric, direction) for r in study.groups[study.baseline]]
         files.append(_save(optimisation_history(numbers, values, direction, metric,

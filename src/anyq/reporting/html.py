@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from anyq.reporting.compare import METRICS, StudyComparison
 from anyq.reporting.figures import FigureFile
-from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG
+from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
 _STYLE = """
@@ -54,7 +54,7 @@ def confirm_section(tags: dict[str, str]) -> list[str]:
 def _kind_label(kind: str, tags: dict[str, str]) -> str:
     if kind == "sweep":
         return "Sweep study"
-    if tags.get("study_kind") == "confirm":
+    if tags.get(STUDY_KIND_TAG) == "confirm":
         return f"Confirmation of sweep {html.escape(tags.get('confirm_of', '?'))} over seeds"
     return "Grid study (main job or ablation)"
 

@@ -11,7 +11,7 @@ import datetime as dt
 import math
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from anyq.reporting.table import wide_console
+from anyq.sweeping.engine import counts_toward_total
 
 
 def clock(seconds: float) -> str:
@@ -76,8 +77,7 @@ class TrialProgress:
         if self.clock is None:
             self.start(study)
         assert self.clock is not None
-        trial = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(
-            study._study_id, number))
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         done = len(_finished(study))
         metric = "/".join(self.objectives)
         emit(f"trial {number} {state.name}  {metric}={_value(trial.values)}  best={best_text(study)}  "
@@ -87,7 +87,7 @@ class TrialProgress:
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
-            and not t.system_attrs.get("anyq:interrupted")]
+            and counts_toward_total(t)]
 
 
 def best_text(study: optuna.Study) -> str:
@@ -174,3 +174,24 @@ class Stages:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The summary of :func:`anyq.sweeping.summary.summarize` as lines and a table."""
+    console = wide_console()
+    console.print(f"[bold]Study {summary['study_name']}[/]  trials by state: {summary['trials_by_state']}")
+    if summary.get("best"):
+        best = summary["best"]
+        console.print(f"best trial #{best['number']}: {summary['objectives'][0]} = {best['value']:.6g}")
+        console.print(f"best params: {best['params']}")
+    for point in summary.get("pareto_front", []):
+        console.print(f"Pareto trial #{point['number']}: "
+                      + ", ".join(f"{o}={v:.5g}" for o, v in zip(summary["objectives"], point["values"]))
+                      + f"  {point['params']}")
+    if summary.get("importances"):
+        table = Table(title="parameter importance")
+        table.add_column("parameter")
+        table.add_column("importance", justify="right")
+        for name, value in summary["importances"].items():
+            table.add_row(name, f"{value:.3f}")
+        console.print(table)

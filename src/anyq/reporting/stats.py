@@ -62,10 +62,6 @@ class Interval:
     n: int
     std: float
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2.0
-
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Interval:
     """Mean and t-interval over the finite values (seeds are few: the t quantile, not 1.96)."""

@@ -11,13 +11,12 @@ outside the parent).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from mlflow.artifacts import download_artifacts
@@ -25,20 +24,23 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from anyq.reporting.runs import child_runs
+from anyq.errors import first_line
+from anyq.reporting.errors import ReportError
 from anyq.reporting.stats import StoredForecasts
 from anyq.tracking.baseline import BASELINE_VARIANT
-from anyq.tracking.study import ROLE_TAG, STUDY_TAG
+from anyq.tracking.study import (
+    DIRECTIONS_TAG,
+    OBJECTIVES_TAG,
+    ROLE_TAG,
+    STORAGE_TAG,
+    STUDY_TAG,
+    child_runs,
+)
+from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from anyq.training.config_tree import VARIANTS
 
 FORECASTS = "evaluation/test_forecasts.npz"
 IMPORTANCE = "evaluation/sampler_importance.npz"
-TRIAL_TAG = "optuna.trial_number"
-STORAGE_TAG = "optuna.storage"
-
-
-class ReportError(RuntimeError):
-    """The report cannot be made from what the store holds (one line, for the command line)."""
 
 
 def _search(client: MlflowClient, experiment_ids: list[str], flt: str, max_results: int = 1) -> list[Run]:
@@ -53,7 +55,7 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
         try:
             run = client.get_run(parent_run_id)
         except MlflowException as exc:
-            raise ReportError(f"no run {parent_run_id} in the store: {str(exc).splitlines()[0]}") from exc
+            raise ReportError(f"no run {parent_run_id} in the store: {first_line(exc)}") from exc
         if run.data.tags.get(ROLE_TAG) != "study":
             raise ReportError(f"run {parent_run_id} is not a study parent run (tag {ROLE_TAG}=study missing)")
         return run
@@ -83,8 +85,8 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
 
 def objective_of(parent: Run) -> tuple[str, str]:
     """(metric, direction) a sweep optimised: its first objective; val/crps minimised otherwise."""
-    objectives = parent.data.tags.get("optuna.objectives", "val/crps").split(",")
-    directions = parent.data.tags.get("optuna.directions", "minimize").split(",")
+    objectives = parent.data.tags.get(OBJECTIVES_TAG, "val/crps").split(",")
+    directions = parent.data.tags.get(DIRECTIONS_TAG, "minimize").split(",")
     return objectives[0].strip(), directions[0].strip()
 
 
@@ -152,25 +154,25 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
     if not children:
         raise ReportError(f"study parent run {parent.info.run_id} has no FINISHED runs under it")
     experiment = client.get_experiment(parent.info.experiment_id).name
-    sweep = STORAGE_TAG in parent.data.tags or any(TRIAL_TAG in r.data.tags for r in children)
+    sweep = STORAGE_TAG in parent.data.tags or any(TRIAL_NUMBER_TAG in r.data.tags for r in children)
     groups: dict[str, list[Run]] = {}
     trials: list[Run] = []
     scores: dict[str, float] = {}
     pruned_values: dict[int, float] = {}
     objective = objective_of(parent)
     if sweep:
-        trials = sorted((r for r in children if TRIAL_TAG in r.data.tags), key=lambda r: int(r.data.tags[TRIAL_TAG]))
+        trials = sorted((r for r in children if TRIAL_NUMBER_TAG in r.data.tags), key=lambda r: int(r.data.tags[TRIAL_NUMBER_TAG]))
         metric, direction = objective
         scores = {r.info.run_id: best_validation(client, r, metric, direction) for r in trials}
         sign = 1.0 if direction == "minimize" else -1.0
         ranked = sorted(trials, key=lambda r: sign * scores[r.info.run_id]
                         if math.isfinite(scores[r.info.run_id]) else math.inf)
         for run in ranked[:top_trials]:
-            groups[f"trial {run.data.tags[TRIAL_TAG]}"] = [run]
+            groups[f"trial {run.data.tags[TRIAL_NUMBER_TAG]}"] = [run]
         base_runs = _baseline_runs(client, trials)
         pruned = [r for r in child_runs(client, parent, "KILLED")
-                  if r.data.tags.get("trial_state") == "PRUNED" and TRIAL_TAG in r.data.tags]
-        pruned_values = {int(r.data.tags[TRIAL_TAG]): best_validation(client, r, metric, direction) for r in pruned}
+                  if r.data.tags.get("trial_state") == "PRUNED" and TRIAL_NUMBER_TAG in r.data.tags]
+        pruned_values = {int(r.data.tags[TRIAL_NUMBER_TAG]): best_validation(client, r, metric, direction) for r in pruned}
     else:
         for run in sorted(children, key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
@@ -219,10 +221,6 @@ class Artifacts:
         with np.load(path) as arrays:
             probabilities = np.asarray(arrays["probabilities"])
         return probabilities if probabilities.size else None
-
-    def json(self, run_id: str, path: str) -> Optional[Any]:
-        local = self._file(run_id, path)
-        return json.loads(local.read_text()) if local is not None else None
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

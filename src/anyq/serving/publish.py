@@ -13,11 +13,9 @@ active run would close the job's run before its own end).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import mlflow
 import mlflow.pyfunc
@@ -28,11 +26,12 @@ import yaml
 from mlflow.models import Model
 from omegaconf import DictConfig
 
+from anyq.errors import first_line
 import anyq
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.frames import example_request
 from anyq.serving.pyfunc import SIGNATURE, SPEC_ARTIFACT, WEIGHTS_ARTIFACT, AnyQuantilePyfunc
-from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.store import resolve_tracking_uri, tracking_uri
 
 if TYPE_CHECKING:
     from anyq.tracking.runs import RunRecord
@@ -56,17 +55,6 @@ def requirements() -> list[str]:
     ]
 
 
-@contextmanager
-def tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's process-wide URI set for the block only (the next job may use another store)."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before)
-
-
 def log_forecaster_model(run: "RunRecord", cfg: DictConfig, outcome: "TrainOutcome") -> Optional[str]:
     """Log the run's best checkpoint as ``runs:/<run id>/model``; returns the model URI.
 
@@ -81,7 +69,7 @@ def log_forecaster_model(run: "RunRecord", cfg: DictConfig, outcome: "TrainOutco
         return log_checkpoint_model(run.run_id, uri, outcome.best_checkpoint, ForecasterSpec.from_config(cfg))
     except Exception as exc:  # noqa: BLE001 - the run's results stand without the model
         log.warning("logging the model of run %s failed: %s", run.run_id, exc)
-        run.set_tags({"model_error": f"{type(exc).__name__}: {exc}".splitlines()[0][:500]})
+        run.set_tags({"model_error": first_line(exc, with_type=True)})
         return None
 
 

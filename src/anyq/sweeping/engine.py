@@ -48,12 +48,14 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from anyq.errors import first_line
 from anyq.sweeping.errors import SpaceError, TrialConfigError, WorkerLost
+from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.locks import study_lock
+from anyq.sweeping.optuna_private import heartbeat_enabled, stale_trial_ids, study_storage
 from anyq.sweeping.space import as_override, quote
 from anyq.sweeping.storage import make_storage
 
@@ -97,7 +99,7 @@ def fail_and_retry(study: optuna.Study, trial_id: int, reason: str,
                    retry: RetryHeartbeatStaleTrialCallback, on_lost: Optional[OnLost]) -> Optional[int]:
     """A lost trial (dead or interrupted worker): flag it out of the total, fail it, enqueue
     its parameters again and close its run; its number, or None if it had finished after all."""
-    storage = study._storage
+    storage = study_storage(study)
     try:
         storage.set_trial_system_attr(trial_id, INTERRUPTED, True)
         storage.set_trial_user_attr(trial_id, "fail_reason", reason)
@@ -118,11 +120,9 @@ def fail_stale(study: optuna.Study, retry: RetryHeartbeatStaleTrialCallback,
     a finished trial no longer takes attributes, so the flag that keeps a lost trial out
     of the total could not be set. Here the flag comes first. Callers hold the study lock.
     """
-    storage = study._storage
-    if not is_heartbeat_enabled(storage):
-        return []
+    storage = study_storage(study)
     lost: list[int] = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):  # type: ignore[attr-defined]
+    for trial_id in stale_trial_ids(storage, storage.get_study_id_from_name(study.study_name)):
         number = fail_and_retry(study, trial_id, STALE_REASON, retry, on_lost)
         if number is not None:
             log.warning("trial %d: its worker stopped (no heartbeat); failed, retried with the same "
@@ -161,7 +161,7 @@ class Heartbeat:
     """One thread keeps every trial this process runs alive in the storage."""
 
     def __init__(self, study: optuna.Study, interval: int) -> None:
-        self.storage = study._storage
+        self.storage: BaseStorage = study_storage(study)
         self.interval = interval
         self.trial_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -179,7 +179,7 @@ class Heartbeat:
             self.trial_ids.discard(trial_id)
 
     def _record(self, trial_id: int) -> None:
-        if is_heartbeat_enabled(self.storage):
+        if heartbeat_enabled(self.storage):
             self.storage.record_heartbeat(trial_id)
 
     def _beat(self) -> None:
@@ -255,12 +255,15 @@ class StudyRunner:
         self.on_told: Optional[OnTold] = None  # e.g. a progress line per finished trial
         self.study = open_study(settings)
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+        self.storage = study_storage(self.study)
+        self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
         self.heartbeat = Heartbeat(self.study, settings.heartbeat_interval)
         self.job_idx = 0
         self._known = 0  # trials in the study after this worker's last ask
         self._reseeded = False
         self._lock = threading.Lock()  # job_idx and _running, shared by the slots
-        self._running: dict[int, optuna.Trial] = {}
+        self._running: dict[int, optuna.Trial] = {}  # by trial id
+        self._ids: dict[int, int] = {}  # trial number -> trial id, for the trials held
         self._stop = threading.Event()
         self._interrupted = threading.Event()  # set first thing on an interrupt, for the slots
         self._error: Optional[BaseException] = None
@@ -290,19 +293,31 @@ class StudyRunner:
                     suggest(trial, name, dist)
             except Exception as exc:  # noqa: BLE001 - e.g. a space the stored trials contradict
                 self._release(trial)
-                self._fail(trial, f"{type(exc).__name__}: {exc}".splitlines()[0])
-                raise SpaceError(f"study {self.settings.study_name!r}: {exc}".splitlines()[0]) from exc
+                self._fail(trial, first_line(exc, with_type=True))
+                raise SpaceError(f"study {self.settings.study_name!r}: {first_line(exc)}") from exc
             return trial
 
     def _hold(self, trial: optuna.Trial) -> None:
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
         with self._lock:
-            self._running[trial._trial_id] = trial
-        self.heartbeat.add(trial._trial_id)
+            self._running[trial_id] = trial
+            self._ids[trial.number] = trial_id
+        self.heartbeat.add(trial_id)
 
     def _release(self, trial: optuna.Trial) -> None:
-        self.heartbeat.discard(trial._trial_id)
+        trial_id = self._trial_id(trial)
+        self.heartbeat.discard(trial_id)
         with self._lock:
-            self._running.pop(trial._trial_id, None)
+            self._running.pop(trial_id, None)
+            self._ids.pop(trial.number, None)
+
+    def _trial_id(self, trial: optuna.Trial) -> int:
+        """The storage's id of ``trial`` (kept while this worker holds it, else looked up)."""
+        with self._lock:
+            held = self._ids.get(trial.number)
+        if held is not None:
+            return held
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     # ---------------------------------------------------------------- settling
     def settle(self, trial: optuna.Trial, outcome: Union[JobReturn, BaseException],
@@ -320,19 +335,19 @@ class StudyRunner:
         if isinstance(outcome, JobReturn):
             if outcome.status == JobStatus.COMPLETED:
                 return self._tell_values(trial, outcome.return_value)
-            outcome = outcome._return_value
+            outcome = job_error(outcome)
         if isinstance(outcome, optuna.TrialPruned):
             trial.set_user_attr("prune_reason", str(outcome))
             self.study.tell(trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
         if is_trial_config_error(outcome):
-            return self._fail(trial, f"invalid trial config: {one_line(outcome)}")
+            return self._fail(trial, f"invalid trial config: {first_line(outcome)}")
         if isinstance(outcome, WorkerLost):
-            return self._lose(trial, f"worker lost: {one_line(outcome)}")
+            return self._lose(trial, f"worker lost: {first_line(outcome)}")
         if not stops_sweep(outcome, raised):
-            return self._fail(trial, f"{type(outcome).__name__}: {outcome}".splitlines()[0])
+            return self._fail(trial, first_line(outcome, with_type=True))
         interrupted = not isinstance(outcome, Exception) or self._interrupted.is_set()
-        reason = "sweep interrupted" if interrupted else f"launcher failed: {one_line(outcome)}"
+        reason = "sweep interrupted" if interrupted else f"launcher failed: {first_line(outcome)}"
         return self._lose(trial, reason)
 
     def _tell_values(self, trial: optuna.Trial, summary: Any) -> TrialState:
@@ -352,19 +367,20 @@ class StudyRunner:
         return TrialState.FAIL
 
     def _lose(self, trial: optuna.Trial, reason: str) -> TrialState:
-        number = fail_and_retry(self.study, trial._trial_id, reason, self.retry, self.on_lost)
+        trial_id = self._trial_id(trial)
+        number = fail_and_retry(self.study, trial_id, reason, self.retry, self.on_lost)
         if number is not None:
             log.warning("trial %d: %s; failed, retried with the same parameters", number, reason)
-        return self.study._storage.get_trial(trial._trial_id).state
+        return self.storage.get_trial(trial_id).state
 
     def _abandon_running(self) -> None:
         """This worker is being interrupted: fail its running trials now, retry them later."""
         with self._lock:
-            trials = list(self._running.values())
-        for trial in trials:  # a job in a launcher's child may not have closed its run
-            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                fail_and_retry(self.study, trial._trial_id, "sweep interrupted", self.retry, self.on_lost)
-                log.warning("trial %d: sweep interrupted; failed, retried with the same parameters", trial.number)
+            running = list(self._running)
+        for trial_id in running:  # a job in a launcher's child may not have closed its run
+            if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
+                number = fail_and_retry(self.study, trial_id, "sweep interrupted", self.retry, self.on_lost)
+                log.warning("trial %s: sweep interrupted; failed, retried with the same parameters", number)
 
     # ------------------------------------------------------------------- loop
     def _run_trial(self, trial: optuna.Trial, fixed: Sequence[str]) -> None:
@@ -385,7 +401,7 @@ class StudyRunner:
             except optuna.exceptions.UpdateFinishedTrialError:
                 # failed as stale by another worker meanwhile (this one was only slow):
                 # the retry it enqueued stands, this result is dropped
-                state = self.study._storage.get_trial(trial._trial_id).state
+                state = self.storage.get_trial(self._trial_id(trial)).state
                 log.warning("trial %d was already %s when its job returned; result dropped",
                             trial.number, state.name)
         finally:
@@ -479,11 +495,6 @@ def stops_sweep(exc: BaseException, raised: bool) -> bool:
     if not isinstance(exc, Exception):
         return True  # KeyboardInterrupt, SystemExit, a signal
     return raised and not is_trial_config_error(exc) and not isinstance(exc, WorkerLost)
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
 
 
 def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[str]:

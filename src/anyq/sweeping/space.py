@@ -28,6 +28,9 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from anyq.sweeping.errors import SpaceError
+from anyq.sweeping.hydra_private import config_node
+
 
 def distribution_for(override: Override) -> BaseDistribution:
     value = override.value()
@@ -49,8 +52,6 @@ def distribution_for(override: Override) -> BaseDistribution:
             return IntDistribution(int(value.start), int(value.end), log=log)
         return FloatDistribution(float(value.start), float(value.end), log=log)
     raise ValueError(f"{override.input_line}: not a sweep Optuna can search")
-
-from anyq.sweeping.errors import SpaceError
 
 
 def parse_search_space(
@@ -88,6 +89,11 @@ def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def parent_link_overrides(parent_run_id: str, experiment: str) -> list[str]:
+    """What every job of a study needs to nest its run under the study's parent run."""
+    return [f"tracking.parent_run_id={parent_run_id}", f"tracking.experiment={quote(experiment)}"]
+
+
 def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
     """Every value of each (discrete) distribution, for Optuna's GridSampler."""
     grid: dict[str, list[Any]] = {}
@@ -110,7 +116,7 @@ def _config_node(cfg: DictConfig, key: str) -> Any:
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if not isinstance(parent, Container) or leaf not in parent:
         return None
-    return parent._get_node(leaf)
+    return config_node(parent, leaf)
 
 
 def fit_space_to_config(space: dict[str, BaseDistribution], cfg: DictConfig) -> dict[str, BaseDistribution]:

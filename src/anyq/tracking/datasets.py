@@ -1,8 +1,8 @@
 """The run's data as an MLflow dataset input, so the UI's Dataset column and filters work.
 
-MLflow's ``mlflow.log_input(dataset, context)`` logs ``DatasetInput(dataset._to_mlflow_entity(),
-[InputTag("mlflow.data.context", context)])`` on the fluent API's active run; anyq's runs are
-opened through a client (each job may write to its own store), so :func:`log_dataset` makes
+MLflow's ``mlflow.log_input(dataset, context)`` logs a ``DatasetInput`` made of the dataset's
+fields (``dataset.to_dict()``) and ``InputTag("mlflow.data.context", context)`` on the fluent
+API's active run; anyq's runs are opened through a client (each job may write to its own store), so :func:`log_dataset` makes
 the same ``log_inputs`` call on that client. The digest is the panel's fingerprint (the
 ``data_fingerprint`` tag), so equal data shows as the same dataset in every experiment.
 """
@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -86,7 +87,12 @@ def panel_dataset(name: str, panel: Panel, fingerprint: str, data_cfg: Any) -> P
 
 def log_dataset(client: MlflowClient, run_id: str, dataset: PanelDataset, context: str = "training") -> None:
     """What ``mlflow.log_input(dataset, context=context)`` logs, on ``client``'s store."""
-    entity = DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)])
+    fields = dataset.to_dict()  # what MLflow's own Dataset -> entity conversion reads
+    entity = DatasetInput(
+        DatasetEntity(name=fields["name"], digest=fields["digest"], source_type=fields["source_type"],
+                      source=fields["source"], schema=fields.get("schema"), profile=fields.get("profile")),
+        [InputTag(MLFLOW_DATASET_CONTEXT, context)],
+    )
     for attempt in range(3):  # parallel jobs race to insert the same dataset row (select, then insert)
         try:
             client.log_inputs(run_id, datasets=[entity])

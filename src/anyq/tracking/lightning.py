@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import mlflow
 from pytorch_lightning.loggers import MLFlowLogger
+
+from anyq.tracking.store import tracking_uri
 
 
 class AttachedMLFlowLogger(MLFlowLogger):
@@ -20,13 +20,8 @@ class AttachedMLFlowLogger(MLFlowLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._initialized:
-            return self._mlflow_client
-        before = os.environ.get("MLFLOW_TRACKING_URI")
-        try:
-            return MLFlowLogger.experiment.fget(self)  # type: ignore[attr-defined]
-        finally:
-            mlflow.set_tracking_uri(before)
+        with tracking_uri():  # Lightning sets the process-wide URI on first use
+            return super().experiment
 
     def finalize(self, status: str = "success") -> None:
         return None

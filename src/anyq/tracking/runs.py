@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.errors import first_line
+
 MAX_BATCH = 100  # MLflow's per-call cap on params in log_batch
 RESUMES_TAG = "resumes"  # how many times the run was resumed; segment k records under resume{k}.
 _SEGMENT = re.compile(r"^resume(\d+)\.")
@@ -118,9 +120,6 @@ class RunRecord:
             np.savez_compressed(path, **arrays)
             self.client.log_artifact(self.run_id, str(path), None if directory == "." else directory)
 
-    def log_file(self, path: str | Path, artifact_dir: Optional[str] = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
-
 
 def exception_status(exc: BaseException) -> str:
     """KILLED for interruptions, FAILED for errors."""
@@ -169,7 +168,7 @@ def open_run(
         yield record
     except BaseException as exc:
         status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500] if str(exc) else type(exc).__name__
+        message = first_line(exc, with_type=True)
         try:
             while_store_busy(lambda: record.set_tags({"error": message, **extra}))
         finally:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+import mlflow
 from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -20,6 +22,19 @@ def resolve_tracking_uri(tracking_uri: Optional[str], mlruns_dir: str | Path) ->
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
+
+
+@contextmanager
+def tracking_uri(uri: Optional[str] = None) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` (if given) for the block only, then
+    put back as it was: the next job of a sweep or a test may use another store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is not None:
+        mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def is_local_sqlite(uri: str) -> bool:

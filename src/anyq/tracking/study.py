@@ -1,15 +1,27 @@
-"""The parent run of a study (a sweep or an ablation): trial runs nest under it."""
+"""The parent run of a study (a sweep, an ablation, a confirm study): trial runs nest under it."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+import json
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
+from anyq.tracking.trials import TRIAL_NUMBER_TAG
 
 STUDY_TAG = "study_name"
-ROLE_TAG = "role"
+ROLE_TAG = "role"  # "study" on a parent run
+STUDY_KIND_TAG = "study_kind"  # grid (an ablation), confirm; a sweep's parent carries STORAGE_TAG
+# a sweep's parent run: where its Optuna study lives and what it optimises
+STORAGE_TAG = "optuna.storage"
+DIRECTIONS_TAG = "optuna.directions"
+OBJECTIVES_TAG = "optuna.objectives"
 # a sweep's winner retrained over seeds (anyq.app.confirm): tags linking the two studies
 CONFIRM_OF_TAG = "confirm_of"  # on the confirm parent: the sweep's study name
 CONFIRM_STUDY_TAG = "confirm_study"  # on the sweep parent: the confirm study's name
@@ -46,3 +58,65 @@ def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
     if run.info.status != "RUNNING":
         client.update_run(run.info.run_id, status="RUNNING")
     return run.info.run_id
+
+
+def child_runs(client: MlflowClient, parent: Run, status: Optional[str] = None) -> list[Run]:
+    """The runs nested under ``parent`` (any status, or only ``status``: FINISHED, KILLED, ...)."""
+    flt = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'"
+    if status:
+        flt += f" and attributes.status = '{status}'"
+    return list(client.search_runs([parent.info.experiment_id], filter_string=flt, max_results=10000))
+
+
+@dataclass(frozen=True)
+class StudyParent:
+    """Where a study's runs go: the store, its experiment and the parent run, RUNNING."""
+
+    client: MlflowClient
+    uri: str
+    experiment: str
+    experiment_id: str
+    run_id: str
+
+    def run(self) -> Run:
+        return self.client.get_run(self.run_id)
+
+
+def open_study_parent(tracking_uri: Optional[str], mlruns_dir: str | Path, experiment: str, study_name: str,
+                      tags: Mapping[str, str], *, fresh: bool = False,
+                      lock: Optional[AbstractContextManager] = None) -> StudyParent:
+    """Both sweepers' (and the confirm study's) set-up: resolve the store
+    (:func:`~anyq.tracking.store.resolve_tracking_uri`), create it and the experiment if
+    needed, then reuse or create the study's parent run under ``lock`` (the study lock of a
+    study shared by several workers) and mark it RUNNING. The caller closes it
+    (:func:`anyq.tracking.runs.close_run`)."""
+    uri = resolve_tracking_uri(tracking_uri, mlruns_dir)
+    client = ensure_store(uri, mlruns_dir)
+    experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns_dir, experiment))
+    with lock or nullcontext():
+        run_id = open_parent_run(client, experiment_id, study_name, tags, fresh=fresh)
+    return StudyParent(client, uri, experiment, experiment_id, run_id)
+
+
+def record_summary(client: MlflowClient, parent_run_id: str, summary: dict[str, Any]) -> None:
+    """Log a study's summary (:func:`anyq.sweeping.summary.summarize`) on its parent run and
+    tag the winning trial runs under it ``best_trial=true``."""
+    client.log_dict(parent_run_id, summary, "study_summary.json")
+    for state, count in summary["trials_by_state"].items():
+        client.log_metric(parent_run_id, f"trials/{state.lower()}", count)
+    winners: list[int] = []
+    if summary.get("best"):
+        best = summary["best"]
+        client.log_metric(parent_run_id, "best_value", best["value"])
+        client.set_tag(parent_run_id, "best_trial", str(best["number"]))
+        client.set_tag(parent_run_id, "best_params", json.dumps(best["params"]))
+        winners = [best["number"]]
+    if summary.get("pareto_front"):
+        winners = [p["number"] for p in summary["pareto_front"]]
+        client.set_tag(parent_run_id, "pareto_trials", json.dumps(winners))
+    for name, value in summary.get("importances", {}).items():
+        client.log_metric(parent_run_id, f"importance/{name}", value)
+    for child in child_runs(client, client.get_run(parent_run_id)):
+        number = child.data.tags.get(TRIAL_NUMBER_TAG)
+        if number is not None and int(number) in winners:
+            client.set_tag(child.info.run_id, "best_trial", "true")

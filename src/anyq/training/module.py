@@ -1,7 +1,7 @@
 """Lightning module: one training recipe and one evaluation protocol for every variant.
 
 Training draws levels with the model's sampler; validation and test always score the fixed
-grid G so that numbers compare across variants and epochs (DESIGN.md section 3).
+grid G so that numbers compare across variants and epochs (docs/design.md §3).
 """
 
 from __future__ import annotations

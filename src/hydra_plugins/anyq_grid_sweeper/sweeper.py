@@ -8,26 +8,27 @@ their own.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any, List, Optional
 
-from hydra._internal.core_plugins.basic_launcher import BasicLauncher
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
+from anyq.errors import first_line
 from anyq.reporting.progress import CellProgress
-from anyq.reporting.runs import child_runs
 from anyq.reporting.table import print_runs
-from anyq.sweeping.space import quote
+from anyq.sweeping.hydra_private import job_error, runs_in_process
+from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
-from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
-from anyq.tracking.study import open_parent_run
+from anyq.tracking.study import STUDY_KIND_TAG, child_runs, open_study_parent
+from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 CELL_TAG = "study_cell"
@@ -35,6 +36,16 @@ CELL_TAG = "study_cell"
 
 def cell_key(overrides: List[str]) -> str:
     return " ".join(sorted(overrides))
+
+
+def choices(override: Override) -> List[str]:
+    """``key=value`` for each value of a choice sweep (``seed=0,1,2``), or the one value."""
+    key = override.get_key_element()
+    if not override.is_sweep_override():
+        return [f"{key}={override.get_value_element_as_str()}"]
+    if not override.is_discrete_sweep():
+        raise ConfigError(f"{key}: a grid study takes lists of values (a,b,c), not ranges or intervals")
+    return [f"{key}={value}" for value in override.sweep_string_iterator()]
 
 
 class AnyqGridSweeper(Sweeper):
@@ -56,26 +67,22 @@ class AnyqGridSweeper(Sweeper):
     def cells(self, arguments: List[str]) -> List[List[str]]:
         lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         by_key = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
-        overrides = list(by_key.values())  # the command line replaces the file's entry for a key
-        batches = BasicSweeper.split_arguments(overrides, None)
-        cells = [list(c) for batch in batches for c in batch]
+        # the command line replaces the file's entry for a key; every combination is a cell
+        cells = [list(c) for c in itertools.product(*(choices(o) for o in by_key.values()))]
         return sorted(cells, key=lambda c: self.first not in c)  # stable: baseline cells first
 
     def sweep(self, arguments: List[str]) -> Any:
-        mlruns = str(self.config.paths.mlruns)
-        uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
-        client = ensure_store(uri, mlruns)
-        experiment_id = get_or_create_experiment(client, self.experiment,
-                                                 artifact_root(uri, mlruns, self.experiment))
-        tags = {"study_kind": "grid", **source_tags(git_commit(self.config.paths.root))}
-        parent = open_parent_run(client, experiment_id, self.study_name, tags, fresh=self.fresh)
-        done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, client.get_run(parent), "FINISHED")}
+        tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
+        study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),
+                                  self.experiment, self.study_name, tags, fresh=self.fresh)
+        client, parent = study.client, study.run_id
+        done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, study.run(), "FINISHED")}
         todo = [c for c in self.cells(arguments) if cell_key(c) not in done]
         log.info("Study %s: %d cells to run, %d already finished (parent run %s)",
                  self.study_name, len(todo), len(done), parent)
-        shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(self.experiment)}"]
+        shared = parent_link_overrides(parent, self.experiment)
         # in-process launchers run one job at a time anyway: one per batch reports each cell
-        sequential = isinstance(self.launcher, BasicLauncher)
+        sequential = runs_in_process(self.launcher)
         batch_size = self.max_batch_size or (1 if sequential else len(todo)) or 1
         progress = CellProgress(self.study_name, len(todo) + len(done), len(done))
         common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
@@ -88,16 +95,17 @@ class AnyqGridSweeper(Sweeper):
                     ok = result.status == JobStatus.COMPLETED
                     if not ok:
                         failures += 1
-                        log.warning("cell %s failed: %s", cell_key(cell), result._return_value)
+                        log.warning("cell %s failed: %s", cell_key(cell),
+                                    first_line(job_error(result), with_type=True))
                     progress.cell_done(" ".join(o for o in cell if o not in common), ok)
         except BaseException:
             close_run(client, parent, "KILLED")
             raise
         close_run(client, parent, "FINISHED" if failures == 0 else "FAILED")
         log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)
-        runs = sorted(child_runs(client, client.get_run(parent), "FINISHED"),
+        runs = sorted(child_runs(client, study.run(), "FINISHED"),
                       key=lambda r: (r.info.start_time, r.info.run_id))
         print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "
                                f"{parent}): test split")
-        print(f"MLflow store: {uri}\nReport: anyq-report --study {self.study_name}   "
+        print(f"MLflow store: {study.uri}\nReport: anyq-report --study {self.study_name}   "
               f"(make report STUDY={self.study_name})", flush=True)

@@ -20,28 +20,29 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.reporting.progress import TrialProgress, print_trials
-from anyq.sweeping.engine import (
-    StudyRunner,
-    SweepSettings,
-    check_space_matches,
-    one_line,
-    trial_link_overrides,
-)
+from anyq.errors import first_line
+from anyq.reporting.progress import TrialProgress, print_summary, print_trials
+from anyq.sweeping.engine import StudyRunner, SweepSettings, check_space_matches, trial_link_overrides
 from anyq.sweeping.errors import SpaceError, SweepRefused, TrialConfigError
+from anyq.sweeping.hydra_private import is_joblib_launcher, runs_in_process, stop_joblib_workers
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import (
     fit_space_to_config,
     grid_of,
+    parent_link_overrides,
     parse_search_space,
-    quote,
     representative_overrides,
 )
 from anyq.sweeping.storage import redacted, resolve_storage_url
-from anyq.sweeping.summary import print_summary, record_summary, summarize
+from anyq.sweeping.summary import summarize
 from anyq.tracking.runs import close_run
-from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
-from anyq.tracking.study import open_parent_run
+from anyq.tracking.study import (
+    DIRECTIONS_TAG,
+    OBJECTIVES_TAG,
+    STORAGE_TAG,
+    open_study_parent,
+    record_summary,
+)
 from anyq.tracking.trials import close_trial_runs
 from anyq.training.builders import validate_config
 from anyq.training.schema import ConfigError
@@ -111,34 +112,33 @@ class AnyqOptunaSweeper(Sweeper):
             barrier=self.barrier,
         )
         n_jobs = self.n_jobs
-        if n_jobs > 1 and type(self.launcher).__name__ == "BasicLauncher":
+        if n_jobs > 1 and runs_in_process(self.launcher):
             log.warning("hydra.sweeper.n_jobs=%d needs a parallel launcher (hydra/launcher=joblib, anyq_ray, "
                         "anyq_submitit_local, anyq_slurm); running one trial at a time", n_jobs)
             settings.n_jobs = 1
-        experiment = self.experiment or study_name
-        uri = resolve_tracking_uri(self.config.tracking.get("tracking_uri"), mlruns)
-        client = ensure_store(uri, mlruns)
-        experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns, experiment))
         runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial, stop_jobs=self._stop_jobs)
         check_space_matches(runner.study, space)
         progress = TrialProgress(self.n_trials, self.objectives)
         progress.start(runner.study)  # elapsed and ETA from here; earlier runs' trials not timed
         runner.on_told = progress
-        with study_lock(settings.storage_url, study_name):
-            parent = open_parent_run(client, experiment_id, study_name, {
-                "optuna.storage": redacted(settings.storage_url),
-                "optuna.directions": ",".join(self.directions),
-                "optuna.objectives": ",".join(self.objectives),
-                "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
-            })
+        tags = {
+            STORAGE_TAG: redacted(settings.storage_url),
+            DIRECTIONS_TAG: ",".join(self.directions),
+            OBJECTIVES_TAG: ",".join(self.objectives),
+            "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
+        }
+        study_parent = open_study_parent(self.config.tracking.get("tracking_uri"), mlruns,
+                                         self.experiment or study_name, study_name, tags,
+                                         lock=study_lock(settings.storage_url, study_name))
+        client, parent, experiment = study_parent.client, study_parent.run_id, study_parent.experiment
         try:
-            shared = [f"tracking.parent_run_id={parent}", f"tracking.experiment={quote(experiment)}"]
+            shared = parent_link_overrides(parent, experiment)
             runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
             # a dead worker's job cannot close its run: the worker that notices closes it
             runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
-                     study_name, redacted(settings.storage_url), self.n_trials, redacted(uri), experiment,
-                     parent)
+                     study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
+                     experiment, parent)
             study = runner.run(space, fixed)
         except BaseException:
             close_run(client, parent, "KILLED")
@@ -164,8 +164,8 @@ class AnyqOptunaSweeper(Sweeper):
             try:
                 self._compose([*fixed, *overrides])
             except (ConfigCompositionException, OverrideParseException) as exc:
-                cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
-                raise SpaceError(f"search space: {one_line(exc)}{cause}") from None
+                cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
+                raise SpaceError(f"search space: {first_line(exc)}{cause}") from None
         preflight = getattr(self.launcher, "preflight", None)
         if callable(preflight):
             preflight(base)
@@ -176,23 +176,17 @@ class AnyqOptunaSweeper(Sweeper):
         try:
             validate_config(self._compose(overrides))
         except (ConfigCompositionException, OverrideParseException) as exc:
-            cause = f" ({one_line(exc.__cause__)})" if exc.__cause__ else ""
-            raise TrialConfigError(f"{one_line(exc)}{cause}") from None
+            cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
+            raise TrialConfigError(f"{first_line(exc)}{cause}") from None
         except ConfigError as exc:
-            raise TrialConfigError(one_line(exc)) from None
+            raise TrialConfigError(first_line(exc)) from None
 
     def _stop_jobs(self) -> None:
         """Interrupted: end the jobs still running in the launcher's workers, so none of them
         finishes a run the engine is about to record as lost. Joblib's workers are loky
         processes; a launcher of anyq's own offers ``stop_jobs``."""
-        if type(self.launcher).__module__.startswith("hydra_plugins.hydra_joblib_launcher"):
-            from joblib.externals.loky import reusable_executor
-
-            executor = getattr(reusable_executor, "_executor", None)
-            if executor is not None:
-                # wait: loky kills its workers from a manager thread; until they are dead a
-                # job could still open or close a run after the engine recorded it lost
-                executor.shutdown(wait=True, kill_workers=True)
+        if is_joblib_launcher(self.launcher):
+            stop_joblib_workers()
         stop = getattr(self.launcher, "stop_jobs", None)
         if callable(stop):
             stop()

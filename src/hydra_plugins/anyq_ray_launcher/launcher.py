@@ -29,6 +29,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from anyq.errors import first_line
 from anyq.sweeping.errors import TrialConfigError, WorkerLost
 from anyq.training.schema import ConfigError
 
@@ -120,7 +121,7 @@ class AnyqRayLauncher(Launcher):
                      configure_logging=False, **kwargs)
         except ConnectionError as exc:
             raise ConfigError(f"no Ray cluster at hydra.launcher.address={self.address}: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{first_line(exc)}") from None
 
     def nodes(self) -> List[Dict[str, Any]]:
         import ray
@@ -180,7 +181,7 @@ class AnyqRayLauncher(Launcher):
             return ray.get(ref)
         except lost_worker_errors() as exc:
             ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
-            ret.return_value = WorkerLost(f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            ret.return_value = WorkerLost(first_line(exc, with_type=True))
             return ret
         finally:
             self._in_flight.discard(ref)

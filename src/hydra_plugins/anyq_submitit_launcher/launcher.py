@@ -22,6 +22,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf
 
+from anyq.errors import first_line
 from anyq.sweeping.errors import WorkerLost
 from anyq.training.schema import ConfigError
 
@@ -71,7 +72,7 @@ if BaseSubmititLauncher is not None:
             try:
                 self._executor()
             except RuntimeError as exc:
-                raise ConfigError(f"{type(self).__name__}: {str(exc).splitlines()[0]}") from None
+                raise ConfigError(f"{type(self).__name__}: {first_line(exc)}") from None
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
             assert self.config is not None and len(job_overrides) > 0
@@ -100,7 +101,7 @@ if BaseSubmititLauncher is not None:
             except UncompletedJobError as exc:
                 ret = JobReturn(overrides=list(overrides), status=JobStatus.FAILED)
                 ret.return_value = WorkerLost(f"Submitit job {job.job_id} ended without a result: "
-                                              f"{str(exc).strip().splitlines()[0]}")
+                                              f"{first_line(exc)}")
                 return ret
             finally:
                 with self._lock:
