@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from anyq.app.job import run_job
 from anyq.metrics.scorer import score
 from anyq.tracking import comparison
+from anyq.tracking.comparison import own_baseline_lock
+from anyq.tracking.recording import Tracker, open_job_run
 from anyq.training.builders import build_model, load_dataset
 from anyq.training.checkpoints import read_checkpoint, recorded_history
 from anyq.training.run import TrainOutcome, fit_and_test, prepare
@@ -89,3 +92,25 @@ def test_a_failing_baseline_leaves_the_model_run_finished_with_the_reason(compos
     assert run.data.metrics["test/crps"] == pytest.approx(summary["test/crps"])
     failed = client.search_runs([run.info.experiment_id], "tags.role = 'baseline'")
     assert [r.info.status for r in failed] == ["FAILED"]  # recorded, not left RUNNING
+
+
+
+def test_a_comparison_waits_for_the_baseline_job_beside_it(compose_cfg):
+    """``make run`` trains the baseline and a model side by side: the baseline job holds its
+    signature lock while it trains, so the model job, done first, waits for that run and
+    compares with it instead of training a second baseline."""
+    base_cfg, model_cfg = compose_cfg("model=baseline_adaptive"), compose_cfg("model=adaptive_attention")
+    dataset = load_dataset(model_cfg.data)
+    tracker = Tracker.from_config(model_cfg)
+    trained, found = [], {}
+    with own_baseline_lock(base_cfg, dataset.fingerprint, tracker):  # the baseline job, training
+        waiting = threading.Thread(target=lambda: found.update(
+            comparison.ensure_baseline(model_cfg, dataset.fingerprint, tracker, train=trained.append)))
+        waiting.start()
+        waiting.join(timeout=2.0)
+        assert waiting.is_alive()  # the model job waits for it
+        with open_job_run(base_cfg, dataset, tracker, None) as run:  # the baseline job's run finishes
+            run.log_metrics({"test/crps": 1.5, "test/coverage-0.9": 0.9})
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and trained == []  # nothing trained a second baseline
+    assert found["run_id"] == run.run_id and found["test/crps"] == 1.5
