@@ -1,9 +1,7 @@
-"""One job of ``anyq-train``: validate -> data -> fit/test -> record -> compare.
+"""One job of ``anyq-train`` (Hydra has composed ``cfg``): validate -> data -> fit/test (:mod:`anyq.training.run`)
+-> record (:mod:`anyq.tracking.recording`) -> compare, after the run is closed (:mod:`anyq.tracking.comparison`).
 
-Hydra has composed ``cfg``. The same function serves a single run, every trial of a sweep and
-every cell of an ablation, so all of them record the same things: training is
-:mod:`anyq.training.run`, the run's record :mod:`anyq.tracking.recording`, the comparison
-with the baseline (after the run is closed) :mod:`anyq.tracking.comparison`.
+The same function serves a single run, every trial of a sweep and every cell of an ablation.
 """
 
 from __future__ import annotations
@@ -95,8 +93,8 @@ def pruned_status(exc: BaseException) -> Optional[tuple[str, dict[str, str]]]:
 
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
-    summary: dict[str, Any] = {k: v for k, v in outcome.best_validation().items() if k.startswith("val/")}
-    return {**summary, **outcome.metrics, "run_id": run_id}
+    best = {k: v for k, v in outcome.best_validation().items() if k.startswith("val/")}
+    return {**best, **outcome.metrics, "run_id": run_id}
 
 
 def announce_checkpoint(cfg: DictConfig, outcome: TrainOutcome) -> None:
