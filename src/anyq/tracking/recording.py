@@ -40,6 +40,7 @@ from anyq.tracking.store import (
 )
 from anyq.tracking.trials import STUDY_NAME_TAG, TRIAL_NUMBER_TAG
 from anyq.training.builders import Dataset
+from anyq.training.diagnostics import run_name
 from anyq.training.run import TrainOutcome
 from anyq.training.schema import Task
 
@@ -118,7 +119,7 @@ def open_job_run(cfg: DictConfig, dataset: Dataset, tracker: Tracker, ckpt_path:
     with open_run(
         tracker.client,
         tracker.experiment_id,
-        run_name=cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}{'-test' if testing else ''}",
+        run_name=run_name(cfg),
         tags=tags,
         parent_run_id=cfg.tracking.parent_run_id,
         resume_run_id=None if testing else source_run_id,

@@ -35,13 +35,18 @@ from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
 TB_DIR = "tb_logs"
 
 
+def run_name(cfg: DictConfig) -> str:
+    """The run's name, in MLflow and TensorBoard alike: ``tracking.run_name``, or
+    ``<variant>-seed<seed>`` (``-test`` appended when ``task=test`` scores a checkpoint)."""
+    return cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}{'-test' if cfg.task == 'test' else ''}"
+
+
 def tensorboard_logger(cfg: DictConfig, loggers: Sequence[Any] = ()) -> TensorBoardLogger:
     """The run's TensorBoard logger, named after the MLflow run among ``loggers`` if any."""
     run_id = next((lg.run_id for lg in loggers if isinstance(lg, MLFlowLogger) and lg.run_id), None)
-    run_name = cfg.tracking.run_name or f"{cfg.model.variant}-seed{cfg.seed}"
     return TensorBoardLogger(
         save_dir=str(Path(cfg.paths.root) / TB_DIR),
-        name=f"{cfg.tracking.experiment}/{run_name}",
+        name=f"{cfg.tracking.experiment}/{run_name(cfg)}",
         version=run_id[:8] if run_id else None,
         default_hp_metric=False,
     )
