@@ -47,8 +47,8 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
 
 def train_tracked(cfg: DictConfig, dataset: Dataset, tracker: Tracker,
                   pruner: Optional[optuna.pruners.BasePruner], compare: bool) -> dict[str, Any]:
-    """Fit/test and record one run; once it is closed, compare it with its baseline (training
-    that first when the store has none; scoring a checkpoint compares with nothing)."""
+    """Fit/test and record one run; once it is closed, compare it with its baseline (trained
+    then when the store has none; a baseline, or a scored checkpoint, compares with nothing)."""
     plan = prepare(cfg, dataset)  # a checkpoint that does not fit is refused before any run is opened
     with open_job_run(cfg, dataset, tracker, plan.ckpt_path, hydra_overrides(), pruned_status) as run:
         outcome = fit_and_test(plan, loggers=[mlflow_logger(cfg, tracker, run.run_id)],
