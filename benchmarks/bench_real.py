@@ -7,7 +7,7 @@ training targets 2012-2013, validation 2014-01-01 to 2014-06-30, test 2014-07-01
 day at 00:00, 168 h of history, 48 h horizon, the 99-level grid 0.01..0.99.
 
 - seasonal naive: ``anyq.reference.SeasonalNaiveForecaster`` fitted on the training range;
-- anyq: each variant through the library (``load_dataset`` + ``fit_and_test``) at the main
+- anyq: each variant through the library (``load_dataset`` + ``prepare`` + ``fit_and_test``) at the main
   job's budget (``--experiment``, default the one ``make run`` uses), best validation
   checkpoint, tracking off;
 - peer: ``bench_real_peer.py`` run by ``--peer-python`` (its own environment, pinned in
@@ -104,7 +104,7 @@ def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, w
     from pytorch_lightning.callbacks import Callback
 
     from anyq.training.builders import load_dataset, validate_config
-    from anyq.training.run import fit_and_test
+    from anyq.training.run import fit_and_test, prepare
 
     class FitCPUClock(Callback):
         """Process CPU seconds of ``fit`` (validation included), robust to a loaded machine."""
@@ -118,7 +118,7 @@ def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, w
     cfg = compose(csv, variant, args, workdir)
     validate_config(cfg)
     clock = FitCPUClock()
-    outcome = fit_and_test(cfg, load_dataset(cfg.data), callbacks=[clock])
+    outcome = fit_and_test(prepare(cfg, load_dataset(cfg.data)), callbacks=[clock])
     f = outcome.forecasts
     forecast = align(f["forecast"], f["origin"], windows["origin"])
     m = outcome.metrics

@@ -128,7 +128,7 @@ def test_baseline_reuse_needs_the_same_data_content(compose_cfg, tmp_path, caplo
     data = ("data=csv", f"data.path={path}", "data.split.proportions=[0.667,0.1665,0.1665]", "tracking.log_model=false")
     old_baseline = run_job(compose_cfg(*data, "model=baseline_adaptive"))["run_id"]
     write_csv(compose_cfg(), path, factor=10.0)  # corrected in place: same name, other values
-    caplog.set_level(logging.INFO, logger="anyq.app.job")
+    caplog.set_level(logging.INFO, logger="anyq.tracking.comparison")
     model = run_job(compose_cfg(*data, "model=nbeats_aq"))
     client = client_at(tmp_path)
     run = client.get_run(model["run_id"])

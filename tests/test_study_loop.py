@@ -62,6 +62,10 @@ def test_make_run_follows_overrides_and_is_a_study(main_job):
                                   f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'")
     assert sorted(r.data.tags["variant"] for r in children) == ["adaptive_attention", "baseline_adaptive"]
     assert all(r.info.status == "FINISHED" for r in children)
+    # side by side, the model job waited for the baseline job's run instead of training another
+    (baseline,) = client.search_runs([experiment.experiment_id], "tags.variant = 'baseline_adaptive'")
+    (model,) = [r for r in children if r.data.tags["variant"] == "adaptive_attention"]
+    assert model.data.tags["baseline_run_id"] == baseline.info.run_id
     for run in children:  # the closing table names each run of x in that store
         assert run.info.run_id[:8] in done.stdout
     assert f"parent run {parent.info.run_id}" in done.stdout

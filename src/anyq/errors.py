@@ -19,3 +19,8 @@ def first_line(exc: BaseException | str, *, with_type: bool = False, limit: int 
         name = type(exc).__name__
         line = f"{name}: {line}" if line else name
     return line[:limit]
+
+
+def first_sentence(exc: BaseException) -> str:
+    """The first sentence of :func:`first_line` (a library's long explanation cut to its point)."""
+    return first_line(str(exc).split(". ")[0]) or type(exc).__name__

@@ -6,7 +6,7 @@ first objective; ``confirm.trial=N`` to choose), retrains its exact configuratio
 ``config.yaml`` its run logged) with seeds ``0 .. confirm.seeds-1`` at the full budget (the
 trial's ``trainer.max_epochs``, no pruning; overrides on the command line apply on top,
 e.g. ``trainer.max_epochs=20``), and trains the baseline adaptive model with the same seeds
-and budget where the store has none (:func:`anyq.app.job.ensure_baseline` reuses the rest,
+and budget where the store has none (:func:`anyq.tracking.comparison.ensure_baseline` reuses the rest,
 the sweep's own baseline included).
 
 The runs form a study of their own: experiment and study ``<sweep>-confirm``, parent run

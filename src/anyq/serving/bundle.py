@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
+from anyq.errors import first_sentence
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.serving.errors import ModelFileError, RequestError
 
@@ -135,7 +136,7 @@ def checkpoint_weights(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_sentence(exc)
         raise ModelFileError(f"{path} is not a readable anyq-train checkpoint ({reason})") from None
     weights = {k[len(CHECKPOINT_PREFIX):]: v for k, v in state.items() if k.startswith(CHECKPOINT_PREFIX)}
     if not weights:

@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
+from anyq.errors import first_sentence
 from anyq.training.schema import ConfigError
 
 BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
@@ -54,44 +55,44 @@ def override(key: str, value: str | Path) -> str:
 
 
 class RunHistory(Callback):
-    """Keeps the per-epoch record of a run inside its checkpoints.
+    """Keeps the per-check record of a run, and carries it inside the run's checkpoints.
 
-    ``val_history`` and ``importance_history`` are the whole run's: epochs restored from the
-    checkpoint a fit resumed from, then the epochs of this fit.
+    After each validation (the module has logged its ``val/*`` metrics): the metrics with
+    ``step`` and ``epoch``, and the sampler's bin probabilities. ``val_history`` and
+    ``importance_history`` are the whole run's: the checks restored from the checkpoint a fit
+    resumed from (or a test scored), then the checks of this fit.
     """
 
     def __init__(self, data_fingerprint: str, settings: Mapping[str, Any]) -> None:
         self.data_fingerprint = data_fingerprint
         self.settings = dict(settings)
-        self.earlier_val: list[dict[str, float]] = []
-        self.earlier_importance: list[list[float]] = []
-        self._module: Optional[pl.LightningModule] = None
+        self.val_history: list[dict[str, float]] = []
+        self._importance: list[list[float]] = []
 
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._module = pl_module
-
-    @property
-    def val_history(self) -> list[dict[str, float]]:
-        own = list(getattr(self._module, "val_history", []))
-        return self.earlier_val + own
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.val_history.append({**logged, "step": float(trainer.global_step), "epoch": float(trainer.current_epoch)})
+        sampler = pl_module.forecaster.sampler  # type: ignore[union-attr]
+        self._importance.append(sampler.probabilities().detach().double().cpu().tolist())
 
     @property
     def importance_history(self) -> np.ndarray:
-        own = [np.asarray(p, dtype=np.float64) for p in getattr(self._module, "importance_history", [])]
-        rows = [np.asarray(p, dtype=np.float64) for p in self.earlier_importance] + own
-        return np.stack(rows) if rows else np.zeros((0, 0))
+        """Bin probabilities per check, ``[checks, bins]`` (``[0, 0]`` before the first)."""
+        return np.asarray(self._importance, dtype=np.float64) if self._importance else np.zeros((0, 0))
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "val_history": [dict(m) for m in self.val_history],
-            "importance_history": self.importance_history.tolist(),
+            "importance_history": [list(p) for p in self._importance],
             "data_fingerprint": self.data_fingerprint,
             "settings": self.settings,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.earlier_val = [dict(m) for m in state_dict.get("val_history", [])]
-        self.earlier_importance = [list(p) for p in state_dict.get("importance_history", [])]
+        self.val_history = [dict(m) for m in state_dict.get("val_history", [])]
+        self._importance = [list(p) for p in state_dict.get("importance_history", [])]
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        reason = str(exc).split(". ")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_sentence(exc)
         raise CheckpointError(f"{path} is not a readable anyq-train checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not an anyq-train checkpoint (no state_dict)")

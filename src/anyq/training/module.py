@@ -37,7 +37,7 @@ class ForecastingModule(pl.LightningModule):
         num_levels: int = 99,
         val_num_levels: int = 39,
         coverage: tuple[float, ...] = (0.9, 0.95),
-        store_test_forecasts: bool = True,
+        store_test_forecasts: bool = True,  # unused here: TestScores keeps the test forecasts
     ) -> None:
         super().__init__()
         self.forecaster = forecaster
@@ -50,19 +50,8 @@ class ForecastingModule(pl.LightningModule):
         self.register_buffer("val_levels", evaluation_grid(val_num_levels), persistent=False)
         self.num_series = num_series
         self.coverage = tuple(coverage)
-        self.store_test_forecasts = store_test_forecasts
         self.val_scorer = ForecastScorer(self.val_levels, num_series, coverage_levels=self.coverage)
-        self.test_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
-        # the networks' own per-level forecasts before rearrangement: test/crps_raw, crossing_rate_raw
-        self.raw_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
-        # with model.conformal: the calibrated forecasts, metric family test_conformal/
-        self.conformal_scorer = ForecastScorer(self.levels, num_series, coverage_levels=self.coverage)
         self._val_loss_sum = torch.zeros(())
-        self.importance_history: list[np.ndarray] = []
-        self.val_history: list[dict[str, float]] = []
-        self.test_outputs: dict[str, list[np.ndarray]] = {}
-        self.test_metrics: dict[str, float] = {}
-        self.test_curves: dict[str, list[float]] = {}
 
     # ----------------------------------------------------------------- training
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -114,12 +103,9 @@ class ForecastingModule(pl.LightningModule):
         metrics["val/coverage_error-0.9"] = abs(metrics["val/coverage-0.9"] - 0.9)
         self.log_dict({k: v for k, v in metrics.items() if k != "val/crps"})
         self.log("val/crps", metrics["val/crps"], prog_bar=True)
-        if not self.trainer.sanity_checking:
-            probs = self.forecaster.sampler.probabilities().detach().cpu().numpy()
-            self.importance_history.append(probs)
-            self.val_history.append({**metrics, "step": float(self.global_step), "epoch": float(self.current_epoch)})
-            if not np.isfinite(metrics["val/crps"]):
-                raise NonFiniteLossError(f"val/crps is {metrics['val/crps']} at step {self.global_step}")
+        # the per-check record is kept by anyq.training.checkpoints.RunHistory
+        if not self.trainer.sanity_checking and not np.isfinite(metrics["val/crps"]):
+            raise NonFiniteLossError(f"val/crps is {metrics['val/crps']} at step {self.global_step}")
 
     def fit_conformal(self, dataloader) -> None:
         """Fit the forecaster's conformal offsets on the windows of ``dataloader`` (validation)."""
@@ -130,46 +116,19 @@ class ForecastingModule(pl.LightningModule):
         conformal = self.forecaster.conformal
         return conformal is not None and bool(conformal.fitted)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_scorer.reset()
-        self.raw_scorer.reset()
-        self.conformal_scorer.reset()
-        self.test_outputs = {"forecast": [], "target": [], "series_idx": [], "origin": []}
-
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """The batch's forecasts on the evaluation grid, scored by
+        :class:`anyq.training.evaluation.TestScores`: ``forecast``, ``raw`` and (calibrated
+        model) ``calibrated``, each ``[N, H, Q]``, with ``target [N, H]``, ``series_idx [N]``
+        and ``origin [N]``."""
         history = batch["history"]
         levels = self.levels.to(history.dtype).expand(history.shape[0], -1)
         forecast, raw = self.forecaster.forward_with_raw(history, levels, batch.get("calendar"), calibrated=False)
-        self.test_scorer.update(forecast, batch["target"], batch["series_idx"])
-        self.raw_scorer.update(raw, batch["target"], batch["series_idx"])
+        outputs = {"forecast": forecast, "raw": raw, "target": batch["target"],
+                   "series_idx": batch["series_idx"], "origin": batch["origin"]}
         if self.calibrated:
             grid = self.forecaster.monotone == "none" or levels.shape[-1] == self.forecaster.monotone_levels.numel() \
                 and bool((self.levels == self.forecaster.monotone_levels.to(self.levels.dtype)).all())
-            calibrated = (self.forecaster.calibrate_raw(history, raw, levels) if grid
-                          else self.forecaster(history, levels, batch.get("calendar")))
-            self.conformal_scorer.update(calibrated, batch["target"], batch["series_idx"])
-        if self.store_test_forecasts:
-            for key, value in (("forecast", forecast), ("target", batch["target"]),
-                               ("series_idx", batch["series_idx"]), ("origin", batch["origin"])):
-                self.test_outputs[key].append(value.detach().cpu().numpy())
-
-    def on_test_epoch_end(self) -> None:
-        scores = self.test_scorer.compute()
-        self.test_metrics = {f"test/{k}": float(v) for k, v in scores.items()}
-        raw = self.raw_scorer.compute()
-        self.test_metrics["test/crps_raw"] = float(raw["crps"])
-        self.test_metrics["test/crossing_rate_raw"] = float(raw["crossing_rate"])
-        if self.calibrated:
-            conformal = self.conformal_scorer.compute()
-            self.test_metrics.update({f"test_conformal/{k}": float(v) for k, v in conformal.items()
-                                      if not k.startswith("n_")})
-        self.test_curves = self.test_scorer.curves()
-        self.log_dict({k: v for k, v in self.test_metrics.items() if not k.startswith("test/n_")})
-
-    def stored_test_forecasts(self) -> dict[str, np.ndarray]:
-        """Test forecasts on the grid, with targets and window ids, for reports and ensembles."""
-        if not self.test_outputs or not self.test_outputs["forecast"]:
-            return {}
-        arrays = {k: np.concatenate(v) for k, v in self.test_outputs.items()}
-        arrays["levels"] = self.levels.cpu().numpy()
-        return arrays
+            outputs["calibrated"] = (self.forecaster.calibrate_raw(history, raw, levels) if grid
+                                     else self.forecaster(history, levels, batch.get("calendar")))
+        return outputs

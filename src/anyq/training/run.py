@@ -1,4 +1,12 @@
-"""Fit one model and score it on the test split, or score a checkpoint; tracking is injected by the caller."""
+"""Fit one model and score it on the test split, or score a checkpoint; tracking is injected by the caller.
+
+:func:`prepare` builds the run (seeded data and model) and refuses, before anything trains or
+is recorded, a ``resume=`` checkpoint that does not fit it; :func:`fit_and_test` runs it and
+returns everything the run produced as one :class:`TrainOutcome`. Histories and test scores
+are kept by callbacks (:class:`~anyq.training.checkpoints.RunHistory`,
+:class:`~anyq.training.evaluation.TestScores`); Lightning loads the checkpoint a test scores
+(``ckpt_path="best"`` after a fit).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +22,23 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from anyq.data.datamodule import ForecastDataModule
+from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
-from anyq.training.builders import Dataset, build_datamodule, build_model, build_module, build_trainer
-from anyq.training.checkpoints import RunHistory, check_fits, model_settings, read_checkpoint, recorded_history
+from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
+from anyq.training.checkpoints import RunHistory, check_fits, model_settings, read_checkpoint
+from anyq.training.evaluation import TestScores
+from anyq.training.module import ForecastingModule
 from anyq.training.schema import Task
 
 
 @dataclass
 class TrainOutcome:
+    """What one run produced: test ``metrics`` (``test/*``, ``test_conformal/*``, oracle ratios,
+    ``train_seconds``, ``train_steps``, ``best_step``), the test ``curves``, the test
+    ``forecasts`` (:attr:`TestScores.forecasts`), the validation history per check, the sampler's
+    importance per check ``[checks, bins]``, and the checkpoint that was tested."""
+
     metrics: dict[str, float]
     curves: dict[str, list[float]]
     forecasts: dict[str, np.ndarray]
@@ -43,22 +59,16 @@ class TrainOutcome:
         return min(history, key=lambda m: m["val/crps"] if np.isfinite(m["val/crps"]) else np.inf)
 
 
-def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
-    """CRPS of the true conditional quantiles on the test windows (synthetic data only)."""
-    if dataset.synthetic is None:
-        return None
-    windows = datamodule.test_windows
-    oracle = OracleForecaster(dataset.synthetic, datamodule.history_length, datamodule.horizon_length)
-    forecast = oracle.predict(windows.series_idx, windows.origin, levels.numpy())
-    target = datamodule.dataset("test").target_array()
-    scores = score(
-        torch.as_tensor(forecast, dtype=torch.float32),
-        torch.as_tensor(target, dtype=torch.float32),
-        levels,
-        torch.as_tensor(windows.series_idx),
-        dataset.panel.n_series,
-    )
-    return float(scores["crps"])
+@dataclass
+class RunPlan:
+    """A run ready to go: its config, data, seeded datamodule and module, and the checkpoint
+    it resumes from (``task=train``) or scores (``task=test``), already known to fit."""
+
+    cfg: DictConfig
+    dataset: Dataset
+    datamodule: ForecastDataModule
+    module: ForecastingModule
+    ckpt_path: Optional[str]
 
 
 def resolve_resume(cfg: DictConfig) -> Optional[str]:
@@ -88,96 +98,115 @@ def resolve_resume(cfg: DictConfig) -> Optional[str]:
     return str(candidates[-1])
 
 
-def resume_checkpoint(cfg: DictConfig, dataset: Dataset) -> Optional[str]:
-    """The checkpoint ``resume=`` names, once it is known to fit this run.
-
-    Training on from a checkpoint needs the same model and the same data; scoring one
-    (``task=test``) needs the same model, on any data.
+def prepare(cfg: DictConfig, dataset: Dataset) -> RunPlan:
+    """Seed, build the datamodule and the module, and check the ``resume=`` checkpoint against
+    that module: training on needs the same model and the same data; scoring (``task=test``)
+    needs the same model, on any data.
 
     Raises:
         FileNotFoundError: no such checkpoint.
         CheckpointError: it does not fit the configured model or (training) data.
     """
     path = resolve_resume(cfg)
-    if path is None:
-        return None
-    fingerprint = dataset.fingerprint if cfg.task == Task.train else None
-    check_fits(path, read_checkpoint(path), build_model(cfg), model_settings(cfg), fingerprint)
-    return path
-
-
-def fit_and_test(
-    cfg: DictConfig,
-    dataset: Dataset,
-    *,
-    loggers: Sequence[Any] = (),
-    callbacks: Sequence[Callback] = (),
-    ckpt_path: Optional[str] = None,
-) -> TrainOutcome:
-    """``task=train``: fit (from ``ckpt_path`` when resuming), then score the best epoch on
-    the test split. ``task=test``: score ``ckpt_path`` on the test split; nothing trains and
-    no checkpoint is written."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     datamodule = build_datamodule(cfg.data, dataset, cfg.seed)
     module = build_module(cfg, dataset.panel.n_series)
-    history = RunHistory(dataset.fingerprint, model_settings(cfg))
+    if path is not None:
+        fingerprint = dataset.fingerprint if cfg.task == Task.train else None
+        check_fits(path, read_checkpoint(path), module.forecaster, model_settings(cfg), fingerprint)
+    return RunPlan(cfg, dataset, datamodule, module, path)
+
+
+def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Sequence[Callback] = ()) -> TrainOutcome:
+    """``task=train``: fit (from the plan's checkpoint when resuming), then score the best
+    checkpoint on the test split (the last weights when none was written: fast dev run).
+    ``task=test``: score the plan's checkpoint; nothing trains and no checkpoint is written."""
+    cfg, module, datamodule = plan.cfg, plan.module, plan.datamodule
+    history = RunHistory(plan.dataset.fingerprint, model_settings(cfg))
+    scores = TestScores(evaluation_grid(cfg.evaluation.num_levels), plan.dataset.panel.n_series,
+                        tuple(cfg.evaluation.coverage), cfg.evaluation.store_forecasts)
+    metrics: dict[str, float] = {}
     train_seconds = 0.0
     if cfg.task == Task.test:
-        assert ckpt_path is not None, "task=test needs a checkpoint (checked by check_config)"
-        checkpoint = read_checkpoint(ckpt_path)
-        module.load_state_dict(checkpoint["state_dict"])
-        history.load_state_dict(recorded_history(checkpoint))  # the scored run's own record
-        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history], checkpoints=False)
-        best: Optional[str] = ckpt_path
+        assert plan.ckpt_path is not None, "task=test needs a checkpoint (checked by check_config)"
+        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history, scores], checkpoints=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, verbose=False)
+        best: Optional[str] = plan.ckpt_path
+        val_history, importance = history.val_history, history.importance_history  # the scored run's own
     else:
-        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history])
+        calibration = [ConformalCalibration()] if module.forecaster.conformal is not None else []
+        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history, scores, *calibration])
         started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
         train_seconds = time.perf_counter() - started
+        metrics.update({"train_seconds": train_seconds, "train_steps": float(trainer.global_step)})
+        # the whole run's record: testing the best checkpoint restores that epoch's history
+        val_history, importance = list(history.val_history), history.importance_history
         best = _best_checkpoint(trainer)
-        if best is not None:  # score the best epoch, sampler state included
-            module.load_state_dict(read_checkpoint(best)["state_dict"])
-        if module.forecaster.conformal is not None:
-            calibrate(module, datamodule, best)
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = dict(module.test_metrics)
-    oracle = oracle_crps(dataset, datamodule, module.levels.cpu())
-    if oracle is not None:
-        metrics["test/oracle_crps"] = oracle
-        metrics["test/oracle_ratio"] = metrics["test/crps"] / oracle
-        if "test_conformal/crps" in metrics:
-            metrics["test_conformal/oracle_ratio"] = metrics["test_conformal/crps"] / oracle
-    if cfg.task == Task.train:
-        metrics["train_seconds"] = train_seconds
-        metrics["train_steps"] = float(trainer.global_step)
-    best_val = TrainOutcome.best_of(history.val_history)
+        trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
+    metrics = {**scores.metrics, **oracle_ratios(plan, scores), **metrics}
+    best_val = TrainOutcome.best_of(val_history)
     if "step" in best_val:
         metrics["best_step"] = best_val["step"]
     return TrainOutcome(
         metrics=metrics,
-        curves=module.test_curves,
-        forecasts=module.stored_test_forecasts(),
-        val_history=history.val_history,
-        importance_history=history.importance_history,
+        curves=scores.curves,
+        forecasts=scores.forecasts,
+        val_history=val_history,
+        importance_history=importance,
         best_checkpoint=best,
         train_seconds=train_seconds,
         data_summary=datamodule.summary(),
     )
 
 
-def calibrate(module: Any, datamodule: ForecastDataModule, checkpoint: Optional[str]) -> None:
-    """Fit the conformal offsets on the validation windows and write them into the tested
-    checkpoint, so that the served model (logged from it) applies the same calibration."""
-    module.fit_conformal(datamodule.val_dataloader())
-    if checkpoint is None:
-        return
-    saved = read_checkpoint(checkpoint)
-    prefix = "forecaster.conformal."
-    for name, value in module.forecaster.conformal.state_dict().items():
-        saved["state_dict"][prefix + name] = value.detach().cpu()
-    torch.save(saved, checkpoint)
+def oracle_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:
+    """``test/oracle_crps`` and the test CRPS over it (``test_conformal/`` too); {} on real data."""
+    oracle = oracle_crps(plan.dataset, plan.datamodule, scores.levels)
+    if oracle is None:
+        return {}
+    out = {"test/oracle_crps": oracle, "test/oracle_ratio": scores.metrics["test/crps"] / oracle}
+    if "test_conformal/crps" in scores.metrics:
+        out["test_conformal/oracle_ratio"] = scores.metrics["test_conformal/crps"] / oracle
+    return out
+
+
+def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
+    """CRPS of the true conditional quantiles on the test windows (synthetic data only)."""
+    if dataset.synthetic is None:
+        return None
+    windows = datamodule.test_windows
+    oracle = OracleForecaster(dataset.synthetic, datamodule.history_length, datamodule.horizon_length)
+    forecast = oracle.predict(windows.series_idx, windows.origin, levels.numpy())
+    target = datamodule.dataset("test").target_array()
+    scores = score(
+        torch.as_tensor(forecast, dtype=torch.float32),
+        torch.as_tensor(target, dtype=torch.float32),
+        levels,
+        torch.as_tensor(windows.series_idx),
+        dataset.panel.n_series,
+    )
+    return float(scores["crps"])
+
+
+class ConformalCalibration(Callback):
+    """After a fit, once the tested weights are loaded (the best checkpoint's): fit the conformal
+    offsets on the validation windows and write them into that checkpoint, so that the served
+    model (logged from it) applies the same calibration."""
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, ForecastingModule)
+        with torch.inference_mode(False), torch.no_grad():  # offsets are kept weights, not test outputs
+            pl_module.fit_conformal(trainer.datamodule.val_dataloader())  # type: ignore[attr-defined]
+        if not trainer.ckpt_path:
+            return
+        saved = read_checkpoint(trainer.ckpt_path)
+        prefix = "forecaster.conformal."
+        for name, value in pl_module.forecaster.conformal.state_dict().items():  # type: ignore[union-attr]
+            saved["state_dict"][prefix + name] = value.detach().cpu().clone()
+        torch.save(saved, trainer.ckpt_path)
 
 
 def _best_checkpoint(trainer: pl.Trainer) -> Optional[str]:
