@@ -96,7 +96,6 @@ def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:
         num_levels=cfg.evaluation.num_levels,
         val_num_levels=cfg.evaluation.val_num_levels,
         coverage=tuple(cfg.evaluation.coverage),
-        store_test_forecasts=cfg.evaluation.store_forecasts,
     )
 
 

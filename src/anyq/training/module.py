@@ -17,10 +17,14 @@ from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import ForecastScorer
 from anyq.model.forecaster import AnyQuantileForecaster
 from anyq.training.schedule import lr_factor
+from anyq.training.schema import EvaluationConfig, OptimConfig
 
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the run cannot continue meaningfully."""
+
+
+_OPTIM, _EVALUATION = OptimConfig(), EvaluationConfig()  # defaults declared once, in the schema
 
 
 class ForecastingModule(pl.LightningModule):
@@ -29,15 +33,14 @@ class ForecastingModule(pl.LightningModule):
         forecaster: AnyQuantileForecaster,
         *,
         num_series: int,
-        lr: float = 5e-4,
-        warmup_updates: int = 200,
-        weight_decay: float = 0.0,
-        schedule: str = "inverse_sqrt",
-        min_lr_ratio: float = 0.0,
-        num_levels: int = 99,
-        val_num_levels: int = 39,
-        coverage: tuple[float, ...] = (0.9, 0.95),
-        store_test_forecasts: bool = True,  # unused here: TestScores keeps the test forecasts
+        lr: float = _OPTIM.lr,
+        warmup_updates: int = _OPTIM.warmup_updates,
+        weight_decay: float = _OPTIM.weight_decay,
+        schedule: str = _OPTIM.schedule,
+        min_lr_ratio: float = _OPTIM.min_lr_ratio,
+        num_levels: int = _EVALUATION.num_levels,
+        val_num_levels: int = _EVALUATION.val_num_levels,
+        coverage: tuple[float, ...] = tuple(_EVALUATION.coverage),
     ) -> None:
         super().__init__()
         self.forecaster = forecaster
