@@ -144,7 +144,7 @@ class AdaptiveAttention(nn.Module):
         calendar_features: int = 0,
     ) -> None:
         super().__init__()
-        _validate(
+        check_attention(
             history_length, horizon_length, patch_length, d_model, n_heads, num_blocks, d_ff, dropout, adaptive_temp
         )
         self.history_length = history_length
@@ -213,7 +213,7 @@ class AdaptiveAttention(nn.Module):
         return correction.reshape(n, num_q, pf * plen).transpose(1, 2)
 
 
-def _validate(
+def check_attention(
     history_length: int,
     horizon_length: int,
     patch_length: int,
@@ -224,6 +224,9 @@ def _validate(
     dropout: float,
     adaptive_temp: float,
 ) -> None:
+    """The ``model.attention.*`` checks, patch length against the window lengths included
+    (ValueError naming the key); :class:`AdaptiveAttention` runs them, and config validation
+    runs them without building one."""
     for key, value in (("patch_length", patch_length), ("d_model", d_model), ("n_heads", n_heads),
                        ("num_blocks", num_blocks), ("d_ff", d_ff)):
         if value < 1:

@@ -113,17 +113,7 @@ class NBeatsAQ(nn.Module):
         calendar_features: int = 0,
     ) -> None:
         super().__init__()
-        _check_positive("", history_length=history_length, horizon_length=horizon_length)
-        _check_positive(
-            "model.backbone.",
-            num_blocks=num_blocks,
-            num_layers=num_layers,
-            layer_width=layer_width,
-        )
-        if conditioning not in CONDITIONINGS:
-            raise ValueError(f"model.backbone.conditioning={conditioning!r} must be one of {list(CONDITIONINGS)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"model.backbone.dropout={dropout} must be in [0, 1)")
+        check_backbone(history_length, horizon_length, num_blocks, num_layers, layer_width, conditioning, dropout)
         self.history_length = history_length
         self.horizon_length = horizon_length
         self.conditioning = conditioning
@@ -182,6 +172,24 @@ class NBeatsAQ(nn.Module):
         terms = self.calendar(vector).view(n, 1, len(self.blocks), self.layer_width)
         terms = terms.expand(n, num_q, -1, -1).reshape(n * num_q, len(self.blocks), self.layer_width)
         return list(terms.unbind(dim=1))
+
+
+
+def check_backbone(history_length: int, horizon_length: int, num_blocks: int, num_layers: int, layer_width: int,
+                   conditioning: str, dropout: float) -> None:
+    """The ``model.backbone.*`` and window-length checks (ValueError naming the key); :class:`NBeatsAQ`
+    runs them, and config validation runs them without building one."""
+    _check_positive("", history_length=history_length, horizon_length=horizon_length)
+    _check_positive(
+        "model.backbone.",
+        num_blocks=num_blocks,
+        num_layers=num_layers,
+        layer_width=layer_width,
+    )
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(f"model.backbone.conditioning={conditioning!r} must be one of {list(CONDITIONINGS)}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"model.backbone.dropout={dropout} must be in [0, 1)")
 
 
 def _check_positive(prefix: str, **values: int) -> None:

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from anyq.metrics.functional import pinball_loss
-from anyq.model.attention import AdaptiveAttention
-from anyq.model.backbone import NBeatsAQ
+from anyq.model.attention import AdaptiveAttention, check_attention
+from anyq.model.backbone import NBeatsAQ, check_backbone
 from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
@@ -26,8 +26,8 @@ from anyq.model.config import (
     SamplerConfig,
 )
 from anyq.model.conformal import CONFORMAL, ConformalOffsets
-from anyq.model.monotone import MONOTONE, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
-from anyq.model.sampler import QuantileSampler
+from anyq.model.monotone import MONOTONE, check_grid, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
+from anyq.model.sampler import QuantileSampler, check_sampler
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
@@ -254,11 +254,7 @@ def build_forecaster(
     ValueError for a key the dataclass does not declare or a backbone kind other than
     ``nbeats_aq`` (and the networks' own range checks).
     """
-    backbone_cfg = _settings(BackboneConfig, backbone, "model.backbone")
-    sampler_cfg = _settings(SamplerConfig, sampler, "model.sampler")
-    attention_cfg = _settings(AttentionConfig, attention, "model.attention")
-    if backbone_cfg.kind != "nbeats_aq":
-        raise ValueError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'")
+    backbone_cfg, sampler_cfg, attention_cfg = _checked_settings(backbone, sampler, attention)
     module = None
     if attention_cfg.enabled:
         module = AdaptiveAttention(history_length, horizon_length, calendar_features=calendar_features,
@@ -291,6 +287,34 @@ def forecaster_from_config(
         calendar_features=calendar_features,
         conformal=model.get("conformal", CONFORMAL_DEFAULT),
     )
+
+
+def check_model_config(model: Mapping[str, Any], history_length: int, horizon_length: int) -> None:
+    """Every check :func:`forecaster_from_config` would make, without building the networks:
+    unknown keys, the backbone kind, each part's ranges (the same functions the constructors
+    run), ``monotone``, ``monotone_grid`` and ``conformal``. ValueError naming the setting."""
+    backbone, sampler, attention = _checked_settings(model["backbone"], model["sampler"], model["attention"])
+    check_backbone(history_length, horizon_length, **_without(backbone, "kind"))
+    check_sampler(**_without(sampler))
+    if attention.enabled:
+        check_attention(history_length, horizon_length, **_without(attention, "enabled", "modulation"))
+    monotone, conformal = model.get("monotone", MONOTONE_DEFAULT), model.get("conformal", CONFORMAL_DEFAULT)
+    if monotone not in MONOTONE:
+        raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
+    if conformal not in CONFORMAL:
+        raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
+    check_grid(model.get("monotone_grid", MONOTONE_GRID_DEFAULT))
+
+
+def _checked_settings(
+    backbone: BackboneConfig | Mapping[str, Any],
+    sampler: SamplerConfig | Mapping[str, Any],
+    attention: AttentionConfig | Mapping[str, Any],
+) -> tuple[BackboneConfig, SamplerConfig, AttentionConfig]:
+    backbone_cfg = _settings(BackboneConfig, backbone, "model.backbone")
+    if backbone_cfg.kind != "nbeats_aq":
+        raise ValueError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'")
+    return backbone_cfg, _settings(SamplerConfig, sampler, "model.sampler"), _settings(AttentionConfig, attention, "model.attention")
 
 
 _Settings = TypeVar("_Settings", BackboneConfig, SamplerConfig, AttentionConfig)

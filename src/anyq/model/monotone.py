@@ -26,10 +26,15 @@ import torch
 MONOTONE = ("rearrange", "none")
 
 
-def rearrangement_grid(num_levels: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """The ``K`` equally spaced levels ``k / (K + 1)`` the rearrangement sorts over."""
+def check_grid(num_levels: int) -> None:
+    """``model.monotone_grid`` needs two levels at least (ValueError)."""
     if num_levels < 2:
         raise ValueError(f"model.monotone_grid={num_levels} must be >= 2")
+
+
+def rearrangement_grid(num_levels: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """The ``K`` equally spaced levels ``k / (K + 1)`` the rearrangement sorts over."""
+    check_grid(num_levels)
     return torch.arange(1, num_levels + 1, dtype=dtype, device=device) / (num_levels + 1)
 
 

@@ -80,22 +80,7 @@ class QuantileSampler(nn.Module):
         signal: str = SamplerConfig.signal,
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"model.sampler.kind={kind!r} must be one of {list(KINDS)}")
-        if signal not in SIGNALS:
-            raise ValueError(f"model.sampler.signal={signal!r} must be one of {list(SIGNALS)}")
-        if num_adaptive_quantiles < 1:
-            raise ValueError(f"model.sampler.num_adaptive_quantiles={num_adaptive_quantiles} must be >= 1")
-        if num_bins < 1:
-            raise ValueError(f"model.sampler.num_bins={num_bins} must be >= 1")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"model.sampler.momentum={momentum} must be in [0, 1)")
-        if not temperature > 0.0:
-            raise ValueError(f"model.sampler.temperature={temperature} must be > 0")
-        if not 0.0 <= min_prob * num_bins <= 1.0:
-            raise ValueError(
-                f"model.sampler.min_prob={min_prob} times model.sampler.num_bins={num_bins} must lie in [0, 1]"
-            )
+        check_sampler(kind, num_adaptive_quantiles, num_bins, momentum, temperature, min_prob, signal)
         self.kind = kind
         self.num_adaptive_quantiles = num_adaptive_quantiles
         self.num_bins = num_bins
@@ -264,3 +249,25 @@ def calibrated_gaussian_loss(edges: torch.Tensor) -> torch.Tensor:
     z = torch.special.ndtri(edges)  # -inf at 0, +inf at 1: erf is +-1 there
     integral = (torch.erf(z[1:]) - torch.erf(z[:-1])) / (4.0 * math.sqrt(math.pi))
     return integral / (edges[1:] - edges[:-1])
+
+
+def check_sampler(kind: str, num_adaptive_quantiles: int, num_bins: int, momentum: float, temperature: float,
+                  min_prob: float, signal: str) -> None:
+    """The ``model.sampler.*`` range checks (ValueError naming the key); :class:`QuantileSampler`
+    runs them, and config validation runs them without building one."""
+    if kind not in KINDS:
+        raise ValueError(f"model.sampler.kind={kind!r} must be one of {list(KINDS)}")
+    if signal not in SIGNALS:
+        raise ValueError(f"model.sampler.signal={signal!r} must be one of {list(SIGNALS)}")
+    if num_adaptive_quantiles < 1:
+        raise ValueError(f"model.sampler.num_adaptive_quantiles={num_adaptive_quantiles} must be >= 1")
+    if num_bins < 1:
+        raise ValueError(f"model.sampler.num_bins={num_bins} must be >= 1")
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"model.sampler.momentum={momentum} must be in [0, 1)")
+    if not temperature > 0.0:
+        raise ValueError(f"model.sampler.temperature={temperature} must be > 0")
+    if not 0.0 <= min_prob * num_bins <= 1.0:
+        raise ValueError(
+            f"model.sampler.min_prob={min_prob} times model.sampler.num_bins={num_bins} must lie in [0, 1]"
+        )

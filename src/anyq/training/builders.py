@@ -17,7 +17,7 @@ from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
-from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
+from anyq.model.forecaster import AnyQuantileForecaster, check_model_config, forecaster_from_config
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
@@ -74,11 +74,13 @@ def step_budget(t: DictConfig) -> bool:
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail in one line before any data is read: data settings, then the model's own checks
-    (d_model divisible by n_heads, lengths divisible by the patch, sampler ranges, ...),
-    by building the model once — it takes milliseconds."""
+    (d_model divisible by n_heads, lengths divisible by the patch, sampler ranges, ...), the
+    same functions the networks' constructors run, without building them."""
     check_config(cfg)
     try:
-        build_model(cfg)
+        model = OmegaConf.to_container(cfg.model, resolve=True)
+        assert isinstance(model, dict)
+        check_model_config(model, cfg.data.history_length, cfg.data.horizon_length)
         spec_from_config(cfg.data)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
