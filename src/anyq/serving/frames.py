@@ -39,7 +39,6 @@ from anyq.serving.bundle import ServedForecaster, check_levels
 from anyq.serving.errors import RequestError
 
 INPUT_COLUMNS = ("unique_id", "history", "levels")
-OUTPUT_COLUMNS = ("unique_id", "step", "level", "value")
 
 
 def _ragged(column: pd.Series, what: str) -> tuple[np.ndarray, np.ndarray]:

@@ -87,14 +87,12 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)  # OptimConfig: the module's keywords
+    assert isinstance(optim, dict)
     return ForecastingModule(
         build_model(cfg),
         num_series=num_series,
-        lr=cfg.optim.lr,
-        warmup_updates=cfg.optim.warmup_updates,
-        weight_decay=cfg.optim.weight_decay,
-        schedule=cfg.optim.schedule,
-        min_lr_ratio=cfg.optim.min_lr_ratio,
+        **optim,
         num_levels=cfg.evaluation.num_levels,
         val_num_levels=cfg.evaluation.val_num_levels,
         coverage=tuple(cfg.evaluation.coverage),

@@ -31,7 +31,6 @@ from anyq.training.schema import ConfigError
 
 BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
 BEST_STEP_FILENAME = "best-step{step:06d}"  # under a step budget: best-step001800.ckpt
-LAST_NAME = "last"
 _WEIGHTS_PREFIX = "forecaster."
 # characters that end or split an unquoted value in Hydra's override grammar
 _NEEDS_QUOTES = re.compile(r"[=,\s'\"\[\]{}()\\$:*?]|^$")
