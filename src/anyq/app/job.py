@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
+from anyq.app.signals import as_terminated
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
@@ -89,7 +90,11 @@ def trial_callbacks(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner]
 
 
 def pruned_status(exc: BaseException) -> Optional[tuple[str, dict[str, str]]]:
-    return ("KILLED", {"trial_state": "PRUNED"}) if isinstance(exc, optuna.TrialPruned) else None
+    """A pruned trial and a stopping signal, in whatever form it arrives, are KILLED runs."""
+    if isinstance(exc, optuna.TrialPruned):
+        return "KILLED", {"trial_state": "PRUNED"}
+    stopped = as_terminated(exc)
+    return ("KILLED", {"error": f"Terminated: {stopped}"}) if stopped is not None else None
 
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
