@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,7 @@ from omegaconf import OmegaConf
 
 from anyq.app import predict as predict_app
 from anyq.app.job import run_job
+from anyq.reporting.browser import wait_for_http
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.errors import RequestError
 from anyq.tracking.store import tracking_uri
@@ -174,17 +174,9 @@ def test_served_model_answers_http_on_loopback(trained):
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "scoring server did not answer /ping within 120 s"
-            time.sleep(0.25)
+        if not wait_for_http(f"{base}/ping", server, 120, pause_s=0.25):
+            pytest.fail("scoring server did not answer /ping within 120 s: "
+                        + (server.stderr.read().decode()[-2000:] if server.poll() is not None else "still starting"))
         history = histories(2, 168, seed=3)
         records = [{"unique_id": f"s{i}", "history": history[i].tolist(), "levels": LEVELS} for i in range(2)]
         status, body = post(f"{base}/invocations", {"dataframe_records": records})

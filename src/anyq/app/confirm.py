@@ -30,7 +30,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from anyq.app.job import Tracker, hydra_overrides, train_tracked
+from anyq.app.job import hydra_overrides, train_tracked
 from anyq.errors import first_line
 from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
@@ -39,6 +39,7 @@ from anyq.reporting.errors import ReportError
 from anyq.reporting.study import Artifacts, find_parent, load_study, objective_of
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.source import source_tags
+from anyq.tracking.recording import Tracker
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.store import ensure_store, resolve_tracking_uri
 from anyq.tracking.study import (

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 from anyq.app.signals import as_terminated
+from anyq.errors import first_line
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
@@ -27,7 +28,6 @@ from anyq.training.checkpoints import override
 from anyq.training.run import TrainOutcome, fit_and_test, prepare
 from anyq.training.schema import Task
 
-__all__ = ["Tracker", "hydra_overrides", "run_job", "train_tracked"]  # anyq.app.confirm trains through these
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +51,7 @@ def train_tracked(cfg: DictConfig, dataset: Dataset, tracker: Tracker,
     """Fit/test and record one run; once it is closed, compare it with its baseline (trained
     then when the store has none; a baseline, or a scored checkpoint, compares with nothing)."""
     plan = prepare(cfg, dataset)  # a checkpoint that does not fit is refused before any run is opened
-    with open_job_run(cfg, dataset, tracker, plan.ckpt_path, hydra_overrides(), pruned_status) as run:
+    with open_job_run(cfg, dataset, tracker, plan.ckpt_path, hydra_overrides(), run_status) as run:
         outcome = fit_and_test(plan, loggers=[mlflow_logger(cfg, tracker, run.run_id)],
                                callbacks=trial_callbacks(cfg, pruner))
         announce_checkpoint(cfg, outcome)
@@ -89,12 +89,12 @@ def trial_callbacks(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner]
     return [TrialPruningCallback(trial)]
 
 
-def pruned_status(exc: BaseException) -> Optional[tuple[str, dict[str, str]]]:
+def run_status(exc: BaseException) -> Optional[tuple[str, dict[str, str]]]:
     """A pruned trial and a stopping signal, in whatever form it arrives, are KILLED runs."""
     if isinstance(exc, optuna.TrialPruned):
         return "KILLED", {"trial_state": "PRUNED"}
     stopped = as_terminated(exc)
-    return ("KILLED", {"error": f"Terminated: {stopped}"}) if stopped is not None else None
+    return ("KILLED", {"error": first_line(stopped, with_type=True)}) if stopped is not None else None
 
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:

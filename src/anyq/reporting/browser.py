@@ -65,6 +65,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+
+def wait_for_http(url: str, server: subprocess.Popen, timeout: float, pause_s: float = 0.5) -> bool:
+    """Poll ``url`` until it answers 200 (True), or ``server`` exits or ``timeout`` seconds pass
+    (False): the start-up wait of any local HTTP server anyq launches."""
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(pause_s)
+    return False
+
 @contextmanager
 def mlflow_server(backend_uri: str, artifact_root: str, timeout: float = 120.0) -> Iterator[str]:
     """``mlflow server`` on a free loopback port; yields its base URL; stopped on exit."""
@@ -77,19 +92,10 @@ def mlflow_server(backend_uri: str, artifact_root: str, timeout: float = 120.0) 
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-                raise BrowserError(f"mlflow server did not start on {url}: {' | '.join(tail)}")
-            time.sleep(0.5)
+        if not wait_for_http(f"{url}/health", server, timeout):
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+            raise BrowserError(f"mlflow server did not start on {url}: {' | '.join(tail)}")
         yield url
     finally:
         if server.poll() is None:

@@ -380,7 +380,8 @@ class StudyRunner:
         for trial_id in running:  # a job in a launcher's child may not have closed its run
             if self.storage.get_trial(trial_id).state == TrialState.RUNNING:
                 number = fail_and_retry(self.study, trial_id, "sweep interrupted", self.retry, self.on_lost)
-                log.warning("trial %s: sweep interrupted; failed, retried with the same parameters", number)
+                if number is not None:  # None: its job told it meanwhile
+                    log.warning("trial %d: sweep interrupted; failed, retried with the same parameters", number)
 
     # ------------------------------------------------------------------- loop
     def _run_trial(self, trial: optuna.Trial, fixed: Sequence[str]) -> None:
