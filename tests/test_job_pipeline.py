@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from anyq.tracking.recording import Tracker, open_job_run
 from anyq.training.builders import build_model, load_dataset
 from anyq.training.checkpoints import read_checkpoint, recorded_history
 from anyq.training.run import TrainOutcome, fit_and_test, prepare
+from anyq.training.schema import ConfigError
 
 
 def client_for(cfg) -> MlflowClient:
@@ -71,6 +74,15 @@ def test_baseline_trains_after_the_models_run_is_closed(compose_cfg):
         summary["test/crps"] - baseline.data.metrics["test/crps"])
     assert not any(k.startswith("delta/") for k in summary)  # the returned summary is the run's own
 
+    # the baseline, trained in the run's folder, wrote its checkpoints beside the run's, not over them
+    def variants(folder: Path) -> set[str]:
+        found = {recorded_history(read_checkpoint(p))["settings"]["model.variant"] for p in folder.glob("*.ckpt")}
+        assert found, f"no checkpoints in {folder}"
+        return found
+
+    assert variants(Path(cfg.paths.checkpoints)) == {"adaptive_attention"}
+    assert variants(Path(cfg.paths.output_dir) / "baseline" / "checkpoints") == {"baseline_adaptive"}
+
 
 def test_a_failing_baseline_leaves_the_model_run_finished_with_the_reason(compose_cfg, monkeypatch):
     real = comparison.baseline_job_config
@@ -114,3 +126,25 @@ def test_a_comparison_waits_for_the_baseline_job_beside_it(compose_cfg):
     waiting.join(timeout=60)
     assert not waiting.is_alive() and trained == []  # nothing trained a second baseline
     assert found["run_id"] == run.run_id and found["test/crps"] == 1.5
+
+
+def test_a_checkpoint_folder_held_by_a_running_job_is_refused_before_training(compose_cfg, tmp_path):
+    cfg = compose_cfg("model=baseline_adaptive", "tracking.log_model=false")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from anyq.training.checkpoints import own_checkpoint_folder\n"
+        f"with own_checkpoint_folder({cfg.paths.checkpoints!r}):\n"
+        "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="checkpoint folder .* is in use by another running job") as caught:
+            run_job(cfg)
+        assert "\n" not in str(caught.value)
+        assert not list(Path(cfg.paths.checkpoints).glob("*.ckpt"))  # nothing was written over the holder's
+        (run,) = client_for(cfg).search_runs(
+            [client_for(cfg).get_experiment_by_name(cfg.tracking.experiment).experiment_id])
+        assert run.info.status == "FAILED" and "in use by another running job" in run.data.tags["error"]
+    finally:
+        holder.kill()
+        holder.wait()
+    run_job(cfg)  # a job that ended (even killed) releases its folder
+    assert list(Path(cfg.paths.checkpoints).glob("best-*.ckpt"))

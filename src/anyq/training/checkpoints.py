@@ -17,12 +17,14 @@ one or (when resuming training) whose data fingerprint is not the configured dat
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
@@ -38,6 +40,33 @@ _NEEDS_QUOTES = re.compile(r"[=,\s'\"\[\]{}()\\$:*?]|^$")
 
 class CheckpointError(ConfigError):
     """A checkpoint named by ``resume=`` that cannot be used for this run (one line)."""
+
+
+@contextmanager
+def own_checkpoint_folder(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder`` (a run's ``paths.checkpoints``) for one training run, so that no other
+    running job writes its checkpoints there meanwhile (two multiruns started in the same
+    second under one ``hydra.sweep.dir`` would otherwise overwrite each other's
+    ``best-step*.ckpt`` and test each other's weights). The lock is a file beside the folder
+    (``<folder>.lock``) held with ``flock`` by this process; a crashed job releases it.
+
+    Raises:
+        ConfigError: another running job holds the folder (one line, before anything trains).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.with_name(folder.name + ".lock")), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"checkpoint folder {folder} is in use by another running job; give each concurrent job its own "
+            "hydra.sweep.dir (or hydra.run.dir, or paths.checkpoints)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def override(key: str, value: str | Path) -> str:

@@ -26,7 +26,7 @@ from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
 from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
-from anyq.training.checkpoints import RunHistory, check_fits, model_settings, read_checkpoint
+from anyq.training.checkpoints import RunHistory, check_fits, model_settings, own_checkpoint_folder, read_checkpoint
 from anyq.training.evaluation import TestScores
 from anyq.training.module import ForecastingModule
 from anyq.training.schema import Task
@@ -138,14 +138,15 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
     else:
         calibration = [ConformalCalibration()] if module.forecaster.conformal is not None else []
         trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history, scores, *calibration])
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
-        train_seconds = time.perf_counter() - started
-        metrics.update({"train_seconds": train_seconds, "train_steps": float(trainer.global_step)})
-        # the whole run's record: testing the best checkpoint restores that epoch's history
-        val_history, importance = list(history.val_history), history.importance_history
-        best = _best_checkpoint(trainer)
-        trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
+        with own_checkpoint_folder(cfg.paths.checkpoints):  # from the first checkpoint to the tested one
+            started = time.perf_counter()
+            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
+            train_seconds = time.perf_counter() - started
+            metrics.update({"train_seconds": train_seconds, "train_steps": float(trainer.global_step)})
+            # the whole run's record: testing the best checkpoint restores that epoch's history
+            val_history, importance = list(history.val_history), history.importance_history
+            best = _best_checkpoint(trainer)
+            trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
     metrics = {**scores.metrics, **oracle_ratios(plan, scores), **metrics}
     best_val = TrainOutcome.best_of(val_history)
     if "step" in best_val:
