@@ -82,7 +82,8 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
         "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
-        "trainer": {k: container["trainer"][k] for k in _BUDGET_KEYS},
+        "trainer": {k: container["trainer"][k] for k in _BUDGET_KEYS}
+        | ({"ema_decay": ema} if (ema := container["trainer"].get("ema_decay")) is not None else {}),
         "evaluation": container["evaluation"]["num_levels"],
         "seed": container["seed"],
     }

@@ -18,6 +18,7 @@ from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, check_model_config, forecaster_from_config
+from anyq.training.averaging import AveragedWeights
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.module import ForecastingModule
@@ -143,6 +144,8 @@ def build_trainer(
                 save_last=True,
             )
         )
+    if t.ema_decay is not None and checkpoints and not t.fast_dev_run:  # training only
+        all_callbacks.append(AveragedWeights(t.ema_decay))
     if t.early_stopping.enabled:
         all_callbacks.append(
             EarlyStopping(

@@ -129,6 +129,9 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     log_every_n_steps: int = 20
     num_threads: Optional[int] = None
+    # EMA of the weights (anyq.training.averaging, Lightning's EMAWeightAveraging): validated,
+    # checkpointed, tested and served weights are the average; null = off
+    ema_decay: Optional[float] = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -257,6 +260,8 @@ def check_config(cfg: DictConfig) -> None:
         if cfg.data[key] <= 0:
             raise ConfigError(f"data.{key}={cfg.data[key]} must be positive")
     check_budget(cfg.trainer)
+    if cfg.trainer.ema_decay is not None and not 0.0 < cfg.trainer.ema_decay < 1.0:
+        raise ConfigError(f"trainer.ema_decay={cfg.trainer.ema_decay} must be in (0, 1), or null for no averaging")
     if cfg.optim.schedule not in SCHEDULES:
         raise ConfigError(f"optim.schedule={cfg.optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
     if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:

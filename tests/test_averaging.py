@@ -1,0 +1,64 @@
+"""Weight averaging (trainer.ema_decay): the averaged weights are validated, saved and tested."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anyq.training.builders import build_model, load_dataset, validate_config
+from anyq.training.checkpoints import read_checkpoint
+from anyq.training.run import fit_and_test, prepare
+from anyq.training.schema import ConfigError
+
+
+def forward_of(cfg, state_dict, plan, levels):
+    model = build_model(cfg)
+    model.load_state_dict({k.removeprefix("forecaster."): v for k, v in state_dict.items()})
+    model.eval()
+    batch = next(iter(plan.datamodule.test_dataloader()))
+    with torch.no_grad():
+        forecast, _ = model.forward_with_raw(batch["history"], levels.expand(batch["history"].shape[0], -1),
+                                             batch.get("calendar"), calibrated=False)
+    return forecast
+
+
+def test_the_tested_weights_are_the_average_and_follow_the_ema_formula(compose_cfg):
+    decay = 0.5
+    cfg = compose_cfg("tracking=none", "trainer.max_epochs=2", f"trainer.ema_decay={decay}")
+    plan = prepare(cfg, load_dataset(cfg.data))
+    weights: list[dict[str, torch.Tensor]] = []  # the training weights after every optimiser step
+    original = plan.module.optimizer_step
+
+    def step_and_keep(*args, **kwargs):
+        out = original(*args, **kwargs)
+        weights.append({k: v.detach().clone() for k, v in plan.module.forecaster.named_parameters()})
+        return out
+
+    plan.module.optimizer_step = step_and_keep
+    outcome = fit_and_test(plan)
+    checkpoint = read_checkpoint(outcome.best_checkpoint)
+    assert "current_model_state" in checkpoint  # Lightning's callback keeps the training weights beside
+
+    # the saved average is the EMA of the training weights of the steps up to the checkpoint's
+    steps = int(checkpoint["global_step"])
+    name = next(iter(weights[0]))
+    expected = weights[0][name]
+    for w in weights[1:steps]:
+        expected = decay * expected + (1 - decay) * w[name]
+    torch.testing.assert_close(checkpoint["state_dict"]["forecaster." + name], expected)
+
+    # the test scored the average, not the training weights saved beside it
+    levels = torch.as_tensor(outcome.forecasts["levels"])
+    averaged = forward_of(cfg, checkpoint["state_dict"], plan, levels)
+    current = forward_of(cfg, checkpoint["current_model_state"], plan, levels)
+    stored = torch.as_tensor(outcome.forecasts["forecast"][: averaged.shape[0]])
+    torch.testing.assert_close(stored, averaged)
+    assert not torch.allclose(stored, current)
+
+
+@pytest.mark.parametrize("decay", ["0.0", "1.0", "1.5"])
+def test_an_impossible_decay_is_one_line(compose_cfg, decay):
+    cfg = compose_cfg("tracking=none", f"trainer.ema_decay={decay}")
+    with pytest.raises(ConfigError, match=r"trainer.ema_decay=.* must be in \(0, 1\)") as caught:
+        validate_config(cfg)
+    assert "\n" not in str(caught.value)
