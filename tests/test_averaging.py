@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
+from anyq.training.averaging import AveragedWeights
 from anyq.training.builders import build_model, load_dataset, validate_config
 from anyq.training.checkpoints import read_checkpoint
 from anyq.training.run import fit_and_test, prepare
@@ -62,3 +64,27 @@ def test_an_impossible_decay_is_one_line(compose_cfg, decay):
     with pytest.raises(ConfigError, match=r"trainer.ema_decay=.* must be in \(0, 1\)") as caught:
         validate_config(cfg)
     assert "\n" not in str(caught.value)
+
+
+def test_a_resumed_fit_continues_from_the_training_weights_and_the_average(compose_cfg):
+    first = compose_cfg("tracking=none", "trainer.max_epochs=1", "trainer.ema_decay=0.5")
+    fit_and_test(prepare(first, load_dataset(first.data)))
+    last = read_checkpoint(f"{first.paths.checkpoints}/last.ckpt")
+    resumed = compose_cfg("tracking=none", "trainer.max_epochs=2", "trainer.ema_decay=0.5",
+                          f"resume={first.paths.checkpoints}/last.ckpt")
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+
+    class Probe(pl.Callback):
+        def on_train_start(self, trainer, module):
+            seen["module"] = {k: v.clone() for k, v in module.state_dict().items()}
+            averaging = next(c for c in trainer.callbacks if isinstance(c, AveragedWeights))
+            seen["average"] = {k.removeprefix("module."): v.clone()
+                               for k, v in averaging._average_model.state_dict().items()}
+
+    fit_and_test(prepare(resumed, load_dataset(resumed.data)), callbacks=[Probe()])
+    differs = [k for k in last["state_dict"]
+               if not torch.equal(last["state_dict"][k], last["current_model_state"][k])]
+    assert differs  # the average and the training weights are not the same weights
+    for key in differs:
+        torch.testing.assert_close(seen["module"][key], last["current_model_state"][key])  # trains on
+        torch.testing.assert_close(seen["average"][key], last["state_dict"][key])  # averages on
