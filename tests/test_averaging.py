@@ -88,3 +88,15 @@ def test_a_resumed_fit_continues_from_the_training_weights_and_the_average(compo
     for key in differs:
         torch.testing.assert_close(seen["module"][key], last["current_model_state"][key])  # trains on
         torch.testing.assert_close(seen["average"][key], last["state_dict"][key])  # averages on
+
+
+def test_averaging_is_part_of_the_baseline_signature_only_when_set(compose_cfg):
+    from omegaconf import OmegaConf
+
+    from anyq.tracking.baseline import config_signature
+
+    plain, averaged = compose_cfg("tracking=none"), compose_cfg("tracking=none", "trainer.ema_decay=0.995")
+    older = OmegaConf.create(OmegaConf.to_container(plain, resolve=True))  # plain dicts, no schema
+    del older.trainer["ema_decay"]  # a run recorded before the key existed
+    assert config_signature(plain, "x") == config_signature(older, "x")
+    assert config_signature(averaged, "x") != config_signature(plain, "x")

@@ -28,6 +28,8 @@ _BUDGET_KEYS = (
     "max_epochs", "max_steps", "val_check_interval", "limit_train_batches", "limit_val_batches", "limit_test_batches",
     "gradient_clip_val", "accumulate_grad_batches", "precision", "fast_dev_run",
 )
+#: Budget keys added after stores existed: in the signature only when set, so older runs keep theirs.
+_BUDGET_KEYS_IF_SET = ("ema_decay",)
 SIGNATURE_TAG = "config_signature"
 BASELINE_SIGNATURE_TAG = "baseline_signature"
 #: Tags naming the baseline variant and the settings the baseline takes from it.
@@ -77,13 +79,14 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
     model = dict(container["model"])
     if not model["attention"]["enabled"]:
         model["attention"] = {"enabled": False}  # attention knobs do not change a model without it
+    trainer = container["trainer"]
     payload = {
         "data": container["data"],
         "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
-        "trainer": {k: container["trainer"][k] for k in _BUDGET_KEYS}
-        | ({"ema_decay": ema} if (ema := container["trainer"].get("ema_decay")) is not None else {}),
+        "trainer": {k: trainer[k] for k in _BUDGET_KEYS}
+        | {k: trainer[k] for k in _BUDGET_KEYS_IF_SET if trainer.get(k) is not None},
         "evaluation": container["evaluation"]["num_levels"],
         "seed": container["seed"],
     }
