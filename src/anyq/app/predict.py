@@ -71,12 +71,10 @@ def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
         weights = checkpoint_weights(args.checkpoint)
         return ServedForecaster(checkpoint_spec(args.checkpoint, args.config), weights)
     from anyq.serving.publish import load_served
-    from anyq.tracking.store import is_local_sqlite, resolve_tracking_uri
+    from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
-    store = Path(uri.removeprefix("sqlite:///"))
-    if is_local_sqlite(uri) and not store.is_file():  # reading must not create an empty store
-        raise FileNotFoundError(f"no MLflow store at {store} (pass --tracking-uri)")
+    open_existing_store(uri)  # reading must not create an empty store
     return load_served(f"runs:/{args.run}/model", uri)
 
 
