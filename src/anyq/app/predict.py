@@ -58,12 +58,10 @@ def parse_levels(text: str) -> list[float]:
 
 def checkpoint_spec(checkpoint: Path, config: Optional[Path]) -> ForecasterSpec:
     """The model section of the run config that trained ``checkpoint``."""
-    from omegaconf import OmegaConf
-
     path = config or checkpoint.resolve().parent.parent / ".hydra" / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"run config not found: {path} (pass --config <config.yaml>)")
-    return ForecasterSpec.from_config(OmegaConf.load(path))
+    return ForecasterSpec.from_config_file(path)
 
 
 def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
