@@ -186,3 +186,36 @@ def _check_type(text: str, key: str, value: Any, groups: dict[str, tuple[str, ..
         group = key.replace(".", "/")
         hint = f"; to choose a config of group {group}, write {group}={value}" if group in groups else ""
         raise OverrideError(f"override {text!r}: {first_line(exc)}{hint}") from None
+
+
+def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
+    """The tracking URI a confirm command (``confirm.study=<sweep>``) reads its sweep from, or
+    None for any other command line.
+
+    Read from the same files Hydra composes (``conf/config.yaml``'s ``paths`` and ``tracking``
+    choices, their files, the command line's ``paths.*`` and ``tracking.*``), so that a missing
+    store is reported before Hydra creates the run's output folder under ``paths.root``.
+    """
+    from anyq.tracking.store import resolve_tracking_uri  # loads MLflow: only for a confirm command
+
+    args = command_line(argv)
+    if args is None or args.multirun or args.config_dir or args.config_path or args.config_name:
+        return None
+    overrides = [o for o in OverridesParser.create().parse_overrides(args.overrides)
+                 if not o.is_delete() and not o.is_sweep_override() and not o.package]
+    values = {o.key_or_group: o.value() for o in overrides}
+    if not values.get("confirm.study"):
+        return None
+    root = Path(conf)
+    defaults = OmegaConf.load(root / "config.yaml").get("defaults", [])
+    chosen = {k: v for entry in defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    sections = {}
+    for group in ("paths", "tracking"):
+        node = OmegaConf.load(root / group / f"{values.get(group, chosen.get(group))}.yaml")
+        node.pop("defaults", None)
+        sections[group] = node
+    cfg = OmegaConf.create(sections)
+    for key, value in values.items():
+        if key.startswith(("paths.", "tracking.")):
+            OmegaConf.update(cfg, key, value, merge=True)
+    return resolve_tracking_uri(cfg.tracking.get("tracking_uri"), str(cfg.paths.mlruns))

@@ -16,7 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from anyq.app.overrides import OverrideError, check_command_line
+from anyq.app.overrides import OverrideError, check_command_line, confirm_store
 from anyq.app.paths import config_dir
 from anyq.sweeping.errors import SweepRefused
 from anyq.training.schema import ConfigError, register_configs
@@ -78,11 +78,17 @@ def cli() -> None:
     loads (:mod:`anyq.app.overrides`). A signal ends it with 128 + the signal number once
     runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
     trial (a search space that does not fit the config or the stored study, a launcher that
-    cannot place a trial) is one line and exit 2, like a single run's config error.
+    cannot place a trial) is one line and exit 2, like a single run's config error; so is a
+    confirm command whose store does not exist, before anything is created.
     """
     try:
         check_command_line(sys.argv[1:], config_dir())
-    except OverrideError as exc:
+        store = confirm_store(sys.argv[1:], config_dir())
+        if store is not None:  # before Hydra creates the run's folder under paths.root
+            from anyq.tracking.store import open_existing_store
+
+            open_existing_store(store)
+    except (OverrideError, FileNotFoundError) as exc:
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from anyq.app.signals import exit_on_signals
