@@ -130,8 +130,8 @@ def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: boo
         near = _closest(key, groups)
         hint = f"; did you mean {near}?" if near else f"; groups: {', '.join(sorted(groups))}"
         raise OverrideError(f"override {text!r}: no config group {key!r}{hint}")
-    node = _walk(text, key, groups)
-    if override.is_add() and not override.is_force_add() and node is not None:
+    declared = _walk(text, key, groups)
+    if override.is_add() and not override.is_force_add() and declared:
         raise OverrideError(f"override {text!r}: {key} is already in the config; set it without the '+'")
     for value in _values(override) or []:
         _check_type(text, key, value, groups)
@@ -147,16 +147,19 @@ def _check_choice(text: str, group: str, options: tuple[str, ...], values: Optio
                             f"({hint}options: {', '.join(options)})")
 
 
-def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> Any:
-    """The schema node at dotted ``key`` (None below an open mapping, a list or an empty
-    section); OverrideError naming the first part that is no key, with the closest one."""
+def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> bool:
+    """Whether dotted ``key`` is a key the schema declares (False for one below an open
+    mapping, a list or ``Any``: those keys are the user's). OverrideError naming the first
+    part that is no key, with the closest one."""
     node: Any = _schema()
     parts = key.split(".")
     for i, part in enumerate(parts):
         where = ".".join(parts[:i])
         if isinstance(node, ListConfig) or (isinstance(node, DictConfig) and not _is_structured(node)):
-            return None  # a list, a free mapping (tracking.tags) or Any: its keys are the user's
+            return False  # a list, a free mapping (tracking.tags) or Any
         if not isinstance(node, DictConfig):
+            if node is None and i > 0:
+                return False  # an optional section left empty: its keys are not known here
             raise OverrideError(f"override {text!r}: {where} is a value, not a section")
         if part not in node:
             candidates = list(node.keys()) + ([g for g in groups if "/" not in g] if i == 0 else [])
@@ -164,12 +167,8 @@ def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> Any:
             inside = f" in {where}" if where else ""
             hint = f"; did you mean {'.'.join([*parts[:i], near]) if near not in groups else near}?" if near else ""
             raise OverrideError(f"override {text!r}: no key {part!r}{inside}{hint}")
-        if OmegaConf.is_missing(node, part):
-            return None
-        node = node[part]
-        if node is None:
-            return None
-    return node
+        node = None if OmegaConf.is_missing(node, part) else node[part]
+    return True
 
 
 def _is_structured(node: DictConfig) -> bool:
