@@ -65,6 +65,11 @@ BAD_OVERRIDES = [
     (["seed.value=3"], "override 'seed.value=3': seed is a value, not a section"),
     (["-m", "model=baseline_adaptive,adaptve_attention"], "'adaptve_attention' is not an option of model"),
     (["-m", "model.attention.n_heads=choice(2,four)"], "Value 'four' of type 'str' could not be converted"),
+    (["-m", "sweep=adaptive_attention", "hydra.sweeper.params.model.attention.n_head=choice(2,4)"],
+     "override 'hydra.sweeper.params.model.attention.n_head=choice(2,4)': search space: no key 'n_head' in "
+     "model.attention; did you mean model.attention.n_heads?"),
+    (["-m", "ablation=variants", 'hydra.sweeper.params.model="baseline_adaptive,adaptve_attention"'],
+     "search space: 'adaptve_attention' is not an option of model (did you mean adaptive_attention?"),
 ]
 
 
@@ -113,6 +118,8 @@ GOOD_COMMAND_LINES = [
     ["task=test", """resume="outputs/x/best-epoch=07.ckpt\"""", "trainer=gpu", "++seed=3"],
     ["+experiment=cpu_demo", "tracking.tags.note=hello", "data.calendar.countries.a=DE", "model=nbeats_aq",
      "model/attention=plain", "data.split.proportions=[0.7,0.15,0.15]", "trainer.max_epochs=null"],
+    ["-m", "sweep=adaptive_attention", "hydra.sweeper.params.model.attention.n_heads=choice(2,4)",
+     "+hydra.sweeper.params.trainer.max_epochs=choice(1,2)", "hydra.sweeper.params.seed=range(0,3)"],
     ["--cfg", "job", "model.attention.n_heads=4"],
     ["--help"],
 ]

@@ -31,6 +31,9 @@ from anyq.sweeping.hydra_private import command_line
 from anyq.training.schema import AppConfig, ConfigError
 
 
+SEARCH_SPACE = "hydra.sweeper.params."
+
+
 class OverrideError(ConfigError):
     """A command-line override that cannot compose, in one line."""
 
@@ -118,6 +121,12 @@ def _values(override: Override) -> Optional[list[Any]]:
 def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: bool) -> None:
     key = override.key_or_group
     text = override.input_line or key
+    if key.startswith(SEARCH_SPACE) and not override.is_delete():
+        value = override.value()  # "choice(2,4)" quoted, or a sweep Hydra has already read
+        dimension = (f"{key.removeprefix(SEARCH_SPACE)}={value}" if isinstance(value, str)
+                     else text.removeprefix("+").removeprefix(SEARCH_SPACE))
+        _check_search_space(text, dimension, groups)
+        return
     if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.is_delete() or override.package:
         return
     if override.is_sweep_override() and not multirun:
@@ -135,6 +144,19 @@ def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: boo
         raise OverrideError(f"override {text!r}: {key} is already in the config; set it without the '+'")
     for value in _values(override) or []:
         _check_type(text, key, value, groups)
+
+
+def _check_search_space(text: str, dimension_text: str, groups: dict[str, tuple[str, ...]]) -> None:
+    """A dimension of the sweep's search space (``hydra.sweeper.params.<key>=<sweep>``) names a
+    key or group like an override; what the engine checks beyond that stays the engine's."""
+    try:
+        (dimension,) = OverridesParser.create().parse_overrides([dimension_text])
+    except (HydraException, ValueError):
+        return  # the engine reads its own vocabulary and says what it cannot
+    try:
+        _check(dimension, groups, multirun=True)
+    except OverrideError as exc:
+        raise OverrideError(f"override {text!r}: search space: {str(exc).split(': ', 1)[1]}") from None
 
 
 def _check_choice(text: str, group: str, options: tuple[str, ...], values: Optional[list[Any]]) -> None:
