@@ -280,3 +280,24 @@ def test_confirm_in_a_mistyped_root_names_the_missing_store(tmp_path, capsys, mo
     assert line == (f"anyq-train: error: no MLflow store at {root / 'mlruns' / 'mlflow.db'}: nothing to read "
                     f"there, nothing created (a mistyped tracking URI or project root?)")
     assert not root.exists()
+
+
+def test_hydra_offers_only_the_files_of_a_group_never_its_schema():
+    """The schema is registered outside the groups, so Hydra's own listing (``--help``, its
+    errors) holds only the files of ``conf/`` as the check does."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from anyq.app.overrides import config_groups
+
+    groups = config_groups(str(Path(config_dir()).resolve()))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            for group in ("data", "model", "model/attention", "model/backbone", "model/sampler", "optim",
+                          "paths", "tracking", "trainer"):
+                assert loader.get_group_options(group) == list(groups[group]), group
+                assert not any(option.endswith("_schema") for option in groups[group])
+    finally:
+        GlobalHydra.instance().clear()
