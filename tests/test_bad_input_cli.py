@@ -301,3 +301,31 @@ def test_hydra_offers_only_the_files_of_a_group_never_its_schema():
                 assert not any(option.endswith("_schema") for option in groups[group])
     finally:
         GlobalHydra.instance().clear()
+
+
+def test_ui_check_on_a_mistyped_store_creates_nothing(tmp_path, capsys):
+    from anyq.app import ui_check
+
+    typo = tmp_path / "mlrun" / "mlflow.db"
+    with pytest.raises(SystemExit) as exit_:
+        ui_check.main(["--tracking-uri", f"sqlite:///{typo}", "--out", str(tmp_path / "shot.png")])
+    assert exit_.value.code == 2
+    assert f"no MLflow store at {typo}" in one_error_line(capsys.readouterr().err, "ui_check")
+    assert files_under(tmp_path) == []
+
+
+def test_local_store_path_of_each_kind_of_uri(tmp_path):
+    from anyq.tracking.store import StoreNotFoundError, local_store_path, open_existing_store
+
+    assert local_store_path(f"sqlite:///{tmp_path}/m.db") == tmp_path / "m.db"
+    assert local_store_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")  # relative
+    assert local_store_path(f"file://{tmp_path}/mlruns") == tmp_path / "mlruns"
+    assert local_store_path(str(tmp_path / "mlruns")) == tmp_path / "mlruns"
+    assert local_store_path("http://127.0.0.1:5000") is None
+    assert local_store_path("postgresql://u@localhost/mlflow") is None
+    with pytest.raises(StoreNotFoundError, match="no MLflow store at"):
+        open_existing_store(f"file://{tmp_path}/mlruns")
+    (tmp_path / "m.db").mkdir()  # a folder where the SQLite file should be is no store either
+    with pytest.raises(StoreNotFoundError):
+        open_existing_store(f"sqlite:///{tmp_path}/m.db")
+    assert files_under(tmp_path) == ["m.db"]

@@ -50,7 +50,7 @@ def local_store_path(uri: str) -> Optional[Path]:
     """Where a local store lives: the SQLite file of ``sqlite:///…``, the folder of a file store
     (``file:///…`` or a plain path); None for a server (``http://``, ``postgresql://``, …)."""
     if is_local_sqlite(uri):
-        return Path(unquote(uri.removeprefix("sqlite:///").split("?", 1)[0]))
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
