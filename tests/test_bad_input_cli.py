@@ -111,6 +111,7 @@ GOOD_COMMAND_LINES = [
     ["-m", "sweep=adaptive_attention", "hydra.sweeper.n_trials=40", "optim.lr=tag(log, interval(1e-4, 1e-2))"],
     ["-m", "sweep=adaptive_attention", "hydra.sweeper.params=null", "model.attention.n_heads=choice(2,4)"],
     ["-m", "model=baseline_adaptive,adaptive_attention", "seed=0,1,2"],
+    ["hydra.mode=MULTIRUN", "seed=0,1"],
     ["-m", "ablation=variants", "seed=range(0,5)", "hydra/sweeper/sampler=random", "~hydra.sweeper.pruner"],
     ["confirm.study=adaptive_attention", "confirm.seeds=5", "trainer.max_epochs=20"],
     ["data=csv", "data.path=/tmp/load.csv", "data.split.kind=dates", "data.split.train_end=2016-12-31 23:00",

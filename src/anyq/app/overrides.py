@@ -54,7 +54,8 @@ def check_command_line(argv: Sequence[str], conf: str | Path) -> None:
         return
     if args.config_dir or args.config_path or args.config_name:
         return
-    check_overrides(args.overrides, conf, multirun=bool(args.multirun))
+    multirun = bool(args.multirun) or any(o.replace(" ", "") == "hydra.mode=MULTIRUN" for o in args.overrides)
+    check_overrides(args.overrides, conf, multirun=multirun)
 
 
 def check_overrides(overrides: Sequence[str], conf: str | Path, *, multirun: bool = False) -> None:
