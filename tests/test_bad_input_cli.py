@@ -112,6 +112,9 @@ GOOD_COMMAND_LINES = [
     ["-m", "sweep=adaptive_attention", "hydra.sweeper.params=null", "model.attention.n_heads=choice(2,4)"],
     ["-m", "model=baseline_adaptive,adaptive_attention", "seed=0,1,2"],
     ["hydra.mode=MULTIRUN", "seed=0,1"],
+    ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY, "hydra.sweeper.params=null",  # the sweep tests'
+     "model.attention.adaptive_temp=interval(0.0, 2.0)", "model.attention.n_heads=choice(1, 2)",
+     "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=5"],
     ["-m", "ablation=variants", "seed=range(0,5)", "hydra/sweeper/sampler=random", "~hydra.sweeper.pruner"],
     ["confirm.study=adaptive_attention", "confirm.seeds=5", "trainer.max_epochs=20"],
     ["data=csv", "data.path=/tmp/load.csv", "data.split.kind=dates", "data.split.train_end=2016-12-31 23:00",
