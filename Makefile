@@ -81,7 +81,7 @@ report: $(STAMP) ## compare the newest study's runs, write reports/<study>/index
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test CRPS, Δ vs baseline, coverage)
 	@# The UI keeps visible columns in the browser; the saved view (an experiment tag) is what a server can offer.
-	-@$(BIN)/anyq-report --view-only --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db $(if $(STUDY),--study $(STUDY),) --ui-url http://$(HOST):5000
+	-@test ! -f $(CURDIR)/mlruns/mlflow.db || $(BIN)/anyq-report --view-only --tracking-uri sqlite:///$(CURDIR)/mlruns/mlflow.db $(if $(STUDY),--study $(STUDY),) --ui-url http://$(HOST):5000
 	$(BIN)/mlflow ui --host $(HOST) --port 5000 --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --default-artifact-root $(CURDIR)/mlruns/artifacts
 
 ui-check: $(STAMP) ## headless Chromium on the MLflow runs page of EXPERIMENT (default main): checks columns, writes a screenshot

@@ -122,3 +122,13 @@ def test_config_node_is_the_typed_node_even_for_a_none_value():
     assert isinstance(hydra_private.config_node(cfg, "epochs"), IntegerNode)
     node = hydra_private.config_node(cfg, "steps")
     assert isinstance(node, IntegerNode) and cfg.steps is None
+
+
+def test_command_line_reads_flags_and_overrides_as_hydra_main_does(capsys):
+    args = hydra_private.command_line(["-m", "--cfg", "job", "seed=0,1", "model=nbeats_aq", "-cd", "/x"])
+    assert args.multirun and args.cfg == "job" and args.config_dir == "/x"
+    assert args.overrides == ["seed=0,1", "model=nbeats_aq"]
+    assert not (args.help or args.hydra_help or args.shell_completion or args.config_path or args.config_name)
+    assert hydra_private.command_line(["--no-such-flag", "seed=1"]) is None  # left to Hydra to refuse
+    assert hydra_private.command_line(["-cd"]) is None
+    assert capsys.readouterr().err == ""  # nothing printed: Hydra prints its own usage error

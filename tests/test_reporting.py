@@ -318,11 +318,12 @@ def test_sweep_report_ranks_trials_and_tests_them_against_the_baseline(tmp_path)
 
 def test_report_errors_are_one_clear_line(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.search_experiments()  # an empty store (reading a missing one is its own error)
     with pytest.raises(SystemExit) as exit_info:
         run_report("--tracking-uri", uri)
     assert exit_info.value.code == 2
     assert "no study parent run in the store" in capsys.readouterr().err
-    client = MlflowClient(uri)
     run = client.create_run(client.create_experiment("plain"))
     with pytest.raises(SystemExit):
         run_report("--tracking-uri", uri, "--parent-run-id", run.info.run_id)

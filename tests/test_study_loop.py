@@ -273,6 +273,8 @@ def test_stages_print_plain_lines_when_piped(capsys):
 
 
 def test_confirm_of_an_unknown_sweep_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "mlruns").mkdir()
+    MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_experiments()  # a store without the sweep
     with pytest.raises(SystemExit) as exit_info:
         run_cli(tmp_path, "confirm.study=nope")
     assert exit_info.value.code == 2

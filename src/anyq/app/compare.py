@@ -9,8 +9,7 @@ from anyq.app.paths import project_root
 from anyq.reporting.errors import ReportError
 from anyq.reporting.runs import latest_runs
 from anyq.reporting.table import print_runs
-from anyq.tracking.store import resolve_tracking_uri
-from mlflow.tracking import MlflowClient
+from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,10 +19,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
-    client = MlflowClient(uri)
     try:
+        client = open_existing_store(uri)
         runs = latest_runs(client, args.experiment, args.last)
-    except ReportError as exc:  # no such experiment: the message, exit 1
+    except (ReportError, StoreNotFoundError) as exc:  # no store, no such experiment: the message, exit 1
         sys.exit(str(exc))
     print_runs(runs, title=f"Experiment {args.experiment!r}: test split")
     experiment = client.get_experiment_by_name(args.experiment)

@@ -41,7 +41,7 @@ from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.source import source_tags
 from anyq.tracking.recording import Tracker
 from anyq.tracking.runs import close_run, git_commit
-from anyq.tracking.store import ensure_store, resolve_tracking_uri
+from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
@@ -173,7 +173,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"confirm.seeds={cfg.confirm.seeds} must be at least 1")
     mlruns = Path(cfg.paths.mlruns)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
-    client = ensure_store(uri, mlruns)
+    client = open_existing_store(uri)  # the sweep must be there: a missing store is not created
     try:
         sweep_parent = find_parent(client, study=sweep)
     except ReportError as exc:

@@ -58,12 +58,10 @@ def parse_levels(text: str) -> list[float]:
 
 def checkpoint_spec(checkpoint: Path, config: Optional[Path]) -> ForecasterSpec:
     """The model section of the run config that trained ``checkpoint``."""
-    from omegaconf import OmegaConf
-
     path = config or checkpoint.resolve().parent.parent / ".hydra" / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"run config not found: {path} (pass --config <config.yaml>)")
-    return ForecasterSpec.from_config(OmegaConf.load(path))
+    return ForecasterSpec.from_config_file(path)
 
 
 def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
@@ -71,12 +69,10 @@ def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
         weights = checkpoint_weights(args.checkpoint)
         return ServedForecaster(checkpoint_spec(args.checkpoint, args.config), weights)
     from anyq.serving.publish import load_served
-    from anyq.tracking.store import is_local_sqlite, resolve_tracking_uri
+    from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
-    store = Path(uri.removeprefix("sqlite:///"))
-    if is_local_sqlite(uri) and not store.is_file():  # reading must not create an empty store
-        raise FileNotFoundError(f"no MLflow store at {store} (pass --tracking-uri)")
+    open_existing_store(uri)  # reading must not create an empty store
     return load_served(f"runs:/{args.run}/model", uri)
 
 

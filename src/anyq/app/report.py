@@ -36,7 +36,7 @@ from anyq.reporting.errors import ReportError
 from anyq.reporting.study import Artifacts, find_parent
 from anyq.tracking.study import CONFIRM_STUDY_TAG, ROLE_TAG, STORAGE_TAG, STUDY_KIND_TAG, STUDY_TAG, child_runs
 from anyq.tracking.baseline import BASELINE_VARIANT
-from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
 from anyq.tracking.view import VIEW_COLUMNS, save_view
 
 UI_URL = "http://127.0.0.1:5000"
@@ -168,14 +168,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
-    client = MlflowClient(uri)
     console = wide_console()
     try:
+        client = open_existing_store(uri)
         if args.view_only:
             view_only(client, args, console)
         else:
             report(client, uri, args, console)
-    except (ReportError, WindowMismatchError) as exc:
+    except (ReportError, WindowMismatchError, StoreNotFoundError) as exc:
         print(f"anyq-report: error: {exc}", file=sys.stderr)
         sys.exit(2)
 

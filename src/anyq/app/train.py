@@ -1,4 +1,9 @@
-"""``anyq-train``: the Hydra application (single runs, sweeps with -m, ablations)."""
+"""``anyq-train``: the Hydra application (single runs, sweeps with -m, ablations).
+
+Only what checks the command line is imported up front: the overrides are checked
+(:mod:`anyq.app.overrides`) before Hydra, torch, Lightning and MLflow load, so a typo costs
+a second, not the start-up of the whole stack.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,10 @@ import warnings
 from typing import Any
 
 import hydra
-import optuna
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from anyq.app.confirm import run_confirm
-from anyq.app.job import run_job
+from anyq.app.overrides import OverrideError, check_command_line, confirm_store
 from anyq.app.paths import config_dir
-from anyq.app.signals import exit_on_signals
-from anyq.data.errors import DataError
 from anyq.sweeping.errors import SweepRefused
 from anyq.training.schema import ConfigError, register_configs
 
@@ -26,12 +25,37 @@ log = logging.getLogger("anyq")
 register_configs()
 if not sys.stdout.isatty():  # MLflow's per-artifact download bars are noise in a log file
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch 2.13 deprecation
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """:func:`anyq.app.job.run_job`, imported on first use (it loads torch and Lightning)."""
+    from anyq.app.job import run_job as pipeline
+
+    return pipeline(cfg)
+
+
+def run_confirm(cfg: DictConfig) -> dict[str, Any]:
+    """:func:`anyq.app.confirm.run_confirm`, imported on first use."""
+    from anyq.app.confirm import run_confirm as confirm
+
+    return confirm(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> Any:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from anyq.data.errors import DataError
+
+    _quiet_optuna()
     try:
         if cfg.confirm.study:  # a mode of its own: retrain a sweep's winner over seeds
             return run_confirm(cfg)
@@ -49,11 +73,27 @@ def main(cfg: DictConfig) -> Any:
 def cli() -> None:
     """The ``anyq-train`` command: :func:`main`, plus exit statuses Hydra cannot give.
 
-    A signal ends it with 128 + the signal number once runs and trials are closed
-    (:mod:`anyq.app.signals`); a sweep refused before its first trial (a search space that
-    does not fit the config or the stored study, a launcher that cannot place a trial) is
-    one line and exit 2, like a single run's config error.
+    An override that does not parse or compose (a misspelled key, an unknown option of a
+    config group, a value of the wrong type) is one line and exit 2, before anything heavy
+    loads (:mod:`anyq.app.overrides`). A signal ends it with 128 + the signal number once
+    runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
+    trial (a search space that does not fit the config or the stored study, a launcher that
+    cannot place a trial) is one line and exit 2, like a single run's config error; so is a
+    confirm command whose store does not exist, before anything is created.
     """
+    try:
+        check_command_line(sys.argv[1:], config_dir())
+        store = confirm_store(sys.argv[1:], config_dir())
+        if store is not None:  # before Hydra creates the run's folder under paths.root
+            from anyq.tracking.store import open_existing_store
+
+            open_existing_store(store)
+    except (OverrideError, FileNotFoundError) as exc:
+        print(f"anyq-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from anyq.app.signals import exit_on_signals
+
+    _quiet_optuna()
     try:
         with exit_on_signals():
             main()

@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from mlflow.tracking import MlflowClient
-
 from anyq.app.paths import project_root
 from anyq.reporting.browser import BrowserError, capture, capture_runs_page, ensure_chromium
-from anyq.tracking.store import resolve_tracking_uri
+from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
 from anyq.tracking.view import prepare_experiment
 
 # What a user must see on the runs page of the saved view (headers, dataset, source).
@@ -45,7 +43,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     mlruns = project_root() / "mlruns"
     uri = resolve_tracking_uri(args.tracking_uri, mlruns)
-    client = MlflowClient(uri)
+    try:
+        client = open_existing_store(uri)
+    except StoreNotFoundError as exc:
+        print(f"ui_check: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         print(f"ui_check: error: no MLflow experiment named {args.experiment!r} in {uri}", file=sys.stderr)

@@ -141,8 +141,11 @@ def _parse_ids(values: pd.Series, where: str) -> pd.Series:
     return values.astype(str)
 
 
-def parse_dates(values: pd.Series, where: str = "data") -> pd.Series:
+def parse_dates(values: pd.Series, where: str = "data", column: str = "ds") -> pd.Series:
     """Parse the ``ds`` column; tz-aware stamps are converted to naive UTC.
+
+    The one rule for time stamps, in training data and at serving alike (a request's
+    forecast origins, ``anyq-predict --origin``): ``column`` names them in errors.
 
     Raises:
         DataError: empty, unparseable or out-of-range dates, or stamps that mix UTC offsets
@@ -152,29 +155,29 @@ def parse_dates(values: pd.Series, where: str = "data") -> pd.Series:
         parsed = values
         if parsed.isna().any():  # NaT in a typed column (Parquet)
             raise DataError(
-                f"{where}: column 'ds' has {int(parsed.isna().sum())} empty date(s), e.g. {_row(values, parsed.isna())}"
+                f"{where}: column {column!r} has {int(parsed.isna().sum())} empty date(s), e.g. {_row(values, parsed.isna())}"
             )
     else:
         text = values.astype("string").str.strip().reset_index(drop=True)
         empty = text.isna() | (text == "")
         if empty.any():
             raise DataError(
-                f"{where}: column 'ds' has {int(empty.sum())} empty date(s), e.g. {_row(values, empty)}"
+                f"{where}: column {column!r} has {int(empty.sum())} empty date(s), e.g. {_row(values, empty)}"
             )
         has_offset = text.str.contains(_UTC_OFFSET, regex=True).to_numpy(dtype=bool)
         if has_offset.any() and not has_offset.all():
             other = has_offset != has_offset[0]
             raise DataError(
-                f"{where}: column 'ds' mixes stamps with and without a UTC offset, e.g. row 1 "
+                f"{where}: column {column!r} mixes stamps with and without a UTC offset, e.g. row 1 "
                 f"({text.iloc[0]!r}) and {_row(text, other)}; give every stamp an offset or none"
             )
-        parsed = _parse_with_known_format(text, where, utc=bool(has_offset.all()))
+        parsed = _parse_with_known_format(text, where, utc=bool(has_offset.all()), column=column)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     return parsed.astype("datetime64[ns]")
 
 
-def _parse_with_known_format(text: pd.Series, where: str, utc: bool) -> pd.Series:
+def _parse_with_known_format(text: pd.Series, where: str, utc: bool, column: str = "ds") -> pd.Series:
     sample = text.iloc[:1000]
     parsed_counts = [
         int(pd.to_datetime(sample, format=fmt, errors="coerce", utc=utc).notna().sum())
@@ -182,7 +185,7 @@ def _parse_with_known_format(text: pd.Series, where: str, utc: bool) -> pd.Serie
     ]
     if max(parsed_counts) == 0:
         raise DataError(
-            f"{where}: column 'ds' has unparseable dates, e.g. row 1 ({sample.iloc[0]!r}) "
+            f"{where}: column {column!r} has unparseable dates, e.g. row 1 ({sample.iloc[0]!r}) "
             f"(expected ISO 8601 or '%d-%b-%Y %H:%M:%S' like '01-Jan-2006 00:00:00')"
         )
     fmt = DATE_FORMATS[int(np.argmax(parsed_counts))]  # the format that fits the first rows best
@@ -190,7 +193,7 @@ def _parse_with_known_format(text: pd.Series, where: str, utc: bool) -> pd.Serie
     bad = parsed.isna()
     if bad.any():
         raise DataError(
-            f"{where}: column 'ds' has {int(bad.sum())} unparseable date(s), e.g. {_row(text, bad)} "
+            f"{where}: column {column!r} has {int(bad.sum())} unparseable date(s), e.g. {_row(text, bad)} "
             f"(format {fmt!r} inferred from the first rows; years 1677..2262 only)"
         )
     return parsed

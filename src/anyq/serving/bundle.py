@@ -19,7 +19,9 @@ import torch
 import yaml
 
 from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
-from anyq.errors import first_sentence
+from anyq.data.errors import DataError
+from anyq.data.reader import parse_dates
+from anyq.errors import first_line, first_sentence
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.serving.errors import ModelFileError, RequestError
 
@@ -30,6 +32,15 @@ SPEC_FILE = "forecaster.yaml"
 CHECKPOINT_PREFIX = "forecaster."
 #: (window, level) pairs per forward call: bounds memory for large requests.
 MAX_PAIRS_PER_CALL = 65536
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """What a YAML parser objected to, in one line: ``<problem> (line L, column C)``."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    return first_line(exc, with_type=True)
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,30 @@ class ForecasterSpec:
             calendar=_calendar_dict(spec_from_config(cfg.data)),
             conformal=str(model.get("conformal", "none")),
         )
+
+    @classmethod
+    def from_config_file(cls, path: str | Path) -> ForecasterSpec:
+        """From the config file of a run (Hydra's ``.hydra/config.yaml``, a run's ``config.yaml``).
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ModelFileError: a file that is not YAML, or whose settings build no model (one line
+                naming the file and, for YAML, the line).
+        """
+        from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
+
+        try:
+            cfg = OmegaConf.load(path)
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ModelFileError(f"run config {path} is not readable YAML: {yaml_problem(exc)}") from None
+        try:
+            return cls.from_config(cfg)
+        except (OmegaConfBaseException, KeyError, AttributeError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"run config {path} does not describe an anyq model: "
+                                 f"{first_line(exc, with_type=isinstance(exc, KeyError))}") from None
 
     def model_config(self) -> dict[str, Any]:
         """The ``model`` section this spec was made from (less the variant's name)."""
@@ -111,7 +146,22 @@ class ForecasterSpec:
 
     @classmethod
     def load(cls, path: str | Path) -> ForecasterSpec:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()))
+        """Read a spec file (:meth:`save`); ModelFileError (one line) for one that is not YAML
+        or not a spec."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ModelFileError(f"forecaster spec {path} is not readable YAML: {yaml_problem(exc)}") from None
+        if not isinstance(data, Mapping):
+            raise ModelFileError(f"forecaster spec {path} is not a mapping of settings")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(f"forecaster spec {path} is incomplete: {first_line(exc, with_type=True)}") from None
 
     def build(self) -> AnyQuantileForecaster:
         return forecaster_from_config(self.model_config(), self.history_length, self.horizon_length,
@@ -223,10 +273,11 @@ class ServedForecaster:
         if origins is None:
             raise RequestError("this model takes calendar inputs: give each window's forecast origin "
                                "(the first forecast hour)")
-        try:
-            stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(origins).reshape(-1)))
-        except (TypeError, ValueError) as exc:
-            raise RequestError(f"forecast origins must be timestamps ({exc})") from None
+        try:  # the data's rule: stamps with a UTC offset are converted to UTC, naive
+            stamps = pd.DatetimeIndex(parse_dates(pd.Series(np.asarray(origins).reshape(-1)), "request",
+                                                  column="origin"))
+        except (DataError, TypeError, ValueError) as exc:
+            raise RequestError(f"forecast origins must be timestamps ({first_line(exc)})") from None
         if len(stamps) != n or stamps.isna().any():
             raise RequestError(f"give one forecast origin per window: {len(stamps)} for {n} windows")
         ids = list(names) if names is not None else [""] * n

@@ -15,6 +15,7 @@ import pandas as pd
 
 from anyq.data.errors import DataError
 from anyq.data.panel import Panel
+from anyq.data.reader import parse_dates
 from anyq.serving.errors import RequestError
 
 
@@ -28,7 +29,12 @@ class HistoryWindows:
 
 
 def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None = None) -> HistoryWindows:
-    """Cut the last complete history of every series (or the one before ``origin``)."""
+    """Cut the last complete history of every series (or the one before ``origin``).
+
+    ``origin`` is read as the data's stamps are (:func:`anyq.data.reader.parse_dates`): one
+    with a UTC offset (``2021-03-01T00:00Z``, ``…+01:00``) is converted to UTC, the panel's
+    time axis. RequestError (one line) for an origin that is no date or off the hourly grid.
+    """
     panel = Panel.from_long(frame, where="input")
     observed = ~np.isnan(panel.values)
     n, t = observed.shape
@@ -37,7 +43,12 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
         start = t - observed[:, ::-1].argmax(axis=1)  # one past the last observation
     else:
         try:
-            position = panel.position(origin)
+            stamp = parse_dates(pd.Series([origin]), "--origin", column="origin").iloc[0]
+        except DataError:
+            raise RequestError(f"--origin {origin!r} is not a date (expected ISO 8601, e.g. "
+                               f"'2021-03-01 00:00' or '2021-03-01T00:00Z')") from None
+        try:
+            position = panel.position(stamp)
         except (ValueError, DataError) as exc:
             raise RequestError(f"--origin {origin!r}: {exc}") from None
         start = np.full(n, position, dtype=np.int64)

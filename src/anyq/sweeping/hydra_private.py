@@ -11,11 +11,14 @@ so an upgrade that moves one breaks that test, not a sweeper.
 - :func:`stop_joblib_workers`: end the loky worker processes of Hydra's joblib launcher.
 - :func:`config_node`: the typed node behind a config key (OmegaConf, Hydra's config
   library, 2.3), which says ``int`` even where the value is missing or None.
+- :func:`command_line`: a command line read as ``@hydra.main`` reads it (its flags, then the
+  overrides), so the overrides can be checked before Hydra starts.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from typing import Any, Optional, Sequence
 
 from hydra.core.utils import JobReturn
 from hydra.plugins.launcher import Launcher
@@ -55,3 +58,17 @@ def config_node(parent: Container, key: str) -> Node:
     node = parent._get_node(key)
     assert isinstance(node, Node)
     return node
+
+
+def command_line(argv: Sequence[str]) -> Optional[argparse.Namespace]:
+    """``argv`` parsed by Hydra's own argument parser (``overrides``, ``multirun``,
+    ``config_dir``, ``help``, ...); None for flags it would refuse (Hydra says so itself)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, unknown = parser.parse_known_args(list(argv))
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    return None if unknown else args

@@ -6,6 +6,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from filelock import FileLock
@@ -39,6 +40,39 @@ def tracking_uri(uri: Optional[str] = None) -> Iterator[None]:
 
 def is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
+
+
+class StoreNotFoundError(FileNotFoundError):
+    """A command that only reads was pointed at a place where no store exists (one line)."""
+
+
+def local_store_path(uri: str) -> Optional[Path]:
+    """Where a local store lives: the SQLite file of ``sqlite:///…``, the folder of a file store
+    (``file:///…`` or a plain path); None for a server (``http://``, ``postgresql://``, …)."""
+    if is_local_sqlite(uri):
+        return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if not parsed.scheme or len(parsed.scheme) == 1:  # a plain path (a Windows drive letter too)
+        return Path(uri)
+    return None
+
+
+def open_existing_store(uri: str) -> MlflowClient:
+    """A client on a store that already exists, for the commands that only read (report,
+    compare, confirm's look-up of its sweep, the UI check, ``anyq-predict --run``).
+
+    MLflow creates a missing local store on first use, so a mistyped ``MLFLOW_TRACKING_URI``
+    or ``paths.root`` would leave an empty ``mlflow.db`` (or ``mlruns/`` folder) behind and
+    then find nothing in it. Here nothing is created: :class:`StoreNotFoundError` names the
+    place instead. A server's store is the server's business and is not checked.
+    """
+    path = local_store_path(uri)
+    if path is not None and not (path.is_file() if is_local_sqlite(uri) else path.is_dir()):
+        raise StoreNotFoundError(f"no MLflow store at {path}: nothing to read there, nothing created "
+                                 f"(a mistyped tracking URI or project root?)")
+    return MlflowClient(tracking_uri=uri)
 
 
 def ensure_store(uri: str, mlruns_dir: str | Path) -> MlflowClient:

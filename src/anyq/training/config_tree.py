@@ -74,7 +74,7 @@ def compose_model(variant: str, conf: str | Path | None = None) -> DictConfig:
 @functools.cache
 def _composed(conf: str, group: str, option: str) -> dict[str, Any]:
     """``<conf>/<group>/<option>.yaml`` composed as Hydra does for the forms a config group of
-    this tree uses: its schema, ``sub: option`` entries of its subgroups, then ``_self_``.
+    this tree uses: its schema (``/<name>@_here_``), ``sub: option`` entries of its subgroups, then ``_self_``.
     Any other defaults entry is a ValueError (a test compares this with Hydra's own compose)."""
     path = Path(conf) / group / f"{option}.yaml"
     body = OmegaConf.load(path)
@@ -83,8 +83,8 @@ def _composed(conf: str, group: str, option: str) -> dict[str, Any]:
     for entry in defaults:
         if entry == "_self_":
             node = OmegaConf.merge(node, body)
-        elif isinstance(entry, str) and (group, entry) in SCHEMAS:
-            node = OmegaConf.merge(node, OmegaConf.structured(SCHEMAS[(group, entry)]))
+        elif isinstance(entry, str) and (group, _schema_name(entry)) in SCHEMAS:
+            node = OmegaConf.merge(node, OmegaConf.structured(SCHEMAS[(group, _schema_name(entry))]))
         elif isinstance(entry, DictConfig) and len(entry) == 1:
             ((sub, choice),) = entry.items()
             node = OmegaConf.merge(node, {sub: _composed(conf, f"{group}/{sub}", str(choice))})
@@ -93,6 +93,11 @@ def _composed(conf: str, group: str, option: str) -> dict[str, Any]:
     container = OmegaConf.to_container(node, resolve=True)
     assert isinstance(container, dict)
     return container
+
+
+def _schema_name(entry: str) -> str:
+    """``/model_schema@_here_`` (a group file's reference to its schema) -> ``model_schema``."""
+    return entry.removeprefix("/").removesuffix("@_here_")
 
 
 def switches(variant: str) -> dict[str, dict[str, Any]]:

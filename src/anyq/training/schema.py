@@ -205,8 +205,9 @@ class AppConfig:
     task: Task = Task.train  # train: fit, then test; test: only score the resume= checkpoint
 
 
-#: The schema of each config group, as ``(group, name)``: the name a file's defaults list
-#: starts with (``- model_schema``). ``(None, "app_schema")`` is the primary config's.
+#: The schema of each config group, as ``(group, name)``: a file of the group starts its
+#: defaults list with ``- /<name>@_here_`` (``- /model_schema@_here_``: the schema merged at
+#: the file's own package). ``(None, "app_schema")`` is the primary config's.
 SCHEMAS: dict[tuple[str | None, str], type] = {
     (None, "app_schema"): AppConfig,
     ("data", "data_schema"): DataConfig,
@@ -222,10 +223,15 @@ SCHEMAS: dict[tuple[str | None, str], type] = {
 
 
 def register_configs() -> None:
-    """Make the schema the base of ``conf/config.yaml`` and of each config group."""
+    """Make the schema the base of ``conf/config.yaml`` and of each config group.
+
+    Every schema is stored at the root of Hydra's config store, not in its group: a node
+    stored in a group is one of the group's options, which Hydra would list (``model:
+    …, model_schema, …``) and let ``model=model_schema`` select.
+    """
     store = ConfigStore.instance()
-    for (group, name), node in SCHEMAS.items():
-        store.store(group=group, name=name, node=node)
+    for (_group, name), node in SCHEMAS.items():
+        store.store(name=name, node=node)
 
 
 _CHOICES = {

@@ -1,0 +1,243 @@
+"""The overrides of an ``anyq-train`` command line, checked before Hydra composes them.
+
+Hydra reports a misspelled key, an unknown option of a config group or an override it cannot
+parse only after it has loaded its plugins (and with them torch, Lightning and MLflow), in
+several lines, offering the schema's own registrations (``model_schema``) as options and
+``+key=`` for a key that merely has a typo. This check runs first, on the config tree
+(``conf/``: the groups and their options) and the structured schema
+(:class:`anyq.training.schema.AppConfig`: every key and its type), and turns the first bad
+override into one line that names it, the closest valid key or option, and how to quote a
+value Hydra would split. Only Hydra's own settings (``hydra.*``, ``hydra/…=``), deletions
+(``~key``) and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax
+(``seed=0,1``, ``choice(…)``, ``interval(…)``) is accepted with ``-m``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import is_dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from anyq.errors import first_line
+from anyq.sweeping.hydra_private import command_line
+from anyq.training.schema import AppConfig, ConfigError
+
+
+SEARCH_SPACE = "hydra.sweeper.params."
+
+
+class OverrideError(ConfigError):
+    """A command-line override that cannot compose, in one line."""
+
+
+def check_command_line(argv: Sequence[str], conf: str | Path) -> None:
+    """Check the overrides of ``argv`` (``sys.argv[1:]``) against the config tree ``conf``.
+
+    Raises:
+        OverrideError: the first override that does not parse, names no key of the schema, no
+            option of its group, or holds a value its key's type refuses.
+    Command lines Hydra reads in another way (``--help``, ``--shell-completion``, another
+    ``--config-dir``/``--config-path``/``--config-name``, flags Hydra refuses) are left to Hydra.
+    """
+    if "--version" in argv:
+        return
+    args = command_line(argv)
+    if args is None or args.help or args.hydra_help or args.shell_completion:
+        return
+    if args.config_dir or args.config_path or args.config_name:
+        return
+    multirun = bool(args.multirun) or any(o.replace(" ", "") == "hydra.mode=MULTIRUN" for o in args.overrides)
+    check_overrides(args.overrides, conf, multirun=multirun)
+
+
+def check_overrides(overrides: Sequence[str], conf: str | Path, *, multirun: bool = False) -> None:
+    """Check each override in turn (see :func:`check_command_line`); OverrideError for the first bad one."""
+    parser = OverridesParser.create()
+    parsed: list[Override] = []
+    for text in overrides:
+        try:
+            parsed.extend(parser.parse_overrides([text]))
+        except HydraException as exc:
+            raise OverrideError(f"override {text!r} cannot be parsed ({first_line(exc)}); {quoting(text)}") from None
+    if any(o.key_or_group.startswith("hydra.searchpath") for o in parsed):
+        return  # other config folders: their groups are Hydra's to find
+    groups = config_groups(str(Path(conf).resolve()))
+    for override in parsed:
+        _check(override, groups, multirun)
+
+
+def quoting(text: str) -> str:
+    """How to pass ``text``'s value as one string (Hydra splits on ``=``, ``,``, brackets, quotes)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        return "an override is key=value, +key=value or ~key"
+    if '"' in value:
+        return f"""quote the value: "{key}='{value}'" """.rstrip()
+    return f"""quote the value: '{key}="{value}"'"""
+
+
+@cache
+def config_groups(conf: str) -> dict[str, tuple[str, ...]]:
+    """Each config group of the tree (``model``, ``model/sampler``, ...) and its options: the
+    YAML files in its folder. The schema's registrations are not files, so never options."""
+    root = Path(conf)
+    groups: dict[str, tuple[str, ...]] = {}
+    for folder in sorted(p for p in root.rglob("*") if p.is_dir()):
+        group = folder.relative_to(root).as_posix()
+        if group == "hydra" or group.startswith("hydra/"):
+            continue
+        groups[group] = tuple(sorted(p.stem for p in folder.glob("*.yaml")))
+    for path in (root / "sweep", root / "ablation"):  # symlinked folders: rglob does not follow them
+        if path.is_dir():
+            groups[path.name] = tuple(sorted(p.stem for p in path.glob("*.yaml")))
+    return groups
+
+
+@cache
+def _schema() -> DictConfig:
+    return OmegaConf.structured(AppConfig)
+
+
+def _closest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _values(override: Override) -> Optional[list[Any]]:
+    """The plain values an override sets: one, each of a choice sweep; None for ranges and globs."""
+    if not override.is_sweep_override():
+        return [override.value()]
+    value = override.value()
+    return list(value.list) if isinstance(value, ChoiceSweep) else None
+
+
+def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: bool) -> None:
+    key = override.key_or_group
+    text = override.input_line or key
+    if key.startswith(SEARCH_SPACE) and not override.is_delete():
+        value = override.value()  # "choice(2,4)" quoted, or a sweep Hydra has already read
+        dimension = (f"{key.removeprefix(SEARCH_SPACE)}={value}" if isinstance(value, str)
+                     else text.removeprefix("+").removeprefix(SEARCH_SPACE))
+        _check_search_space(text, dimension, groups)
+        return
+    if key == "hydra" or key.startswith(("hydra.", "hydra/")) or override.is_delete() or override.package:
+        return
+    if override.is_sweep_override() and not multirun:
+        raise OverrideError(f"override {text!r} is a sweep over several values: add -m to run each, "
+                            f"or {quoting(text)}")
+    if key in groups:
+        _check_choice(text, key, groups[key], _values(override))
+        return
+    if "/" in key:
+        near = _closest(key, groups)
+        hint = f"; did you mean {near}?" if near else f"; groups: {', '.join(sorted(groups))}"
+        raise OverrideError(f"override {text!r}: no config group {key!r}{hint}")
+    declared = _walk(text, key, groups)
+    if override.is_add() and not override.is_force_add() and declared:
+        raise OverrideError(f"override {text!r}: {key} is already in the config; set it without the '+'")
+    for value in _values(override) or []:
+        _check_type(text, key, value, groups)
+
+
+def _check_search_space(text: str, dimension_text: str, groups: dict[str, tuple[str, ...]]) -> None:
+    """A dimension of the sweep's search space (``hydra.sweeper.params.<key>=<sweep>``) names a
+    key or group like an override; what the engine checks beyond that stays the engine's."""
+    try:
+        (dimension,) = OverridesParser.create().parse_overrides([dimension_text])
+    except (HydraException, ValueError):
+        return  # the engine reads its own vocabulary and says what it cannot
+    try:
+        _check(dimension, groups, multirun=True)
+    except OverrideError as exc:
+        raise OverrideError(f"override {text!r}: search space: {str(exc).split(': ', 1)[1]}") from None
+
+
+def _check_choice(text: str, group: str, options: tuple[str, ...], values: Optional[list[Any]]) -> None:
+    for value in values or []:
+        if value is None or (isinstance(value, str) and value in options):
+            continue
+        near = _closest(str(value), options) if isinstance(value, str) else None
+        hint = f"did you mean {near}? " if near else ""
+        raise OverrideError(f"override {text!r}: {value!r} is not an option of {group} "
+                            f"({hint}options: {', '.join(options)})")
+
+
+def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> bool:
+    """Whether dotted ``key`` is a key the schema declares (False for one below an open
+    mapping, a list or ``Any``: those keys are the user's). OverrideError naming the first
+    part that is no key, with the closest one."""
+    node: Any = _schema()
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if isinstance(node, ListConfig) or (isinstance(node, DictConfig) and not _is_structured(node)):
+            return False  # a list, a free mapping (tracking.tags) or Any
+        if not isinstance(node, DictConfig):
+            if node is None and i > 0:
+                return False  # an optional section left empty: its keys are not known here
+            raise OverrideError(f"override {text!r}: {where} is a value, not a section")
+        if part not in node:
+            candidates = list(node.keys()) + ([g for g in groups if "/" not in g] if i == 0 else [])
+            near = _closest(part, candidates)
+            inside = f" in {where}" if where else ""
+            hint = f"; did you mean {'.'.join([*parts[:i], near]) if near not in groups else near}?" if near else ""
+            raise OverrideError(f"override {text!r}: no key {part!r}{inside}{hint}")
+        node = None if OmegaConf.is_missing(node, part) else node[part]
+    return True
+
+
+def _is_structured(node: DictConfig) -> bool:
+    object_type = OmegaConf.get_type(node)
+    return object_type is not None and is_dataclass(object_type)
+
+
+def _check_type(text: str, key: str, value: Any, groups: dict[str, tuple[str, ...]]) -> None:
+    """Set ``value`` on a copy of the schema as Hydra would (``OmegaConf.update``, merging)."""
+    trial = _schema().copy()
+    try:
+        OmegaConf.update(trial, key, value, merge=True)
+    except (OmegaConfBaseException, ValueError, TypeError) as exc:
+        group = key.replace(".", "/")
+        hint = f"; to choose a config of group {group}, write {group}={value}" if group in groups else ""
+        raise OverrideError(f"override {text!r}: {first_line(exc)}{hint}") from None
+
+
+def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
+    """The tracking URI a confirm command (``confirm.study=<sweep>``) reads its sweep from, or
+    None for any other command line.
+
+    Read from the same files Hydra composes (``conf/config.yaml``'s ``paths`` and ``tracking``
+    choices, their files, the command line's ``paths.*`` and ``tracking.*``), so that a missing
+    store is reported before Hydra creates the run's output folder under ``paths.root``.
+    """
+    from anyq.tracking.store import resolve_tracking_uri  # loads MLflow: only for a confirm command
+
+    args = command_line(argv)
+    if args is None or args.multirun or args.config_dir or args.config_path or args.config_name:
+        return None
+    overrides = [o for o in OverridesParser.create().parse_overrides(args.overrides)
+                 if not o.is_delete() and not o.is_sweep_override() and not o.package]
+    values = {o.key_or_group: o.value() for o in overrides}
+    if not values.get("confirm.study"):
+        return None
+    root = Path(conf)
+    defaults = OmegaConf.load(root / "config.yaml").get("defaults", [])
+    chosen = {k: v for entry in defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    sections = {}
+    for group in ("paths", "tracking"):
+        node = OmegaConf.load(root / group / f"{values.get(group, chosen.get(group))}.yaml")
+        node.pop("defaults", None)
+        sections[group] = node
+    cfg = OmegaConf.create(sections)
+    for key, value in values.items():
+        if key.startswith(("paths.", "tracking.")):
+            OmegaConf.update(cfg, key, value, merge=True)
+    return resolve_tracking_uri(cfg.tracking.get("tracking_uri"), str(cfg.paths.mlruns))

@@ -1,0 +1,335 @@
+"""Bad command lines, bad requests and mistyped stores: one line, a non-zero exit, nothing created.
+
+- ``anyq-train`` overrides are checked before Hydra and the heavy libraries load
+  (:mod:`anyq.app.overrides`);
+- serving reads time stamps by the data's rule and run configs as one-line errors;
+- the commands that only read open the store only where one exists
+  (:func:`anyq.tracking.store.open_existing_store`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from anyq.app import compare as compare_app
+from anyq.app import predict as predict_app
+from anyq.app import report as report_app
+from anyq.app import train
+from anyq.app.overrides import check_command_line
+from anyq.app.paths import config_dir
+from anyq.serving.bundle import CHECKPOINT_PREFIX, ForecasterSpec, ServedForecaster
+from anyq.serving.errors import RequestError
+from anyq.serving.frames import predict_frame
+from conftest import ABLATION, TINY, compose_config
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def one_error_line(captured: str, command: str) -> str:
+    lines = [line for line in captured.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{command}: error: "), captured
+    return lines[0]
+
+
+# ------------------------------------------------------------------ anyq-train overrides
+BAD_OVERRIDES = [
+    (["model=adaptive_atention"],
+     "override 'model=adaptive_atention': 'adaptive_atention' is not an option of model (did you mean "
+     "adaptive_attention? options: adaptive_attention, baseline_adaptive, both_off, modulation_off, nbeats_aq, "
+     "sampler_off)"),
+    (["model=model_schema"], "override 'model=model_schema': 'model_schema' is not an option of model (options: "),
+    (["model/sampler=adaptve"], "'adaptve' is not an option of model/sampler (did you mean adaptive?"),
+    (["model.attention.n_head=4"],
+     "override 'model.attention.n_head=4': no key 'n_head' in model.attention; did you mean model.attention.n_heads?"),
+    (["+model.attention.n_head=4"], "no key 'n_head' in model.attention; did you mean model.attention.n_heads?"),
+    (["experimnet=cpu_demo"], "override 'experimnet=cpu_demo': no key 'experimnet'; did you mean experiment?"),
+    (["model/attenton=plain"], "no config group 'model/attenton'; did you mean model/attention?"),
+    (["resume=outputs/x/best-epoch=07.ckpt"],
+     "override 'resume=outputs/x/best-epoch=07.ckpt' cannot be parsed (mismatched input '=' expecting <EOF>); "
+     """quote the value: 'resume="outputs/x/best-epoch=07.ckpt"'"""),
+    (["model.attention.n_heads=eight"], "Value 'eight' of type 'str' could not be converted to Integer"),
+    (["task=fit"], "override 'task=fit': Invalid value 'fit', expected one of [train, test]"),
+    (["model.attention=plain"], "to choose a config of group model/attention, write model/attention=plain"),
+    (["seed=0,1"], "override 'seed=0,1' is a sweep over several values: add -m to run each"),
+    (["+seed=3"], "override '+seed=3': seed is already in the config; set it without the '+'"),
+    (["seed.value=3"], "override 'seed.value=3': seed is a value, not a section"),
+    (["-m", "model=baseline_adaptive,adaptve_attention"], "'adaptve_attention' is not an option of model"),
+    (["-m", "model.attention.n_heads=choice(2,four)"], "Value 'four' of type 'str' could not be converted"),
+    (["-m", "sweep=adaptive_attention", "hydra.sweeper.params.model.attention.n_head=choice(2,4)"],
+     "override 'hydra.sweeper.params.model.attention.n_head=choice(2,4)': search space: no key 'n_head' in "
+     "model.attention; did you mean model.attention.n_heads?"),
+    (["-m", "ablation=variants", 'hydra.sweeper.params.model="baseline_adaptive,adaptve_attention"'],
+     "search space: 'adaptve_attention' is not an option of model (did you mean adaptive_attention?"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_OVERRIDES)
+def test_bad_override_is_one_line_before_anything_is_created(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["anyq-train", *argv, f"paths.root={tmp_path}"])
+    with pytest.raises(SystemExit) as exit_:
+        train.cli()
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "anyq-train")
+    assert message in line, line
+    assert "model_schema" not in line.split("(options:")[-1]  # the schema's node is never offered
+    assert files_under(tmp_path) == []  # no outputs/, no mlruns/, no log
+
+
+def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
+    code = (
+        "import sys\n"
+        "from anyq.app import train\n"
+        f"sys.argv = ['anyq-train', 'model.attention.n_head=4', 'paths.root={tmp_path}']\n"
+        "try:\n"
+        "    train.cli()\n"
+        "finally:\n"
+        "    print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'mlflow', 'optuna', 'pandas')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert one_error_line(done.stderr, "anyq-train").endswith("did you mean model.attention.n_heads?")
+    assert files_under(tmp_path) == []
+
+
+GOOD_COMMAND_LINES = [
+    TINY,
+    ABLATION,
+    ["-m", "experiment=cpu_demo", "study=main", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    ["-m", "sweep=adaptive_attention", "hydra.sweeper.n_trials=40", "optim.lr=tag(log, interval(1e-4, 1e-2))"],
+    ["-m", "sweep=adaptive_attention", "hydra.sweeper.params=null", "model.attention.n_heads=choice(2,4)"],
+    ["-m", "model=baseline_adaptive,adaptive_attention", "seed=0,1,2"],
+    ["hydra.mode=MULTIRUN", "seed=0,1"],
+    ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY, "hydra.sweeper.params=null",  # the sweep tests'
+     "model.attention.adaptive_temp=interval(0.0, 2.0)", "model.attention.n_heads=choice(1, 2)",
+     "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=5"],
+    ["-m", "ablation=variants", "seed=range(0,5)", "hydra/sweeper/sampler=random", "~hydra.sweeper.pruner"],
+    ["confirm.study=adaptive_attention", "confirm.seeds=5", "trainer.max_epochs=20"],
+    ["data=csv", "data.path=/tmp/load.csv", "data.split.kind=dates", "data.split.train_end=2016-12-31 23:00",
+     "data.split.val_end=2017-12-31 23:00", "data.split.test_end=2018-12-31 23:00"],
+    ["task=test", """resume="outputs/x/best-epoch=07.ckpt\"""", "trainer=gpu", "++seed=3"],
+    ["+experiment=cpu_demo", "tracking.tags.note=hello", "data.calendar.countries.a=DE", "model=nbeats_aq",
+     "model/attention=plain", "data.split.proportions=[0.7,0.15,0.15]", "trainer.max_epochs=null"],
+    ["-m", "sweep=adaptive_attention", "hydra.sweeper.params.model.attention.n_heads=choice(2,4)",
+     "+hydra.sweeper.params.trainer.max_epochs=choice(1,2)", "hydra.sweeper.params.seed=range(0,3)"],
+    ["--cfg", "job", "model.attention.n_heads=4"],
+    ["--help"],
+]
+
+
+@pytest.mark.parametrize("argv", GOOD_COMMAND_LINES, ids=lambda argv: " ".join(argv)[:60])
+def test_documented_command_lines_pass_the_check(argv):
+    check_command_line(argv, config_dir())  # raises OverrideError if too strict
+
+
+def test_a_sweep_command_line_still_runs_through_cli(tmp_path):
+    """``-m`` with sweep syntax goes through the check to Hydra's multirun: two fast dev runs."""
+    cmd = [sys.executable, "-m", "anyq.app.train", "-m", *TINY, "trainer.fast_dev_run=true", "tracking=none",
+           "seed=0,1", f"paths.root={tmp_path}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list(tmp_path.glob("multirun/*/*/[01]/.hydra/overrides.yaml"))) == 2
+
+
+# ------------------------------------------------------------------ anyq-predict and serving
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """A checkpoint in anyq-train's layout (untrained weights: forecasts need only be
+    deterministic) with its run config, and a two-series long-format file in UTC."""
+    root = tmp_path_factory.mktemp("predict")
+    cfg = compose_config(root, ["data.synthetic.gaps=false"])
+    torch.manual_seed(0)
+    spec = ForecasterSpec.from_config(cfg)
+    state = {CHECKPOINT_PREFIX + k: v for k, v in spec.build().state_dict().items()}
+    checkpoint = root / "run" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, checkpoint)
+    config = root / "config.yaml"
+    OmegaConf.save(cfg, config)
+    index = pd.date_range("2021-02-01", periods=24 * 30, freq="h")
+    rng = np.random.default_rng(0)
+    frame = pd.concat([pd.DataFrame({"unique_id": sid, "ds": index.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "y": 1000 + 100 * np.sin(np.arange(len(index)) / 4) + rng.normal(0, 5, len(index))})
+                       for sid in ("A", "B")])
+    data = root / "load.csv"
+    frame.to_csv(data, index=False)
+    return {"checkpoint": checkpoint, "config": config, "data": data, "cfg": cfg}
+
+
+def predicted(untrained, out: Path, *extra: str) -> pd.DataFrame:
+    predict_app.main(["--checkpoint", str(untrained["checkpoint"]), "--config", str(untrained["config"]),
+                      "--input", str(untrained["data"]), "--output", str(out), *extra])
+    return pd.read_csv(out, parse_dates=["ds"])
+
+
+def test_origin_with_a_time_zone_is_converted_to_utc_like_the_data(untrained, tmp_path):
+    naive = predicted(untrained, tmp_path / "naive.csv", "--origin", "2021-02-20 00:00")
+    assert naive.ds.min() == pd.Timestamp("2021-02-20 00:00")
+    for origin in ("2021-02-20T00:00Z", "2021-02-20T01:00+01:00", "2021-02-19 19:00-05:00"):
+        zoned = predicted(untrained, tmp_path / "zoned.csv", "--origin", origin)
+        pd.testing.assert_frame_equal(zoned, naive)  # the same UTC hour, the same forecasts
+
+
+@pytest.mark.parametrize(("origin", "message"), [
+    ("next tuesday", "--origin 'next tuesday' is not a date (expected ISO 8601"),
+    ("2021-02-20T00:30Z", "is not on the panel's hourly grid"),
+])
+def test_bad_origin_is_one_line(untrained, tmp_path, capsys, origin, message):
+    with pytest.raises(SystemExit) as exit_:
+        predicted(untrained, tmp_path / "out.csv", "--origin", origin)
+    assert exit_.value.code == 2
+    assert message in one_error_line(capsys.readouterr().err, "anyq-predict")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model:\n  backbone: {num_blocks: 2\ndata: [", "is not readable YAML: "),
+    ("model: [1, 2\n", "is not readable YAML: expected ',' or ']', but got '<stream end>' (line 2, column 1)"),
+    ("- just\n- a list\n", "does not describe an anyq model"),
+    ("data:\n  history_length: 168\n", "does not describe an anyq model"),
+    ("\x00\x01\x02", "is not readable YAML"),
+])
+def test_unreadable_run_config_is_one_line(untrained, tmp_path, capsys, text, message):
+    config = tmp_path / "broken.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as exit_:
+        predict_app.main(["--checkpoint", str(untrained["checkpoint"]), "--config", str(config),
+                          "--input", str(untrained["data"]), "--output", str(tmp_path / "out.csv")])
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "anyq-predict")
+    assert f"run config {config} " in line and message in line, line
+
+
+def test_served_origins_with_offsets_are_utc_and_mixed_ones_refused(tmp_path):
+    """A request's origin column follows the same rule (a calendar model reads it)."""
+    cfg = compose_config(tmp_path, ["data.calendar.enabled=true", "data.calendar.holidays=country",
+                                    "data.calendar.country=DE"])
+    torch.manual_seed(0)
+    spec = ForecasterSpec.from_config(cfg)
+    model = spec.build()
+    with torch.no_grad():  # the calendar must matter, or any origin would do
+        model.backbone.calendar.weight.normal_(0, 1.0)
+    served = ServedForecaster(spec, model.state_dict())
+    history = (1000 + 100 * np.sin(np.arange(spec.history_length) / 4)).tolist()
+
+    def request(*origins: str) -> pd.DataFrame:
+        return pd.DataFrame({"unique_id": ["a"] * len(origins), "history": [history] * len(origins),
+                             "levels": [[0.1, 0.5, 0.9]] * len(origins), "origin": list(origins)})
+
+    naive = predict_frame(served, request("2016-12-24 05:00"))
+    for origin in ("2016-12-24T05:00Z", "2016-12-24 06:00+01:00"):
+        pd.testing.assert_frame_equal(predict_frame(served, request(origin)), naive)
+    assert not np.allclose(predict_frame(served, request("2016-12-27 05:00")).value, naive.value)
+    with pytest.raises(RequestError, match="column 'origin' mixes stamps with and without a UTC offset"):
+        predict_frame(served, request("2016-12-24T05:00Z", "2016-12-24 05:00"))
+    with pytest.raises(RequestError, match="column 'origin' has unparseable dates"):
+        predict_frame(served, request("soon"))
+
+
+# ------------------------------------------------------------------ reading creates no store
+def test_report_and_compare_on_a_mistyped_store_create_nothing(tmp_path, capsys, monkeypatch):
+    typo = tmp_path / "mlrun" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{typo}")
+    with pytest.raises(SystemExit) as exit_:
+        report_app.main([])
+    assert exit_.value.code == 2
+    assert one_error_line(capsys.readouterr().err, "anyq-report") == (
+        f"anyq-report: error: no MLflow store at {typo}: nothing to read there, nothing created "
+        f"(a mistyped tracking URI or project root?)")
+    with pytest.raises(SystemExit) as exit_:
+        report_app.main(["--view-only"])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        compare_app.main(["--experiment", "main"])
+    assert f"no MLflow store at {typo}" in str(exit_.value.code)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "file-store"))  # a file store's folder
+    with pytest.raises(SystemExit) as exit_:
+        report_app.main(["main"])
+    assert exit_.value.code == 2
+    assert f"no MLflow store at {tmp_path / 'file-store'}" in capsys.readouterr().err
+    assert files_under(tmp_path) == []
+
+
+def test_report_under_a_mistyped_project_root_creates_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("ANYQ_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(SystemExit) as exit_:
+        report_app.main(["--study", "main"])
+    assert exit_.value.code == 2
+    assert f"no MLflow store at {tmp_path / 'elsewhere' / 'mlruns' / 'mlflow.db'}" in capsys.readouterr().err
+    assert files_under(tmp_path) == []
+
+
+def test_confirm_in_a_mistyped_root_names_the_missing_store(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "typo"
+    monkeypatch.setattr(sys, "argv", ["anyq-train", "confirm.study=adaptive_attention", f"paths.root={root}"])
+    with pytest.raises(SystemExit) as exit_:
+        train.cli()
+    assert exit_.value.code == 2
+    line = one_error_line(capsys.readouterr().err, "anyq-train")
+    assert line == (f"anyq-train: error: no MLflow store at {root / 'mlruns' / 'mlflow.db'}: nothing to read "
+                    f"there, nothing created (a mistyped tracking URI or project root?)")
+    assert not root.exists()
+
+
+def test_hydra_offers_only_the_files_of_a_group_never_its_schema():
+    """The schema is registered outside the groups, so Hydra's own listing (``--help``, its
+    errors) holds only the files of ``conf/`` as the check does."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from anyq.app.overrides import config_groups
+
+    groups = config_groups(str(Path(config_dir()).resolve()))
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            loader = GlobalHydra.instance().config_loader()
+            for group in ("data", "model", "model/attention", "model/backbone", "model/sampler", "optim",
+                          "paths", "tracking", "trainer"):
+                assert loader.get_group_options(group) == list(groups[group]), group
+                assert not any(option.endswith("_schema") for option in groups[group])
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def test_ui_check_on_a_mistyped_store_creates_nothing(tmp_path, capsys):
+    from anyq.app import ui_check
+
+    typo = tmp_path / "mlrun" / "mlflow.db"
+    with pytest.raises(SystemExit) as exit_:
+        ui_check.main(["--tracking-uri", f"sqlite:///{typo}", "--out", str(tmp_path / "shot.png")])
+    assert exit_.value.code == 2
+    assert f"no MLflow store at {typo}" in one_error_line(capsys.readouterr().err, "ui_check")
+    assert files_under(tmp_path) == []
+
+
+def test_local_store_path_of_each_kind_of_uri(tmp_path):
+    from anyq.tracking.store import StoreNotFoundError, local_store_path, open_existing_store
+
+    assert local_store_path(f"sqlite:///{tmp_path}/m.db") == tmp_path / "m.db"
+    assert local_store_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")  # relative
+    assert local_store_path(f"file://{tmp_path}/mlruns") == tmp_path / "mlruns"
+    assert local_store_path(str(tmp_path / "mlruns")) == tmp_path / "mlruns"
+    assert local_store_path("http://127.0.0.1:5000") is None
+    assert local_store_path("postgresql://u@localhost/mlflow") is None
+    with pytest.raises(StoreNotFoundError, match="no MLflow store at"):
+        open_existing_store(f"file://{tmp_path}/mlruns")
+    (tmp_path / "m.db").mkdir()  # a folder where the SQLite file should be is no store either
+    with pytest.raises(StoreNotFoundError):
+        open_existing_store(f"sqlite:///{tmp_path}/m.db")
+    assert files_under(tmp_path) == ["m.db"]
