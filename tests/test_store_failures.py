@@ -213,6 +213,7 @@ def fill(path: Path) -> None:
             pass
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_is_one_line_and_the_next_command_closes_the_run(tmp_path):
     root = tmp_path / "small"
     with mounted("tmpfs", root, "-t", "tmpfs", "-o", "size=64m"):
@@ -244,6 +245,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_next_command_closes_the_run(tmp
         assert [r.info.run_id for r in by_id.values() if r.info.status == "RUNNING"] == []
 
 
+@pytest.mark.slow
 def test_a_store_made_read_only_mid_run_is_one_line_and_resume_last_continues_it(tmp_path):
     root = tmp_path / "store"
     with mounted("tmpfs", root, "-t", "tmpfs", "-o", "size=256m"):
