@@ -154,8 +154,8 @@ def open_job_run(cfg: DictConfig, dataset: Dataset, tracker: Tracker, ckpt_path:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RUN_ID_FILE).write_text(run.run_id)
         run.log_config(cfg)
-        log_dataset(tracker.client, run.run_id,
-                    panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data))
+        data_input = panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data)
+        while_store_busy(lambda: log_dataset(tracker.client, run.run_id, data_input))
         yield run
 
 
