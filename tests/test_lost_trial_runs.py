@@ -16,7 +16,7 @@ from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 from scale_helpers import REPO, clean_env, start_sweep, study_runs, study_trials, sweep_cmd
 
 DEADLINE_S = 300
-SETTINGS = ["hydra.sweeper.n_trials=1", "trainer.max_epochs=40", "tracking.log_model=false",
+SETTINGS = ["hydra.sweeper.n_trials=1", "trainer.max_epochs=15", "tracking.log_model=false",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=2"]
 
 
