@@ -26,13 +26,14 @@ from typing import Iterator, Optional
 import numpy as np
 import optuna
 import pytest
+from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import TrialState
 
-from anyq.sweeping.engine import INTERRUPTED, STALE_REASON, StudyRunner, SweepSettings
+from anyq.sweeping.engine import INTERRUPTED, STALE_REASON, StudyRunner, SweepSettings, fail_and_retry
 from anyq.sweeping.storage import STORAGE_ENV, driver_url, redacted, resolve_storage_url
-from anyq.tracking.trials import close_trial_runs
+from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, close_trial_runs, trial_key
 from conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,28 +266,41 @@ def test_storage_precedence_override_then_env_then_sqlite(tmp_path, monkeypatch)
     assert driver_url("postgresql+psycopg://anyq@db/x") == "postgresql+psycopg://anyq@db/x"
 
 
-def test_close_trial_runs_closes_only_that_trials_running_runs(tmp_path):
+def test_close_trial_runs_closes_every_run_of_that_trial_and_only_those(tmp_path):
     study = "o'brien"  # a quote in the name: MLflow's filter strings have no escapes
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     exp = client.create_experiment("s", artifact_location=(tmp_path / "a").as_uri())
     parent = client.create_run(exp, tags={"role": "study"}).info.run_id
     other_parent = client.create_run(exp).info.run_id
 
-    def child(number: int, under: str, status: str = "RUNNING") -> str:
+    def child(number: int, under: str, status: str = "RUNNING", **tags: str) -> str:
         run_id = client.create_run(exp, tags={MLFLOW_PARENT_RUN_ID: under, "optuna.study_name": study,
-                                              "optuna.trial_number": str(number)}).info.run_id
+                                              "optuna.trial_number": str(number), **tags}).info.run_id
         if status != "RUNNING":
             client.set_terminated(run_id, status=status)
         return run_id
 
-    lost, finished, other_trial, other_study = child(1, parent), child(1, parent, "FINISHED"), \
-        child(2, parent), child(1, other_parent)
-    assert close_trial_runs(client, parent, study, 1, "worker stopped") == [lost]
-    assert client.get_run(lost).info.status == "KILLED"
-    assert client.get_run(lost).data.tags["error"] == "worker stopped"
-    assert client.get_run(finished).info.status == "FINISHED"
-    assert client.get_run(other_trial).info.status == "RUNNING"
-    assert client.get_run(other_study).info.status == "RUNNING"
+    def baseline(number: int, status: str = "RUNNING") -> str:  # no parent, no trial tags: not a trial
+        run_id = client.create_run(exp, tags={"role": "baseline",
+                                              OPENED_BY_TRIAL_TAG: trial_key(parent, number)}).info.run_id
+        if status != "RUNNING":
+            client.set_terminated(run_id, status=status)
+        return run_id
+
+    lost, finished, failed = child(1, parent), child(1, parent, "FINISHED"), child(1, parent, "FAILED", error="X")
+    other_trial, other_study = child(2, parent), child(1, other_parent)
+    training, trained, others = baseline(1), baseline(1, "FINISHED"), baseline(2)
+    assert sorted(close_trial_runs(client, parent, study, 1, "worker stopped")) == \
+        sorted([lost, finished, failed, training])
+    for run_id in (lost, finished, training):  # a finished job whose trial Optuna failed: KILLED too
+        assert client.get_run(run_id).info.status == "KILLED"
+        assert client.get_run(run_id).data.tags["error"] == "worker stopped"
+    assert [client.get_run(r).data.tags["trial_state"] for r in (lost, finished, failed)] == ["FAIL"] * 3
+    assert client.get_run(failed).info.status == "FAILED" and client.get_run(failed).data.tags["error"] == "X"
+    assert "trial_state" not in client.get_run(training).data.tags  # a baseline is not a trial
+    assert client.get_run(trained).info.status == "FINISHED"  # a finished baseline stays valid
+    for run_id in (other_trial, other_study, others):
+        assert client.get_run(run_id).info.status == "RUNNING"
     assert close_trial_runs(client, parent, study, 1, "again") == []  # a second notice is harmless
 
 
@@ -305,6 +319,30 @@ def test_stale_trial_reaches_the_on_lost_hook(tmp_path):
     frozen = runner.study._storage.get_trial(dead._trial_id)
     assert frozen.state == TrialState.FAIL and frozen.system_attrs[INTERRUPTED]
     assert retry.params == dead.params  # the retry comes first, same parameters
+
+
+def test_a_job_returning_after_its_trial_was_failed_as_stale_has_its_run_closed_again(tmp_path):
+    """A false alarm: the worker was only slow. Its job closes its run FINISHED after another
+    worker failed the trial and closed the run; the run must say FAIL again, as Optuna does."""
+    settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{tmp_path}/optuna.db",
+                             directions=["minimize"], objectives=["val/crps"], n_trials=1)
+    lost: list[tuple[int, str]] = []
+
+    def launch(overrides, idx):
+        # meanwhile another worker found this trial stale, failed and retried it
+        (number,) = [t.number for t in runner.study.trials if t.state == TrialState.RUNNING]
+        trial_id = runner.storage.get_trial_id_from_study_id_trial_number(runner.study_id, number)
+        fail_and_retry(runner.study, trial_id, STALE_REASON, runner.retry, runner.on_lost)
+        done = JobReturn(overrides=list(overrides[0]), status=JobStatus.COMPLETED)
+        done.return_value = {"val/crps": 1.0}
+        return [done]
+
+    runner = StudyRunner(settings, launch=launch, on_lost=lambda n, r: lost.append((n, r)))
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    trial = runner._next_trial(space)
+    runner._run_trial(trial, [])
+    assert lost == [(0, STALE_REASON), (0, STALE_REASON)]  # on failing it, and when its job returned
+    assert runner.study.trials[0].state == TrialState.FAIL
 
 
 def test_workers_with_one_seed_do_not_propose_the_same_parameters(tmp_path):

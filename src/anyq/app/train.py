@@ -22,6 +22,7 @@ from anyq.sweeping.errors import SweepRefused
 from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
+EXIT_STORE_UNWRITABLE = os.EX_IOERR  # 74 (sysexits.h): the store or the disk cannot be written
 register_configs()
 if not sys.stdout.isatty():  # MLflow's per-artifact download bars are noise in a log file
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -79,7 +80,10 @@ def cli() -> None:
     runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
     trial (a search space that does not fit the config or the stored study, a launcher that
     cannot place a trial) is one line and exit 2, like a single run's config error; so is a
-    confirm command whose store does not exist, before anything is created.
+    confirm command whose store does not exist, before anything is created. A store or a disk
+    that cannot be written (full, read-only) is one line and exit 74, after the open run is
+    closed FAILED (or, when even that write failed, left to the next command that opens the
+    store).
     """
     try:
         check_command_line(sys.argv[1:], config_dir())
@@ -92,6 +96,7 @@ def cli() -> None:
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from anyq.app.signals import exit_on_signals
+    from anyq.tracking.store import StoreUnwritable
 
     _quiet_optuna()
     try:
@@ -101,6 +106,11 @@ def cli() -> None:
         log.error("%s", exc.error)
         print(f"anyq-train: error: {exc.error}", file=sys.stderr)
         sys.exit(2)
+    except StoreUnwritable as exc:
+        logging.raiseExceptions = False  # a log file on the full disk must not bury the line
+        log.error("%s", exc)
+        print(f"anyq-train: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_STORE_UNWRITABLE)
 
 
 if __name__ == "__main__":

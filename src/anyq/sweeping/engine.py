@@ -399,12 +399,19 @@ class StudyRunner:
         try:
             try:
                 state = self.settle(trial, outcome, raised)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                # failed as stale by another worker meanwhile (this one was only slow):
-                # the retry it enqueued stands, this result is dropped
-                state = self.storage.get_trial(self._trial_id(trial)).state
+            except (optuna.exceptions.UpdateFinishedTrialError, ValueError):
+                # failed as stale by another worker meanwhile (this one was only slow): the
+                # retry it enqueued stands, this result is dropped (``tell`` says "Cannot tell
+                # a FAIL trial" with a ValueError, attribute writes with UpdateFinishedTrialError)
+                frozen = self.storage.get_trial(self._trial_id(trial))
+                if not frozen.state.is_finished():
+                    raise
+                state = frozen.state
                 log.warning("trial %d was already %s when its job returned; result dropped",
                             trial.number, state.name)
+                if state == TrialState.FAIL:  # the job closed its run since: the run says FAIL again
+                    reason = str(frozen.user_attrs.get("fail_reason", STALE_REASON))
+                    _report_lost(self.on_lost, trial.number, reason)
         finally:
             self._release(trial)
         log.info("trial %d: %s", trial.number, state.name)

@@ -25,6 +25,7 @@ from anyq.errors import first_line
 from anyq.tracking.baseline import baseline_config, config_signature, deltas, find_baseline_run, is_baseline
 from anyq.tracking.recording import Tracker
 from anyq.tracking.runs import RunRecord
+from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, trial_key
 
 log = logging.getLogger(__name__)
 BASELINE_RUN_TAG = "baseline_run_id"
@@ -45,12 +46,16 @@ def own_baseline_lock(cfg: DictConfig, data_fingerprint: str, tracker: Tracker) 
 
 def baseline_job_config(cfg: DictConfig) -> DictConfig:
     """The baseline of ``cfg`` as a job of its own: outputs under ``<output dir>/baseline``,
-    tagged ``role=baseline``."""
+    tagged ``role=baseline`` and, trained by a trial's job, with the trial that opened it
+    (:data:`OPENED_BY_TRIAL_TAG`: the sweep closes it if that trial's worker dies)."""
     base = baseline_config(cfg)
     out = Path(cfg.paths.output_dir) / "baseline"
     base.paths.output_dir = str(out)
     base.paths.checkpoints = str(out / "checkpoints")
-    base.tracking.tags = {**base.tracking.tags, "role": "baseline"}
+    tags = {**base.tracking.tags, "role": "baseline"}
+    if cfg.trial.number is not None and cfg.tracking.parent_run_id:
+        tags[OPENED_BY_TRIAL_TAG] = trial_key(cfg.tracking.parent_run_id, cfg.trial.number)
+    base.tracking.tags = tags
     return base
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from pytorch_lightning.loggers import MLFlowLogger
 
+from anyq.tracking.runs import while_store_busy
 from anyq.tracking.store import tracking_uri
 
 
 class AttachedMLFlowLogger(MLFlowLogger):
-    """Lightning's MLflow logger, minus two side effects.
+    """Lightning's MLflow logger, minus two side effects, its writes waiting out a busy store
+    and failing a full or read-only one as :class:`anyq.tracking.store.StoreUnwritable`.
 
     It does not close the run at the end of ``fit`` (the run stays open for test metrics
     and deltas, and is closed FAILED or KILLED when anything after ``fit`` goes wrong:
@@ -25,3 +27,6 @@ class AttachedMLFlowLogger(MLFlowLogger):
 
     def finalize(self, status: str = "success") -> None:
         return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        while_store_busy(lambda: MLFlowLogger.log_metrics(self, metrics, step))

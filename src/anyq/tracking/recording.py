@@ -28,7 +28,8 @@ from anyq.tracking.baseline import (
 )
 from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
-from anyq.tracking.runs import RunRecord, git_commit, open_run
+from anyq.tracking.orphans import close_orphaned_runs, hold_run
+from anyq.tracking.runs import RunRecord, git_commit, open_run, while_store_busy
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
     artifact_root,
@@ -37,7 +38,7 @@ from anyq.tracking.store import (
     is_local_sqlite,
     resolve_tracking_uri,
 )
-from anyq.tracking.trials import STUDY_NAME_TAG, TRIAL_NUMBER_TAG
+from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, STUDY_NAME_TAG, TRIAL_NUMBER_TAG, trial_key
 from anyq.training.builders import Dataset
 from anyq.training.naming import run_name
 from anyq.training.run import TrainOutcome
@@ -58,17 +59,39 @@ class Tracker:
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "Tracker":
+        """Open (or create) the store and the experiment, then close the runs that a process
+        which ended left RUNNING (:mod:`anyq.tracking.orphans`).
+
+        Raises:
+            StoreUnwritable: the store cannot be written (full, read-only).
+        """
         mlruns = Path(cfg.paths.mlruns)
         uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
-        client = ensure_store(uri, mlruns)
-        experiment_id = get_or_create_experiment(
-            client, cfg.tracking.experiment, artifact_root(uri, mlruns, cfg.tracking.experiment)
-        )
-        return cls(client, uri, experiment_id, mlruns)
+
+        def open_store() -> "Tracker":
+            client = ensure_store(uri, mlruns)
+            experiment_id = get_or_create_experiment(
+                client, cfg.tracking.experiment, artifact_root(uri, mlruns, cfg.tracking.experiment)
+            )
+            return cls(client, uri, experiment_id, mlruns)
+
+        tracker: Tracker = while_store_busy(open_store)
+        close_orphaned_runs(tracker.client, tracker.run_locks)
+        return tracker
+
+    @property
+    def lock_dir(self) -> Path:
+        """Beside a local SQLite store; this machine's temporary folder for a tracking server."""
+        return self.mlruns / "locks" if is_local_sqlite(self.uri) else Path(tempfile.gettempdir())
+
+    @property
+    def run_locks(self) -> Path:
+        """Where open runs hold their locks (:func:`anyq.tracking.orphans.hold_run`)."""
+        return self.lock_dir / "runs" if is_local_sqlite(self.uri) else self.lock_dir / "anyq-runs"
 
     def lock(self, name: str) -> FileLock:
         """A lock shared by the jobs of this machine (enough for SQLite; best effort elsewhere)."""
-        directory = self.mlruns / "locks" if is_local_sqlite(self.uri) else Path(tempfile.gettempdir())
+        directory = self.lock_dir
         directory.mkdir(parents=True, exist_ok=True)
         return FileLock(str(directory / f"{name}.lock"))
 
@@ -91,6 +114,8 @@ def run_tags(cfg: DictConfig, dataset: Dataset, overrides: Sequence[str]) -> dic
     }
     if cfg.trial.number is not None:
         tags.update({STUDY_NAME_TAG: str(cfg.trial.study_name), TRIAL_NUMBER_TAG: str(cfg.trial.number)})
+        if cfg.tracking.parent_run_id:
+            tags[OPENED_BY_TRIAL_TAG] = trial_key(cfg.tracking.parent_run_id, cfg.trial.number)
     return tags
 
 
@@ -123,13 +148,14 @@ def open_job_run(cfg: DictConfig, dataset: Dataset, tracker: Tracker, ckpt_path:
         parent_run_id=cfg.tracking.parent_run_id,
         resume_run_id=None if testing else source_run_id,
         status_for=status_for,
+        hold=lambda run_id: hold_run(tracker.run_locks, run_id),
     ) as run:
         output_dir = Path(cfg.paths.checkpoints).parent
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RUN_ID_FILE).write_text(run.run_id)
         run.log_config(cfg)
-        log_dataset(tracker.client, run.run_id,
-                    panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data))
+        data_input = panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data)
+        while_store_busy(lambda: log_dataset(tracker.client, run.run_id, data_input))
         yield run
 
 

@@ -7,7 +7,7 @@ import re
 import subprocess
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
 
@@ -19,6 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import first_line
+from anyq.tracking.store import StoreUnwritable, as_unwritable, unwritable_reason
 
 MAX_BATCH = 100  # MLflow's per-call cap on params in log_batch
 RESUMES_TAG = "resumes"  # how many times the run was resumed; segment k records under resume{k}.
@@ -50,7 +51,11 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 class RunRecord:
-    """Handle on an open run: everything a finished model leaves behind goes through here."""
+    """Handle on an open run: everything a finished model leaves behind goes through here.
+
+    Every write waits out a busy store and raises :class:`StoreUnwritable` for one that
+    cannot be written (:func:`while_store_busy`).
+    """
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
@@ -59,19 +64,22 @@ class RunRecord:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         for start in range(0, len(items), MAX_BATCH):
-            self.client.log_batch(self.run_id, tags=items[start:start + MAX_BATCH])
+            batch = items[start:start + MAX_BATCH]
+            while_store_busy(lambda: self.client.log_batch(self.run_id, tags=batch))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         existing = self.client.get_run(self.run_id).data.params
         items = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
         for start in range(0, len(items), MAX_BATCH):
-            self.client.log_batch(self.run_id, params=items[start:start + MAX_BATCH])
+            batch = items[start:start + MAX_BATCH]
+            while_store_busy(lambda: self.client.log_batch(self.run_id, params=batch))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+            batch = items[start:start + 1000]
+            while_store_busy(lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def resume_count(self) -> int:
         return int(self.client.get_run(self.run_id).data.tags.get(RESUMES_TAG, "0"))
@@ -89,12 +97,14 @@ class RunRecord:
         params = flatten(container)
         segment = self.resume_count()
         if segment == 0:
-            self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+            while_store_busy(lambda: self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True),
+                                                          "config.yaml"))
             self.log_params(params)
             return {}
         before = self.effective_params()
         changes = {k: (before.get(k), v) for k, v in params.items() if before.get(k) != v}
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), f"resume{segment}/config.yaml")
+        while_store_busy(lambda: self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True),
+                                                      f"resume{segment}/config.yaml"))
         self.log_params({f"resume{segment}.{k}": new for k, (_, new) in changes.items()})
         text = "; ".join(f"{k}: {old} -> {new}" for k, (old, new) in sorted(changes.items()))
         self.set_tags({f"resume{segment}.changes": (text or "none")[:5000]})
@@ -110,7 +120,7 @@ class RunRecord:
         return current
 
     def log_json(self, payload: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, payload, artifact_file)
+        while_store_busy(lambda: self.client.log_dict(self.run_id, payload, artifact_file))
 
     def log_arrays(self, arrays: Mapping[str, np.ndarray], artifact_file: str) -> None:
         """Compressed ``.npz`` artifact, e.g. the test forecasts that reports recompute from."""
@@ -118,7 +128,8 @@ class RunRecord:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
             np.savez_compressed(path, **arrays)
-            self.client.log_artifact(self.run_id, str(path), None if directory == "." else directory)
+            while_store_busy(lambda: self.client.log_artifact(self.run_id, str(path),
+                                                              None if directory == "." else directory))
 
 
 def exception_status(exc: BaseException) -> str:
@@ -126,6 +137,9 @@ def exception_status(exc: BaseException) -> str:
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "KILLED"
     return "FAILED"
+
+
+Hold = Callable[[str], AbstractContextManager[Any]]
 
 
 @contextmanager
@@ -138,6 +152,7 @@ def open_run(
     parent_run_id: Optional[str] = None,
     resume_run_id: Optional[str] = None,
     status_for: Callable[[BaseException], Optional[tuple[str, Mapping[str, str]]]] | None = None,
+    hold: Optional[Hold] = None,
 ) -> Iterator[RunRecord]:
     """Yield an open run and close it FINISHED, FAILED or KILLED: never left RUNNING.
 
@@ -146,58 +161,103 @@ def open_run(
     :meth:`RunRecord.log_config` records the new segment's settings beside the first.
     ``status_for`` maps an exception to (status, extra tags), so callers can record, e.g.,
     a pruned trial as KILLED with ``trial_state=PRUNED`` without this layer knowing Optuna.
+    ``hold(run_id)`` is held from before the run is (re)opened until after it is closed: the
+    sign that its process lives (:mod:`anyq.tracking.orphans`).
+
+    Raises:
+        StoreUnwritable: the store or the disk could not be written (:func:`unwritable_reason`),
+            whatever wrote it (MLflow, Lightning's checkpoints, an artifact). The run is closed
+            FAILED with the reason; when that write fails too, it stays RUNNING until the next
+            command that opens the store finds it orphaned.
     """
+    hold = hold or (lambda run_id: nullcontext())
     all_tags = {k: str(v) for k, v in tags.items()}
     if parent_run_id:
         all_tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
-    if resume_run_id:
-        client.update_run(resume_run_id, status="RUNNING")
-        run_id = resume_run_id
-        record = RunRecord(client, run_id)
-        segment = record.resume_count() + 1
-        # the first command line stays; each resume's own is kept beside it
-        resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
-        record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
-    else:
-        if run_name:
-            all_tags[MLFLOW_RUN_NAME] = run_name
-        run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-        run_id = run.info.run_id
-        record = RunRecord(client, run_id)
-    try:
-        yield record
-    except BaseException as exc:
-        status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
-        message = first_line(exc, with_type=True)
+    with ExitStack() as held:  # released last, once the run is closed
+        if resume_run_id:
+            held.enter_context(hold(resume_run_id))
+            while_store_busy(lambda: client.update_run(resume_run_id, status="RUNNING"))
+            run_id = resume_run_id
+            record = RunRecord(client, run_id)
+            segment = record.resume_count() + 1
+            # the first command line stays; each resume's own is kept beside it
+            resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
+            fresh = False
+        else:
+            if run_name:
+                all_tags[MLFLOW_RUN_NAME] = run_name
+            run = while_store_busy(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
+            run_id = run.info.run_id
+            record = RunRecord(client, run_id)
+            fresh = True
         try:
-            while_store_busy(lambda: record.set_tags({"error": message, **extra}))
-        finally:
-            close_run(client, run_id, status)
-        raise
-    else:
-        close_run(client, run_id, "FINISHED")
+            if fresh:
+                held.enter_context(hold(run_id))
+            else:
+                record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
+            yield record
+        except BaseException as exc:
+            unwritable = as_unwritable(exc)
+            status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
+            message = first_line(unwritable if unwritable is not None else exc, with_type=True)
+            try:
+                try:
+                    record.set_tags({"error": message, **extra})
+                finally:
+                    close_run(client, run_id, status)
+            except StoreUnwritable:
+                if unwritable is None:
+                    raise
+                # as expected: the store that failed the run cannot close it either
+                unwritable.run_state = (f"run {run_id} stays RUNNING until the next anyq-train "
+                                        "that can write the store closes it FAILED")
+            else:
+                if unwritable is not None:
+                    unwritable.run_state = f"run {run_id} closed {status}"
+            if unwritable is not None and unwritable is not exc:
+                raise unwritable from exc
+            raise
+        else:
+            close_run(client, run_id, "FINISHED")
 
 
 def close_run(client: MlflowClient, run_id: str, status: str) -> None:
     """End a run (FINISHED, FAILED or KILLED), waiting out a briefly locked store: every run
-    anyq opens, trial and study parents included, is closed through here."""
+    anyq opens, trial and study parents included, is closed through here.
+
+    Raises:
+        StoreUnwritable: the store cannot be written; the run stays as it was.
+    """
     while_store_busy(lambda: client.set_terminated(run_id, status=status))
 
 
+def is_store_busy(exc: BaseException) -> bool:
+    """The store is locked by another writer (MLflow's TEMPORARILY_UNAVAILABLE, which it also
+    gives a full or read-only SQLite file: those are :func:`unwritable_reason`'s, not busy)."""
+    return (isinstance(exc, MlflowException) and exc.error_code == "TEMPORARILY_UNAVAILABLE"
+            and unwritable_reason(exc) is None)
+
+
 def while_store_busy(write: Callable[[], Any], attempts: int = 3, pause_s: float = 1.0) -> Any:
-    """Run ``write``, retrying while the store answers TEMPORARILY_UNAVAILABLE.
+    """Run ``write``, retrying while the store is busy (:func:`is_store_busy`).
 
     A SQLite store is locked by one writer at a time (MLflow waits 20 s for it per try); a
     run closed while another process's write holds the lock must not be lost. Writes of this
     process are never interrupted half-way (:mod:`anyq.app.signals`), so it never waits on itself.
 
     Raises:
+        StoreUnwritable: the store or the disk cannot be written (full, read-only), from the
+            first try: waiting does not help.
         MlflowException: the store stayed busy for ``attempts`` tries, or failed otherwise.
     """
     for attempt in range(attempts):
         try:
             return write()
-        except MlflowException as exc:
-            if exc.error_code != "TEMPORARILY_UNAVAILABLE" or attempt == attempts - 1:
+        except Exception as exc:
+            unwritable = as_unwritable(exc)
+            if unwritable is not None:
+                raise unwritable from exc
+            if not is_store_busy(exc) or attempt == attempts - 1:
                 raise
             time.sleep(pause_s)

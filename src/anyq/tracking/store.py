@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,76 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from anyq.errors import first_line
 from anyq.tracking.view import prepare_experiment
+
+# MLflow logs every SQLite error with its traceback before raising it with the same message:
+# a full or read-only store would print it once per write. The raised error says it all.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+#: What SQLite (through MLflow and SQLAlchemy) says when the store cannot be written at all.
+UNWRITABLE_MESSAGES = (
+    "attempt to write a readonly database",
+    "database or disk is full",
+    "disk i/o error",
+    "unable to open database file",
+)
+#: The same from the file system (artifacts, checkpoints, the SQLite journal).
+UNWRITABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+class StoreUnwritable(BaseException):
+    """Runs cannot be recorded: the store (or the disk under it) is full or read-only.
+
+    Waiting does not help, unlike a busy store. A ``BaseException`` like an interrupt, so that
+    nothing on the way treats it as the job's own failure (a baseline's, a trial's): it ends
+    the command (one line, exit 1 in ``anyq-train``) after the open run is closed FAILED, or,
+    when even that write fails, left for :func:`anyq.tracking.orphans.close_orphaned_runs`.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.run_state = ""  # what became of the open run, said by the layer that opened it
+
+    def __str__(self) -> str:
+        state = f"; {self.run_state}" if self.run_state else ""
+        return f"cannot write the tracking store or outputs: {self.reason}{state}"
+
+
+def unwritable_reason(exc: BaseException) -> Optional[str]:
+    """The one-line reason when ``exc`` (or an error it was raised from) says that the store or
+    the disk cannot be written: SQLite's "database or disk is full", "attempt to write a
+    readonly database", … (:data:`UNWRITABLE_MESSAGES`) or an ``OSError`` such as ENOSPC or
+    EROFS (:data:`UNWRITABLE_ERRNOS`); None for anything else, a busy store included.
+
+    The one place that tells a store that cannot be written from other errors.
+    """
+    if isinstance(exc, StoreUnwritable):
+        return exc.reason
+    seen: set[int] = set()
+    todo: list[Optional[BaseException]] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in UNWRITABLE_ERRNOS:
+            return first_line(current)
+        text = str(current).lower()
+        for message in UNWRITABLE_MESSAGES:
+            if message in text:
+                return message
+        todo += [current.__cause__, current.__context__]
+    return None
+
+
+def as_unwritable(exc: BaseException) -> Optional[StoreUnwritable]:
+    """``exc`` as a :class:`StoreUnwritable` (raised from it) when it is one, else None."""
+    if isinstance(exc, StoreUnwritable):
+        return exc
+    reason = unwritable_reason(exc)
+    return StoreUnwritable(reason) if reason is not None else None
 
 
 def resolve_tracking_uri(tracking_uri: Optional[str], mlruns_dir: str | Path) -> str:

@@ -1,0 +1,80 @@
+"""Runs whose process ended without closing them, closed by the next command that opens the store.
+
+Every run a job opens holds a lock file, ``<locks>/runs/<run id>.lock``, from before the run
+is opened until after it is closed (:func:`hold_run`, passed to
+:func:`anyq.tracking.runs.open_run`). The operating system releases the lock when the
+process ends, however it ends: SIGKILL, an out-of-memory kill, or a store that could not be
+written even to close the run. A run whose lock can be taken while it reads RUNNING is
+orphaned: :func:`close_orphaned_runs` closes it FAILED with ``error`` = :data:`ORPHAN_REASON`.
+
+It reaches the runs whose lock files this machine sees: every run of a local SQLite store
+(the locks live beside it, ``mlruns/locks/runs``), and this machine's runs of a tracking
+server. The runs of a trial whose worker died elsewhere are closed by the sweep
+(:mod:`anyq.tracking.trials`), which learns of the death from Optuna's heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock, Timeout
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from anyq.tracking.runs import RunRecord, close_run
+
+log = logging.getLogger(__name__)
+ORPHAN_REASON = "its process ended before closing the run (killed, or the store could not be written)"
+
+
+@contextmanager
+def hold_run(lock_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold the lock that says the run ``run_id`` has a living process; removed after.
+
+    Raises:
+        OSError: the lock file cannot be created (a full or read-only disk).
+    """
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{run_id}.lock"
+    with FileLock(str(path)):
+        yield
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only disk: the next command finds the run closed and skips it
+        pass
+
+
+def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
+    """Close FAILED every RUNNING run of ``client``'s store whose lock in ``lock_dir`` is free
+    (its process ended); return their ids. A lock held by a living process, or naming a run
+    of another store, is left alone.
+
+    Raises:
+        StoreUnwritable: the store still cannot be written (the run stays RUNNING).
+    """
+    closed: list[str] = []
+    if not lock_dir.is_dir():
+        return closed
+    for path in sorted(lock_dir.glob("*.lock")):
+        lock = FileLock(str(path), timeout=0)
+        try:
+            lock.acquire()
+        except (Timeout, OSError):  # its process lives (or the disk is read-only: nothing to do)
+            continue
+        try:
+            try:
+                run = client.get_run(path.stem)
+            except MlflowException:  # a run of another store (locks of a tracking server's runs)
+                continue
+            if run.info.status == "RUNNING":
+                RunRecord(client, run.info.run_id).set_tags({"error": ORPHAN_REASON})
+                close_run(client, run.info.run_id, "FAILED")
+                closed.append(run.info.run_id)
+                log.warning("run %s was left RUNNING by a process that ended; closed FAILED", run.info.run_id)
+            path.unlink(missing_ok=True)
+        finally:
+            lock.release()
+    return closed
