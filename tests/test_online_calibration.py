@@ -224,3 +224,66 @@ def test_run_path_forecast_at_an_origin_ignores_every_actual_from_that_origin_on
         upto = base["origin"] <= t_k
         torch.testing.assert_close(out["forecast"][upto], base["forecast"][upto], rtol=0, atol=0)
         assert not torch.equal(out["forecast"][~upto], base["forecast"][~upto])
+
+
+# ------------------------------------------------------------------------ a tracked run
+STEP_BUDGET = ["trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_check_interval=3",
+               "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"]
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    from anyq.app.job import run_job
+    from conftest import compose_config
+
+    root = tmp_path_factory.mktemp("online")
+    cfg = compose_config(root, ["tracking.compare_to_baseline=false", "data.synthetic.gaps=false",
+                                "data.calendar.enabled=true", "model.conformal=online", "model.monotone_grid=39",
+                                *STEP_BUDGET])
+    summary = run_job(cfg)
+    uri = f"sqlite:///{root}/mlruns/mlflow.db"
+    return {"cfg": cfg, "uri": uri, "run": MlflowClient(uri).get_run(summary["run_id"])}
+
+
+def test_run_logs_the_online_family_and_names_it_its_headline(tracked):
+    metrics, tags = tracked["run"].data.metrics, tracked["run"].data.tags
+    for family in ("test", "test_conformal", "test_online"):
+        for name in ("crps", "coverage-0.9", "oracle_ratio", "crossing_rate"):
+            assert np.isfinite(metrics[f"{family}/{name}"]), f"{family}/{name}"
+    assert metrics["test_online/crossing_rate"] == 0.0
+    assert metrics["test_online/crps"] != metrics["test_conformal/crps"]
+    assert tags["headline"] == "test_online"
+
+
+def test_logged_model_calibrates_from_the_request_history(tracked):
+    from anyq.serving.publish import load_served
+
+    served = load_served(f"runs:/{tracked['run'].info.run_id}/model", tracked["uri"])
+    assert served.spec.conformal == "online" and served.spec.origin_step == tracked["cfg"].data.eval_step
+    y = 1000 + 50 * _series(14, seed=6, noise_after=7 * DAY)
+    origin = pd.to_datetime(["2015-12-28 00:00"])
+    levels = [0.05, 0.5, 0.95]
+    full = served.forecast(y[None, :], levels, names=["S00"], origins=origin)
+    last = served.forecast(y[None, -168:], levels, names=["S00"], origins=origin)  # nothing to replay
+    from anyq.data.calendar import window_calendar
+
+    spec = served.spec
+    calendar = window_calendar(spec.calendar_spec(), ["S00"], origin, spec.history_length, spec.horizon_length)
+    split = served.model(torch.as_tensor(y[None, -168:], dtype=torch.float32), torch.tensor([levels]),
+                         calendar=torch.from_numpy(calendar))
+    np.testing.assert_allclose(last, split.detach().double().numpy(), rtol=1e-6)
+    assert not np.allclose(full, last) and (np.diff(full, axis=-1) >= 0).all()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.conformal=adaptive", "model.conformal='adaptive' must be one of"),
+    ("model.online_gamma=-0.1", "model.online_gamma=-0.1 must be a finite number >= 0"),
+])
+def test_bad_calibration_settings_fail_before_training(compose_cfg, override, message):
+    from anyq.training.builders import validate_config
+    from anyq.training.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate_config(compose_cfg(override))
