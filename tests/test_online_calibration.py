@@ -287,3 +287,17 @@ def test_bad_calibration_settings_fail_before_training(compose_cfg, override, me
 
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_cfg(override))
+
+
+def test_checkpoint_saved_before_the_spread_existed_still_fits_and_loads() -> None:
+    from anyq.training.checkpoints import CheckpointError, check_fits
+
+    model = _served().model
+    state = {f"forecaster.{k}": v for k, v in model.state_dict().items() if k != "conformal.spread"}
+    fresh = _spec().build()
+    check_fits("old.ckpt", {"state_dict": state}, fresh, {}, None)  # no error
+    fresh.load_state_dict({k.removeprefix("forecaster."): v for k, v in state.items()})
+    assert float(fresh.conformal.spread) == 0.0 and fresh.online_step == 0.0  # online = split until refitted
+    without_weight = {k: v for k, v in state.items() if k != "forecaster.backbone.blocks.0.layers.0.weight"}
+    with pytest.raises(CheckpointError, match="backbone.blocks.0.layers.0.weight is missing from the checkpoint"):
+        check_fits("old.ckpt", {"state_dict": without_weight}, fresh, {}, None)

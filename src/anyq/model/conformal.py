@@ -42,6 +42,8 @@ class ConformalOffsets(nn.Module):
     offsets: torch.Tensor
     fitted: torch.Tensor
     spread: torch.Tensor
+    #: buffers a state dict may lack (saved before calibration or before they existed): loaded as 0
+    DEFAULTED = ("offsets", "fitted", "spread")
 
     def __init__(self, levels: torch.Tensor) -> None:
         super().__init__()
@@ -53,9 +55,8 @@ class ConformalOffsets(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         # a checkpoint saved before calibration (during training) loads as the identity
-        state_dict.setdefault(prefix + "offsets", torch.zeros_like(self.offsets))
-        state_dict.setdefault(prefix + "fitted", torch.zeros_like(self.fitted))
-        state_dict.setdefault(prefix + "spread", torch.zeros_like(self.spread))  # saved before it existed
+        for name in self.DEFAULTED:
+            state_dict.setdefault(prefix + name, torch.zeros_like(getattr(self, name)))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()

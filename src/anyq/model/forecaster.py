@@ -201,6 +201,14 @@ class AnyQuantileForecaster(nn.Module):
         return out.sort(dim=-1).values
 
     @property
+    def keys_with_defaults(self) -> tuple[str, ...]:
+        """State-dict keys this model fills in itself when a checkpoint lacks them (the
+        calibration's buffers, :attr:`ConformalOffsets.DEFAULTED`)."""
+        if self.conformal is None:
+            return ()
+        return tuple(f"conformal.{name}" for name in ConformalOffsets.DEFAULTED)
+
+    @property
     def online_step(self) -> float:
         """The online calibration's step ``eta`` (normalised scale): ``online_gamma`` times the
         fitted residual spread; 0 without a fitted calibration."""
