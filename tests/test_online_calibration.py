@@ -301,3 +301,21 @@ def test_checkpoint_saved_before_the_spread_existed_still_fits_and_loads() -> No
     without_weight = {k: v for k, v in state.items() if k != "forecaster.backbone.blocks.0.layers.0.weight"}
     with pytest.raises(CheckpointError, match="backbone.blocks.0.layers.0.weight is missing from the checkpoint"):
         check_fits("old.ckpt", {"state_dict": without_weight}, fresh, {}, None)
+
+
+def test_predict_command_replays_the_files_earlier_origins(tracked, tmp_path):
+    from anyq.app import predict as predict_app
+    from anyq.serving.publish import load_served
+
+    y = 1000 + 50 * _series(14, seed=7, noise_after=7 * DAY)
+    stamps = pd.date_range("2015-12-14 00:00", periods=y.size, freq="h")
+    pd.DataFrame({"unique_id": "S00", "ds": stamps, "y": y}).to_csv(tmp_path / "load.csv", index=False)
+    out = tmp_path / "forecast.csv"
+    predict_app.main(["--run", tracked["run"].info.run_id, "--tracking-uri", tracked["uri"], "--input",
+                      str(tmp_path / "load.csv"), "--levels", "0.05,0.95", "--output", str(out)])
+    served = load_served(f"runs:/{tracked['run'].info.run_id}/model", tracked["uri"])
+    origin = pd.DatetimeIndex([stamps[-1] + pd.Timedelta(hours=1)])
+    expected = served.forecast(y[None, :], [0.05, 0.95], names=["S00"], origins=origin)[0]
+    np.testing.assert_allclose(pd.read_csv(out)["value"].to_numpy().reshape(H, 2), expected, rtol=1e-6)
+    alone = served.forecast(y[None, -168:], [0.05, 0.95], names=["S00"], origins=origin)[0]
+    assert not np.allclose(expected, alone)
