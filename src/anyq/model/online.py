@@ -88,22 +88,24 @@ def online_offsets(
             the seed.
 
     Raises:
-        ValueError: mismatched shapes or a negative or non-finite ``step``.
+        ValueError: mismatched shapes, a negative or non-finite ``step``, or ``horizon < 1``.
     """
-    n, _, k = residual.shape if residual.dim() == 3 else (None, None, None)
-    if residual.dim() != 3 or k != grid.numel() or seed.shape != grid.shape:
-        raise ValueError(f"residual must be [N, H, K={grid.numel()}] and seed [K], got "
+    k = grid.numel()
+    if residual.dim() != 3 or residual.shape[-1] != k or seed.shape != grid.shape:
+        raise ValueError(f"residual must be [N, H, K={k}] and seed [K], got "
                          f"{tuple(residual.shape)} and {tuple(seed.shape)}")
+    n = residual.shape[0]
     if series.shape != (n,) or origin.shape != (n,):
         raise ValueError(f"series and origin must be [N={n}], got {tuple(series.shape)} and {tuple(origin.shape)}")
     step = float(step)
     if not 0.0 <= step < float("inf"):
         raise ValueError(f"step must be a finite number >= 0, got {step}")
+    if horizon < 1:  # a window would see its own target
+        raise ValueError(f"horizon must be >= 1 hour, got {horizon}")
     device = residual.device
     dtype = torch.float64
     grid64 = grid.to(device, dtype)
     seed64 = seed.to(device, dtype)
-    eta = step
     out = seed64.expand(n, k).clone()
     if n == 0 or step == 0.0:
         return out.to(seed.dtype)
@@ -131,6 +133,6 @@ def online_offsets(
         covered = ((r <= out[now].unsqueeze(1)) & known).sum(dim=1).to(dtype)
         cells = known.sum(dim=1).to(dtype)
         share = torch.where(cells > 0, covered / cells.clamp_min(1.0), grid64)  # no target: no update
-        increments[now] = eta * (grid64 - share)
+        increments[now] = step * (grid64 - share)
         begin += count
     return out.to(seed.dtype)
