@@ -9,7 +9,6 @@ import torch
 
 from anyq.metrics.scorer import score
 from anyq.model.conformal import ConformalOffsets
-from anyq.model.config import ONLINE_GAMMA_DEFAULT
 from anyq.model.monotone import rearrangement_grid
 from anyq.model.online import online_offsets, residual_spread
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
@@ -84,10 +83,10 @@ def test_each_series_keeps_its_own_state() -> None:
 
 
 # ----------------------------------------------------- coverage when the noise doubles
-def _gaussian_case(after: float) -> tuple[float, float]:
+def _gaussian_case(after: float, gamma: float = 0.2) -> tuple[float, float]:
     """Four series of daily windows, 30 calibration origins with noise sigma 1 then 120 test
     origins with sigma ``after``, forecast by the N(0, 1) quantiles. The 90 % interval's
-    coverage over the later half of the test: (online, split conformal)."""
+    coverage over the later half of the test: (online at step ``gamma``, split conformal)."""
     gen = torch.Generator().manual_seed(0)
     n_series, n_cal, n_test = 4, 30, 120
     grid = rearrangement_grid(99).double()
@@ -100,7 +99,7 @@ def _gaussian_case(after: float) -> tuple[float, float]:
     origin = (torch.arange(n) * DAY).repeat(n_series)
     split = ConformalOffsets(grid.float())
     split.fit(residual[origin < n_cal * DAY].reshape(-1, grid.numel()).float())
-    step = ONLINE_GAMMA_DEFAULT * float(split.spread)
+    step = gamma * float(split.spread)
     offsets = online_offsets(residual, series, origin, H, grid, split.offsets.double(), step)
     late = origin >= (n_cal + n_test // 2) * DAY
 
@@ -116,6 +115,9 @@ def test_online_calibration_reaches_nominal_coverage_after_the_noise_doubles() -
     online, split = _gaussian_case(after=2.0)
     assert online == pytest.approx(0.9, abs=0.03)
     assert split < 0.7
+    # a smaller step gets there more slowly: still short of nominal after 60 origins, past split
+    slow, _ = _gaussian_case(after=2.0, gamma=0.05)
+    assert split + 0.1 < slow < 0.87
 
 
 def test_online_calibration_stays_nominal_without_a_shift() -> None:
