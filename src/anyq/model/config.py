@@ -47,4 +47,4 @@ MONOTONE_GRID_DEFAULT = 99
 CONFORMAL_DEFAULT = "none"
 #: ``model.online_gamma`` default: the online calibration's step as a share of the residuals'
 #: 90 % spread (anyq.model.online; chosen in docs/design.md, "Online calibration").
-ONLINE_GAMMA_DEFAULT = 0.2
+ONLINE_GAMMA_DEFAULT = 0.05
