@@ -176,7 +176,7 @@ def test_report_is_logged_on_the_parent_run_with_a_saved_ui_view(ablation):
     assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
     state = json.loads(envelope["state"])
     assert {"metrics.`test/crps`", "metrics.`delta/crps_vs_baseline`", "metrics.`test/coverage-0.9`",
-            "metrics.`test_online/crps`", "metrics.`test_online/coverage-0.9`", "tags.`headline`"} \
+            "metrics.`test_conformal/crps`", "metrics.`test_conformal/coverage-0.9`", "tags.`headline`"} \
         <= set(state["selectedColumns"])
     assert state["orderByKey"] == "metrics.`test/crps`" and state["orderByAsc"] is True
 

@@ -25,7 +25,7 @@ from anyq.tracking.store import resolve_tracking_uri
 from anyq.tracking.view import prepare_experiment
 
 # What a user must see on the runs page of the saved view (headers, dataset, source).
-EXPECTED = ("test_online/crps", "test_online/coverage-0.9", "test/crps", "delta/crps_vs_baseline",
+EXPECTED = ("test_conformal/crps", "test_conformal/coverage-0.9", "test/crps", "delta/crps_vs_baseline",
             "delta/coverage-0.9_vs_baseline", "test/coverage-0.9", "test/oracle_ratio", "variant", "headline", "seed",
             "Dataset")
 
