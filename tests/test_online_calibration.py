@@ -321,3 +321,16 @@ def test_predict_command_replays_the_files_earlier_origins(tracked, tmp_path):
     np.testing.assert_allclose(pd.read_csv(out)["value"].to_numpy().reshape(H, 2), expected, rtol=1e-6)
     alone = served.forecast(y[None, -168:], [0.05, 0.95], names=["S00"], origins=origin)[0]
     assert not np.allclose(expected, alone)
+
+
+def test_online_forecasts_at_step_zero_are_the_split_conformal_forecasts() -> None:
+    model = _served().model
+    model.online_gamma = 0.0
+    y = _series(12, seed=8)
+    starts = list(range(L, y.size - H + 1, DAY))
+    levels = torch.tensor([0.05, 0.3, 0.5, 0.95])
+    test = _window_batches(y, starts[4:])
+    with torch.no_grad():
+        online = online_forecasts(model, _window_batches(y, starts[:4]), test, levels)["forecast"]
+        split = model(test[0]["history"], levels.expand(len(starts) - 4, -1))
+    torch.testing.assert_close(online, split, rtol=1e-5, atol=1e-4)
