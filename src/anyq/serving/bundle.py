@@ -215,15 +215,15 @@ class ServedForecaster:
         ``levels`` is ``[Q]`` (the same levels for every window) or ``[N, Q]``. The last
         ``history_length`` hours of each history are the model's input; a model with
         ``conformal=online`` also calibrates from the earlier hours (NaN where a row has none:
-        windows touching them are not replayed; see the module docstring). ``names`` label windows in errors
-        and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
+        windows touching them are not replayed; see the module docstring). ``names`` label
+        windows in errors and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
         first forecast hour of each window, timestamps) is required by such a model and
         ignored otherwise; RequestError when it is missing or unreadable.
         """
         full = self._checked_history(history, names)
         x = full[:, -self.spec.history_length:]
         calendar = self._calendar(x.shape[0], names, origins)
-        offsets = self.online_offsets(full, names, origins) if self.calibrates_online else None
+        offsets = self.replayed_offsets(full, names, origins) if self.calibrates_online else None
         q = check_levels(levels)
         if q.ndim == 1:
             q = np.broadcast_to(q, (x.shape[0], q.shape[0]))
@@ -246,7 +246,7 @@ class ServedForecaster:
         """Whether forecasts are calibrated from the earlier hours of each history."""
         return self.model.conformal_mode == "online"
 
-    def online_offsets(self, history: np.ndarray, names: Sequence[str] | None, origins: Any) -> torch.Tensor:
+    def replayed_offsets(self, history: np.ndarray, names: Sequence[str] | None, origins: Any) -> torch.Tensor:
         """Per-window offsets ``[N, K]`` on the rearrangement grid from replaying the earlier
         origins of each history ``[N, T]`` (T >= history_length; NaN marks hours a row lacks).
 

@@ -27,6 +27,9 @@ from anyq.metrics.scorer import ForecastScorer
 from anyq.model.forecaster import AnyQuantileForecaster
 from anyq.model.online import online_offsets
 
+_STORED = ("forecast", "target", "series_idx", "origin")
+
+
 @torch.no_grad()
 def online_forecasts(forecaster: AnyQuantileForecaster, calibration_batches, test_batches,
                      levels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -48,9 +51,8 @@ def online_forecasts(forecaster: AnyQuantileForecaster, calibration_batches, tes
                              forecaster.conformal.offsets, forecaster.online_step)[n_cal:]
     q = levels.to(test["raw"]).expand(test["raw"].shape[0], -1)
     forecast = forecaster.shift_normalised(test["raw"], offsets, q) * test["scale"].unsqueeze(-1)
-    return {"forecast": forecast, "target": test["target"], "series_idx": test["series_idx"], "origin": test["origin"]}
-
-_STORED = ("forecast", "target", "series_idx", "origin")
+    return {"forecast": forecast, "target": test["target"], "series_idx": test["series_idx"],
+            "origin": test["origin"]}
 
 
 class TestScores(Callback):
@@ -71,7 +73,7 @@ class TestScores(Callback):
                          for name in ("forecast", "raw", "calibrated", "online")}
         self._outputs: dict[str, list[np.ndarray]] = {}
         self._calibrated = False
-        self._test_batches = []
+        self._test_batches: list[dict[str, torch.Tensor]] = []  # online family: the pass's windows
         self.metrics: dict[str, float] = {}
         self.curves: dict[str, list[float]] = {}
 
@@ -79,7 +81,7 @@ class TestScores(Callback):
         for scorer in self._scorers.values():
             scorer.reset()
         self._outputs = {key: [] for key in _STORED}
-        self._test_batches: list[dict[str, torch.Tensor]] = []
+        self._test_batches = []
         self._calibrated = False
         self.metrics, self.curves = {}, {}
 
