@@ -100,7 +100,8 @@ def align(forecast: np.ndarray, origin: np.ndarray, want: np.ndarray) -> np.ndar
 
 
 def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, windows) -> list[Row]:
-    """The variant's row, and a ``+conformal`` row when the recipe calibrates on validation."""
+    """The variant's row, and ``+conformal`` / ``+online`` rows when the recipe calibrates (split
+    conformal on validation; online from earlier origins)."""
     from pytorch_lightning.callbacks import Callback
 
     from anyq.training.builders import load_dataset, validate_config
@@ -126,12 +127,15 @@ def run_anyq(variant: str, csv: Path, args: argparse.Namespace, workdir: Path, w
              **{k: m[k] for k in ("train_steps", "best_step", "test/crps_raw", "test/crossing_rate_raw") if k in m}}
     rows = [Row(variant, scores=windows["score"](forecast), train_seconds=outcome.train_seconds,
                 train_cpu_seconds=clock.seconds, notes=notes)]
-    if "test_conformal/crps" in m:  # anyq's own scorer on the same test loader (same windows)
+    for family, label in (("test_conformal", "conformal"), ("test_online", "online")):
+        if f"{family}/crps" not in m:
+            continue
+        # anyq's own scorer on the same test loader (same windows)
         if int(m["test/n_windows"]) != len(windows["origin"]):
             raise RuntimeError(f"{variant}: tested {m['test/n_windows']} windows, expected {len(windows['origin'])}")
-        prefix = "test_conformal/"
+        prefix = f"{family}/"
         scores = {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)}
-        rows.append(Row(f"{variant}+conformal", scores=scores, train_seconds=outcome.train_seconds,
+        rows.append(Row(f"{variant}+{label}", scores=scores, train_seconds=outcome.train_seconds,
                         train_cpu_seconds=clock.seconds, notes=notes))
     return rows
 

@@ -104,6 +104,9 @@ def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
     for variant in table.index:
         members = sorted((r for r in runs if r.data.tags["variant"] == variant), key=lambda r: r.data.tags["seed"])
         assert [r.data.tags["seed"] for r in members] == ["0", "1"]
+        # uncalibrated runs lead with test/: the headline columns are its scores
+        assert {r.data.tags["headline"] for r in members} == {"test"}
+        assert table.loc[variant, "headline/crps"] == table.loc[variant, "test/crps"]
         arrays = [local_npz(r) for r in members]
         scores = [np_scores(a["forecast"], a["target"], a["levels"], a["series_idx"]) for a in arrays]
         for key in ("crps", "crps_norm", "coverage-0.9", "coverage-0.95", "marfe", "mape"):
@@ -131,6 +134,8 @@ def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
     printed = ablation["printed"]
     assert "adaptive_attention" in printed and f"{table.loc['adaptive_attention', 'ensemble/crps']:.4g}" in printed
     assert str(ablation["out"] / "index.html") in printed
+    assert "headline test/" in printed
+    assert "Headline metric family: <code>test</code>" in (ablation["out"] / "index.html").read_text()
 
 
 def _embedded_images(html: str) -> dict[str, bytes]:
@@ -170,7 +175,8 @@ def test_report_is_logged_on_the_parent_run_with_a_saved_ui_view(ablation):
     envelope = json.loads(tags["mlflow.sharedViewState.anyq-comparison"])
     assert isinstance(envelope["name"], str) and isinstance(envelope["createdAt"], int)
     state = json.loads(envelope["state"])
-    assert {"metrics.`test/crps`", "metrics.`delta/crps_vs_baseline`", "metrics.`test/coverage-0.9`"} \
+    assert {"metrics.`test/crps`", "metrics.`delta/crps_vs_baseline`", "metrics.`test/coverage-0.9`",
+            "metrics.`test_conformal/crps`", "metrics.`test_conformal/coverage-0.9`", "tags.`headline`"} \
         <= set(state["selectedColumns"])
     assert state["orderByKey"] == "metrics.`test/crps`" and state["orderByAsc"] is True
 

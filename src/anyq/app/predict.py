@@ -7,7 +7,9 @@
 Input: ``unique_id``, ``ds``, ``y`` (CSV or Parquet, the MHLV date format or ISO 8601).
 Output: ``unique_id``, ``ds``, ``level``, ``value`` (CSV), one forecast per series issued at
 its origin: right after its last observation, or ``--origin`` (the first forecast hour) for
-all series. A request the model cannot answer exits with status 2 and one line on stderr.
+all series. A model trained with ``model.conformal=online`` calibrates from the file's earlier
+hours: it replays the origins before the forecast's whose targets the file holds. A request
+the model cannot answer exits with status 2 and one line on stderr.
 
 ``--run`` loads the run's logged model (``runs:/<id>/model``) from the project's store
 (``--tracking-uri`` or ``MLFLOW_TRACKING_URI`` for another). ``--checkpoint`` takes an
@@ -80,7 +82,8 @@ def predict(args: argparse.Namespace) -> None:
     levels = parse_levels(args.levels)
     frame = read_long_frame(args.input)
     forecaster = load_forecaster(args)
-    windows = history_windows(frame, forecaster.spec.history_length, args.origin)
+    windows = history_windows(frame, forecaster.spec.history_length, args.origin,
+                              earlier=forecaster.calibrates_online)  # online: replays the file's earlier origins
     forecast = forecaster.forecast(windows.history, levels, names=list(windows.ids), origins=windows.origin)
     out = forecasts_to_long(windows, forecast, levels)
     target = sys.stdout if args.output == "-" else args.output

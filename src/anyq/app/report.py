@@ -76,12 +76,15 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
     study = comparison.study
     ci = f"seed mean ± {100 * comparison.confidence:g} % CI half-width"
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
-    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: CRPS ({ci}) and paired test "
-                         f"vs {comparison.baseline}", **style)
+    headline = comparison.headline
+    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: headline {headline}/ and test/ "
+                         f"CRPS ({ci}); paired test of test/ vs {comparison.baseline}", **style)
     details = Table(title=f"Study {study.name!r}: calibration, point accuracy, cost ({ci})", **style)
-    for name in ("group", "n", "CRPS", "ens.\nCRPS", "Δ ens.\nCRPS", "p", "verdict", "CRPS /\noracle"):
+    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ ens.\nCRPS", "p", "verdict",
+                 "head-\nline /\noracle"):
         scores.add_column(name, justify="left" if name in ("group", "verdict") else "right", no_wrap=True)
-    for name in ("group", "CRPS\n%", "cov\n0.9", "cov\n0.95", "MARFE", "MAPE\n%", "train\ns"):
+    for name in ("group", "head-\nline\ncov 0.9", "cov\n0.9", "cov\n0.95", "CRPS\n%", "MARFE", "MAPE\n%",
+                 "train\ns"):
         details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
     styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref."}
     for group, row in table.iterrows():
@@ -90,14 +93,15 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
 
         verdict = str(row["verdict"])
         scores.add_row(
-            str(group), str(row["seeds"]), c("test/crps", "{:.4g}"), f"{row['ensemble/crps']:.4g}",
-            f"{row['delta/crps']:+.3g}", "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
-            styles.get(verdict, verdict), c("test/oracle_ratio", "{:.3g}"),
+            str(group), str(row["seeds"]), c("headline/crps", "{:.4g}"), c("test/crps", "{:.4g}"),
+            f"{row['ensemble/crps']:.4g}", f"{row['delta/crps']:+.3g}",
+            "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
+            styles.get(verdict, verdict), c("headline/oracle_ratio", "{:.3g}"),
         )
         details.add_row(
-            str(group), c("test/crps_norm", "{:.3g}"), c("test/coverage-0.9", "{:.2f}"),
-            c("test/coverage-0.95", "{:.2f}"), c("test/marfe", "{:.3g}"), c("test/mape", "{:.3g}"),
-            c("train_seconds", "{:.2g}"),
+            str(group), c("headline/coverage-0.9", "{:.2f}"), c("test/coverage-0.9", "{:.2f}"),
+            c("test/coverage-0.95", "{:.2f}"), c("test/crps_norm", "{:.3g}"), c("test/marfe", "{:.3g}"),
+            c("test/mape", "{:.3g}"), c("train_seconds", "{:.2g}"),
         )
     return scores, details
 

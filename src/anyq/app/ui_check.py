@@ -23,8 +23,9 @@ from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve
 from anyq.tracking.view import prepare_experiment
 
 # What a user must see on the runs page of the saved view (headers, dataset, source).
-EXPECTED = ("test/crps", "delta/crps_vs_baseline", "delta/coverage-0.9_vs_baseline", "test/coverage-0.9",
-            "test/oracle_ratio", "variant", "seed", "Dataset")
+EXPECTED = ("test_conformal/crps", "test_conformal/coverage-0.9", "test/crps", "delta/crps_vs_baseline",
+            "delta/coverage-0.9_vs_baseline", "test/coverage-0.9", "test/oracle_ratio", "variant", "headline", "seed",
+            "Dataset")
 
 
 def missing_on_page(dom: str, expected: Sequence[str]) -> list[str]:

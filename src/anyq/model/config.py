@@ -45,3 +45,6 @@ MONOTONE_DEFAULT = "rearrange"
 MONOTONE_GRID_DEFAULT = 99
 #: ``model.conformal`` default: no split-conformal offsets.
 CONFORMAL_DEFAULT = "none"
+#: ``model.online_gamma`` default: the online calibration's step as a share of the residuals'
+#: 90 % spread (anyq.model.online; chosen in docs/design.md, "Online calibration").
+ONLINE_GAMMA_DEFAULT = 0.05

@@ -21,11 +21,13 @@ from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
     MONOTONE_GRID_DEFAULT,
+    ONLINE_GAMMA_DEFAULT,
     AttentionConfig,
     BackboneConfig,
     SamplerConfig,
 )
 from anyq.model.conformal import CONFORMAL, ConformalOffsets
+from anyq.model.online import interpolate_offsets
 from anyq.model.monotone import MONOTONE, check_grid, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler, check_sampler
 
@@ -51,7 +53,10 @@ class AnyQuantileForecaster(nn.Module):
 
     ``conformal="per_level"`` adds split-conformal offsets (:mod:`anyq.model.conformal`),
     fitted after training on validation windows, to the networks' forecasts before the
-    rearrangement; ``calibrated=False`` in ``forward`` leaves them out.
+    rearrangement; ``calibrated=False`` in ``forward`` leaves them out. ``conformal="online"``
+    fits the same offsets as the seed of the online calibration (:mod:`anyq.model.online`,
+    step ``online_gamma``), whose per-window offsets ``[N, K]`` on the rearrangement grid are
+    passed to ``forward`` as ``grid_offsets``; without them it forecasts as ``per_level``.
     """
 
     def __init__(
@@ -62,18 +67,22 @@ class AnyQuantileForecaster(nn.Module):
         monotone: str = MONOTONE_DEFAULT,
         monotone_grid: int = MONOTONE_GRID_DEFAULT,
         conformal: str = CONFORMAL_DEFAULT,
+        online_gamma: float = ONLINE_GAMMA_DEFAULT,
     ) -> None:
         super().__init__()
         if monotone not in MONOTONE:
             raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
         if conformal not in CONFORMAL:
             raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
+        check_online_gamma(online_gamma)
         self.backbone = backbone
         self.sampler = sampler
         self.attention = attention
         self.monotone = monotone
         self.register_buffer("monotone_levels", rearrangement_grid(monotone_grid), persistent=False)
-        self.conformal = ConformalOffsets(self.monotone_levels) if conformal == "per_level" else None
+        self.conformal = ConformalOffsets(self.monotone_levels) if conformal != "none" else None
+        self.conformal_mode = conformal
+        self.online_gamma = float(online_gamma)
 
     @staticmethod
     def scale_of(history: torch.Tensor) -> torch.Tensor:
@@ -96,15 +105,23 @@ class AnyQuantileForecaster(nn.Module):
         w = self.sampler.importance(q)
         return base + self.attention(x, base, q, w, calendar)
 
-    def offsets(self, q: torch.Tensor, calibrated: bool = True) -> torch.Tensor | None:
-        """Conformal offsets ``[N, 1, Q]`` (normalised scale) to add at levels ``q [N, Q]``;
-        None without a fitted calibration or when ``calibrated`` is False."""
-        if not calibrated or self.conformal is None:
+    def offsets(
+        self, q: torch.Tensor, calibrated: bool = True, grid_offsets: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Conformal offsets ``[N, 1, Q]`` (normalised scale) to add at levels ``q [N, Q]``:
+        ``grid_offsets [N, K]`` (per window, on the rearrangement grid; the online calibration's)
+        when given, else the fitted ones; None without either or when ``calibrated`` is False."""
+        if not calibrated:
+            return None
+        if grid_offsets is not None:
+            return interpolate_offsets(self.monotone_levels, grid_offsets, q).unsqueeze(-2)
+        if self.conformal is None:
             return None
         return self.conformal.at(q).unsqueeze(-2)
 
     def rearranged_normalised(
-        self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None, calibrated: bool = True
+        self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None, calibrated: bool = True,
+        grid_offsets: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(monotone forecast, raw forecast at q or None)`` on the normalised scale.
 
@@ -115,7 +132,7 @@ class AnyQuantileForecaster(nn.Module):
         on_grid_q = is_grid(q, grid)
         raw = self.forward_normalised(x, q if on_grid_q else grid.expand(x.shape[0], -1), calendar)
         shifted = raw
-        offsets = self.offsets(grid.expand(x.shape[0], -1), calibrated)
+        offsets = self.offsets(grid.expand(x.shape[0], -1), calibrated, grid_offsets)
         if offsets is not None:
             shifted = raw + offsets
         ordered = shifted.sort(dim=-1).values
@@ -130,13 +147,14 @@ class AnyQuantileForecaster(nn.Module):
         calendar: torch.Tensor | None = None,
         raw: bool = False,
         calibrated: bool = True,
+        grid_offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``history [N, L]``, ``q [N, Q]`` (``calendar [N, L + H, F]`` for a model with calendar
         inputs) -> forecast ``[N, H, Q]``, in data units.
 
-        Monotone in ``q`` and conformally calibrated (where the model has a calibration)
-        unless the model was built without them, ``calibrated`` is False, or ``raw`` asks for
-        the networks' own forecast of each level.
+        Monotone in ``q`` and conformally calibrated (where the model has a calibration, or
+        with per-window ``grid_offsets [N, K]``) unless the model was built without them,
+        ``calibrated`` is False, or ``raw`` asks for the networks' own forecast of each level.
         """
         scale = self.scale_of(history)
         x = history / scale
@@ -144,11 +162,11 @@ class AnyQuantileForecaster(nn.Module):
             out = self.forward_normalised(x, q, calendar)
         elif self.monotone == "none":
             out = self.forward_normalised(x, q, calendar)
-            offsets = self.offsets(q, calibrated)
+            offsets = self.offsets(q, calibrated, grid_offsets)
             if offsets is not None:
                 out = out + offsets
         else:
-            out = self.rearranged_normalised(x, q, calendar, calibrated)[0]
+            out = self.rearranged_normalised(x, q, calendar, calibrated, grid_offsets)[0]
         return out * scale.unsqueeze(-1)
 
     def forward_with_raw(
@@ -181,6 +199,67 @@ class AnyQuantileForecaster(nn.Module):
         if not is_grid(q, self.monotone_levels.to(q.dtype)):
             raise ValueError("calibrate_raw of a monotone model needs the rearrangement grid")
         return out.sort(dim=-1).values
+
+    @property
+    def keys_with_defaults(self) -> tuple[str, ...]:
+        """State-dict keys this model fills in itself when a checkpoint lacks them (the
+        calibration's buffers, :attr:`ConformalOffsets.DEFAULTED`)."""
+        if self.conformal is None:
+            return ()
+        return tuple(f"conformal.{name}" for name in ConformalOffsets.DEFAULTED)
+
+    @property
+    def online_step(self) -> float:
+        """The online calibration's step ``eta`` (normalised scale): ``online_gamma`` times the
+        fitted residual spread; 0 without a fitted calibration."""
+        if self.conformal is None:
+            return 0.0
+        return self.online_gamma * float(self.conformal.spread)
+
+    def shift_normalised(self, raw: torch.Tensor, grid_offsets: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The calibrated forecast ``[N, H, Q]`` (normalised scale) from the raw forecast on the
+        rearrangement grid ``raw [N, H, K]`` and per-window offsets ``grid_offsets [N, K]``, read
+        at levels ``q [N, Q]``: shifted, then rearranged (monotone model). ValueError for a
+        model with ``monotone=none`` asked for levels off the grid (its raw forecast there is
+        not in ``raw``)."""
+        grid = self.monotone_levels.to(raw.dtype)
+        shifted = raw + grid_offsets.to(raw.dtype).unsqueeze(-2)
+        if is_grid(q, grid):
+            return shifted if self.monotone == "none" else shifted.sort(dim=-1).values
+        if self.monotone == "none":
+            raise ValueError("a model with monotone=none is calibrated online on its grid levels only")
+        return interpolate_sorted(shifted.sort(dim=-1).values, grid, q)
+
+    @torch.no_grad()
+    def grid_forecasts(self, batches) -> dict[str, torch.Tensor]:
+        """The networks' own forecasts on the rearrangement grid for every window of ``batches``
+        (dicts with ``history [B, L]``, ``target [B, H]``, ``series_idx``, ``origin`` and, for a
+        calendar model, ``calendar``), in batch order: ``raw [N, H, K]`` and ``residual [N, H, K]``
+        (``(target - raw) / scale``, NaN where the target is) on the normalised scale, ``scale
+        [N, 1]``, ``target [N, H]``, ``series_idx [N]``, ``origin [N]``. Empty input: N = 0."""
+        was_training = self.training
+        self.eval()
+        grid = self.monotone_levels
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("raw", "residual", "scale", "target",
+                                                                "series_idx", "origin")}
+        for batch in batches:
+            history, target = batch["history"], batch["target"]
+            scale = self.scale_of(history)
+            raw = self.forward_normalised(history / scale, grid.to(history.dtype).expand(history.shape[0], -1),
+                                          batch.get("calendar"))
+            parts["raw"].append(raw)
+            parts["residual"].append((target / scale).unsqueeze(-1) - raw)
+            parts["scale"].append(scale)
+            parts["target"].append(target)
+            parts["series_idx"].append(batch["series_idx"])
+            parts["origin"].append(batch["origin"])
+        self.train(was_training)
+        if not parts["raw"]:
+            k = grid.numel()
+            return {"raw": torch.zeros(0, 0, k), "residual": torch.zeros(0, 0, k), "scale": torch.zeros(0, 1),
+                    "target": torch.zeros(0, 0), "series_idx": torch.zeros(0, dtype=torch.long),
+                    "origin": torch.zeros(0, dtype=torch.long)}
+        return {k: torch.cat(v) for k, v in parts.items()}
 
     @torch.no_grad()
     def fit_conformal(self, batches) -> torch.Tensor:
@@ -246,6 +325,7 @@ def build_forecaster(
     monotone_grid: int = MONOTONE_GRID_DEFAULT,
     calendar_features: int = 0,
     conformal: str = CONFORMAL_DEFAULT,
+    online_gamma: float = ONLINE_GAMMA_DEFAULT,
 ) -> AnyQuantileForecaster:
     """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
     ``model.attention`` settings (dataclasses of :mod:`anyq.model.config`, or mappings, plain
@@ -267,6 +347,7 @@ def build_forecaster(
         monotone=monotone,
         monotone_grid=monotone_grid,
         conformal=conformal,
+        online_gamma=online_gamma,
     )
 
 
@@ -274,7 +355,7 @@ def forecaster_from_config(
     model: Mapping[str, Any], history_length: int, horizon_length: int, calendar_features: int = 0
 ) -> AnyQuantileForecaster:
     """The forecaster of a ``model`` config section (``backbone``, ``sampler``, ``attention``,
-    ``monotone``, ``monotone_grid``, ``conformal``; ``variant`` is a name only): the one place
+    ``monotone``, ``monotone_grid``, ``conformal``, ``online_gamma``; ``variant`` is a name only): the one place
     training (``anyq.training.builders``) and serving (``anyq.serving.bundle``) build it."""
     return build_forecaster(
         history_length,
@@ -286,6 +367,7 @@ def forecaster_from_config(
         monotone_grid=model.get("monotone_grid", MONOTONE_GRID_DEFAULT),
         calendar_features=calendar_features,
         conformal=model.get("conformal", CONFORMAL_DEFAULT),
+        online_gamma=model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
     )
 
 
@@ -303,7 +385,14 @@ def check_model_config(model: Mapping[str, Any], history_length: int, horizon_le
         raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
     if conformal not in CONFORMAL:
         raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
+    check_online_gamma(model.get("online_gamma", ONLINE_GAMMA_DEFAULT))
     check_grid(model.get("monotone_grid", MONOTONE_GRID_DEFAULT))
+
+
+def check_online_gamma(gamma: float) -> None:
+    """ValueError unless ``model.online_gamma`` is a finite number >= 0."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= float(gamma) < float("inf"):
+        raise ValueError(f"model.online_gamma={gamma!r} must be a finite number >= 0")
 
 
 def _checked_settings(

@@ -28,6 +28,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from anyq.metrics.ensemble import ensemble_mean
+from anyq.metrics.families import headline_metric, headline_of
 from anyq.metrics.functional import crps_by_horizon, pinball_by_level, reliability
 from anyq.metrics.scorer import score
 from anyq.reporting.stats import (
@@ -43,7 +44,11 @@ from anyq.reporting.stats import (
 from anyq.reporting.study import Artifacts, Study, find_parent, load_study
 from anyq.tracking.baseline import BASELINE_VARIANT
 
+#: Each run's own headline family (its ``headline`` tag, :mod:`anyq.metrics.families`) read as
+#: ``headline/<name>``: the scores of the forecast the run serves.
+HEADLINE_METRICS = ("headline/crps", "headline/coverage-0.9", "headline/coverage-0.95", "headline/oracle_ratio")
 METRICS = (
+    *HEADLINE_METRICS,
     "test/crps", "test/crps_norm", "test/coverage-0.9", "test/coverage-0.95", "test/marfe", "test/mape",
     "test/oracle_ratio", "train_seconds",
 )
@@ -68,6 +73,12 @@ class StudyComparison:
     @property
     def baseline(self) -> str:
         return self.study.baseline
+
+    @property
+    def headline(self) -> str:
+        """The headline metric families of the study's runs (one, unless runs differ), e.g.
+        ``test_online``: what the ``headline/*`` columns score."""
+        return ", ".join(dict.fromkeys(self.runs["headline"])) if len(self.runs) else "test"
 
     @property
     def groups(self) -> list[str]:
@@ -116,7 +127,11 @@ def _run_frame(study: Study) -> pd.DataFrame:
     for group, run in study.runs():
         row = {"group": group, "run_id": run.info.run_id, "seed": run.data.tags.get("seed", ""),
                "variant": run.data.tags.get("variant", "")}
+        row["headline"] = headline_of(run.data.tags)
         row.update({m: run.data.metrics.get(m, math.nan) for m in METRICS})
+        for metric in HEADLINE_METRICS:
+            value = headline_metric(run.data.tags, run.data.metrics, metric.removeprefix("headline/"))
+            row[metric] = math.nan if value is None else value
         row["test/oracle_crps"] = run.data.metrics.get("test/oracle_crps", math.nan)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -112,7 +112,7 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
     verdicts = "".join(
         f'<li class="{html.escape(pair["verdict"].split()[0])}">{html.escape(line)}</li>'
         for line, (_, pair) in zip(comparison.verdicts(), comparison.paired.iterrows()))
-    runs = comparison.runs[["group", "seed", "variant", "run_id", *METRICS]].set_index("group")
+    runs = comparison.runs[["group", "seed", "variant", "run_id", "headline", *METRICS]].set_index("group")
     paired = comparison.paired.drop(columns=["alpha"], errors="ignore")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     sections = [
@@ -130,6 +130,9 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         "test windows (averaged over series at each origin, HAC/Newey-West variance, two-sided, "
         f"alpha {comparison.alpha:g}). Intervals: {100 * comparison.confidence:g} % Student-t over seeds.</p>",
         "<h2>Comparison (seed mean ± CI half-width)</h2>",
+        f"<p>Headline metric family: <code>{html.escape(comparison.headline)}</code> (the forecast the runs "
+        "serve, each run's <code>headline</code> tag): the <code>headline/*</code> columns. Seed ensembles and "
+        "paired tests compare the stored <code>test/</code> forecasts.</p>",
         _table(comparison_frame(comparison)),
         "<h2>Seed ensembles (scored on the test windows)</h2>",
         _table(comparison.ensembles),

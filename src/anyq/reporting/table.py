@@ -8,6 +8,13 @@ from mlflow.entities import Run
 from rich.console import Console
 from rich.table import Table
 
+from anyq.metrics.families import headline_metric, headline_of
+
+#: Read from each run's headline family (its ``headline`` tag): header, metric name, format.
+HEADLINE_COLUMNS = (
+    ("headline CRPS", "crps", "{:.2f}"),
+    ("headline cov-0.9", "coverage-0.9", "{:.3f}"),
+)
 COLUMNS = (
     ("test CRPS", "test/crps", "{:.2f}"),
     ("oracle ratio", "test/oracle_ratio", "{:.3f}"),
@@ -24,13 +31,16 @@ COLUMNS = (
 def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
     table = Table(title=title)
     table.add_column("variant")
-    for header, _, _ in COLUMNS:
+    table.add_column("headline")
+    for header, _, _ in (*HEADLINE_COLUMNS, *COLUMNS):
         table.add_column(header, justify="right")
     table.add_column("run id")
     for run in runs:
-        metrics = run.data.metrics
-        cells = [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in COLUMNS]
-        table.add_row(run.data.tags.get("variant", "?"), *cells, run.info.run_id[:8])
+        metrics, tags = run.data.metrics, run.data.tags
+        values = [headline_metric(tags, metrics, name) for _, name, _ in HEADLINE_COLUMNS]
+        cells = [fmt.format(v) if v is not None else "-" for (_, _, fmt), v in zip(HEADLINE_COLUMNS, values)]
+        cells += [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in COLUMNS]
+        table.add_row(tags.get("variant", "?"), headline_of(tags), *cells, run.info.run_id[:8])
     return table
 
 

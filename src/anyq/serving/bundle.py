@@ -4,6 +4,14 @@ A bundle is two files, the way a served model carries them: ``weights.pt`` (the
 forecaster's ``state_dict``, sampler state included, because the attention's importance
 modulation reads it at inference; no optimiser state) and ``forecaster.yaml`` (the resolved
 model config and window lengths). Both load without the training stack or the data.
+
+A model with ``model.conformal=online`` calibrates each request from its own history: every
+earlier origin inside the history (``origin_step`` hours apart, counted back from the
+forecast origin) whose target hours are in the history too is forecast and scored, and the
+online calibration (:mod:`anyq.model.online`) replays them in time order from the fitted
+split-conformal offsets; the forecast uses the offsets they lead to. A history of exactly
+``history_length`` hours has no earlier origin, so it is forecast with the split-conformal
+offsets alone.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, win
 from anyq.data.errors import DataError
 from anyq.data.reader import parse_dates
 from anyq.errors import first_line, first_sentence
+from anyq.model.config import ONLINE_GAMMA_DEFAULT
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
+from anyq.model.online import online_offsets
 from anyq.serving.errors import ModelFileError, RequestError
 
 SPEC_FORMAT = "anyq-forecaster/1"
@@ -58,8 +68,12 @@ class ForecasterSpec:
     monotone_grid: int = 99
     #: calendar inputs (CalendarSpec.to_dict()), None for a model without them
     calendar: dict[str, Any] | None = None
-    #: "per_level": the weights carry conformal offsets fitted on validation windows
+    #: "per_level": the weights carry conformal offsets fitted on validation windows;
+    #: "online": those offsets are the seed of the online calibration from the request history
     conformal: str = "none"
+    online_gamma: float = ONLINE_GAMMA_DEFAULT
+    #: hours between the origins the online calibration replays (the run's data.eval_step)
+    origin_step: int = 24
 
     @classmethod
     def from_config(cls, cfg: Any) -> ForecasterSpec:
@@ -79,6 +93,8 @@ class ForecasterSpec:
             monotone_grid=int(model.get("monotone_grid", 99)),
             calendar=_calendar_dict(spec_from_config(cfg.data)),
             conformal=str(model.get("conformal", "none")),
+            online_gamma=float(model.get("online_gamma", ONLINE_GAMMA_DEFAULT)),
+            origin_step=int(cfg.data.eval_step),
         )
 
     @classmethod
@@ -108,7 +124,8 @@ class ForecasterSpec:
     def model_config(self) -> dict[str, Any]:
         """The ``model`` section this spec was made from (less the variant's name)."""
         return {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
-                "monotone": self.monotone, "monotone_grid": self.monotone_grid, "conformal": self.conformal}
+                "monotone": self.monotone, "monotone_grid": self.monotone_grid, "conformal": self.conformal,
+                "online_gamma": self.online_gamma}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -118,6 +135,7 @@ class ForecasterSpec:
             "horizon_length": self.horizon_length,
             "model": self.model_config(),
             "calendar": self.calendar,
+            "origin_step": self.origin_step,
         }
 
     @classmethod
@@ -137,6 +155,8 @@ class ForecasterSpec:
             monotone_grid=int(model.get("monotone_grid", 99)),
             calendar=data.get("calendar"),
             conformal=str(model.get("conformal", "none")),
+            online_gamma=float(model.get("online_gamma", ONLINE_GAMMA_DEFAULT)),
+            origin_step=int(data.get("origin_step", 24)),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -242,14 +262,18 @@ class ServedForecaster:
     ) -> np.ndarray:
         """Quantile forecasts ``[N, H, Q]`` (float64, data units) for histories ``[N, >= L]``.
 
-        ``levels`` is ``[Q]`` (the same levels for every window) or ``[N, Q]``. Only the last
-        ``history_length`` hours of each history are used; ``names`` label windows in errors
-        and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
+        ``levels`` is ``[Q]`` (the same levels for every window) or ``[N, Q]``. The last
+        ``history_length`` hours of each history are the model's input; a model with
+        ``conformal=online`` also calibrates from the earlier hours (NaN where a row has none:
+        windows touching them are not replayed; see the module docstring). ``names`` label
+        windows in errors and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
         first forecast hour of each window, timestamps) is required by such a model and
         ignored otherwise; RequestError when it is missing or unreadable.
         """
-        x = self._checked_history(history, names)
+        full = self._checked_history(history, names)
+        x = full[:, -self.spec.history_length:]
         calendar = self._calendar(x.shape[0], names, origins)
+        offsets = self.replayed_offsets(full, names, origins) if self.calibrates_online else None
         q = check_levels(levels)
         if q.ndim == 1:
             q = np.broadcast_to(q, (x.shape[0], q.shape[0]))
@@ -261,10 +285,66 @@ class ServedForecaster:
             for start in range(0, x.shape[0], chunk):  # batches of windows, not single windows
                 stop = start + chunk
                 hist = torch.as_tensor(x[start:stop], dtype=torch.float32)
-                level = torch.as_tensor(np.ascontiguousarray(q[start:stop]), dtype=torch.float32)
+                level = torch.tensor(q[start:stop], dtype=torch.float32)  # a copy: q may be a read-only broadcast
                 cal = torch.from_numpy(calendar[start:stop]) if calendar is not None else None
-                out[start:stop] = self.model(hist, level, cal).double().numpy()
+                grid_offsets = offsets[start:stop] if offsets is not None else None
+                out[start:stop] = self.model(hist, level, cal, grid_offsets=grid_offsets).double().numpy()
         return out
+
+    @property
+    def calibrates_online(self) -> bool:
+        """Whether forecasts are calibrated from the earlier hours of each history."""
+        return self.model.conformal_mode == "online"
+
+    def replayed_offsets(self, history: np.ndarray, names: Sequence[str] | None, origins: Any) -> torch.Tensor:
+        """Per-window offsets ``[N, K]`` on the rearrangement grid from replaying the earlier
+        origins of each history ``[N, T]`` (T >= history_length; NaN marks hours a row lacks).
+
+        Replayed origins are ``T - m * origin_step`` hours into the history (m >= 1) with
+        ``history_length`` hours before and ``horizon_length`` hours from them inside it; each
+        row is its own series, and the forecast origin ``T`` sees every replayed window (all
+        end by ``T``)."""
+        n, t = history.shape
+        big_l, h, step = self.spec.history_length, self.spec.horizon_length, self.spec.origin_step
+        back = np.arange(1, t // step + 1) * step  # hours before the forecast origin
+        back = back[(t - back >= big_l) & (back >= h)]
+        m = back.size
+        rows = np.repeat(np.arange(n), m)
+        starts = np.tile(t - back, n)  # replayed origins as positions in the history
+        past = history[rows[:, None], starts[:, None] - big_l + np.arange(big_l)]
+        target = history[rows[:, None], starts[:, None] + np.arange(h)]
+        usable = np.isfinite(past).all(axis=1)
+        target = np.where(usable[:, None], target, np.nan)  # a window with gaps updates nothing
+        past = np.where(usable[:, None], past, 1.0)
+        k = self.model.monotone_levels.numel()
+        residual = torch.full((n * m, h, k), float("nan"), dtype=torch.float64)
+        if m:
+            calendar = None
+            if self.spec.calendar_spec() is not None:
+                stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(origins).reshape(-1)))
+                replayed = stamps[rows] - pd.to_timedelta(np.tile(back, n), unit="h")
+                ids = list(np.asarray(names)[rows]) if names is not None else None
+                calendar = self._calendar(n * m, ids, replayed)
+            chunk = max(1, MAX_PAIRS_PER_CALL // k)
+            grid = self.model.monotone_levels
+            with torch.inference_mode():
+                for begin in range(0, n * m, chunk):
+                    end = begin + chunk
+                    hist = torch.as_tensor(past[begin:end], dtype=torch.float32)
+                    scale = self.model.scale_of(hist)
+                    cal = torch.from_numpy(calendar[begin:end]) if calendar is not None else None
+                    raw = self.model.forward_normalised(hist / scale, grid.expand(hist.shape[0], -1), cal)
+                    y = torch.as_tensor(target[begin:end]) / scale.double()
+                    residual[begin:end] = y.unsqueeze(-1) - raw.double()
+        # the forecast windows themselves: no target, issued at T after every replayed origin
+        residual = torch.cat([residual, torch.full((n, h, k), float("nan"), dtype=torch.float64)])
+        series = torch.as_tensor(np.concatenate([rows, np.arange(n)]))
+        origin = torch.as_tensor(np.concatenate([starts, np.full(n, t)]), dtype=torch.long)
+        conformal = self.model.conformal
+        assert conformal is not None
+        offsets = online_offsets(residual, series, origin, h, self.model.monotone_levels, conformal.offsets,
+                                 self.model.online_step)
+        return offsets[n * m:].float()
 
     def _calendar(self, n: int, names: Sequence[str] | None, origins: Any) -> np.ndarray | None:
         spec = self.spec.calendar_spec()
@@ -293,8 +373,7 @@ class ServedForecaster:
         need = self.spec.history_length
         if x.shape[1] < need:
             raise RequestError(f"history has {x.shape[1]} hours but the model needs {need}")
-        x = x[:, -need:]
-        bad = ~np.isfinite(x)
+        bad = ~np.isfinite(x[:, -need:])
         if bad.any():
             row = int(np.argmax(bad.any(axis=1)))
             label = f"series {names[row]!r}" if names is not None else f"window {row}"

@@ -7,7 +7,9 @@ column        type            meaning
 ============  ==============  ===============================================================
 unique_id     string          a label, copied to the output rows of this window
 history       array<double>   the hours before the forecast, oldest first, in data units;
-                              at least ``history_length`` values (only the last are used)
+                              at least ``history_length`` values (the model's input is the
+                              last of them; a model with ``conformal=online`` calibrates
+                              from the earlier ones, :mod:`anyq.serving.bundle`)
 levels        array<double>   the quantile levels wanted for this window, each in (0, 1)
 origin        string          optional: the first forecast hour (ISO 8601); required by a
                               model with calendar inputs, whose holidays follow unique_id
@@ -75,9 +77,13 @@ def predict_frame(forecaster: ServedForecaster, frame: pd.DataFrame) -> pd.DataF
     if empty.any():
         raise RequestError(f"row {ids[int(np.argmax(empty))]!r} asks for no levels")
     check_levels(level_flat)
-    # the last `need` hours of each row, gathered in one indexing call
+    # the last `need` hours of each row (all of them, NaN-padded on the left, for a model that
+    # calibrates online from the history), gathered in one indexing call
     ends = np.cumsum(hist_len)
-    history = hist_flat[ends[:, None] - need + np.arange(need)]
+    width = int(hist_len.max()) if forecaster.calibrates_online else need
+    back = np.arange(width) - width  # -width .. -1 hours before each row's end
+    history = np.where(back[None, :] >= -hist_len[:, None],
+                       hist_flat[np.clip(ends[:, None] + back[None, :], 0, None)], np.nan)
     window = np.repeat(np.arange(len(frame)), level_len)  # one (window, level) pair per level
     origins = frame["origin"].to_numpy() if "origin" in frame.columns else None
     if (level_len == level_len[0]).all():  # the common case: one [N, Q] call

@@ -28,12 +28,16 @@ class HistoryWindows:
     origin: pd.DatetimeIndex
 
 
-def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None = None) -> HistoryWindows:
+def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None = None,
+                     earlier: bool = False) -> HistoryWindows:
     """Cut the last complete history of every series (or the one before ``origin``).
 
     ``origin`` is read as the data's stamps are (:func:`anyq.data.reader.parse_dates`): one
     with a UTC offset (``2021-03-01T00:00Z``, ``…+01:00``) is converted to UTC, the panel's
     time axis. RequestError (one line) for an origin that is no date or off the hourly grid.
+    ``earlier``: each history also holds every hour of the frame before those
+    ``history_length`` (NaN where a series has none, and gaps there are kept as NaN), for a
+    model that calibrates online from them (:mod:`anyq.serving.bundle`).
     """
     panel = Panel.from_long(frame, where="input")
     observed = ~np.isnan(panel.values)
@@ -52,7 +56,8 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
         except (ValueError, DataError) as exc:
             raise RequestError(f"--origin {origin!r}: {exc}") from None
         start = np.full(n, position, dtype=np.int64)
-    hours = start[:, None] - history_length + np.arange(history_length)
+    width = max(history_length, int(start.max())) if earlier else history_length
+    hours = start[:, None] - width + np.arange(width)
     inside = (hours >= 0) & (hours < t)
     values = np.where(inside, panel.values[np.arange(n)[:, None], np.clip(hours, 0, t - 1)], np.nan)
     stamps = panel.index[0] + pd.to_timedelta(start, unit="h")
@@ -64,7 +69,7 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
             f"history of series {panel.ids[i]!r} is too short: {have} hour(s) before its forecast origin "
             f"{stamps[i]:%Y-%m-%d %H:%M}, the model needs {history_length}"
         )
-    gaps = np.isnan(values).sum(axis=1)
+    gaps = np.isnan(values[:, -history_length:]).sum(axis=1)
     if gaps.any():
         i = int(np.argmax(gaps > 0))
         raise RequestError(

@@ -19,6 +19,7 @@ from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from anyq.metrics.families import HEADLINE_TAG, headline_family
 from anyq.tracking.baseline import (
     SIGNATURE_TAG,
     baseline_tags,
@@ -97,10 +98,12 @@ class Tracker:
 
 
 def run_tags(cfg: DictConfig, dataset: Dataset, overrides: Sequence[str]) -> dict[str, str]:
-    """The tags every run carries: variant, data, seed, task, source, signatures, trial."""
+    """The tags every run carries: variant, headline metric family, data, seed, task, source,
+    signatures, trial."""
     commit = git_commit(cfg.paths.root)
     tags = {
         "variant": cfg.model.variant,
+        HEADLINE_TAG: headline_family(str(cfg.model.get("conformal", "none"))),
         "dataset": dataset.name,
         "data_fingerprint": dataset.fingerprint,
         "seed": str(cfg.seed),

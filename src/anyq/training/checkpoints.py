@@ -180,7 +180,10 @@ def check_fits(
     saved = {k[len(_WEIGHTS_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(_WEIGHTS_PREFIX)}
     wanted = model.state_dict()
     problem = None
+    defaulted = set(getattr(model, "keys_with_defaults", ()))  # the model fills these in when absent
     for key in sorted(set(saved) | set(wanted)):
+        if key not in saved and key in defaulted:
+            continue
         if key not in saved or key not in wanted:
             problem = f"weight {key} is {'missing from the checkpoint' if key not in saved else 'not in the model'}"
         elif tuple(saved[key].shape) != tuple(wanted[key].shape):

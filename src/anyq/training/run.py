@@ -34,7 +34,7 @@ from anyq.training.schema import Task
 
 @dataclass
 class TrainOutcome:
-    """What one run produced: test ``metrics`` (``test/*``, ``test_conformal/*``, oracle ratios,
+    """What one run produced: test ``metrics`` (``test/*``, ``test_conformal/*``, ``test_online/*``, oracle ratios,
     ``train_seconds``, ``train_steps``, ``best_step``), the test ``curves``, the test
     ``forecasts`` (:attr:`TestScores.forecasts`), the validation history per check, the sampler's
     importance per check ``[checks, bins]``, and the checkpoint that was tested."""
@@ -164,13 +164,15 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
 
 
 def oracle_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:
-    """``test/oracle_crps`` and the test CRPS over it (``test_conformal/`` too); {} on real data."""
+    """``test/oracle_crps`` and the test CRPS over it (``test_conformal/``, ``test_online/`` too);
+    {} on real data."""
     oracle = oracle_crps(plan.dataset, plan.datamodule, scores.levels)
     if oracle is None:
         return {}
     out = {"test/oracle_crps": oracle, "test/oracle_ratio": scores.metrics["test/crps"] / oracle}
-    if "test_conformal/crps" in scores.metrics:
-        out["test_conformal/oracle_ratio"] = scores.metrics["test_conformal/crps"] / oracle
+    for family in ("test_conformal", "test_online"):
+        if f"{family}/crps" in scores.metrics:
+            out[f"{family}/oracle_ratio"] = scores.metrics[f"{family}/crps"] / oracle
     return out
 
 

@@ -18,6 +18,7 @@ from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
     MONOTONE_GRID_DEFAULT,
+    ONLINE_GAMMA_DEFAULT,
     AttentionConfig,
     BackboneConfig,
     SamplerConfig,
@@ -87,7 +88,10 @@ class ModelConfig:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
     monotone_grid: int = MONOTONE_GRID_DEFAULT  # levels k / (K + 1) the rearrangement sorts over
-    conformal: str = CONFORMAL_DEFAULT  # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal)
+    # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal); "online":
+    # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
+    conformal: str = CONFORMAL_DEFAULT
+    online_gamma: float = ONLINE_GAMMA_DEFAULT  # online step as a share of the residuals' 90 % spread
 
 
 @dataclass
