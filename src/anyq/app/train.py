@@ -19,7 +19,7 @@ from anyq.app.job import run_job
 from anyq.app.paths import config_dir
 from anyq.app.signals import exit_on_signals
 from anyq.data.errors import DataError
-from anyq.sweeping.errors import SweepRefused
+from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
@@ -51,8 +51,9 @@ def cli() -> None:
 
     A signal ends it with 128 + the signal number once runs and trials are closed
     (:mod:`anyq.app.signals`); a sweep refused before its first trial (a search space that
-    does not fit the config or the stored study, a launcher that cannot place a trial) is
-    one line and exit 2, like a single run's config error.
+    does not fit the config or the stored study, a setting every trial shares that cannot
+    work, a launcher that cannot place a trial) is one line and exit 2, like a single run's
+    config error; a study whose trials or cells all failed is one line and exit 1.
     """
     try:
         with exit_on_signals():
@@ -61,6 +62,10 @@ def cli() -> None:
         log.error("%s", exc.error)
         print(f"anyq-train: error: {exc.error}", file=sys.stderr)
         sys.exit(2)
+    except StudyFailed as exc:
+        log.error("%s", exc.reason)
+        print(f"anyq-train: error: {exc.reason}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
