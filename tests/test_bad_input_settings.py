@@ -55,6 +55,7 @@ SINGLE_RUN_CASES = [
      "data.split.train_end=2015-02-30: '2015-02-30' is not a date (day is out of range for month: 2015-02-30)"),
     (["data.split.train_end=2015-10-31", *DATES],
      "data.split.val_end=2015-09-30 must come after data.split.train_end=2015-10-31"),
+    (["trainer.accelerator=gpus"], "trainer.accelerator='gpus' is not one of auto, cpu, gpu, cuda, mps, tpu"),
     pytest.param(["trainer=gpu"], "trainer.accelerator=gpu: this machine has no gpu that torch can use; "
                                   "train on the CPU with trainer=cpu",
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),

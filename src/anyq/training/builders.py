@@ -123,6 +123,8 @@ def check_device(t: DictConfig) -> None:
     if not usable:
         raise ConfigError(f"trainer.accelerator={name}: this machine has no {name} that torch can use; "
                           "train on the CPU with trainer=cpu", ("trainer.accelerator",))
+    if name == "cpu":
+        return  # devices=N on the CPU is N processes, not N chips
     count = usable[0].auto_device_count()
     devices = t.devices
     wanted = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else None
