@@ -524,10 +524,11 @@ def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[s
 
 
 def nothing_finished(study: optuna.Study) -> Optional[str]:
-    """Why the study has trials and none of them COMPLETE (one line), or None when one did
-    (or none was run). A study in that state has nothing to show: its command must fail."""
+    """Why the study has trials and none of them finished (one line), or None when one did
+    (or none was run). Finished: COMPLETE, or PRUNED (it ran, and the pruner stopped it). A
+    study of FAIL trials only has nothing to show: its command must fail."""
     trials = study.get_trials(deepcopy=False)
-    if not trials or any(t.state == TrialState.COMPLETE for t in trials):
+    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
         return None
     states = ", ".join(f"{n} {state}" for state, n in sorted(
         collections.Counter(t.state.name for t in trials).items()))
