@@ -93,8 +93,7 @@ def check_settings(cls: type, values: Any, prefix: str = "", only: Optional[set[
         if only is not None and f.name not in only:
             continue
         kind = _unwrap_optional(hints[f.name])
-        if kind in (str, bool) or typing.get_origin(kind) in (dict, Mapping) or isinstance(kind, type) and \
-                issubclass(kind, str):
+        if kind is bool or (isinstance(kind, type) and issubclass(kind, str)) or typing.get_origin(kind) is dict:
             continue  # not a number: typed by the schema, choices checked where they are read
         value = values.get(f.name) if isinstance(values, Mapping) else getattr(values, f.name, None)
         key = f"{prefix}{f.name}"
