@@ -10,7 +10,6 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
-from anyq.data.errors import DataError
 from anyq.training.config_tree import VARIANTS
 from anyq.training.module import NonFiniteLossError
 from anyq.training.schema import ConfigError
@@ -51,9 +50,10 @@ def test_wrong_type_fails_at_composition(compose_cfg):
 
 def test_missing_data_file_is_one_line(compose_cfg, tmp_path):
     cfg = compose_cfg("data=csv", f"data.path={tmp_path}/nope.csv", "tracking=none")
-    with pytest.raises(DataError) as err:
+    with pytest.raises(ConfigError) as err:  # found by validation, before any data is read
         run_job(cfg)
-    assert "nope.csv" in str(err.value) and "\n" not in str(err.value)
+    assert str(err.value) == f"data.path={tmp_path}/nope.csv: data file not found"
+    assert err.value.keys == ("data.path",)
 
 
 def test_run_records_metrics_tags_and_baseline_delta(compose_cfg):

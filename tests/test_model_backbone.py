@@ -86,8 +86,8 @@ def test_quantile_embedding_shape_and_range() -> None:
     ("kwargs", "message"),
     [
         ({"conditioning": "add"}, "model.backbone.conditioning='add' must be one of ['cat', 'film']"),
-        ({"num_blocks": 0}, "model.backbone.num_blocks=0 must be a positive integer"),
-        ({"layer_width": 0}, "model.backbone.layer_width=0 must be a positive integer"),
+        ({"num_blocks": 0}, "model.backbone.num_blocks=0 must be >= 1"),
+        ({"layer_width": 0}, "model.backbone.layer_width=0 must be >= 1"),
         ({"dropout": 1.0}, "model.backbone.dropout=1.0 must be in [0, 1)"),
     ],
 )

@@ -16,7 +16,7 @@ BAD = [
     ("sampler", "num_adaptive_quantiles", 0, "model.sampler.num_adaptive_quantiles=0 must be >= 1"),
     ("sampler", "temperature", 0.0, "model.sampler.temperature=0.0 must be > 0"),
     ("sampler", "signal", "loss", "model.sampler.signal='loss' must be one of"),
-    ("backbone", "layer_width", 0, "model.backbone.layer_width=0 must be a positive integer"),
+    ("backbone", "layer_width", 0, "model.backbone.layer_width=0 must be >= 1"),
     ("backbone", "conditioning", "add", "model.backbone.conditioning='add' must be one of"),
     ("backbone", "kind", "tft", "model.backbone.kind='tft' is not supported"),
     ("sampler", "bins", 3, "unknown key(s) model.sampler.bins"),

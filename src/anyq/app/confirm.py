@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import hydra_overrides, train_tracked
 from anyq.errors import first_line
+from anyq.settings import SettingError, check_settings
 from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
@@ -55,7 +56,7 @@ from anyq.tracking.study import (
 )
 from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from anyq.training.builders import load_dataset, validate_config
-from anyq.training.schema import AppConfig, ConfigError
+from anyq.training.schema import AppConfig, ConfigError, ConfirmConfig
 
 log = logging.getLogger(__name__)
 # overrides that say where and how to confirm, not what to train
@@ -169,8 +170,10 @@ def report_dir(root: str, study_name: str) -> Path:
 def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     """Train the missing seeds of the confirm study, then compare; returns the verdict."""
     sweep = str(cfg.confirm.study)
-    if cfg.confirm.seeds < 1:
-        raise ConfigError(f"confirm.seeds={cfg.confirm.seeds} must be at least 1")
+    try:  # the declared ranges of confirm.* (the trial's own config is validated below)
+        check_settings(ConfirmConfig, cfg.confirm, "confirm.")
+    except SettingError as exc:
+        raise ConfigError(str(exc), exc.keys) from None
     mlruns = Path(cfg.paths.mlruns)
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
     client = open_existing_store(uri)  # the sweep must be there: a missing store is not created

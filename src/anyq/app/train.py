@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from anyq.app.overrides import OverrideError, check_command_line, confirm_store
 from anyq.app.paths import config_dir
-from anyq.sweeping.errors import SweepRefused
+from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.training.schema import ConfigError, register_configs
 
 log = logging.getLogger("anyq")
@@ -79,11 +79,12 @@ def cli() -> None:
     loads (:mod:`anyq.app.overrides`). A signal ends it with 128 + the signal number once
     runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
     trial (a search space that does not fit the config or the stored study, a launcher that
-    cannot place a trial) is one line and exit 2, like a single run's config error; so is a
+    cannot place a trial, a setting every trial shares that cannot work) is one line and exit 2, like a single run's config error; so is a
     confirm command whose store does not exist, before anything is created. A store or a disk
     that cannot be written (full, read-only) is one line and exit 74, after the open run is
     closed FAILED (or, when even that write failed, left to the next command that opens the
     store).
+    A study whose trials or cells all failed is one line and exit 1.
     """
     try:
         check_command_line(sys.argv[1:], config_dir())
@@ -111,6 +112,10 @@ def cli() -> None:
         log.error("%s", exc)
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_STORE_UNWRITABLE)
+    except StudyFailed as exc:
+        log.error("%s", exc.reason)
+        print(f"anyq-train: error: {exc.reason}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

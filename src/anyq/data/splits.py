@@ -9,12 +9,14 @@ how the MHLV paper evaluates.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from anyq.data.errors import DataError
+from anyq.errors import first_line
 from anyq.data.panel import Panel
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -59,7 +61,14 @@ def inclusive_end(value: DateLike) -> pd.Timestamp:
     whole_day = (isinstance(value, str) and len(value.strip()) <= 10) or (
         isinstance(value, dt.date) and not isinstance(value, dt.datetime)
     )
-    ts = pd.Timestamp(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:  # pandas' DateParseError is a ValueError
+        raise DataError(f"{value!r} is not a date ({first_line(exc)})") from None
+    if ts is pd.NaT:
+        raise DataError(f"{value!r} is not a date")
+    if ts.tzinfo is not None:  # the panel's axis is naive UTC, as the reader converts the data
+        ts = ts.tz_convert("UTC").tz_localize(None)
     return ts.normalize() + pd.Timedelta(hours=23) if whole_day else ts
 
 
@@ -90,6 +99,13 @@ def split_by_dates(
     return SplitRanges(*zip(starts, stops, strict=True))
 
 
+def check_proportions(proportions: Sequence[float]) -> None:
+    """Three positive, finite shares summing to at most 1; DataError otherwise."""
+    shares = np.asarray(proportions, dtype=float)
+    if shares.shape != (3,) or not np.isfinite(shares).all() or (shares <= 0).any() or shares.sum() > 1 + 1e-9:
+        raise DataError(f"split proportions must be 3 positive shares summing to <= 1, got {list(proportions)}")
+
+
 def split_by_proportions(
     panel: Panel, proportions: tuple[float, float, float] = (0.7, 0.15, 0.15)
 ) -> SplitRanges:
@@ -99,9 +115,8 @@ def split_by_proportions(
     evaluation origins are not split across two ranges. Shares summing to less than 1 leave
     the end of the data unused.
     """
+    check_proportions(proportions)
     shares = np.asarray(proportions, dtype=float)
-    if shares.shape != (3,) or (shares <= 0).any() or shares.sum() > 1 + 1e-9:
-        raise DataError(f"split proportions must be 3 positive shares summing to <= 1, got {proportions}")
     cuts = np.round(np.cumsum(shares) * panel.n_steps).astype(np.int64)
     midnight = np.flatnonzero(panel.index.hour == 0)
     inner = cuts < panel.n_steps

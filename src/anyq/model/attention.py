@@ -18,6 +18,7 @@ from torch import nn
 
 from anyq.model.backbone import QuantileEmbedding
 from anyq.model.config import AttentionConfig
+from anyq.settings import SettingError, check_settings
 
 
 class ModulatedSelfAttention(nn.Module):
@@ -227,21 +228,16 @@ def check_attention(
     """The ``model.attention.*`` checks, patch length against the window lengths included
     (ValueError naming the key); :class:`AdaptiveAttention` runs them, and config validation
     runs them without building one."""
-    for key, value in (("patch_length", patch_length), ("d_model", d_model), ("n_heads", n_heads),
-                       ("num_blocks", num_blocks), ("d_ff", d_ff)):
-        if value < 1:
-            raise ValueError(f"model.attention.{key}={value} must be a positive integer")
+    check_settings(AttentionConfig, dict(patch_length=patch_length, d_model=d_model, n_heads=n_heads,
+                                         num_blocks=num_blocks, d_ff=d_ff, dropout=dropout,
+                                         adaptive_temp=adaptive_temp), "model.attention.", only=_RANGED)
     if d_model % n_heads:
-        raise ValueError(f"model.attention.d_model={d_model} is not divisible by model.attention.n_heads={n_heads}")
-    if history_length % patch_length:
-        raise ValueError(
-            f"history_length={history_length} is not divisible by model.attention.patch_length={patch_length}"
-        )
-    if horizon_length % patch_length:
-        raise ValueError(
-            f"horizon_length={horizon_length} is not divisible by model.attention.patch_length={patch_length}"
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.attention.dropout={dropout} must be in [0, 1)")
-    if adaptive_temp < 0.0:
-        raise ValueError(f"model.attention.adaptive_temp={adaptive_temp} must be >= 0")
+        raise SettingError(f"model.attention.d_model={d_model} is not divisible by model.attention.n_heads={n_heads}",
+                           ("model.attention.d_model", "model.attention.n_heads"))
+    for name, length in (("history_length", history_length), ("horizon_length", horizon_length)):
+        if length % patch_length:
+            raise SettingError(f"{name}={length} is not divisible by model.attention.patch_length={patch_length}",
+                               (f"data.{name}", "model.attention.patch_length"))
+
+
+_RANGED = {"patch_length", "d_model", "n_heads", "num_blocks", "d_ff", "dropout", "adaptive_temp"}

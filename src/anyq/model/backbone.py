@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyq.model.config import BackboneConfig
+from anyq.settings import SettingError, check_settings
 
 CONDITIONINGS = ("cat", "film")
 
@@ -180,16 +181,13 @@ def check_backbone(history_length: int, horizon_length: int, num_blocks: int, nu
     """The ``model.backbone.*`` and window-length checks (ValueError naming the key); :class:`NBeatsAQ`
     runs them, and config validation runs them without building one."""
     _check_positive("", history_length=history_length, horizon_length=horizon_length)
-    _check_positive(
-        "model.backbone.",
-        num_blocks=num_blocks,
-        num_layers=num_layers,
-        layer_width=layer_width,
-    )
+    check_settings(BackboneConfig, dict(num_blocks=num_blocks, num_layers=num_layers, layer_width=layer_width,
+                                        dropout=dropout), "model.backbone.", only=_RANGED)
     if conditioning not in CONDITIONINGS:
-        raise ValueError(f"model.backbone.conditioning={conditioning!r} must be one of {list(CONDITIONINGS)}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"model.backbone.dropout={dropout} must be in [0, 1)")
+        raise SettingError(f"model.backbone.conditioning={conditioning!r} must be one of {list(CONDITIONINGS)}", ("model.backbone.conditioning",))
+
+
+_RANGED = {"num_blocks", "num_layers", "layer_width", "dropout"}
 
 
 def _check_positive(prefix: str, **values: int) -> None:

@@ -1,29 +1,33 @@
 """The model's settings, declared once: the schema of ``conf/model/`` and the constructors'
-defaults both come from these dataclasses (``anyq.training.schema`` builds ``ModelConfig`` from them)."""
+defaults both come from these dataclasses (``anyq.training.schema`` builds ``ModelConfig`` from them),
+and so does each numeric setting's range (:func:`anyq.settings.ranged`), which the constructors'
+checks and config validation both read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anyq.settings import ranged
+
 
 @dataclass
 class BackboneConfig:
     kind: str = "nbeats_aq"
-    num_blocks: int = 6
-    num_layers: int = 3
-    layer_width: int = 256
+    num_blocks: int = ranged(6, ge=1)
+    num_layers: int = ranged(3, ge=1)
+    layer_width: int = ranged(256, ge=1)
     conditioning: str = "cat"  # "cat" or "film"
-    dropout: float = 0.0
+    dropout: float = ranged(0.0, ge=0, lt=1)
 
 
 @dataclass
 class SamplerConfig:
     kind: str = "adaptive"  # "adaptive" or "uniform"
-    num_adaptive_quantiles: int = 3
-    num_bins: int = 100
-    momentum: float = 0.99
-    temperature: float = 1.0
-    min_prob: float = 0.002
+    num_adaptive_quantiles: int = ranged(3, ge=1)
+    num_bins: int = ranged(100, ge=1)
+    momentum: float = ranged(0.99, ge=0, lt=1)
+    temperature: float = ranged(1.0, gt=0)
+    min_prob: float = ranged(0.002, ge=0)  # and min_prob x num_bins <= 1 (anyq.model.sampler.check_sampler)
     signal: str = "calibration"  # or "relative", or "raw" (the guide's bin loss): anyq.model.sampler, docs/experiments.md
 
 
@@ -31,13 +35,13 @@ class SamplerConfig:
 class AttentionConfig:
     enabled: bool = True
     modulation: bool = True
-    patch_length: int = 24
-    d_model: int = 32  # CPU default: attention costs 1.7x the backbone (benchmarks/bench_model.py)
-    n_heads: int = 4
-    num_blocks: int = 2
-    d_ff: int = 64
-    dropout: float = 0.1
-    adaptive_temp: float = 1.0
+    patch_length: int = ranged(24, ge=1)
+    d_model: int = ranged(32, ge=1)  # CPU default: attention costs 1.7x the backbone (benchmarks/bench_model.py)
+    n_heads: int = ranged(4, ge=1)
+    num_blocks: int = ranged(2, ge=1)
+    d_ff: int = ranged(64, ge=1)
+    dropout: float = ranged(0.1, ge=0, lt=1)
+    adaptive_temp: float = ranged(1.0, ge=0)
 
 
 #: ``model.monotone`` and ``model.monotone_grid`` defaults: rearranged over levels k / (K + 1).

@@ -30,6 +30,7 @@ from anyq.model.conformal import CONFORMAL, ConformalOffsets
 from anyq.model.online import interpolate_offsets
 from anyq.model.monotone import MONOTONE, check_grid, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler, check_sampler
+from anyq.settings import SettingError
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
@@ -71,9 +72,9 @@ class AnyQuantileForecaster(nn.Module):
     ) -> None:
         super().__init__()
         if monotone not in MONOTONE:
-            raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
+            raise SettingError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}", ("model.monotone",))
         if conformal not in CONFORMAL:
-            raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
+            raise SettingError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}", ("model.conformal",))
         check_online_gamma(online_gamma)
         self.backbone = backbone
         self.sampler = sampler
@@ -382,17 +383,17 @@ def check_model_config(model: Mapping[str, Any], history_length: int, horizon_le
         check_attention(history_length, horizon_length, **_without(attention, "enabled", "modulation"))
     monotone, conformal = model.get("monotone", MONOTONE_DEFAULT), model.get("conformal", CONFORMAL_DEFAULT)
     if monotone not in MONOTONE:
-        raise ValueError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}")
+        raise SettingError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}", ("model.monotone",))
     if conformal not in CONFORMAL:
-        raise ValueError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}")
+        raise SettingError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}", ("model.conformal",))
     check_online_gamma(model.get("online_gamma", ONLINE_GAMMA_DEFAULT))
     check_grid(model.get("monotone_grid", MONOTONE_GRID_DEFAULT))
 
 
 def check_online_gamma(gamma: float) -> None:
-    """ValueError unless ``model.online_gamma`` is a finite number >= 0."""
+    """SettingError (a ValueError) unless ``model.online_gamma`` is a finite number >= 0."""
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= float(gamma) < float("inf"):
-        raise ValueError(f"model.online_gamma={gamma!r} must be a finite number >= 0")
+        raise SettingError(f"model.online_gamma={gamma!r} must be a finite number >= 0", ("model.online_gamma",))
 
 
 def _checked_settings(
@@ -402,7 +403,8 @@ def _checked_settings(
 ) -> tuple[BackboneConfig, SamplerConfig, AttentionConfig]:
     backbone_cfg = _settings(BackboneConfig, backbone, "model.backbone")
     if backbone_cfg.kind != "nbeats_aq":
-        raise ValueError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'")
+        raise SettingError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'",
+                           ("model.backbone.kind",))
     return backbone_cfg, _settings(SamplerConfig, sampler, "model.sampler"), _settings(AttentionConfig, attention, "model.attention")
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from anyq.model.config import SamplerConfig
+from anyq.settings import SettingError, check_settings
 
 KINDS = ("adaptive", "uniform")
 SIGNALS = ("raw", "relative", "calibration")
@@ -256,18 +257,17 @@ def check_sampler(kind: str, num_adaptive_quantiles: int, num_bins: int, momentu
     """The ``model.sampler.*`` range checks (ValueError naming the key); :class:`QuantileSampler`
     runs them, and config validation runs them without building one."""
     if kind not in KINDS:
-        raise ValueError(f"model.sampler.kind={kind!r} must be one of {list(KINDS)}")
+        raise SettingError(f"model.sampler.kind={kind!r} must be one of {list(KINDS)}", ("model.sampler.kind",))
     if signal not in SIGNALS:
-        raise ValueError(f"model.sampler.signal={signal!r} must be one of {list(SIGNALS)}")
-    if num_adaptive_quantiles < 1:
-        raise ValueError(f"model.sampler.num_adaptive_quantiles={num_adaptive_quantiles} must be >= 1")
-    if num_bins < 1:
-        raise ValueError(f"model.sampler.num_bins={num_bins} must be >= 1")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"model.sampler.momentum={momentum} must be in [0, 1)")
-    if not temperature > 0.0:
-        raise ValueError(f"model.sampler.temperature={temperature} must be > 0")
+        raise SettingError(f"model.sampler.signal={signal!r} must be one of {list(SIGNALS)}", ("model.sampler.signal",))
+    check_settings(SamplerConfig, dict(num_adaptive_quantiles=num_adaptive_quantiles, num_bins=num_bins,
+                                       momentum=momentum, temperature=temperature, min_prob=min_prob),
+                   "model.sampler.", only=_RANGED)
     if not 0.0 <= min_prob * num_bins <= 1.0:
-        raise ValueError(
-            f"model.sampler.min_prob={min_prob} times model.sampler.num_bins={num_bins} must lie in [0, 1]"
+        raise SettingError(
+            f"model.sampler.min_prob={min_prob} times model.sampler.num_bins={num_bins} must lie in [0, 1]",
+            ("model.sampler.min_prob", "model.sampler.num_bins"),
         )
+
+
+_RANGED = {"num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob"}

@@ -32,11 +32,12 @@ What it adds to hydra-optuna-sweeper's loop (and why it replaces it):
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional, Sequence, Union
 
 import optuna
@@ -52,12 +53,14 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from anyq.errors import first_line
+from anyq.settings import SettingError, check_settings, ranged
 from anyq.sweeping.errors import SpaceError, TrialConfigError, WorkerLost
 from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.optuna_private import heartbeat_enabled, stale_trial_ids, study_storage
 from anyq.sweeping.space import as_override, quote
 from anyq.sweeping.storage import make_storage
+from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "anyq:interrupted"
@@ -75,14 +78,27 @@ class SweepSettings:
     storage_url: str
     directions: list[str]
     objectives: list[str]
-    n_trials: int
-    n_jobs: int = 1
+    n_trials: int = ranged(ge=1)  # the study's total: 0 would open a study that runs nothing
+    n_jobs: int = ranged(1, ge=1)
     sampler: Optional[optuna.samplers.BaseSampler] = None
-    heartbeat_interval: int = 10
-    grace_period: int = 120
-    poll_seconds: float = 2.0
-    max_retry: int = 2
+    heartbeat_interval: int = ranged(10, ge=1)
+    grace_period: int = ranged(120, gt=0)
+    poll_seconds: float = ranged(2.0, gt=0)
+    max_retry: int = ranged(2, ge=0)
     barrier: bool = False  # True: hydra-optuna-sweeper's batches of n_jobs (benchmarks only)
+
+    def __post_init__(self) -> None:
+        check_sweep_settings(vars(self))
+
+
+def check_sweep_settings(values: dict[str, Any]) -> None:
+    """The declared range of each ``hydra.sweeper.*`` number in ``values`` (a SweepSettings'
+    fields, or the sweeper's own before it has one). Raises ConfigError naming the key."""
+    names = {f.name for f in fields(SweepSettings)} & set(values)
+    try:
+        check_settings(SweepSettings, values, "hydra.sweeper.", only=names)
+    except SettingError as exc:
+        raise ConfigError(str(exc), exc.keys) from None
 
 
 def _report_lost(on_lost: Optional[OnLost], number: int, reason: str) -> None:
@@ -512,3 +528,17 @@ def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[s
         f"trial.storage={quote(settings.storage_url)}",
         f"trial.number={trial.number}",
     ]
+
+
+def nothing_finished(study: optuna.Study) -> Optional[str]:
+    """Why the study has trials and none of them finished (one line), or None when one did
+    (or none was run). Finished: COMPLETE, or PRUNED (it ran, and the pruner stopped it). A
+    study of FAIL trials only has nothing to show: its command must fail."""
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials):
+        return None
+    states = ", ".join(f"{n} {state}" for state, n in sorted(
+        collections.Counter(t.state.name for t in trials).items()))
+    failed = next((t for t in trials if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason")), None)
+    example = f"; trial {failed.number}: {failed.user_attrs['fail_reason']}" if failed else ""
+    return first_line(f"study {study.study_name!r}: none of its {len(trials)} trials finished ({states}){example}")

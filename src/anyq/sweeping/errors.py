@@ -10,6 +10,8 @@ The sweep engine settles every trial by the class of what stopped it (see
   retried (it would fail again), and the sweep goes on.
 - :class:`WorkerLost`: the process running a trial died (a killed Ray worker, a node gone).
   The trial is FAIL, flagged out of the total, and retried once more with the same parameters.
+- :class:`StudyFailed`: trials or cells were run and none of them finished; the study's
+  parent run is closed FAILED with the reason. One line, exit 1.
 """
 
 from __future__ import annotations
@@ -39,3 +41,15 @@ class SweepRefused(BaseException):
     def __init__(self, error: ConfigError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class StudyFailed(BaseException):
+    """Trials or cells of a study were run and none finished; ``reason`` is one line.
+
+    A ``BaseException`` for the reason :class:`SweepRefused` is: ``anyq-train`` reports it in
+    one line with exit status 1, after the parent run is closed FAILED.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -9,6 +9,13 @@ from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.accelerators import (
+    Accelerator,
+    CPUAccelerator,
+    CUDAAccelerator,
+    MPSAccelerator,
+    XLAAccelerator,
+)
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from anyq.data.calendar import NUM_FEATURES, spec_from_config
@@ -73,18 +80,57 @@ def step_budget(t: DictConfig) -> bool:
     return t.max_epochs is None
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Fail in one line before any data is read: data settings, then the model's own checks
-    (d_model divisible by n_heads, lengths divisible by the patch, sampler ranges, ...), the
-    same functions the networks' constructors run, without building them."""
-    check_config(cfg)
+def validate_config(cfg: DictConfig, *, here: bool = True) -> None:
+    """The one validation pass, before any data is read or run opened: every setting's range
+    and the data settings (:func:`anyq.training.schema.check_config`), then the model's own
+    checks (d_model divisible by n_heads, lengths divisible by the patch, ...: the same
+    functions the networks' constructors run, without building them), the calendar, and the
+    device. ``here=False`` (a job that will run on another machine) skips what only that
+    machine can tell: whether the data file exists and the accelerator is there.
+
+    Raises:
+        ConfigError: one line naming the setting.
+    """
+    check_config(cfg, here=here)
     try:
         model = OmegaConf.to_container(cfg.model, resolve=True)
         assert isinstance(model, dict)
         check_model_config(model, cfg.data.history_length, cfg.data.horizon_length)
         spec_from_config(cfg.data)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc), getattr(exc, "keys", ())) from None
+    if here:
+        check_device(cfg.trainer)
+
+
+#: ``trainer.accelerator`` values and Lightning's accelerators behind them (``gpu``: CUDA or
+#: Apple's MPS, as Lightning reads it; ``auto`` picks whatever is there and is not checked).
+ACCELERATORS: dict[str, tuple[type[Accelerator], ...]] = {
+    "cpu": (CPUAccelerator,), "gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,),
+    "mps": (MPSAccelerator,), "tpu": (XLAAccelerator,),
+}
+
+
+def check_device(t: DictConfig) -> None:
+    """``trainer.accelerator`` is on this machine, with ``trainer.devices`` of it. ConfigError."""
+    name = str(t.accelerator)
+    if name == "auto":
+        return
+    if name not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={name!r} is not one of auto, {', '.join(ACCELERATORS)}",
+                          ("trainer.accelerator",))
+    usable = [kind for kind in ACCELERATORS[name] if kind.is_available()]
+    if not usable:
+        raise ConfigError(f"trainer.accelerator={name}: this machine has no {name} that torch can use; "
+                          "train on the CPU with trainer=cpu", ("trainer.accelerator",))
+    if name == "cpu":
+        return  # devices=N on the CPU is N processes, not N chips
+    count = usable[0].auto_device_count()
+    devices = t.devices
+    wanted = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else None
+    if wanted is not None and wanted != -1 and not 1 <= wanted <= count:
+        raise ConfigError(f"trainer.devices={devices}: this machine has {count} {name} device(s)",
+                          ("trainer.devices",))
 
 
 def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:

@@ -2,18 +2,23 @@
 
 Hydra merges each YAML file onto these dataclasses, so a misspelled key or a value of the
 wrong type in a file or an override fails at composition, before anything is trained.
-Cross-field rules that a type cannot express live in :func:`check_config`.
+Each numeric setting declares its range here (``ranged(default, ge=..)``, :mod:`anyq.settings`);
+:func:`check_config` checks every declared range and the rules a type cannot express.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from anyq.data.errors import DataError
+from anyq.data.splits import check_proportions, inclusive_end
+from anyq.metrics.levels import evaluation_grid, level_bracket
 from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
@@ -23,26 +28,28 @@ from anyq.model.config import (
     BackboneConfig,
     SamplerConfig,
 )
+from anyq.settings import SettingError, check_settings, ranged
 
 
-class ConfigError(ValueError):
-    """An impossible configuration, reported in one line before any training."""
+class ConfigError(SettingError):
+    """An impossible configuration, reported in one line before any training; ``keys`` are
+    the settings it names (empty when it names none)."""
 
 
 @dataclass
 class SyntheticConfig:
-    seed: int = 0
-    size: int = 1
-    n_series: int = 8
+    seed: int = ranged(0, ge=0)
+    size: int = ranged(1, ge=1)
+    n_series: int = ranged(8, ge=1)
     start: str = "2015-01-01"
-    years: int = 3
+    years: int = ranged(3, ge=1)
     gaps: bool = True
 
 
 @dataclass
 class SplitConfig:
     kind: str = "proportions"  # "proportions" or "dates"
-    proportions: List[float] = field(default_factory=lambda: [0.667, 0.1665, 0.1665])
+    proportions: List[float] = ranged(factory=lambda: [0.667, 0.1665, 0.1665], gt=0, le=1)  # summing to <= 1
     train_end: Optional[str] = None
     val_end: Optional[str] = None
     test_end: Optional[str] = None
@@ -68,16 +75,16 @@ class DataConfig:
     path: Optional[str] = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    history_length: int = 168
-    horizon_length: int = 48
-    train_step: int = 4
-    eval_step: int = 24
-    origin_hour: int = 0
-    max_history_gap: float = 0.25
+    history_length: int = ranged(168, ge=1)
+    horizon_length: int = ranged(48, ge=1)
+    train_step: int = ranged(4, ge=1)  # hours between training windows
+    eval_step: int = ranged(24, ge=1)  # hours between validation/test windows: whole days (origin_hour)
+    origin_hour: int = ranged(0, ge=0, le=23)
+    max_history_gap: float = ranged(0.25, ge=0, le=1)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
-    train_batch_size: int = 256
-    eval_batch_size: int = 512
-    num_workers: int = 0
+    train_batch_size: int = ranged(256, ge=1)
+    eval_batch_size: int = ranged(512, ge=1)
+    num_workers: int = ranged(0, ge=0)
 
 
 @dataclass
@@ -87,27 +94,27 @@ class ModelConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
-    monotone_grid: int = MONOTONE_GRID_DEFAULT  # levels k / (K + 1) the rearrangement sorts over
+    monotone_grid: int = ranged(MONOTONE_GRID_DEFAULT, ge=2)  # levels k / (K + 1) the rearrangement sorts over
     # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal); "online":
     # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
     conformal: str = CONFORMAL_DEFAULT
-    online_gamma: float = ONLINE_GAMMA_DEFAULT  # online step as a share of the residuals' 90 % spread
+    online_gamma: float = ranged(ONLINE_GAMMA_DEFAULT, ge=0)  # online step as a share of the residuals' 90 % spread
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 5e-4
-    warmup_updates: int = 200
-    weight_decay: float = 0.0
+    lr: float = ranged(5e-4, gt=0)
+    warmup_updates: int = ranged(200, ge=0)
+    weight_decay: float = ranged(0.0, ge=0)
     schedule: str = "inverse_sqrt"  # "inverse_sqrt" (NBEATS-AQ's), "cosine" or "constant" after warm-up
-    min_lr_ratio: float = 0.0  # cosine: the lr at the last step, as a share of lr
+    min_lr_ratio: float = ranged(0.0, ge=0, le=1)  # cosine: the lr at the last step, as a share of lr
 
 
 @dataclass
 class EarlyStoppingConfig:
     enabled: bool = False
-    patience: int = 3
-    min_delta: float = 0.0
+    patience: int = ranged(3, ge=1)
+    min_delta: float = ranged(0.0, ge=0)
 
 
 @dataclass
@@ -119,31 +126,33 @@ class TrainerConfig:
     # steps), validation runs every val_check_interval training batches (= steps unless
     # gradients are accumulated), which must divide the budget so the last step is
     # validated; with max_epochs set, at the end of every epoch.
-    max_epochs: Optional[int] = 8
-    max_steps: int = -1
-    val_check_interval: Optional[int] = None
-    limit_train_batches: Any = 1.0
-    limit_val_batches: Any = 1.0
-    limit_test_batches: Any = 1.0
-    gradient_clip_val: Optional[float] = 1.0
-    accumulate_grad_batches: int = 1
+    max_epochs: Optional[int] = ranged(8, ge=1)
+    max_steps: int = ranged(-1, ge=1, also={-1: "no limit"})
+    val_check_interval: Optional[int] = ranged(None, ge=1)
+    # a share of the split's batches (float in [0, 1]) or a number of batches (int)
+    limit_train_batches: Any = ranged(1.0, ge=0)
+    limit_val_batches: Any = ranged(1.0, ge=0)
+    limit_test_batches: Any = ranged(1.0, ge=0)
+    gradient_clip_val: Optional[float] = ranged(1.0, ge=0)
+    accumulate_grad_batches: int = ranged(1, ge=1)
     precision: str = "32-true"
     fast_dev_run: bool = False
     deterministic: bool = False
     enable_progress_bar: bool = True
-    log_every_n_steps: int = 20
-    num_threads: Optional[int] = None
+    log_every_n_steps: int = ranged(20, ge=1)
+    num_threads: Optional[int] = ranged(None, ge=1)
     # EMA of the weights (anyq.training.averaging, Lightning's EMAWeightAveraging): validated,
     # checkpointed, tested and served weights are the average; null = off
-    ema_decay: Optional[float] = None
+    ema_decay: Optional[float] = ranged(None, gt=0, lt=1)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
 class EvaluationConfig:
-    num_levels: int = 99  # test grid G = {1/(n+1), ..., n/(n+1)}: 0.01..0.99
-    val_num_levels: int = 39  # per-epoch validation grid: 0.025..0.975, 2.5x cheaper than G
-    coverage: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    num_levels: int = ranged(99, ge=1)  # test grid G = {1/(n+1), ..., n/(n+1)}: 0.01..0.99
+    val_num_levels: int = ranged(39, ge=1)  # per-epoch validation grid: 0.025..0.975, 2.5x cheaper than G
+    # central intervals scored; each one's bounds must lie within both grids
+    coverage: List[float] = ranged(factory=lambda: [0.9, 0.95], gt=0, lt=1)
     store_forecasts: bool = True
 
 
@@ -174,7 +183,7 @@ class TrialConfig:
 
     study_name: Optional[str] = None
     storage: Optional[str] = None
-    number: Optional[int] = None
+    number: Optional[int] = ranged(None, ge=0)
 
 
 class Task(StrEnum):
@@ -189,8 +198,8 @@ class ConfirmConfig:
     """``anyq-train confirm.study=<sweep>``: retrain a sweep's winner over seeds (anyq.app.confirm)."""
 
     study: Optional[str] = None  # the sweep's study name; None: an ordinary run
-    seeds: int = 5  # seeds 0 .. seeds-1
-    trial: Optional[int] = None  # None: the best trial (Pareto: best on the first objective)
+    seeds: int = ranged(5, ge=1)  # seeds 0 .. seeds-1
+    trial: Optional[int] = ranged(None, ge=0)  # None: the best trial (Pareto: best on the first objective)
 
 
 @dataclass
@@ -204,7 +213,7 @@ class AppConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     trial: TrialConfig = field(default_factory=TrialConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
-    seed: int = 0
+    seed: int = ranged(0, ge=0, le=2**32 - 1)  # numpy's and Lightning's seed range
     resume: Optional[str] = None  # "last" or a checkpoint path
     task: Task = Task.train  # train: fit, then test; test: only score the resume= checkpoint
 
@@ -252,30 +261,86 @@ def _get(cfg: DictConfig, dotted: str) -> Any:
     return node
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Reject data settings no type can rule out (the model checks its own, see builders)."""
+def check_config(cfg: DictConfig, *, here: bool = True) -> None:
+    """Every setting no type can rule out, before any data is read or run opened: the declared
+    range of each numeric setting (:func:`anyq.settings.check_settings`: NaN and inf never
+    pass), the choices, the data source and its file, the split (dates that parse and
+    increase, or shares), the window grid, the budget and the evaluation grids. The model's
+    cross-field rules and the device are checked beside it (:func:`anyq.training.builders.validate_config`).
+    ``here=False``: the job runs on another machine, whose files this one cannot see.
+
+    Raises:
+        ConfigError: one line naming the setting (``keys``: the settings it names).
+    """
+    try:
+        check_settings(AppConfig, cfg)
+    except SettingError as exc:
+        raise ConfigError(str(exc), exc.keys) from None
     for key, allowed in _CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    if cfg.data.source == "file" and not cfg.data.path:
-        raise ConfigError("data.source=file needs data.path=<csv or parquet file>")
-    if cfg.data.split.kind == "dates" and not (
-        cfg.data.split.train_end and cfg.data.split.val_end and cfg.data.split.test_end
-    ):
-        raise ConfigError("data.split.kind=dates needs train_end, val_end and test_end")
+            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}", (key,))
+    check_data(cfg.data, here=here)
     if cfg.task == Task.test and not cfg.resume:
-        raise ConfigError("task=test scores a checkpoint: add resume=<path to .ckpt> or resume=last")
-    for key in ("train_batch_size", "eval_batch_size", "history_length", "horizon_length"):
-        if cfg.data[key] <= 0:
-            raise ConfigError(f"data.{key}={cfg.data[key]} must be positive")
+        raise ConfigError("task=test scores a checkpoint: add resume=<path to .ckpt> or resume=last", ("resume",))
     check_budget(cfg.trainer)
-    if cfg.trainer.ema_decay is not None and not 0.0 < cfg.trainer.ema_decay < 1.0:
-        raise ConfigError(f"trainer.ema_decay={cfg.trainer.ema_decay} must be in (0, 1), or null for no averaging")
+    check_evaluation(cfg.evaluation)
     if cfg.optim.schedule not in SCHEDULES:
-        raise ConfigError(f"optim.schedule={cfg.optim.schedule!r} is not one of {', '.join(SCHEDULES)}")
-    if not 0.0 <= cfg.optim.min_lr_ratio <= 1.0:
-        raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio} must be in [0, 1]")
+        raise ConfigError(f"optim.schedule={cfg.optim.schedule!r} is not one of {', '.join(SCHEDULES)}",
+                          ("optim.schedule",))
+
+
+def check_data(data: DictConfig, *, here: bool = True) -> None:
+    """The data source, its file (``here``: on this machine), the split and the window grid
+    (``data.*``); ConfigError."""
+    if data.source == "file":
+        if not data.path:
+            raise ConfigError("data.source=file needs data.path=<csv or parquet file>", ("data.path",))
+        if here and not Path(data.path).is_file():
+            raise ConfigError(f"data.path={data.path}: data file not found", ("data.path",))
+    split = data.split
+    if split.kind == "dates" and not (split.train_end and split.val_end and split.test_end):
+        raise ConfigError("data.split.kind=dates needs train_end, val_end and test_end", ("data.split",))
+    if split.kind == "dates":
+        ends = {}
+        for name in ("train_end", "val_end", "test_end"):
+            try:
+                ends[name] = inclusive_end(str(split[name]))
+            except DataError as exc:
+                raise ConfigError(f"data.split.{name}={split[name]}: {exc}", (f"data.split.{name}",)) from None
+        names = list(ends)
+        for before, after in zip(names, names[1:]):
+            if not ends[before] < ends[after]:
+                raise ConfigError(f"data.split.{after}={split[after]} must come after "
+                                  f"data.split.{before}={split[before]}", (f"data.split.{before}", f"data.split.{after}"))
+    else:
+        try:
+            check_proportions(list(split.proportions))
+        except DataError as exc:
+            raise ConfigError(f"data.split.proportions: {exc}", ("data.split.proportions",)) from None
+    if data.source == "synthetic":
+        try:
+            inclusive_end(str(data.synthetic.start))
+        except DataError as exc:
+            raise ConfigError(f"data.synthetic.start={data.synthetic.start}: {exc}", ("data.synthetic.start",)) from None
+    if data.eval_step % 24:  # validation and test windows are issued at origin_hour every day
+        raise ConfigError(f"data.eval_step={data.eval_step} must be a multiple of 24: validation and test "
+                          f"windows are all issued at data.origin_hour={data.origin_hour}", ("data.eval_step",))
+
+
+def check_evaluation(evaluation: DictConfig) -> None:
+    """Each coverage interval's bounds lie on or between levels of both evaluation grids; ConfigError."""
+    for key in ("num_levels", "val_num_levels"):
+        grid = evaluation_grid(evaluation[key])
+        for p in evaluation.coverage:
+            for level in ((1.0 - p) / 2.0, (1.0 + p) / 2.0):
+                try:
+                    level_bracket(grid, level)
+                except ValueError:
+                    raise ConfigError(
+                        f"evaluation.coverage={p} needs level {level:.6g}, outside the grid of "
+                        f"evaluation.{key}={evaluation[key]} ({float(grid[0]):.6g}..{float(grid[-1]):.6g})",
+                        ("evaluation.coverage", f"evaluation.{key}")) from None
 
 
 SCHEDULES = ("inverse_sqrt", "cosine", "constant")
@@ -284,16 +349,24 @@ SCHEDULES = ("inverse_sqrt", "cosine", "constant")
 def check_budget(t: DictConfig) -> None:
     """A step budget (``max_epochs`` null) needs ``max_steps`` and a validation interval that
     divides it, so the last step is validated and can be the one tested."""
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and value > 1):
+            raise ConfigError(f"trainer.{key}={value} must be a share of the batches (a float in [0, 1]) "
+                              "or a number of batches (an int)", (f"trainer.{key}",))
     if t.fast_dev_run or t.max_epochs is not None:
         return
     if t.max_steps is None or t.max_steps <= 0:
-        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.max_steps > 0")
+        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.max_steps > 0",
+                          ("trainer.max_epochs", "trainer.max_steps"))
     interval = t.val_check_interval
     if interval is None or interval <= 0:
-        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.val_check_interval > 0")
+        raise ConfigError("trainer.max_epochs=null (a budget in steps) needs trainer.val_check_interval > 0",
+                          ("trainer.max_epochs", "trainer.val_check_interval"))
     batches = t.max_steps * t.accumulate_grad_batches  # Lightning counts the interval in batches
     if batches % interval:
         raise ConfigError(
             f"trainer.max_steps={t.max_steps} x accumulate_grad_batches={t.accumulate_grad_batches} batches "
-            f"is not a multiple of trainer.val_check_interval={interval}: the last steps would never be validated"
+            f"is not a multiple of trainer.val_check_interval={interval}: the last steps would never be validated",
+            ("trainer.max_steps", "trainer.accumulate_grad_batches", "trainer.val_check_interval"),
         )

@@ -16,6 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
+from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
@@ -24,10 +25,12 @@ from anyq.errors import first_line
 from anyq.reporting.progress import CellProgress
 from anyq.reporting.table import print_runs
 from anyq.sweeping.hydra_private import job_error, runs_in_process
+from anyq.sweeping.errors import StudyFailed, SweepRefused
+from anyq.sweeping.shared import check_shared, jobs_run_here
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
-from anyq.tracking.study import STUDY_KIND_TAG, child_runs, open_study_parent
+from anyq.tracking.study import STUDY_KIND_TAG, child_runs, close_study, open_study_parent
 from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,24 +63,55 @@ class AnyqGridSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
+        self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
 
     def cells(self, arguments: List[str]) -> List[List[str]]:
-        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
-        by_key = {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
         # the command line replaces the file's entry for a key; every combination is a cell
-        cells = [list(c) for c in itertools.product(*(choices(o) for o in by_key.values()))]
+        cells = [list(c) for c in itertools.product(*(choices(o) for o in self._overrides(arguments).values()))]
         return sorted(cells, key=lambda c: self.first not in c)  # stable: baseline cells first
 
+    def varying_keys(self, arguments: List[str]) -> List[str]:
+        """The keys whose value differs between cells (``model``, ``seed``)."""
+        return [key for key, o in self._overrides(arguments).items() if len(choices(o)) > 1]
+
+    def _overrides(self, arguments: List[str]) -> dict[str, Override]:
+        lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
+        return {o.get_key_element(): o for o in OverridesParser.create().parse_overrides(lines)}
+
     def sweep(self, arguments: List[str]) -> Any:
+        """Run every cell not yet FINISHED under the study's parent run.
+
+        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the grid cannot be read
+        or a setting every cell shares cannot work, before the parent run is opened;
+        :class:`StudyFailed` (exit 1) when cells ran and none finished, with the parent run
+        closed FAILED.
+        """
+        try:
+            cells = self.cells(arguments)
+            check_shared(self._some_cell(cells), self.varying_keys(arguments), here=jobs_run_here(self.launcher))
+        except ConfigError as exc:
+            raise SweepRefused(exc) from exc
+        self._sweep(arguments, cells)
+
+    def _some_cell(self, cells: List[List[str]]) -> List[DictConfig]:
+        """The first cell that composes (one that does not fails as its own job)."""
+        for cell in cells:
+            try:
+                return [self.hydra_context.config_loader.load_sweep_config(self.config, list(cell))]
+            except (ConfigCompositionException, OverrideParseException):
+                continue
+        return []
+
+    def _sweep(self, arguments: List[str], cells: List[List[str]]) -> None:
         tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
         study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),
                                   self.experiment, self.study_name, tags, fresh=self.fresh)
         client, parent = study.client, study.run_id
         done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, study.run(), "FINISHED")}
-        todo = [c for c in self.cells(arguments) if cell_key(c) not in done]
+        todo = [c for c in cells if cell_key(c) not in done]
         log.info("Study %s: %d cells to run, %d already finished (parent run %s)",
                  self.study_name, len(todo), len(done), parent)
         shared = parent_link_overrides(parent, self.experiment)
@@ -86,23 +120,29 @@ class AnyqGridSweeper(Sweeper):
         batch_size = self.max_batch_size or (1 if sequential else len(todo)) or 1
         progress = CellProgress(self.study_name, len(todo) + len(done), len(done))
         common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
-        failures = 0
+        failures: list[str] = []
         try:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
                 jobs = [[*c, *shared, f"++tracking.tags.{CELL_TAG}={quote(cell_key(c))}"] for c in batch]
                 for cell, result in zip(batch, self.launcher.launch(jobs, initial_job_idx=start)):
                     ok = result.status == JobStatus.COMPLETED
+                    label = " ".join(o for o in cell if o not in common)
                     if not ok:
-                        failures += 1
-                        log.warning("cell %s failed: %s", cell_key(cell),
-                                    first_line(job_error(result), with_type=True))
-                    progress.cell_done(" ".join(o for o in cell if o not in common), ok)
+                        error = first_line(job_error(result), with_type=True)
+                        failures.append(f"cell {label or cell_key(cell)}: {error}")
+                        log.warning("cell %s failed: %s", cell_key(cell), error)
+                    progress.cell_done(label, ok)
         except BaseException:
             close_run(client, parent, "KILLED")
             raise
-        close_run(client, parent, "FINISHED" if failures == 0 else "FAILED")
-        log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)
+        nothing = bool(todo) and len(failures) == len(todo)
+        error = (f"study {self.study_name!r}: none of the {len(todo)} cells run finished; {failures[0]}" if nothing
+                 else f"{len(failures)} of {len(todo)} cells failed; {failures[0]}" if failures else None)
+        close_study(client, parent, "FAILED" if failures else "FINISHED", error)
+        log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), len(failures))
+        if nothing:
+            raise StudyFailed(first_line(error))
         runs = sorted(child_runs(client, study.run(), "FINISHED"),
                       key=lambda r: (r.info.start_time, r.info.run_id))
         print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "

@@ -22,10 +22,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import first_line
 from anyq.reporting.progress import TrialProgress, print_summary, print_trials
-from anyq.sweeping.engine import StudyRunner, SweepSettings, check_space_matches, trial_link_overrides
-from anyq.sweeping.errors import SpaceError, SweepRefused, TrialConfigError
+from anyq.sweeping.engine import (
+    StudyRunner,
+    SweepSettings,
+    check_space_matches,
+    check_sweep_settings,
+    nothing_finished,
+    trial_link_overrides,
+)
+from anyq.sweeping.errors import SpaceError, StudyFailed, SweepRefused, TrialConfigError
 from anyq.sweeping.hydra_private import is_joblib_launcher, runs_in_process, stop_joblib_workers
 from anyq.sweeping.locks import study_lock
+from anyq.sweeping.shared import check_shared, jobs_run_here
 from anyq.sweeping.space import (
     fit_space_to_config,
     grid_of,
@@ -40,6 +48,7 @@ from anyq.tracking.study import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     STORAGE_TAG,
+    close_study,
     open_study_parent,
     record_summary,
 )
@@ -84,8 +93,10 @@ class AnyqOptunaSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> None:
         """Check the space, open the study and its parent run, run this worker's trials.
 
-        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the space or the launcher
-        cannot work, before any trial or run exists; any other error or interrupt kills the
+        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the sweeper's settings,
+        the space, the settings every trial shares or the launcher cannot work, before any
+        study, trial or run exists; :class:`StudyFailed` (exit 1) when trials ran and none
+        finished, with the parent run closed FAILED; any other error or interrupt kills the
         parent run after the engine has failed and re-enqueued the running trials.
         """
         try:
@@ -94,6 +105,8 @@ class AnyqOptunaSweeper(Sweeper):
             raise SweepRefused(exc) from exc
 
     def _sweep(self, arguments: List[str]) -> None:
+        check_sweep_settings({name: getattr(self, name) for name in
+                              ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry")})
         space, fixed = parse_search_space(self.params, arguments)
         space = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
@@ -145,9 +158,12 @@ class AnyqOptunaSweeper(Sweeper):
             raise
         summary = summarize(study, self.objectives)
         record_summary(client, parent, summary)
-        close_run(client, parent, "FINISHED")
+        failed = nothing_finished(study)
+        close_study(client, parent, "FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
+        if failed:
+            raise StudyFailed(failed)
 
     # ------------------------------------------------------------------ checks
     def _compose(self, overrides: List[str]) -> DictConfig:
@@ -156,16 +172,19 @@ class AnyqOptunaSweeper(Sweeper):
 
     def _checked_space(self, space: dict, fixed: List[str]) -> dict:
         """Before the study hands out a trial: the space fits the schema (an int key gets
-        integers), every choice and both ends of every range compose, and the launcher can
+        integers), every choice and both ends of every range compose, the settings no trial
+        changes are valid (:func:`anyq.sweeping.shared.check_shared`), and the launcher can
         place a job of this config. Raises :class:`SpaceError` or :class:`ConfigError`."""
         base = self._compose(fixed)
         space = fit_space_to_config(space, base)
+        points = [base]
         for overrides in representative_overrides(space) or [[]]:
             try:
-                self._compose([*fixed, *overrides])
+                points.append(self._compose([*fixed, *overrides]))
             except (ConfigCompositionException, OverrideParseException) as exc:
                 cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
                 raise SpaceError(f"search space: {first_line(exc)}{cause}") from None
+        check_shared(points, space, here=jobs_run_here(self.launcher))
         preflight = getattr(self.launcher, "preflight", None)
         if callable(preflight):
             preflight(base)
@@ -174,7 +193,7 @@ class AnyqOptunaSweeper(Sweeper):
     def _check_trial(self, overrides: List[str]) -> None:
         """A trial whose overrides do not compose or validate: TrialConfigError, one line."""
         try:
-            validate_config(self._compose(overrides))
+            validate_config(self._compose(overrides), here=jobs_run_here(self.launcher))
         except (ConfigCompositionException, OverrideParseException) as exc:
             cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
             raise TrialConfigError(f"{first_line(exc)}{cause}") from None
