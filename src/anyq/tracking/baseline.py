@@ -30,6 +30,9 @@ _BUDGET_KEYS = (
 )
 #: Budget keys added after stores existed: in the signature only when set, so older runs keep theirs.
 _BUDGET_KEYS_IF_SET = ("ema_decay",)
+#: The averaging's decay warm-up (anyq.training.averaging): in the signature of every averaged run,
+#: so a run averaged without it (an older store's) is not taken for one averaged with it.
+EMA_WARMUP = "min(decay, (1 + t) / (10 + t))"
 SIGNATURE_TAG = "config_signature"
 BASELINE_SIGNATURE_TAG = "baseline_signature"
 #: Tags naming the baseline variant and the settings the baseline takes from it.
@@ -85,12 +88,23 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
         "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
-        "trainer": {k: trainer[k] for k in _BUDGET_KEYS}
-        | {k: trainer[k] for k in _BUDGET_KEYS_IF_SET if trainer.get(k) is not None},
+        "trainer": _budget(trainer),
         "evaluation": container["evaluation"]["num_levels"],
         "seed": container["seed"],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _budget(trainer: dict[str, Any]) -> dict[str, Any]:
+    """The trainer settings that decide the numbers; later additions only when they are on."""
+    out = {k: trainer[k] for k in _BUDGET_KEYS} | {k: trainer[k] for k in _BUDGET_KEYS_IF_SET
+                                                   if trainer.get(k) is not None}
+    if trainer.get("ema_decay") is not None:
+        out["ema_warmup"] = EMA_WARMUP
+    stopping = trainer.get("early_stopping") or {}
+    if stopping.get("enabled"):  # stopping early changes which steps were trained
+        out["early_stopping"] = stopping
+    return out
 
 
 def is_baseline(cfg: DictConfig) -> bool:
