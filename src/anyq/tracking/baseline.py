@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.data.calendar import INPUTS
 from anyq.training.config_tree import BASELINE_VARIANT, compose_model
 
 _BUDGET_KEYS = (
@@ -84,7 +85,7 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
         model["attention"] = {"enabled": False}  # attention knobs do not change a model without it
     trainer = container["trainer"]
     payload = {
-        "data": container["data"],
+        "data": _data(container["data"]),
         "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
@@ -93,6 +94,16 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
         "seed": container["seed"],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _data(data: dict[str, Any]) -> dict[str, Any]:
+    """The data settings; ``calendar.inputs`` only when it leaves an input out, so runs that take
+    every calendar input (all runs before the key existed) keep their signatures."""
+    calendar = dict(data.get("calendar") or {})
+    inputs = calendar.pop("inputs", None)
+    if calendar.get("enabled") and inputs is not None and set(inputs) != set(INPUTS):
+        calendar["inputs"] = sorted(inputs, key=INPUTS.index)
+    return {**data, "calendar": calendar} if "calendar" in data else dict(data)
 
 
 def _budget(trainer: dict[str, Any]) -> dict[str, Any]:
