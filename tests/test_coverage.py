@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
@@ -17,7 +18,9 @@ from anyq.data.panel import Panel
 from anyq.data.windows import make_windows
 from anyq.serving.publish import load_served
 from anyq.tracking.baseline import config_signature
-from anyq.training.builders import validate_config
+from anyq.training.builders import load_dataset, validate_config
+from anyq.training.checkpoints import read_checkpoint, recorded_history
+from anyq.training.run import settle_calendar
 from anyq.training.schema import ConfigError
 
 
@@ -50,7 +53,9 @@ def test_nine_months_of_training_drop_day_of_year_and_the_run_says_so(compose_cf
     assert run.data.tags["calendar.inputs"] == "hour,dow,holiday"
     assert run.data.tags["calendar.dropped"] == f"doy: {reason}"
     assert run.data.params["data.calendar.inputs"] == '["hour", "dow", "holiday"]'
-    # the model's input width follows, and the served model takes the same inputs
+    # the checkpoint records them, the model's input width follows, and the served model takes the same inputs
+    best = next(Path(cfg.paths.checkpoints).glob("best-*.ckpt"))
+    assert recorded_history(read_checkpoint(best))["settings"]["data.calendar.inputs"] == ["hour", "dow", "holiday"]
     served = load_served(f"runs:/{summary['run_id']}/model", uri)
     assert served.spec.calendar_spec().inputs == ("hour", "dow", "holiday")
     assert served.model.backbone.calendar_features == 2 + 7 + 1
@@ -115,3 +120,21 @@ def test_an_unknown_input_is_one_line(compose_cfg):
                                           r"hour, dow, doy, holiday") as caught:
         validate_config(cfg)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [(["hour", "dow"], ("hour", "dow")),
+                                                    (None, ("hour", "dow", "doy", "holiday"))])
+def test_a_scored_checkpoint_keeps_the_inputs_it_was_trained_with(compose_cfg, tmp_path, caplog, recorded, expected):
+    # a checkpoint's recorded settings name its inputs; one written before they could be left out took all four
+    settings = {} if recorded is None else {"data.calendar.inputs": recorded}
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}, "callbacks": {"RunHistory": {"settings": settings}}}, path)
+    cfg = compose_cfg("data.calendar.enabled=true", "task=test", f"resume={path}")
+    with caplog.at_level(logging.INFO, logger="anyq"):
+        settled = settle_calendar(cfg, load_dataset(cfg.data))  # one year of synthetic data: doy not covered
+    assert tuple(settled.data.calendar.inputs) == expected
+    assert cfg.data.calendar.inputs is None  # the given config is left as it was
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calendar inputs")]
+    assert len(said) == 1 and "as the resumed checkpoint's model takes" in said[0]
+    if "doy" in expected:
+        assert "taken although not covered: doy (training covers" in said[0]
