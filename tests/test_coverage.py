@@ -135,6 +135,6 @@ def test_a_scored_checkpoint_keeps_the_inputs_it_was_trained_with(compose_cfg, t
     assert tuple(settled.data.calendar.inputs) == expected
     assert cfg.data.calendar.inputs is None  # the given config is left as it was
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calendar inputs")]
-    assert len(said) == 1 and "as the resumed checkpoint's model takes" in said[0]
+    assert len(said) == 1 and "as the resume= checkpoint's model takes" in said[0]
     if "doy" in expected:
         assert "taken although not covered: doy (training covers" in said[0]

@@ -142,7 +142,7 @@ def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
     if cfg.data.calendar.get("inputs") is not None:
         inputs, why = spec.inputs, "as data.calendar.inputs sets"
     elif (recorded := _checkpoint_inputs(cfg)) is not None:
-        inputs, why = recorded, "as the resumed checkpoint's model takes"
+        inputs, why = recorded, "as the resume= checkpoint's model takes"
     else:
         inputs, why = covered_inputs(coverage), "those the training range covers"
     dropped = {name: coverage[name].reason for name in INPUTS if name not in inputs}
