@@ -90,11 +90,13 @@ def test_a_holiday_country_with_no_holiday_in_training_is_left_out():
     spec = CalendarSpec(holidays="country", country="GB", subdivision="ENG")
     coverage = _coverage(panel, "2019-08-21 00:00", spec)
     assert not coverage["holiday"].covered
-    assert coverage["holiday"].reason == "no holiday of the calendar of GB in the training range (2019-06-01 to 2019-08-20)"
+    assert coverage["holiday"].reason == ("no holiday of the calendar of GB in the training range "
+                                          "(2019-06-01 to 2019-08-20)")
     assert covered_inputs(coverage) == ("hour", "dow")  # and day of year: under a year
     # with the summer bank holiday inside the training range the flag is kept
     later = _coverage(panel, "2019-09-01 00:00", spec)
-    assert later["holiday"].covered and later["holiday"].reason == "training covers 1 holiday dates of the calendar of GB"
+    assert later["holiday"].covered
+    assert later["holiday"].reason == "training covers 1 holiday dates of the calendar of GB"
 
 
 def test_an_hour_of_day_never_observed_in_training_is_left_out():
