@@ -96,7 +96,7 @@ def test_a_holiday_country_with_no_holiday_in_training_is_left_out():
     # with the summer bank holiday inside the training range the flag is kept
     later = _coverage(panel, "2019-09-01 00:00", spec)
     assert later["holiday"].covered
-    assert later["holiday"].reason == "training covers 1 holiday dates of the calendar of GB"
+    assert later["holiday"].reason == "training covers 1 holiday date of the calendar of GB"
 
 
 def test_an_hour_of_day_never_observed_in_training_is_left_out():

@@ -118,7 +118,7 @@ def _holiday_coverage(spec: CalendarSpec, panel: Panel, per_series: np.ndarray, 
         sorted({spec.countries.get(sid, spec.country) for sid in panel.ids} - {None}))
     if not days:
         return InputCoverage("holiday", False, f"no holiday of {source} in the training range ({span})")
-    return InputCoverage("holiday", True, f"training covers {days} holiday dates of {source}")
+    return InputCoverage("holiday", True, f"training covers {days} holiday date{'s' * (days > 1)} of {source}")
 
 
 def covered_inputs(coverage: dict[str, InputCoverage]) -> tuple[str, ...]:
