@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from anyq.training.averaging import AveragedWeights
+from anyq.training.averaging import AveragedWeights, warmed_up_ema
 from anyq.training.builders import build_model, load_dataset, validate_config
 from anyq.training.checkpoints import read_checkpoint
 from anyq.training.run import fit_and_test, prepare
@@ -22,6 +22,22 @@ def forward_of(cfg, state_dict, plan, levels):
         forecast, _ = model.forward_with_raw(batch["history"], levels.expand(batch["history"].shape[0], -1),
                                              batch.get("calendar"), calibrated=False)
     return forecast
+
+
+def test_the_average_after_three_steps_is_the_warmed_up_formula_by_hand():
+    # weights 1, 2, 4 after steps 1..3, decay 0.9: the first update copies (the average is 1);
+    # then t = 1 update in the average: d = min(0.9, 2/11) = 2/11 -> 2/11 * 1 + 9/11 * 2 = 20/11;
+    # t = 2: d = min(0.9, 3/12) = 1/4 -> 1/4 * 20/11 + 3/4 * 4 = 38/11
+    weight = torch.nn.Parameter(torch.tensor([0.0]))
+    average = torch.optim.swa_utils.AveragedModel(torch.nn.ParameterList([weight]), avg_fn=warmed_up_ema(0.9))
+    seen = []
+    for value in (1.0, 2.0, 4.0):
+        weight.data.fill_(value)
+        average.update_parameters(torch.nn.ParameterList([weight]))
+        seen.append(float(next(average.module.parameters())))
+    assert seen == pytest.approx([1.0, 20 / 11, 38 / 11], rel=1e-6)
+    # without the warm-up (a constant 0.9) the first weights would still weigh 0.81 at step 3
+    assert 0.9 * (0.9 * 1 + 0.1 * 2) + 0.1 * 4 == pytest.approx(1.39)
 
 
 def test_the_tested_weights_are_the_average_and_follow_the_ema_formula(compose_cfg):
@@ -45,8 +61,9 @@ def test_the_tested_weights_are_the_average_and_follow_the_ema_formula(compose_c
     steps = int(checkpoint["global_step"])
     name = next(iter(weights[0]))
     expected = weights[0][name]
-    for w in weights[1:steps]:
-        expected = decay * expected + (1 - decay) * w[name]
+    for t, w in enumerate(weights[1:steps], start=1):  # t updates already in the average
+        d = min(decay, (1 + t) / (10 + t))  # the warm-up (anyq.training.averaging)
+        expected = d * expected + (1 - d) * w[name]
     torch.testing.assert_close(checkpoint["state_dict"]["forecaster." + name], expected)
 
     # the test scored the average, not the training weights saved beside it
@@ -100,3 +117,13 @@ def test_averaging_is_part_of_the_baseline_signature_only_when_set(compose_cfg):
     del older.trainer["ema_decay"]  # a run recorded before the key existed
     assert config_signature(plain, "x") == config_signature(older, "x")
     assert config_signature(averaged, "x") != config_signature(plain, "x")
+
+
+def test_early_stopping_is_part_of_the_baseline_signature_only_when_on(compose_cfg):
+    from anyq.tracking.baseline import config_signature
+
+    plain = compose_cfg("tracking=none")
+    patient = compose_cfg("tracking=none", "trainer.early_stopping.patience=7")  # off: no effect
+    stopping = compose_cfg("tracking=none", "trainer.early_stopping.enabled=true")
+    assert config_signature(patient, "x") == config_signature(plain, "x")
+    assert config_signature(stopping, "x") != config_signature(plain, "x")

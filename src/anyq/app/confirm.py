@@ -56,6 +56,7 @@ from anyq.tracking.study import (
 )
 from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from anyq.training.builders import load_dataset, validate_config
+from anyq.training.run import settle_calendar
 from anyq.training.schema import AppConfig, ConfigError, ConfirmConfig
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     tracker = Tracker(client, uri, study.experiment_id, mlruns)
     done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
     dataset = load_dataset(base.data)
+    base = settle_calendar(base, dataset)  # the trial's own inputs, as its config names them
     seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number) for s in range(cfg.confirm.seeds)]
     todo = [s for s in seeds if config_signature(s, dataset.fingerprint) not in done]
     print(f"Confirm trial {number} of sweep {sweep!r} ({source.data.tags.get('variant')}, "

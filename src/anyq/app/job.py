@@ -25,7 +25,7 @@ from anyq.tracking.comparison import compare_with_baseline, own_baseline_lock
 from anyq.tracking.recording import Tracker, log_outcome, mlflow_logger, open_job_run
 from anyq.training.builders import Dataset, load_dataset, validate_config
 from anyq.training.checkpoints import override
-from anyq.training.run import TrainOutcome, fit_and_test, prepare
+from anyq.training.run import TrainOutcome, fit_and_test, prepare, settle_calendar
 from anyq.training.schema import Task
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
     validate_config(cfg)
     pruner = pruner or configured_pruner()
     dataset = load_dataset(cfg.data)
+    cfg = settle_calendar(cfg, dataset)  # before any signature: the inputs decide the numbers
     if not cfg.tracking.enabled:
         outcome = fit_and_test(prepare(cfg, dataset), callbacks=trial_callbacks(cfg, pruner))
         announce_checkpoint(cfg, outcome)

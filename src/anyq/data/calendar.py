@@ -16,15 +16,19 @@ Monday, 1 May, 25-26 Dec and each series' national day), from the ``holidays`` p
 none. The ``holidays`` package is used because public-holiday rules (movable feasts,
 substitute days, regional days) are data, maintained there for some 150 countries.
 
-A window's calendar is ``[L + H, NUM_FEATURES]``, the hours of its history then its target,
-gathered like the load values (:mod:`anyq.data.windows`); the same features are computed from
-a request's origin when a model is served (:func:`window_calendar`).
+The four inputs (``INPUTS``: ``hour``, ``dow``, ``doy``, ``holiday``) are switched on one by one
+(``CalendarSpec.inputs``): an input the training range cannot teach, like day of year from
+nine months of data, is left out before training (the rule: :mod:`anyq.data.coverage`), and the
+model's input width follows. A window's calendar is ``[L + H, F]`` with ``F`` = the kept
+inputs' columns, in ``FEATURE_NAMES`` order (``F = NUM_FEATURES`` with all four), the hours of
+its history then its target, gathered like the load values (:mod:`anyq.data.windows`); the same
+features are computed from a request's origin when a model is served (:func:`window_calendar`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +44,14 @@ FEATURE_NAMES = (
 NUM_FEATURES = len(FEATURE_NAMES)
 #: features that are the same for every series (all but the holiday flag)
 NUM_SHARED = NUM_FEATURES - 1
+#: the inputs, each a group of FEATURE_NAMES columns; the holiday flag is always the last column
+INPUT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "hour": FEATURE_NAMES[0:2],
+    "dow": FEATURE_NAMES[2:9],
+    "doy": FEATURE_NAMES[9:11],
+    "holiday": FEATURE_NAMES[11:12],
+}
+INPUTS = tuple(INPUT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,13 @@ class CalendarSpec:
     subdivision: str | None = None
     timezone: str | None = None
     national_days: dict[str, int] = field(default_factory=dict)  # synthetic: day of year per series id
+    inputs: tuple[str, ...] = INPUTS  # the inputs the model takes (anyq.data.coverage decides)
 
     def __post_init__(self) -> None:
+        unknown = [name for name in self.inputs if name not in INPUTS]
+        if unknown:
+            raise DataError(f"data.calendar.inputs: unknown input {unknown[0]!r}; the inputs are {', '.join(INPUTS)}")
+        object.__setattr__(self, "inputs", tuple(name for name in INPUTS if name in self.inputs))
         if self.holidays not in HOLIDAY_SOURCES:
             raise DataError(f"data.calendar.holidays={self.holidays!r} must be one of {', '.join(HOLIDAY_SOURCES)}")
         if self.holidays == "country" and not (self.country or self.countries):
@@ -69,13 +86,39 @@ class CalendarSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"holidays": self.holidays, "country": self.country, "countries": dict(self.countries),
                 "subdivision": self.subdivision, "timezone": self.timezone,
-                "national_days": {k: int(v) for k, v in self.national_days.items()}}
+                "national_days": {k: int(v) for k, v in self.national_days.items()},
+                "inputs": list(self.inputs)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalendarSpec:
         return cls(holidays=str(data.get("holidays", "none")), country=data.get("country"),
                    countries=dict(data.get("countries") or {}), subdivision=data.get("subdivision"),
-                   timezone=data.get("timezone"), national_days=dict(data.get("national_days") or {}))
+                   timezone=data.get("timezone"), national_days=dict(data.get("national_days") or {}),
+                   # specs written before inputs could be left out took all of them
+                   inputs=tuple(data.get("inputs", INPUTS)))
+
+    def with_inputs(self, inputs: Sequence[str]) -> CalendarSpec:
+        """The same calendar taking only ``inputs`` (any order; kept in ``INPUTS`` order)."""
+        return replace(self, inputs=tuple(inputs))
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The columns of the kept inputs, in ``FEATURE_NAMES`` order."""
+        return tuple(column for name in self.inputs for column in INPUT_COLUMNS[name])
+
+    @property
+    def num_features(self) -> int:
+        """``F``: per-hour features the model takes (0: no calendar input at all)."""
+        return len(self.feature_names)
+
+    @property
+    def has_holiday(self) -> bool:
+        """Whether the last feature column is the holiday flag."""
+        return "holiday" in self.inputs
+
+    def network_inputs(self) -> dict[str, Any]:
+        """The keywords :func:`anyq.model.forecaster.forecaster_from_config` takes for this calendar."""
+        return {"calendar_features": self.num_features, "calendar_holiday": self.has_holiday}
 
     # ------------------------------------------------------------------ features
     def local(self, stamps: pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -87,7 +130,13 @@ class CalendarSpec:
         return utc.tz_convert(self.timezone).tz_localize(None)
 
     def shared_features(self, stamps: pd.DatetimeIndex) -> np.ndarray:
-        """float32 ``[T, NUM_SHARED]``: hour of day, day of week, day of year of each stamp."""
+        """float32 ``[T, S]``: the kept ones of hour of day, day of week, day of year of each
+        stamp (``S = NUM_SHARED`` with all of them)."""
+        every = self._all_shared(stamps)
+        keep = [FEATURE_NAMES.index(c) for c in self.feature_names if c != "holiday"]
+        return every if len(keep) == NUM_SHARED else np.ascontiguousarray(every[:, keep])
+
+    def _all_shared(self, stamps: pd.DatetimeIndex) -> np.ndarray:
         local = self.local(stamps)
         hour = local.hour.to_numpy() + local.minute.to_numpy() / 60.0
         dow = local.weekday.to_numpy()
@@ -124,9 +173,10 @@ class CalendarSpec:
             flags[rows] = on
         return flags
 
-    def panel_features(self, ids: Sequence[str], index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
-        """``(shared [T, NUM_SHARED], holiday [n_series, T])`` for a whole panel, computed once."""
-        return self.shared_features(index), self.holiday_flags(ids, index)
+    def panel_features(self, ids: Sequence[str], index: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(shared [T, S], holiday [n_series, T] or None without the holiday input)`` for a
+        whole panel, computed once."""
+        return self.shared_features(index), (self.holiday_flags(ids, index) if self.has_holiday else None)
 
 
 def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
@@ -150,7 +200,9 @@ def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
 
         syn = data["synthetic"]
         national_days = synthetic_national_days(int(syn["seed"]), int(syn["n_series"]) * int(syn["size"]))
+    inputs = cal.get("inputs")
     return CalendarSpec(
+        inputs=INPUTS if inputs is None else tuple(str(name) for name in inputs),
         holidays=source,
         country=cal.get("country"),
         countries={str(k): str(v) for k, v in dict(cal.get("countries") or {}).items()},
@@ -172,23 +224,26 @@ def _country_calendar(code: str, subdivision: str | None, years: Sequence[int]) 
     return {pd.Timestamp(day) for day in calendar}
 
 
-def combine(shared: np.ndarray, holiday: np.ndarray) -> np.ndarray:
-    """Per-hour features ``[..., T, NUM_FEATURES]`` from ``shared [..., T, 11]`` and ``holiday [..., T]``."""
+def combine(shared: np.ndarray, holiday: np.ndarray | None) -> np.ndarray:
+    """Per-hour features ``[..., T, F]`` from ``shared [..., T, S]`` and ``holiday [..., T]``
+    (``F = S + 1``; ``F = S`` without the holiday input: ``holiday`` None)."""
+    if holiday is None:
+        return shared.astype(np.float32, copy=False)
     return np.concatenate([shared, holiday[..., None]], axis=-1).astype(np.float32, copy=False)
 
 
 def window_calendar(
     spec: CalendarSpec, ids: Sequence[str], origins: pd.DatetimeIndex, history_length: int, horizon_length: int
 ) -> np.ndarray:
-    """float32 ``[N, L + H, NUM_FEATURES]`` for windows whose first target hour is ``origins[i]``
-    (series ``ids[i]``): the hours ``origin - L .. origin + H - 1``."""
+    """float32 ``[N, L + H, F]`` (``F = spec.num_features``) for windows whose first target hour
+    is ``origins[i]`` (series ``ids[i]``): the hours ``origin - L .. origin + H - 1``."""
     origins = pd.DatetimeIndex(origins)
     offsets = pd.to_timedelta(np.arange(-history_length, horizon_length), unit="h")
-    n, width = len(origins), history_length + horizon_length
-    out = np.zeros((n, width, NUM_FEATURES), dtype=np.float32)
+    n, width, num_features = len(origins), history_length + horizon_length, spec.num_features
+    out = np.zeros((n, width, num_features), dtype=np.float32)
     for sid in dict.fromkeys(ids):  # one pass per distinct series (usually one window each)
         rows = np.flatnonzero(np.asarray(ids, dtype=object) == sid)
         stamps = pd.DatetimeIndex((origins[rows].to_numpy()[:, None] + offsets.to_numpy()[None, :]).reshape(-1))
-        features = combine(spec.shared_features(stamps), spec.holiday_flags([sid], stamps)[0])
-        out[rows] = features.reshape(len(rows), width, NUM_FEATURES)
+        holiday = spec.holiday_flags([sid], stamps)[0] if spec.has_holiday else None
+        out[rows] = combine(spec.shared_features(stamps), holiday).reshape(len(rows), width, num_features)
     return out

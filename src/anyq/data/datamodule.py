@@ -82,10 +82,10 @@ class ForecastDataModule(pl.LightningDataModule):
         splits: SplitRanges,
         settings: WindowSettings,
         seed: int,
-        calendar: tuple[np.ndarray, np.ndarray] | None = None,
+        calendar: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> None:
         super().__init__()
-        self.calendar = calendar  # (shared [T, 11], holiday [n_series, T]) or None: anyq.data.calendar
+        self.calendar = calendar  # (shared [T, S], holiday [n_series, T] or None) or None: anyq.data.calendar
         self.panel, self.splits = panel, splits
         history_length, horizon_length = settings.history_length, settings.horizon_length
         self.history_length, self.horizon_length = history_length, horizon_length

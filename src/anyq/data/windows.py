@@ -176,8 +176,9 @@ class WindowDataset(Dataset):
 
     ``__getitems__`` (and ``__getitem__`` with a sequence of indices) returns a dict of
     ``history`` [B, L] float32, ``target`` [B, H] float32, ``series_idx`` [B] int64 and
-    ``origin`` [B] int64, plus ``calendar`` [B, L + H, 12] float32 when calendar features
-    are given (``(shared [T, 11], holiday [n_series, T])``, :mod:`anyq.data.calendar`);
+    ``origin`` [B] int64, plus ``calendar`` [B, L + H, F] float32 when calendar features
+    are given (``(shared [T, S], holiday [n_series, T] or None)``, F = S + 1 with the holiday
+    flag, else S; :mod:`anyq.data.calendar`);
     ``__getitem__`` with an int returns the same keys unbatched. The calendar is gathered
     through strided views like the values: no copy of the panel per window or epoch.
     """
@@ -186,7 +187,7 @@ class WindowDataset(Dataset):
         self,
         filled_values: np.ndarray,
         windows: WindowSet,
-        calendar: tuple[np.ndarray, np.ndarray] | None = None,
+        calendar: tuple[np.ndarray, np.ndarray | None] | None = None,
     ) -> None:
         values = np.ascontiguousarray(filled_values, dtype=np.float32)
         if np.isnan(values).any():
@@ -205,12 +206,14 @@ class WindowDataset(Dataset):
         self._view = sliding_window_view(values, width, axis=1) if values.shape[1] >= width else None
         self._shared_view = self._holiday_view = None
         if calendar is not None:
-            shared, holiday = (np.ascontiguousarray(a, dtype=np.float32) for a in calendar)
-            if shared.shape[0] != values.shape[1] or holiday.shape != values.shape:
+            shared = np.ascontiguousarray(calendar[0], dtype=np.float32)
+            holiday = None if calendar[1] is None else np.ascontiguousarray(calendar[1], dtype=np.float32)
+            if shared.shape[0] != values.shape[1] or (holiday is not None and holiday.shape != values.shape):
                 raise ValueError("calendar features do not match the panel's hours and series")
             if self._view is not None:
-                self._shared_view = sliding_window_view(shared, width, axis=0)  # [T - w + 1, 11, w]
-                self._holiday_view = sliding_window_view(holiday, width, axis=1)  # [n, T - w + 1, w]
+                self._shared_view = sliding_window_view(shared, width, axis=0)  # [T - w + 1, S, w]
+                if holiday is not None:
+                    self._holiday_view = sliding_window_view(holiday, width, axis=1)  # [n, T - w + 1, w]
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -232,9 +235,12 @@ class WindowDataset(Dataset):
         }
         if self._shared_view is not None:
             start = self.windows.origin[idx] - self.history_length
-            shared = self._shared_view[start].transpose(0, 2, 1)  # [B, w, 11]
-            holiday = self._holiday_view[self.windows.series_idx[idx], start]  # [B, w]
-            item["calendar"] = torch.from_numpy(np.concatenate([shared, holiday[..., None]], axis=-1))
+            shared = self._shared_view[start].transpose(0, 2, 1)  # [B, w, S]
+            if self._holiday_view is None:
+                item["calendar"] = torch.from_numpy(np.ascontiguousarray(shared))
+            else:
+                holiday = self._holiday_view[self.windows.series_idx[idx], start]  # [B, w]
+                item["calendar"] = torch.from_numpy(np.concatenate([shared, holiday[..., None]], axis=-1))
         return item
 
     def __getitem__(self, index: int | Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:

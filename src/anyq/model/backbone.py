@@ -95,8 +95,9 @@ class NBeatsAQ(nn.Module):
     scale and shift the first hidden layer of every block (FiLM, as the authors' variant).
 
     Calendar inputs (``calendar_features`` = F > 0; per-hour features ``[N, L + H, F]`` whose
-    last column is the holiday flag, :mod:`anyq.data.calendar`): each window's vector — the
-    first target hour's other features and the holiday flags of all ``L + H`` hours — is
+    last column is the holiday flag when ``calendar_holiday``, :mod:`anyq.data.calendar`): each
+    window's vector — the first target hour's other features and the holiday flags of all
+    ``L + H`` hours (without the flag: the first target hour's features only) — is
     projected once per window into every block's first hidden layer (a term added before the
     ReLU, shared by the window's levels), so the calendar informs every level without
     depending on which levels were requested.
@@ -112,6 +113,7 @@ class NBeatsAQ(nn.Module):
         conditioning: str = BackboneConfig.conditioning,
         dropout: float = BackboneConfig.dropout,
         calendar_features: int = 0,
+        calendar_holiday: bool = True,
     ) -> None:
         super().__init__()
         check_backbone(history_length, horizon_length, num_blocks, num_layers, layer_width, conditioning, dropout)
@@ -125,9 +127,10 @@ class NBeatsAQ(nn.Module):
         )
         self.calendar_features = calendar_features
         self.layer_width = layer_width
+        self.calendar_holiday = calendar_holiday
         self.calendar = None
         if calendar_features:
-            size = calendar_features - 1 + history_length + horizon_length
+            size = calendar_features - 1 + history_length + horizon_length if calendar_holiday else calendar_features
             self.calendar = nn.Linear(size, layer_width * num_blocks)
         if conditioning == "film":
             self.q_embedding = QuantileEmbedding(layer_width)
@@ -169,7 +172,10 @@ class NBeatsAQ(nn.Module):
             got = None if calendar is None else tuple(calendar.shape)
             raise ValueError(f"this model takes calendar inputs [N={n}, {width}, {self.calendar_features}], got {got}")
         calendar = calendar.to(dtype)
-        vector = torch.cat([calendar[:, self.history_length, :-1], calendar[:, :, -1]], dim=-1)
+        if self.calendar_holiday:
+            vector = torch.cat([calendar[:, self.history_length, :-1], calendar[:, :, -1]], dim=-1)
+        else:
+            vector = calendar[:, self.history_length]
         terms = self.calendar(vector).view(n, 1, len(self.blocks), self.layer_width)
         terms = terms.expand(n, num_q, -1, -1).reshape(n * num_q, len(self.blocks), self.layer_width)
         return list(terms.unbind(dim=1))

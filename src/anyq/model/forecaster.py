@@ -327,6 +327,7 @@ def build_forecaster(
     calendar_features: int = 0,
     conformal: str = CONFORMAL_DEFAULT,
     online_gamma: float = ONLINE_GAMMA_DEFAULT,
+    calendar_holiday: bool = True,
 ) -> AnyQuantileForecaster:
     """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
     ``model.attention`` settings (dataclasses of :mod:`anyq.model.config`, or mappings, plain
@@ -342,7 +343,7 @@ def build_forecaster(
                                    **_without(attention_cfg, "enabled"))
     return AnyQuantileForecaster(
         backbone=NBeatsAQ(history_length, horizon_length, calendar_features=calendar_features,
-                          **_without(backbone_cfg, "kind")),
+                          calendar_holiday=calendar_holiday, **_without(backbone_cfg, "kind")),
         sampler=QuantileSampler(**_without(sampler_cfg)),
         attention=module,
         monotone=monotone,
@@ -353,11 +354,14 @@ def build_forecaster(
 
 
 def forecaster_from_config(
-    model: Mapping[str, Any], history_length: int, horizon_length: int, calendar_features: int = 0
+    model: Mapping[str, Any], history_length: int, horizon_length: int, calendar_features: int = 0,
+    calendar_holiday: bool = True,
 ) -> AnyQuantileForecaster:
     """The forecaster of a ``model`` config section (``backbone``, ``sampler``, ``attention``,
     ``monotone``, ``monotone_grid``, ``conformal``, ``online_gamma``; ``variant`` is a name only): the one place
-    training (``anyq.training.builders``) and serving (``anyq.serving.bundle``) build it."""
+    training (``anyq.training.builders``) and serving (``anyq.serving.bundle``) build it.
+    ``calendar_features`` per-hour calendar inputs, the last the holiday flag when
+    ``calendar_holiday`` (``CalendarSpec.network_inputs``)."""
     return build_forecaster(
         history_length,
         horizon_length,
@@ -369,6 +373,7 @@ def forecaster_from_config(
         calendar_features=calendar_features,
         conformal=model.get("conformal", CONFORMAL_DEFAULT),
         online_gamma=model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
+        calendar_holiday=calendar_holiday,
     )
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 import yaml
 
-from anyq.data.calendar import NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
+from anyq.data.calendar import CalendarSpec, spec_from_config, window_calendar
 from anyq.data.errors import DataError
 from anyq.data.reader import parse_dates
 from anyq.errors import first_line, first_sentence
@@ -66,7 +66,7 @@ class ForecasterSpec:
     #: specs written before rearrangement existed served the raw forecasts: "none"
     monotone: str = "none"
     monotone_grid: int = 99
-    #: calendar inputs (CalendarSpec.to_dict()), None for a model without them
+    #: calendar inputs (CalendarSpec.to_dict(), with the inputs training kept), None for a model without them
     calendar: dict[str, Any] | None = None
     #: "per_level": the weights carry conformal offsets fitted on validation windows;
     #: "online": those offsets are the seed of the online calibration from the request history
@@ -184,11 +184,14 @@ class ForecasterSpec:
             raise ModelFileError(f"forecaster spec {path} is incomplete: {first_line(exc, with_type=True)}") from None
 
     def build(self) -> AnyQuantileForecaster:
+        spec = self.calendar_spec()
         return forecaster_from_config(self.model_config(), self.history_length, self.horizon_length,
-                                      calendar_features=NUM_FEATURES if self.calendar else 0)
+                                      **(spec.network_inputs() if spec is not None else {}))
 
     def calendar_spec(self) -> CalendarSpec | None:
-        return CalendarSpec.from_dict(self.calendar) if self.calendar else None
+        """The calendar inputs the model takes (the ones kept in training), None for none."""
+        spec = CalendarSpec.from_dict(self.calendar) if self.calendar else None
+        return spec if spec is not None and spec.num_features else None
 
 
 def _calendar_dict(spec: CalendarSpec | None) -> dict[str, Any] | None:

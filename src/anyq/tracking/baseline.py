@@ -22,6 +22,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.data.calendar import INPUTS
 from anyq.training.config_tree import BASELINE_VARIANT, compose_model
 
 _BUDGET_KEYS = (
@@ -30,6 +31,9 @@ _BUDGET_KEYS = (
 )
 #: Budget keys added after stores existed: in the signature only when set, so older runs keep theirs.
 _BUDGET_KEYS_IF_SET = ("ema_decay",)
+#: The averaging's decay warm-up (anyq.training.averaging): in the signature of every averaged run,
+#: so a run averaged without it (an older store's) is not taken for one averaged with it.
+EMA_WARMUP = "min(decay, (1 + t) / (10 + t))"
 SIGNATURE_TAG = "config_signature"
 BASELINE_SIGNATURE_TAG = "baseline_signature"
 #: Tags naming the baseline variant and the settings the baseline takes from it.
@@ -81,16 +85,37 @@ def config_signature(cfg: DictConfig, data_fingerprint: str) -> str:
         model["attention"] = {"enabled": False}  # attention knobs do not change a model without it
     trainer = container["trainer"]
     payload = {
-        "data": container["data"],
+        "data": _data(container["data"]),
         "data_fingerprint": data_fingerprint,
         "model": model,
         "optim": container["optim"],
-        "trainer": {k: trainer[k] for k in _BUDGET_KEYS}
-        | {k: trainer[k] for k in _BUDGET_KEYS_IF_SET if trainer.get(k) is not None},
+        "trainer": _budget(trainer),
         "evaluation": container["evaluation"]["num_levels"],
         "seed": container["seed"],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _data(data: dict[str, Any]) -> dict[str, Any]:
+    """The data settings; ``calendar.inputs`` only when it leaves an input out, so runs that take
+    every calendar input (all runs before the key existed) keep their signatures."""
+    calendar = dict(data.get("calendar") or {})
+    inputs = calendar.pop("inputs", None)
+    if calendar.get("enabled") and inputs is not None and set(inputs) != set(INPUTS):
+        calendar["inputs"] = sorted(inputs, key=INPUTS.index)
+    return {**data, "calendar": calendar} if "calendar" in data else dict(data)
+
+
+def _budget(trainer: dict[str, Any]) -> dict[str, Any]:
+    """The trainer settings that decide the numbers; later additions only when they are on."""
+    out = {k: trainer[k] for k in _BUDGET_KEYS} | {k: trainer[k] for k in _BUDGET_KEYS_IF_SET
+                                                   if trainer.get(k) is not None}
+    if trainer.get("ema_decay") is not None:
+        out["ema_warmup"] = EMA_WARMUP
+    stopping = trainer.get("early_stopping") or {}
+    if stopping.get("enabled"):  # stopping early changes which steps were trained
+        out["early_stopping"] = stopping
+    return out
 
 
 def is_baseline(cfg: DictConfig) -> bool:

@@ -18,7 +18,7 @@ from pytorch_lightning.accelerators import (
 )
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
-from anyq.data.calendar import NUM_FEATURES, spec_from_config
+from anyq.data.calendar import CalendarSpec, spec_from_config
 from anyq.data.datamodule import ForecastDataModule
 from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
@@ -62,8 +62,16 @@ def load_dataset(data: DictConfig) -> Dataset:
     return Dataset(name=data.name, panel=panel, splits=splits, synthetic=synthetic)
 
 
-def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
+def calendar_spec(data: DictConfig) -> Optional[CalendarSpec]:
+    """The calendar the model takes: None when it takes no calendar input at all (calendar off,
+    or every input left out); ``data.calendar.inputs`` null means all four (see
+    :func:`anyq.training.run.settle_calendar`, which fills it in before training)."""
     spec = spec_from_config(data)
+    return spec if spec is not None and spec.num_features else None
+
+
+def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
+    spec = calendar_spec(data)
     calendar = spec.panel_features(dataset.panel.ids, dataset.panel.index) if spec is not None else None
     return ForecastDataModule(dataset.panel, dataset.splits, data, seed=seed, calendar=calendar)
 
@@ -71,8 +79,9 @@ def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastD
 def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
+    spec = calendar_spec(cfg.data)
     return forecaster_from_config(model, cfg.data.history_length, cfg.data.horizon_length,
-                                  calendar_features=NUM_FEATURES if cfg.data.calendar.enabled else 0)
+                                  **(spec.network_inputs() if spec is not None else {}))
 
 
 def step_budget(t: DictConfig) -> bool:

@@ -34,6 +34,8 @@ from anyq.training.schema import ConfigError
 BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
 BEST_STEP_FILENAME = "best-step{step:06d}"  # under a step budget: best-step001800.ckpt
 _WEIGHTS_PREFIX = "forecaster."
+#: the calendar inputs a checkpoint's model takes, among its recorded settings
+CALENDAR_INPUTS_SETTING = "data.calendar.inputs"
 # characters that end or split an unquoted value in Hydra's override grammar
 _NEEDS_QUOTES = re.compile(r"[=,\s'\"\[\]{}()\\$:*?]|^$")
 
@@ -145,7 +147,8 @@ def recorded_history(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that decide a model's weights: ``model.*`` and the window lengths (flat)."""
+    """The settings that decide a model's weights: ``model.*``, the window lengths and the
+    calendar inputs it takes (``data.calendar.inputs``, None without a calendar) (flat)."""
     def flat(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in tree.items():
@@ -154,8 +157,10 @@ def model_settings(cfg: DictConfig) -> dict[str, Any]:
 
     model = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model, dict)
+    calendar = cfg.data.calendar
+    inputs = list(calendar.inputs) if calendar.enabled and calendar.get("inputs") is not None else None
     return {**flat(model, "model."), "data.history_length": cfg.data.history_length,
-            "data.horizon_length": cfg.data.horizon_length}
+            "data.horizon_length": cfg.data.horizon_length, CALENDAR_INPUTS_SETTING: inputs}
 
 
 def check_fits(

@@ -10,6 +10,8 @@ are kept by callbacks (:class:`~anyq.training.checkpoints.RunHistory`,
 
 from __future__ import annotations
 
+import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,18 +20,31 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
+from anyq.data.calendar import INPUTS, spec_from_config
+from anyq.data.coverage import calendar_coverage, covered_inputs
 from anyq.data.datamodule import ForecastDataModule
+from anyq.data.windows import make_windows
 from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
 from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
-from anyq.training.checkpoints import RunHistory, check_fits, model_settings, own_checkpoint_folder, read_checkpoint
+from anyq.training.checkpoints import (
+    CALENDAR_INPUTS_SETTING,
+    RunHistory,
+    check_fits,
+    model_settings,
+    own_checkpoint_folder,
+    read_checkpoint,
+    recorded_history,
+)
 from anyq.training.evaluation import TestScores
 from anyq.training.module import ForecastingModule
 from anyq.training.schema import Task
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -98,15 +113,73 @@ def resolve_resume(cfg: DictConfig) -> Optional[str]:
     return str(candidates[-1])
 
 
+#: run tags of the calendar decision: the inputs taken, and each one left out with its reason
+CALENDAR_INPUTS_TAG = "calendar.inputs"
+CALENDAR_DROPPED_TAG = "calendar.dropped"
+
+
+def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
+    """``cfg`` with ``data.calendar.inputs`` filled in and the calendar tags set
+    (:data:`CALENDAR_INPUTS_TAG`, :data:`CALENDAR_DROPPED_TAG` in ``tracking.tags``); ``cfg``
+    itself unchanged, and returned as is without a calendar.
+
+    The inputs are, first found: the ones ``data.calendar.inputs`` names; the ones the
+    ``resume=`` checkpoint's model takes (all four for a checkpoint written before inputs could
+    be left out), so a scored or resumed model gets the inputs it was trained with; else the
+    ones the training range covers (:mod:`anyq.data.coverage`). One log line says which and why.
+
+    Raises:
+        FileNotFoundError: ``resume=`` names no checkpoint.
+        CheckpointError: that file is not a checkpoint.
+    """
+    if not cfg.data.calendar.enabled:
+        return cfg
+    spec = spec_from_config(cfg.data)
+    assert spec is not None
+    windows = make_windows(dataset.panel, dataset.splits.train, cfg.data.history_length, cfg.data.horizon_length,
+                           step=cfg.data.train_step, max_history_gap=cfg.data.max_history_gap)
+    coverage = calendar_coverage(spec, dataset.panel, windows)
+    if cfg.data.calendar.get("inputs") is not None:
+        inputs, why = spec.inputs, "as data.calendar.inputs sets"
+    elif (recorded := _checkpoint_inputs(cfg)) is not None:
+        inputs, why = recorded, "as the resume= checkpoint's model takes"
+    else:
+        inputs, why = covered_inputs(coverage), "those the training range covers"
+    dropped = {name: coverage[name].reason for name in INPUTS if name not in inputs}
+    uncovered = [f"{name} ({coverage[name].reason})" for name in inputs if not coverage[name].covered]
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.data.calendar.inputs = list(inputs)
+        out.tracking.tags[CALENDAR_INPUTS_TAG] = ",".join(inputs) or "none"
+        if dropped:
+            out.tracking.tags[CALENDAR_DROPPED_TAG] = "; ".join(f"{k}: {v}" for k, v in dropped.items())
+    log.info("calendar inputs: %s, %s%s%s", ",".join(inputs) or "none", why,
+             "".join(f"; {name} left out: {reason}" for name, reason in dropped.items()),
+             f"; taken although not covered: {', '.join(uncovered)}" if uncovered else "")
+    return out
+
+
+def _checkpoint_inputs(cfg: DictConfig) -> Optional[tuple[str, ...]]:
+    path = resolve_resume(cfg)
+    if path is None:
+        return None
+    settings = recorded_history(read_checkpoint(path)).get("settings", {})
+    recorded = settings.get(CALENDAR_INPUTS_SETTING)
+    return tuple(recorded) if recorded is not None else INPUTS
+
+
 def prepare(cfg: DictConfig, dataset: Dataset) -> RunPlan:
     """Seed, build the datamodule and the module, and check the ``resume=`` checkpoint against
     that module: training on needs the same model and the same data; scoring (``task=test``)
-    needs the same model, on any data.
+    needs the same model, on any data. The calendar inputs are settled first when ``cfg`` does
+    not name them (:func:`settle_calendar`; the plan's ``cfg`` names them).
 
     Raises:
         FileNotFoundError: no such checkpoint.
         CheckpointError: it does not fit the configured model or (training) data.
     """
+    if cfg.data.calendar.enabled and cfg.data.calendar.get("inputs") is None:
+        cfg = settle_calendar(cfg, dataset)
     path = resolve_resume(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.num_threads:

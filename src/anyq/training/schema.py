@@ -66,6 +66,9 @@ class CalendarConfig:
     countries: Dict[str, str] = field(default_factory=dict)  # per series id, overriding `country`
     subdivision: Optional[str] = None  # e.g. a state, passed to holidays.country_holidays
     timezone: Optional[str] = None  # timestamps are UTC, features in this zone; null: wall clock as given
+    # the inputs the model takes, of hour, dow, doy, holiday; null: those the training range covers
+    # (anyq.data.coverage), filled in before training so the logged config says which
+    inputs: Optional[List[str]] = None
 
 
 @dataclass
