@@ -322,6 +322,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     peers = [] if args.no_peer else [p for p in args.peers.split(",") if p]
     started, cpu_started = time.perf_counter(), time.process_time()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results: list[DatasetResult] = []
+
+    def preamble() -> str:
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        return (f"# Real-data benchmark {stamp}\n\nexperiment={args.experiment} {' '.join(args.override)}; "
+                f"variants {args.variants or 'none'}; peers {', '.join(peers) or 'none'} (NBEATS "
+                f"{args.peer_steps} steps); {args.threads} thread(s) per model; seed {args.seed}. "
+                f"Wall {wall:.0f} s, CPU of this process {cpu:.0f} s (peers' CPU in their rows).")
+
     try:
         unknown = [p for p in peers if p not in PEERS]
         if unknown:
@@ -329,21 +339,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if peers and not Path(args.peer_python).is_file():
             raise ValueError(f"peer python {args.peer_python} not found (make bench-real creates .venv-bench)")
         panel = choose_data(args)
-        results = []
         with tempfile.TemporaryDirectory(prefix="anyq-bench-real-") as tmp:
             for data in panel:
                 results.append(run_dataset(data, args, Path(tmp) / data.name, peers))
+                # Written after every set: a long panel run keeps what it finished.
+                md = write(args.out, stamp, results, preamble(), {k: str(v) for k, v in vars(args).items()})
     except (ValueError, DataError) as exc:
         print(f"bench-real: error: {exc}", file=sys.stderr)
         return 2
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    preamble = (f"# Real-data benchmark {stamp}\n\nexperiment={args.experiment} {' '.join(args.override)}; "
-                f"variants {args.variants or 'none'}; peers {', '.join(peers) or 'none'} (NBEATS "
-                f"{args.peer_steps} steps); {args.threads} thread(s) per model; seed {args.seed}. "
-                f"Wall {wall:.0f} s, CPU of this process {cpu:.0f} s (peers' CPU in their rows).")
-    print(render(results, preamble))
-    md = write(args.out, stamp, results, preamble, {k: str(v) for k, v in vars(args).items()})
+    print(render(results, preamble()))
     print(f"written: {md} (+ .json)")
     return 0
 
