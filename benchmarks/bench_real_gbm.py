@@ -57,7 +57,7 @@ def features(s: Series, code: int, scale: float, origins: np.ndarray, horizon: i
     stamps = s.stamps[t.ravel()]
     n = len(origins)
     cols = [
-        np.tile(steps + 1, n), stamps.hour, stamps.dayofweek, np.full(n * horizon, code),
+        np.tile(steps + 1, n), stamps.hour, stamps.day_of_week, np.full(n * horizon, code),
         np.repeat(v[origins - 1], horizon), v[t - back[None, :]].ravel(), v[t - 168].ravel(),
         np.repeat(last24.mean(1), horizon), np.repeat(last24.std(1), horizon),
         np.repeat(last168.mean(1), horizon), np.repeat(last168.std(1), horizon),

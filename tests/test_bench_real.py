@@ -102,7 +102,7 @@ def test_gbm_features_look_back_from_the_origin_only() -> None:
     assert x.shape == (48, 11)
     h = 30  # target 230; same clock hour on the last day before the origin: 230 - 48 = 182
     assert x[h, col["step"]] == 31 and x[h, col["series"]] == 3
-    assert x[h, col["hour"]] == stamps[230].hour and x[h, col["weekday"]] == stamps[230].dayofweek
+    assert x[h, col["hour"]] == stamps[230].hour and x[h, col["weekday"]] == stamps[230].day_of_week
     assert x[h, col["last"]] == 199 / 2 and x[h, col["same_hour"]] == 182 / 2
     assert x[h, col["week_before"]] == (230 - 168) / 2
     assert x[0, col["same_hour"]] == (200 - 24) / 2
