@@ -311,7 +311,10 @@ def choose_data(args: argparse.Namespace) -> list[BenchData]:
         return [custom_data(args.data, args.train_end, args.val_end, args.test_end)]
     if args.train_end or args.val_end or args.test_end:
         raise ValueError("--train-end / --val-end / --test-end go with --data")
-    return resolve(args.datasets, args.cache)
+    chosen = resolve(args.datasets, args.cache)
+    if not chosen:
+        raise ValueError("no data set chosen (--datasets is empty)")
+    return chosen
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
