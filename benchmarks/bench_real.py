@@ -11,7 +11,7 @@ model is scored by anyq's own scorer on the same test windows: one origin a day 
 - anyq: each variant through the library (``load_dataset`` + ``prepare`` + ``fit_and_test``)
   at the main job's budget (``--experiment``, default the one ``make run`` uses), best
   validation checkpoint, tracking off; one row per metric family the run reports (``test/``,
-  ``test_conformal/``, ...), the run's ``headline`` family marked when it names one;
+  ``test_conformal/``, ``test_online/``), the run's headline family (its ``headline`` tag) marked;
 - peers, run by ``--peer-python`` (their own environment, pinned in
   ``requirements/bench-real.txt``), one after the other in a second process while anyq
   trains (one thread each): ``nbeats_mqloss`` (``bench_real_peer.py``; ``+sorted``: its
@@ -101,13 +101,12 @@ def align(forecast: np.ndarray, origin: np.ndarray, series_idx: np.ndarray, wind
     return forecast[[pos[w] for w in want]]
 
 
-def headline_of(outcome, cfg) -> Optional[str]:
-    """The metric prefix the run names as its headline (``test``, ``test_conformal``, ...), or None."""
-    for source in (getattr(outcome, "headline", None), getattr(outcome, "data_summary", {}).get("headline"),
-                   cfg.get("headline") if hasattr(cfg, "get") else None):
-        if isinstance(source, str) and source:
-            return source.rstrip("/")
-    return None
+def headline_of(cfg) -> str:
+    """The metric prefix the run leads with (the run tag ``headline``): ``test_conformal`` for
+    ``model.conformal=per_level``, ``test_online`` for ``online``, ``test`` for ``none``."""
+    from anyq.metrics.families import headline_family
+
+    return headline_family(str(cfg.model.conformal))
 
 
 def run_anyq(variant: str, data: BenchData, args: argparse.Namespace, workdir: Path, windows) -> list[Row]:
@@ -135,7 +134,7 @@ def run_anyq(variant: str, data: BenchData, args: argparse.Namespace, workdir: P
     forecast = align(f["forecast"], f["origin"], f["series_idx"], windows)
     notes = {"variant": variant, "own_test_crps": m.get("test/crps"), "validations": len(outcome.val_history),
              **{k: m[k] for k in ("train_steps", "best_step") if k in m}}
-    headline = headline_of(outcome, cfg)
+    headline = headline_of(cfg)
     rows = [Row(variant, windows["score"](forecast), outcome.train_seconds, clock.seconds,
                 headline=headline == "test", notes=notes)]
     families = sorted({k.split("/")[0] for k in m if k.startswith("test_") and k.endswith("/crps")})

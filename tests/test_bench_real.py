@@ -51,11 +51,13 @@ def test_data_file_runs_end_to_end_and_writes_the_tables(tmp_path: Path) -> None
     models = [r["model"] for r in dataset["rows"]]
     assert models == ["seasonal_naive", "baseline_adaptive", "baseline_adaptive+conformal"]
     assert all(math.isfinite(r["crps"]) and r["crps"] > 0 for r in dataset["rows"])
-    assert [s["model"] for s in payload["summary"]] == models
+    # cpu_demo's headline is split conformal: the summary counts that row alone for the variant.
+    assert [r["headline"] for r in dataset["rows"]] == [False, False, True]
+    assert [s["model"] for s in payload["summary"]] == ["seasonal_naive", "baseline_adaptive (headline)"]
     text = md.read_text()
     assert "## mine: user file" in text and "## Summary over the panel" in text
-    for model in models:
-        assert f"| {model} |" in text
+    for shown in ("seasonal_naive", "baseline_adaptive", "baseline_adaptive+conformal (headline)"):
+        assert f"| {shown} |" in text
 
 
 def test_data_file_without_its_split_ends_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
