@@ -45,11 +45,17 @@ test: $(STAMP) ## run the test suite
 bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update share)
 	$(PY) benchmarks/bench_model.py
 
-# The real-data benchmark's peer (neuralforecast) lives in its own environment with its own pins.
+# The real-data benchmark's peers (neuralforecast, LightGBM) live in their own environment with
+# their own pins. DATA=<long csv> with TRAIN_END / VAL_END / TEST_END runs a user's file instead
+# of the panel; DATASETS=<a,b> runs part of the panel.
 VENV_BENCH ?= .venv-bench
 BENCH_REQ := requirements/bench-real.txt
 BENCH_STAMP := $(VENV_BENCH)/.installed
 BENCH_ARGS ?=
+DATA ?=
+DATASETS ?=
+BENCH_DATA_ARGS = $(if $(DATA),--data '$(DATA)' --train-end '$(TRAIN_END)' --val-end '$(VAL_END)' --test-end '$(TEST_END)',) \
+  $(if $(DATASETS),--datasets '$(DATASETS)',)
 .PHONY: bench-real bench-cost
 
 $(BENCH_STAMP): $(BENCH_REQ)
@@ -60,8 +66,8 @@ $(BENCH_STAMP): $(BENCH_REQ)
 	$(VENV_BENCH)/bin/python -m pip install -q -r $(BENCH_REQ)
 	@touch $@
 
-bench-real: $(STAMP) $(BENCH_STAMP) ## real hourly load: seasonal naive, anyq, neuralforecast NBEATS side by side
-	$(PY) benchmarks/bench_real.py --peer-python $(VENV_BENCH)/bin/python $(BENCH_ARGS)
+bench-real: $(STAMP) $(BENCH_STAMP) ## panel of real load (or DATA=file.csv TRAIN_END= VAL_END= TEST_END=): anyq vs naive, NBEATS, LightGBM
+	$(PY) benchmarks/bench_real.py --peer-python $(VENV_BENCH)/bin/python $(BENCH_DATA_ARGS) $(BENCH_ARGS)
 
 bench-cost: $(STAMP) ## data preparation time, windows/s and peak memory against panel size
 	$(PY) benchmarks/bench_cost.py $(BENCH_ARGS)

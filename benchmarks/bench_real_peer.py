@@ -1,20 +1,18 @@
-"""The real-data benchmark's peer: neuralforecast's NBEATS with MQLoss on the evaluation grid.
+"""The real-data benchmark's NBEATS peer: neuralforecast's NBEATS with MQLoss on the evaluation grid.
 
 Runs in its own environment (``requirements/bench-real.txt``) and does not import anyq. It
-reads a JSON request written by ``bench_real.py``: the long CSV, the last training hour,
-the test origins (first target hour of each window), the history and horizon lengths, the
-quantile levels, the step budget, the seed and the torch thread count. It trains NBEATS on
-the hours up to the training end (no validation data: a fixed step budget) and forecasts
-each origin from the ``history_length`` hours before it, then writes an ``.npz`` with
-``forecast`` float32 [N, H, Q] (origins in request order, levels ascending) and
-``train_seconds`` / ``train_cpu_seconds`` (wall and process CPU time of the ``fit`` call).
+reads the request of ``bench_peer_io.py`` (series, split ends, test windows, lengths, levels,
+step budget, seed, torch threads), trains NBEATS on every series' gap-filled hours up to the
+training end (no validation data: a fixed step budget) and forecasts each test window from
+the same gap-filled ``history_length`` hours anyq sees, then writes the result ``.npz``
+(``forecast`` float32 [N, H, Q] in request order, levels ascending; ``train_seconds`` /
+``train_cpu_seconds`` of the ``fit`` call).
 
     python benchmarks/bench_real_peer.py request.json result.npz
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -24,6 +22,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import torch
+
+from bench_peer_io import histories, load_request, load_series, save_result
 
 
 def level_of(column: str, model: str) -> float:
@@ -46,12 +46,14 @@ def main(request_path: str, result_path: str) -> int:
     warnings.filterwarnings("ignore")
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    req = json.loads(open(request_path).read())
+    req = load_request(request_path)
     torch.set_num_threads(int(req["threads"]))
     levels = np.asarray(req["levels"], dtype=np.float64)
     history, horizon = int(req["history_length"]), int(req["horizon_length"])
-    frame = pd.read_csv(req["csv"], parse_dates=["ds"])
-    train = frame[frame["ds"] <= pd.Timestamp(req["train_end"])]
+    series = load_series(req["csv"])
+    train_end = pd.Timestamp(req["train_end"])
+    train = pd.concat([pd.DataFrame({"unique_id": uid, "ds": s.stamps, "y": s.filled})[s.stamps <= train_end]
+                       for uid, s in series.items()], ignore_index=True)
 
     model = NBEATS(
         h=horizon, input_size=history, loss=MQLoss(quantiles=levels.tolist()),
@@ -65,14 +67,12 @@ def main(request_path: str, result_path: str) -> int:
     train_seconds = time.perf_counter() - started
     train_cpu_seconds = time.process_time() - cpu_started
 
-    # One pseudo-series per origin: the history_length hours before it, forecast in one call.
-    series = frame.set_index("ds")["y"]
-    pieces = []
-    for k, stamp in enumerate(pd.to_datetime(req["origins"])):
-        window = series.loc[stamp - pd.Timedelta(hours=history): stamp - pd.Timedelta(hours=1)]
-        if len(window) != history:
-            raise ValueError(f"origin {stamp}: {len(window)} history hours, expected {history}")
-        pieces.append(pd.DataFrame({"unique_id": f"o{k:05d}", "ds": window.index, "y": window.to_numpy()}))
+    # One pseudo-series per window: its history_length hours, forecast in one call.
+    inputs = histories(series, req)
+    origins = pd.to_datetime(req["windows"]["origin"])
+    pieces = [pd.DataFrame({"unique_id": f"o{k:06d}", "ds": pd.date_range(end=o - pd.Timedelta(hours=1),
+                                                                          periods=history, freq="h"), "y": row})
+              for k, (o, row) in enumerate(zip(origins, inputs))]
     predicted = nf.predict(df=pd.concat(pieces, ignore_index=True))
     predicted = predicted.reset_index() if "unique_id" not in predicted.columns else predicted
     name = type(model).__name__
@@ -83,10 +83,8 @@ def main(request_path: str, result_path: str) -> int:
         raise ValueError(f"peer output levels {got[order][:3]}... do not match the requested grid")
     predicted = predicted.sort_values(["unique_id", "ds"])
     values = predicted[[columns[i] for i in order]].to_numpy(np.float32)
-    forecast = values.reshape(len(pieces), horizon, len(levels))
-    np.savez(result_path, forecast=forecast, train_seconds=np.float64(train_seconds),
-             train_cpu_seconds=np.float64(train_cpu_seconds))
-    print(f"peer: trained {req['max_steps']} steps in {train_seconds:.1f} s, {len(pieces)} forecasts")
+    save_result(result_path, values.reshape(len(pieces), horizon, len(levels)), train_seconds, train_cpu_seconds)
+    print(f"peer: NBEATS trained {req['max_steps']} steps in {train_seconds:.1f} s, {len(pieces)} forecasts")
     return 0
 
 
