@@ -143,8 +143,9 @@ class StudyComparison:
                     f"{pair['candidate_seeds']} vs {pair['reference_seeds']} seeds over {pair['n_origins']} origins")
             verdict = pair["verdict"]
             if verdict == NOT_TRAINED:
+                why = pair["reason"] if group not in self.untrained else "reasons above"
                 lines.append(f"{group} against {self.baseline}: no verdict, not trained enough to judge "
-                             f"({pair['reason']}); {crps}.")
+                             f"({why}); {crps}.")
             elif verdict == TOO_FEW_SEEDS:
                 lines.append(f"{group} against {self.baseline}: too few seeds for a verdict ({pair['reason']}); "
                              f"{crps}; per seed: {pair['per_seed']}.")

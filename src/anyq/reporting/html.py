@@ -117,8 +117,8 @@ def untrained_section(comparison: StudyComparison) -> list[str]:
             if comparison.baseline in comparison.untrained else "They get no verdict.")
     return ['<div class="untrained"><h2>Not trained enough to judge</h2>',
             f"<p>A run is not trained enough when its coverage-0.9 is outside [{low:g}, {high:g}], its CRPS is "
-            f"above {MAX_ORACLE_RATIO:g} × the oracle's or above {MAX_NAIVE_RATIO:g} × seasonal naive's on the "
-            f"same windows. {whom} Train longer (<code>trainer.max_steps</code>).</p>",
+            f"above {MAX_ORACLE_RATIO:g} × the oracle's, or above seasonal naive's on the same windows "
+            f"(ratio above {MAX_NAIVE_RATIO:g}). {whom} Train longer (<code>trainer.max_steps</code>).</p>",
             f"<ul>{items}</ul></div>"]
 
 
