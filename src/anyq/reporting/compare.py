@@ -128,7 +128,8 @@ class StudyComparison:
                  "delta/crps %": 100 * (self.naive_crps / self.stat(self.baseline, "test/crps") - 1),
                  "ci_low %": math.nan, "ci_high %": math.nan, "p_value": math.nan, "verdict": "reference",
                  "per_seed": "", "trained_enough": True}
-        naive["test/crps"], naive["test/naive_ratio"] = self.naive_crps, 1.0 if math.isfinite(self.naive_crps) else math.nan
+        naive["test/crps"] = self.naive_crps
+        naive["test/naive_ratio"] = 1.0 if math.isfinite(self.naive_crps) else math.nan
         rows.append(naive)
         return pd.DataFrame(rows).set_index("group")
 
