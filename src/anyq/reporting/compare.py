@@ -246,7 +246,7 @@ def _origin_losses(members: list[tuple[str, StoredForecasts]]) -> tuple[list[str
 
 
 def group_test(candidate: list[tuple[str, StoredForecasts]], reference: list[tuple[str, StoredForecasts]],
-                      confidence: float) -> SeedWindowTest:
+               confidence: float) -> SeedWindowTest:
     """The verdict's test of a group's seeds against the baseline's, paired by seed when both
     hold the same seeds (members are aligned to the same windows)."""
     seeds_c, loss_c, weights, overlap = _origin_losses(candidate)
