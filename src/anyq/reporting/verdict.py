@@ -27,8 +27,8 @@ difference (decision and measurements in docs/design.md §7):
 
 Why not a two-stage bootstrap (seeds, then blocks of origins): with 3 to 5 seeds, resampling
 seeds underestimates their spread (by (S - 1) / S, and the percentile interval has no t
-tail); measured under no true difference it rejected 12-25 % of the time at alpha 0.05, this
-test 0-5 % (``benchmarks/bench_verdict.py``).
+tail); measured under no true difference it rejected 9-27 % of the time at alpha 0.05, this
+test 0.3-7 % (``benchmarks/bench_verdict.py``).
 """
 
 from __future__ import annotations
