@@ -194,8 +194,8 @@ def study_verdicts(tests: Mapping[str, SeedWindowTest], alpha: float = 0.05,
         verdict = decide(test.relative_difference, p_adj, alpha, enough_seeds=test.enough_seeds,
                          trained_enough=not reason)
         if verdict == TOO_FEW_SEEDS:
-            reason = (f"{min(test.candidate_seeds, test.reference_seeds)} seeds; a verdict needs {MIN_SEEDS} "
-                      "or more in both groups")
+            seeds = min(test.candidate_seeds, test.reference_seeds)
+            reason = f"{seeds} seed{'' if seeds == 1 else 's'}; a verdict needs {MIN_SEEDS} or more in both groups"
         out[group] = Verdict(test, p_adj, verdict, alpha, reason)
     return out
 
