@@ -52,7 +52,7 @@ from anyq.reporting.verdict import (
     study_verdicts,
 )
 from anyq.tracking.baseline import BASELINE_VARIANT
-from anyq.tracking.readiness import untrained_reasons
+from anyq.tracking.readiness import untrained_runs
 
 METRICS = (
     "test/crps", "test/crps_norm", "test/coverage-0.9", "test/coverage-0.95", "test/marfe", "test/mape",
@@ -216,10 +216,9 @@ def _untrained(study: Study) -> dict[str, str]:
     """Groups with a run not trained enough to judge, and why (per seed)."""
     out = {}
     for group, runs in study.groups.items():
-        reasons = [f"seed {r.data.tags.get('seed', '?')}: {', '.join(why)}"
-                   for r in runs if (why := untrained_reasons(r.data.metrics))]
-        if reasons:
-            out[group] = "; ".join(reasons)
+        found = untrained_runs(runs)
+        if found:
+            out[group] = "; ".join(found.values())
     return out
 
 

@@ -24,9 +24,9 @@ from anyq.tracking.readiness import (
     COVERAGE_BOUNDS,
     MAX_NAIVE_RATIO,
     MAX_ORACLE_RATIO,
-    REASON_TAG,
     TRAINED_ENOUGH_TAG,
     readiness_tags,
+    record_study_readiness,
 )
 from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
 
@@ -207,11 +207,4 @@ def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path,
         if TRAINED_ENOUGH_TAG not in run.data.tags:
             for key, value in readiness_tags(run.data.metrics).items():
                 client.set_tag(run.info.run_id, key, value)
-    if comparison.untrained:
-        reason = "; ".join(f"{g}: {why}" for g, why in comparison.untrained.items())
-        client.set_tag(parent_run_id, TRAINED_ENOUGH_TAG, "false")
-        client.set_tag(parent_run_id, REASON_TAG, reason[:4000])
-    else:
-        client.set_tag(parent_run_id, TRAINED_ENOUGH_TAG, "true")
-        if REASON_TAG in comparison.study.parent.data.tags:
-            client.delete_tag(parent_run_id, REASON_TAG)
+    record_study_readiness(client, parent_run_id, comparison.untrained)

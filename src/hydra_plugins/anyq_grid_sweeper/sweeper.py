@@ -25,6 +25,7 @@ from anyq.reporting.progress import CellProgress
 from anyq.reporting.table import print_runs
 from anyq.sweeping.hydra_private import job_error, runs_in_process
 from anyq.sweeping.space import parent_link_overrides, quote
+from anyq.tracking.readiness import record_study_readiness, untrained_runs
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.study import STUDY_KIND_TAG, child_runs, open_study_parent
@@ -105,6 +106,7 @@ class AnyqGridSweeper(Sweeper):
         log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), failures)
         runs = sorted(child_runs(client, study.run(), "FINISHED"),
                       key=lambda r: (r.info.start_time, r.info.run_id))
+        record_study_readiness(client, parent, untrained_runs(runs))
         print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "
                                f"{parent}): test split")
         print(f"MLflow store: {study.uri}\nReport: anyq-report --study {self.study_name}   "
