@@ -7,6 +7,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from anyq.tracking.readiness import untrained_reasons
 from conftest import ABLATION, run_cli
 
 
@@ -37,6 +38,10 @@ def test_ablation_trains_each_cell_once_and_reruns_add_only_new_cells(tmp_path, 
         if k.data.tags["variant"] == "adaptive_attention":  # compared with the study's own baseline cell
             assert k.data.tags["baseline_run_id"] == baseline_of_seed[k.data.tags["seed"]]
             assert "delta/crps_vs_baseline" in k.data.metrics
+    # the study's parent says whether its models are trained enough to judge, and which are not
+    untrained = {k.data.tags["variant"] for k in kids if untrained_reasons(k.data.metrics)}
+    assert parent.data.tags["trained_enough"] == ("false" if untrained else "true")
+    assert all(f"{variant}: seed " in parent.data.tags.get("trained_enough_reason", "") for variant in untrained)
     first_ids = {k.info.run_id for k in kids}
 
     from anyq.app import train

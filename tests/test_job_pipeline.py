@@ -7,12 +7,14 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
 from anyq.metrics.scorer import score
+from anyq.reference.seasonal_naive import SeasonalNaiveForecaster
 from anyq.tracking import comparison
 from anyq.tracking.comparison import own_baseline_lock
 from anyq.tracking.recording import Tracker, open_job_run
@@ -59,6 +61,18 @@ def test_outcome_carries_the_best_checkpoints_scores_and_the_whole_history(compo
     assert outcome.metrics["test/coverage-0.9"] == pytest.approx(expected["coverage-0.9"], rel=1e-6)
     assert outcome.metrics["test/oracle_ratio"] == pytest.approx(
         outcome.metrics["test/crps"] / outcome.metrics["test/oracle_crps"])
+
+    # seasonal naive on the same test windows, scored here in plain numpy
+    dm, windows = plan.datamodule, plan.datamodule.test_windows
+    naive = SeasonalNaiveForecaster(168, cfg.data.horizon_length).fit(plan.dataset.panel, plan.dataset.splits.train)
+    q = levels.numpy().astype(np.float64)
+    naive_forecast = naive.predict(dm.filled_values, windows.series_idx, windows.origin, q).astype(np.float64)
+    target = dm.dataset("test").target_array().astype(np.float64)
+    keep = ~np.isnan(target).any(axis=1)
+    diff = target[keep][..., None] - naive_forecast[keep]
+    naive_crps = 2 * np.maximum(q * diff, (q - 1) * diff).mean()
+    assert outcome.metrics["test/naive_crps"] == pytest.approx(naive_crps, rel=1e-5)
+    assert outcome.metrics["test/naive_ratio"] == pytest.approx(outcome.metrics["test/crps"] / naive_crps, rel=1e-5)
 
 
 def test_baseline_trains_after_the_models_run_is_closed(compose_cfg):

@@ -33,6 +33,8 @@ from anyq.reporting.stats import (
     mean_ci,
     paired_crps_test,
 )
+from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
+from anyq.tracking.readiness import untrained_reasons
 from conftest import ABLATION, run_cli
 
 GRID_FIGURES = {"crps_by_group", "reliability", "crps_by_horizon", "pinball_by_level", "sampler_importance",
@@ -96,12 +98,12 @@ def ablation(tmp_path_factory):
 def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
     client = ablation["client"]
     table = pd.read_csv(ablation["out"] / "comparison.csv", index_col="group")
-    assert list(table.index) == ["baseline_adaptive", "adaptive_attention"]
+    assert list(table.index) == ["baseline_adaptive", "adaptive_attention", "seasonal naive"]
     experiment = client.get_experiment_by_name("ablation")
     runs = [r for r in client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
             if r.data.tags.get("role") != "study"]
     ensemble_crps = {}
-    for variant in table.index:
+    for variant in ("baseline_adaptive", "adaptive_attention"):
         members = sorted((r for r in runs if r.data.tags["variant"] == variant), key=lambda r: r.data.tags["seed"])
         assert [r.data.tags["seed"] for r in members] == ["0", "1"]
         # uncalibrated runs lead with test/: the headline columns are its scores
@@ -128,14 +130,50 @@ def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
         ensemble_crps[variant] = np_scores(mean_forecast, arrays[0]["target"], arrays[0]["levels"],
                                            arrays[0]["series_idx"])["crps"]
         assert table.loc[variant, "ensemble/crps"] == pytest.approx(ensemble_crps[variant], rel=1e-5)
-    delta = ensemble_crps["adaptive_attention"] - ensemble_crps["baseline_adaptive"]
-    assert table.loc["adaptive_attention", "delta/crps"] == pytest.approx(delta, rel=1e-4, abs=1e-6)
-    assert table.loc["adaptive_attention", "verdict"] in (BETTER, WORSE, NO_DIFFERENCE)
+    # the verdict's difference is that of the seed means, relative to the baseline's
+    seed_mean = {v: table.loc[v, "test/crps"] for v in table.index}
+    assert table.loc["adaptive_attention", "delta/crps"] == pytest.approx(
+        seed_mean["adaptive_attention"] - seed_mean["baseline_adaptive"], rel=1e-4, abs=1e-6)
+    assert table.loc["adaptive_attention", "delta/crps %"] == pytest.approx(
+        100 * (seed_mean["adaptive_attention"] / seed_mean["baseline_adaptive"] - 1), rel=1e-4, abs=1e-6)
+    low, high = table.loc["adaptive_attention", ["ci_low %", "ci_high %"]]
+    assert low < table.loc["adaptive_attention", "delta/crps %"] < high
+    # two seeds at a cut budget: no better/worse verdict and no p-value
+    assert table.loc["adaptive_attention", "verdict"] in (TOO_FEW_SEEDS, NOT_TRAINED)
+    assert math.isnan(table.loc["adaptive_attention", "p_value"])
+    # seasonal naive on the same windows is the reference row
+    naive = {r.data.metrics["test/naive_crps"] for r in runs}
+    assert len(naive) == 1 and table.loc["seasonal naive", "test/crps"] == pytest.approx(naive.pop())
+    assert table.loc["seasonal naive", "verdict"] == "reference"
     printed = ablation["printed"]
     assert "adaptive_attention" in printed and f"{table.loc['adaptive_attention', 'ensemble/crps']:.4g}" in printed
+    assert "seasonal naive" in printed
     assert str(ablation["out"] / "index.html") in printed
     assert "headline test/" in printed
     assert "Headline metric family: <code>test</code>" in (ablation["out"] / "index.html").read_text()
+
+
+def test_cut_budget_ablation_is_flagged_and_judged_by_no_one(ablation):
+    """The tiny budget leaves the models untrained: the page and MLflow say so, no verdict is given."""
+    client = ablation["client"]
+    experiment = client.get_experiment_by_name("ablation")
+    parent = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
+    cells = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    untrained = [r for r in cells if r.data.tags["trained_enough"] == "false"]
+    assert untrained, "the cut budget was expected to leave the models untrained"
+    for run in cells:  # the tag follows from the run's own metrics
+        assert run.data.tags["trained_enough"] == ("false" if untrained_reasons(run.data.metrics) else "true")
+    for run in untrained:
+        assert run.data.tags["trained_enough_reason"] == "; ".join(untrained_reasons(run.data.metrics))
+    assert parent.data.tags["trained_enough"] == "false"  # the study's summary
+    flagged = {r.data.tags["variant"] for r in untrained}
+    assert all(v in parent.data.tags["trained_enough_reason"] for v in flagged)
+    html = (ablation["out"] / "index.html").read_text(encoding="utf-8")
+    assert "<h2>Not trained enough to judge</h2>" in html
+    assert "not trained enough to judge" in html.split("<h2>Verdicts</h2>")[1].split("</ul>")[0]
+    assert not re.search(r"is (better|worse) than|<td>(better|worse)</td>|class=\"(better|worse)\"", html)
+    table = pd.read_csv(ablation["out"] / "comparison.csv", index_col="group")
+    assert table.loc["adaptive_attention", "verdict"] == NOT_TRAINED
 
 
 def _embedded_images(html: str) -> dict[str, bytes]:
@@ -310,16 +348,19 @@ def test_sweep_report_ranks_trials_and_tests_them_against_the_baseline(tmp_path)
     out = tmp_path / "report"
     printed = run_report("--tracking-uri", uri, "--study", "sweep_x", "--out", str(out))
     table = pd.read_csv(out / "comparison.csv", index_col="group")
-    assert list(table.index) == ["baseline_adaptive", "trial 1", "trial 3", "trial 0"]  # best val/crps first
-    assert table.loc["trial 1", "verdict"] == BETTER
-    assert table.loc["trial 3", "verdict"] == WORSE
-    assert table.loc["trial 0", "verdict"] == NO_DIFFERENCE
+    # best val/crps first; the fabricated runs logged no seasonal naive, its row is empty
+    assert list(table.index) == ["baseline_adaptive", "trial 1", "trial 3", "trial 0", "seasonal naive"]
+    assert math.isnan(table.loc["seasonal naive", "test/crps"])
+    # one seed per trial: an interval from the test windows, no verdict
+    assert set(table.loc[["trial 1", "trial 3", "trial 0"], "verdict"]) == {TOO_FEW_SEEDS}
+    assert table.loc["trial 1", "ci_high %"] < 0 < table.loc["trial 3", "ci_low %"]
+    assert table.loc["trial 0", "delta/crps %"] == 0.0
     images = _embedded_images((out / "index.html").read_text(encoding="utf-8"))
     assert set(images) == GRID_FIGURES | {"optimisation_history"}
     for png in images.values():
         with Image.open(io.BytesIO(png)) as image:
             assert image.size == PIXELS
-    assert "trial 1 is better than baseline_adaptive" in printed
+    assert "trial 1 against baseline_adaptive: too few seeds for a verdict" in printed
 
 
 def test_report_errors_are_one_clear_line(tmp_path, capsys):

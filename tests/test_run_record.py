@@ -264,3 +264,27 @@ def test_a_scoring_run_is_never_taken_for_a_baseline(compose_cfg, tmp_path):
     assert tags[SIGNATURE_TAG] == client.get_run(trained["run_id"]).data.tags[SIGNATURE_TAG]
     found = find_baseline_run(client, tags[SIGNATURE_TAG], tags["data_fingerprint"])
     assert found is not None and found.info.run_id == trained["run_id"]  # the newer scoring run is skipped
+
+
+def test_a_run_records_whether_it_is_trained_enough_and_a_resume_can_clear_it(compose_cfg, tmp_path):
+    from anyq.tracking.recording import log_outcome
+    from anyq.tracking.runs import RunRecord
+    from anyq.training.run import TrainOutcome
+
+    cfg = compose_cfg("model=adaptive_attention")
+    client = MlflowClient(f"sqlite:///{tmp_path}/records.db")
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    record = RunRecord(client, run_id)
+
+    def outcome(coverage: float) -> TrainOutcome:
+        return TrainOutcome(metrics={"test/crps": 1.0, "test/coverage-0.9": coverage}, curves={}, forecasts={},
+                            val_history=[], importance_history=np.zeros((0, 0)), best_checkpoint=None,
+                            train_seconds=0.0)
+
+    log_outcome(record, cfg, outcome(0.0))
+    tags = client.get_run(run_id).data.tags
+    assert tags["trained_enough"] == "false"
+    assert tags["trained_enough_reason"] == "coverage-0.9 0.000 outside [0.5, 0.99]"
+    log_outcome(record, cfg, outcome(0.9))  # the same run, resumed and trained on
+    tags = client.get_run(run_id).data.tags
+    assert tags["trained_enough"] == "true" and "trained_enough_reason" not in tags

@@ -11,9 +11,11 @@ the sweep's own baseline included).
 
 The runs form a study of their own: experiment and study ``<sweep>-confirm``, parent run
 tagged with the sweep it came from (``confirm_of``, ``confirm_of_run_id``, ``confirm_trial``).
-Its comparison is the report's (:mod:`anyq.reporting.compare`): Diebold-Mariano test of the
-seed ensemble against the baseline's on the same test windows, and a Student-t interval over
-seeds; the verdict is logged on both parent runs and the sweep's report links to it.
+Its comparison and verdict are the report's (:mod:`anyq.reporting.compare`, verdict by
+:mod:`anyq.reporting.verdict`): the relative difference of the seed-mean test CRPS against the
+baseline's, with an interval over seeds and test windows; no better/worse with fewer than 3
+seeds or for models not trained enough to judge. The verdict is logged on both parent runs and
+the sweep's report links to it.
 Reruns add only the seeds (configurations) not yet FINISHED under the parent.
 """
 
@@ -134,15 +136,18 @@ def seed_config(base: DictConfig, cfg: DictConfig, seed: int, experiment: str, p
 
 
 def verdict_of(comparison: StudyComparison) -> dict[str, Any]:
-    """The confirm study's answer: the group's paired test and its interval over seeds."""
+    """The confirm study's answer: the group's verdict, with its interval, and the interval over seeds."""
     group = next(g for g in comparison.groups if g != comparison.baseline)
     pair = comparison.paired.loc[group]
     return {
         "group": group,
         "verdict": str(pair["verdict"]),
-        "p_value": float(pair["p_value"]),
+        "reason": str(pair["reason"]),
+        "p_value": float(pair["p_adjusted"]),
         "delta_crps": float(pair["mean_difference"]),
         "relative_difference": float(pair["relative_difference"]),
+        "relative_ci_low": float(pair["ci_low"]),
+        "relative_ci_high": float(pair["ci_high"]),
         "seeds": int(comparison.runs["group"].eq(group).sum()),
         "crps_mean": comparison.stat(group, "test/crps"),
         "crps_ci_low": comparison.stat(group, "test/crps", "ci_low"),
@@ -155,7 +160,8 @@ def verdict_of(comparison: StudyComparison) -> dict[str, Any]:
 def record_verdict(client: MlflowClient, parent_id: str, sweep_parent_id: str, name: str,
                    verdict: dict[str, Any]) -> None:
     client.set_tag(parent_id, "verdict", verdict["verdict"])
-    for key in ("p_value", "delta_crps", "relative_difference", "crps_mean", "crps_ci_low", "crps_ci_high"):
+    for key in ("p_value", "delta_crps", "relative_difference", "relative_ci_low", "relative_ci_high", "crps_mean",
+                "crps_ci_low", "crps_ci_high"):
         if math.isfinite(verdict[key]):
             client.log_metric(parent_id, f"confirm/{key}", verdict[key])
     client.log_dict(parent_id, verdict, "confirm_verdict.json")
@@ -224,7 +230,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         out = report_dir(cfg.paths.root, name)
         figures = render_figures(comparison, artifacts, out)
     write_report(comparison, figures, out)
-    log_report(client, parent_id, out)
+    log_report(client, parent_id, out, comparison)
     verdict = verdict_of(comparison)
     record_verdict(client, parent_id, sweep_parent.info.run_id, name, verdict)
     print(verdict["sentence"], flush=True)

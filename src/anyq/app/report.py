@@ -32,6 +32,7 @@ from anyq.reporting.html import log_report, mean_ci, write_report
 from anyq.reporting.progress import Stages
 from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
+from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
 from anyq.reporting.errors import ReportError
 from anyq.reporting.study import Artifacts, find_parent
 from anyq.tracking.study import CONFIRM_STUDY_TAG, ROLE_TAG, STORAGE_TAG, STUDY_KIND_TAG, STUDY_TAG, child_runs
@@ -70,6 +71,17 @@ def _cell(mean: float, half: float, fmt: str) -> str:
     return mean_ci(mean, half, fmt, sep="±").replace("–", "-")
 
 
+def _num(value: float, fmt: str) -> str:
+    return "-" if math.isnan(value) else fmt.format(value)
+
+
+def _relative(delta: float, low: float, high: float) -> str:
+    """``+1.2 (-0.4..+2.8)``: the relative CRPS difference in % and its interval."""
+    if math.isnan(delta):
+        return "-"
+    return f"{delta:+.1f}" + ("" if math.isnan(low) else f" ({low:+.1f}..{high:+.1f})")
+
+
 def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
     """Scores and verdicts first, calibration and cost second: each fits an 80-column terminal."""
     table = comparison.table()
@@ -78,15 +90,16 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
     headline = comparison.headline
     scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: headline {headline}/ and test/ "
-                         f"CRPS ({ci}); paired test of test/ vs {comparison.baseline}", **style)
+                         f"CRPS ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
     details = Table(title=f"Study {study.name!r}: calibration, point accuracy, cost ({ci})", **style)
-    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ ens.\nCRPS", "p", "verdict",
-                 "head-\nline /\noracle"):
+    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ CRPS %\n(interval)", "p\n(Holm)",
+                 "verdict", "head-\nline /\noracle"):
         scores.add_column(name, justify="left" if name in ("group", "verdict") else "right", no_wrap=True)
     for name in ("group", "head-\nline\ncov 0.9", "cov\n0.9", "cov\n0.95", "CRPS\n%", "MARFE", "MAPE\n%",
                  "train\ns"):
         details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
-    styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref."}
+    styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref.",
+              TOO_FEW_SEEDS: "too few seeds", NOT_TRAINED: "[yellow]not trained enough[/]", "reference": "ref."}
     for group, row in table.iterrows():
         def c(metric: str, fmt: str) -> str:
             return _cell(row[metric], row[f"{metric} ±"], fmt)
@@ -94,7 +107,8 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
         verdict = str(row["verdict"])
         scores.add_row(
             str(group), str(row["seeds"]), c("headline/crps", "{:.4g}"), c("test/crps", "{:.4g}"),
-            f"{row['ensemble/crps']:.4g}", f"{row['delta/crps']:+.3g}",
+            _num(row["ensemble/crps"], "{:.4g}"),
+            _relative(row["delta/crps %"], row["ci_low %"], row["ci_high %"]),
             "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
             styles.get(verdict, verdict), c("headline/oracle_ratio", "{:.3g}"),
         )
@@ -151,12 +165,14 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
         path = write_report(comparison, figures, out)
         stage("logging it on the parent run" if not args.no_log else "done")
         if not args.no_log:
-            log_report(client, study.parent_run_id, out)
+            log_report(client, study.parent_run_id, out, comparison)
     view = save_view(client, study.parent.info.experiment_id)
     for table in comparison_tables(comparison):
         console.print(table)
-    console.print("[bold]Verdicts[/] (paired Diebold-Mariano test of the seed ensembles on the same test "
-                  "windows; n.s. = no detectable difference):")
+    console.print("[bold]Verdicts[/] (seed-mean CRPS against the baseline, interval over seeds and test "
+                  "windows, p Holm-adjusted over the variants; n.s. = no detectable difference):")
+    for group, why in comparison.untrained.items():
+        console.print(f"  [yellow]not trained enough to judge[/]: {group}: {why}", soft_wrap=True)
     for line in comparison.verdicts():
         console.print(f"  - {line}", soft_wrap=True)
     if study.parent.data.tags.get(CONFIRM_STUDY_TAG):

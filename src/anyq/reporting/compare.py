@@ -1,4 +1,4 @@
-"""Compare the groups of a study from what MLflow holds: seeds, seed ensembles, paired tests.
+"""Compare the groups of a study from what MLflow holds: seeds, seed ensembles, verdicts.
 
 Three views of every group (a variant of an ablation, or one of a sweep's best trials):
 
@@ -6,14 +6,17 @@ Three views of every group (a variant of an ablation, or one of a sweep's best t
   (``METRICS``): how good a single model of the group is, and how much seeds matter.
 * ``ensembles``: the seed ensemble (mean of the members' stored quantile forecasts,
   docs/design.md §3) scored with ``anyq.metrics.scorer.score`` on the test windows.
-* ``paired``: the group against the baseline adaptive model on the same test windows.
-  Seeds are pooled by comparing the two *seed ensembles* (Diebold-Mariano on the
-  per-window CRPS, ``anyq.reporting.stats``): the ensemble averages the seed noise out of
-  each window's forecast, so the test asks whether the variant is better as a model
-  family rather than whether one lucky seed is, and its mean difference is exactly the
-  difference of the two ensemble CRPS in ``ensembles``. Each seed is also paired with
-  the baseline of the same seed, and the per-seed verdicts are counted in ``per_seed``
-  ("2 better, 0 worse, 1 no difference"), so a verdict carried by one seed shows.
+* ``paired``: the group against the baseline adaptive model on the same test windows, with
+  the verdict of ``anyq.reporting.verdict``: the relative difference of the seed-mean CRPS,
+  its interval from the seeds' spread and the test windows' noise together, its p-value
+  Holm-corrected over the study's groups; no better/worse verdict with fewer than 3 seeds
+  or for a group (or baseline) not trained enough to judge (``anyq.tracking.readiness``).
+  Each seed is also paired with the baseline of the same seed (Diebold-Mariano on the test
+  windows, ``anyq.reporting.stats``) and the per-seed verdicts counted in ``per_seed``
+  ("2 better, 0 worse, 1 no difference"): how far the seeds agree.
+
+Seasonal naive, scored by every run on its test windows (``test/naive_crps``), is a
+reference row of ``table``.
 """
 
 from __future__ import annotations
@@ -29,20 +32,28 @@ from mlflow.tracking import MlflowClient
 
 from anyq.metrics.ensemble import ensemble_mean
 from anyq.metrics.families import headline_metric, headline_of
-from anyq.metrics.functional import crps_by_horizon, pinball_by_level, reliability
+from anyq.metrics.functional import crps_by_horizon, per_window_crps, pinball_by_level, reliability
 from anyq.metrics.scorer import score
 from anyq.reporting.stats import (
     BETTER,
     NO_DIFFERENCE,
     WORSE,
-    PairedTest,
     StoredForecasts,
     align,
     paired_crps_test,
     seed_summary,
 )
 from anyq.reporting.study import Artifacts, Study, find_parent, load_study
+from anyq.reporting.verdict import (
+    NOT_TRAINED,
+    TOO_FEW_SEEDS,
+    SeedWindowTest,
+    per_origin,
+    seed_window_test,
+    study_verdicts,
+)
 from anyq.tracking.baseline import BASELINE_VARIANT
+from anyq.tracking.readiness import untrained_runs
 
 #: Each run's own headline family (its ``headline`` tag, :mod:`anyq.metrics.families`) read as
 #: ``headline/<name>``: the scores of the forecast the run serves.
@@ -50,7 +61,13 @@ HEADLINE_METRICS = ("headline/crps", "headline/coverage-0.9", "headline/coverage
 METRICS = (
     *HEADLINE_METRICS,
     "test/crps", "test/crps_norm", "test/coverage-0.9", "test/coverage-0.95", "test/marfe", "test/mape",
-    "test/oracle_ratio", "train_seconds",
+    "test/oracle_ratio", "test/naive_ratio", "train_seconds",
+)
+NAIVE = "seasonal naive"  # the reference row of ``StudyComparison.table``
+PAIRED_COLUMNS = (
+    "relative_difference", "ci_low", "ci_high", "p_value", "p_adjusted", "verdict", "reason", "mean_difference",
+    "candidate_crps", "reference_crps", "se_seeds", "se_windows", "df", "candidate_seeds", "reference_seeds",
+    "paired_seeds", "n_origins", "maxlags", "per_seed",
 )
 ENSEMBLE_SCORES = ("crps", "crps_norm", "coverage-0.9", "coverage-0.95", "marfe", "mape", "oracle_ratio")
 
@@ -65,7 +82,8 @@ class StudyComparison:
     runs: pd.DataFrame  # one row per run: group, run_id, seed, METRICS
     summary: pd.DataFrame  # long: group, metric, n, mean, std, ci_low, ci_high
     ensembles: pd.DataFrame  # index group: members, ENSEMBLE_SCORES
-    paired: pd.DataFrame  # index group (baseline excluded): PairedTest fields + per_seed
+    paired: pd.DataFrame  # index group (baseline excluded): PAIRED_COLUMNS
+    untrained: dict[str, str]  # group (baseline included) -> why it is not trained enough to judge
     members: dict[str, list[StoredForecasts]] = field(repr=False)  # aligned to the baseline's windows
     ensemble_forecasts: dict[str, StoredForecasts] = field(repr=False)
     curves: dict[str, dict[str, np.ndarray]] = field(repr=False)  # group -> reliability, crps_by_horizon, ...
@@ -88,8 +106,16 @@ class StudyComparison:
         row = self.summary[(self.summary["group"] == group) & (self.summary["metric"] == metric)]
         return float(row[column].iloc[0]) if len(row) else math.nan
 
+    @property
+    def naive_crps(self) -> float:
+        """Seasonal naive's CRPS on the study's test windows (NaN when the runs did not log it)."""
+        values = self.runs["test/naive_crps"].to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if values.size else math.nan
+
     def table(self) -> pd.DataFrame:
-        """One row per group: seed means with CI half-widths, ensemble CRPS, the paired verdict."""
+        """One row per group, then seasonal naive (``NAIVE``): seed means with CI half-widths,
+        ensemble CRPS, the verdict against the baseline and its interval (relative, %)."""
         rows = []
         for group in self.groups:
             row: dict[str, object] = {"group": group, "seeds": int(self.runs["group"].eq(group).sum())}
@@ -100,26 +126,53 @@ class StudyComparison:
             row["ensemble/crps"] = float(self.ensembles.loc[group, "crps"])
             if group in self.paired.index:
                 pair = self.paired.loc[group]
-                row.update({"delta/crps": pair["mean_difference"], "p_value": pair["p_value"],
-                            "verdict": pair["verdict"], "per_seed": pair["per_seed"]})
+                row.update({"delta/crps": pair["mean_difference"], "delta/crps %": 100 * pair["relative_difference"],
+                            "ci_low %": 100 * pair["ci_low"], "ci_high %": 100 * pair["ci_high"],
+                            "p_value": pair["p_adjusted"], "verdict": pair["verdict"], "per_seed": pair["per_seed"]})
             else:
-                row.update({"delta/crps": 0.0, "p_value": math.nan, "verdict": "baseline", "per_seed": ""})
+                row.update({"delta/crps": 0.0, "delta/crps %": 0.0, "ci_low %": math.nan, "ci_high %": math.nan,
+                            "p_value": math.nan, "verdict": "baseline", "per_seed": ""})
+            row["trained_enough"] = self.untrained.get(group, "") == ""
             rows.append(row)
+        naive = {"group": NAIVE, "seeds": 0, **{m: math.nan for m in METRICS}, **{f"{m} ±": math.nan for m in METRICS},
+                 "ensemble/crps": math.nan, "delta/crps": self.naive_crps - self.stat(self.baseline, "test/crps"),
+                 "delta/crps %": 100 * (self.naive_crps / self.stat(self.baseline, "test/crps") - 1),
+                 "ci_low %": math.nan, "ci_high %": math.nan, "p_value": math.nan, "verdict": "reference",
+                 "per_seed": "", "trained_enough": True}
+        naive["test/crps"] = self.naive_crps
+        naive["test/naive_ratio"] = 1.0 if math.isfinite(self.naive_crps) else math.nan
+        rows.append(naive)
         return pd.DataFrame(rows).set_index("group")
 
     def verdicts(self) -> list[str]:
-        """The paired comparisons in plain words, one sentence per group."""
+        """The comparisons in plain words, one sentence per group."""
         lines = []
         for group, pair in self.paired.iterrows():
-            verb = {BETTER: "is better than", WORSE: "is worse than",
-                    NO_DIFFERENCE: "shows no detectable difference from"}[pair["verdict"]]
-            lines.append(
-                f"{group} {verb} {self.baseline}: seed-ensemble CRPS {pair['candidate_crps']:.4g} vs "
-                f"{pair['reference_crps']:.4g} ({100 * pair['relative_difference']:+.2f} %), "
-                f"Diebold-Mariano t = {pair['statistic']:.2f}, p = {pair['p_value']:.3g} "
-                f"(alpha {self.alpha:g}, {pair['n_windows']} windows over {pair['n_periods']} origins); "
-                f"per seed: {pair['per_seed']}.")
+            interval = (f"{100 * pair['relative_difference']:+.2f} % "
+                        f"({100 * self.confidence:g} % interval {100 * pair['ci_low']:+.2f} .. "
+                        f"{100 * pair['ci_high']:+.2f} %)")
+            crps = (f"seed-mean CRPS {pair['candidate_crps']:.4g} vs {pair['reference_crps']:.4g}, {interval}, "
+                    f"{pair['candidate_seeds']} vs {pair['reference_seeds']} seeds over {pair['n_origins']} origins")
+            verdict = pair["verdict"]
+            if verdict == NOT_TRAINED:
+                why = pair["reason"] if group not in self.untrained else "reasons above"
+                lines.append(f"{group} against {self.baseline}: no verdict, not trained enough to judge "
+                             f"({why}); {crps}.")
+            elif verdict == TOO_FEW_SEEDS:
+                lines.append(f"{group} against {self.baseline}: too few seeds for a verdict ({pair['reason']}); "
+                             f"{crps}; per seed: {pair['per_seed']}.")
+            else:
+                verb = {BETTER: "is better than", WORSE: "is worse than",
+                        NO_DIFFERENCE: "shows no detectable difference from"}[verdict]
+                lines.append(f"{group} {verb} {self.baseline}: {crps}; p = {pair['p_adjusted']:.3g} "
+                             f"(Holm-adjusted over {self.judged} variants, raw {pair['p_value']:.3g}, "
+                             f"alpha {self.alpha:g}); per seed: {pair['per_seed']}.")
         return lines
+
+    @property
+    def judged(self) -> int:
+        """How many groups took part in the Holm correction."""
+        return int(self.paired["p_adjusted"].notna().sum()) if len(self.paired) else 0
 
 
 def _run_frame(study: Study) -> pd.DataFrame:
@@ -133,6 +186,7 @@ def _run_frame(study: Study) -> pd.DataFrame:
             value = headline_metric(run.data.tags, run.data.metrics, metric.removeprefix("headline/"))
             row[metric] = math.nan if value is None else value
         row["test/oracle_crps"] = run.data.metrics.get("test/oracle_crps", math.nan)
+        row["test/naive_crps"] = run.data.metrics.get("test/naive_crps", math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -173,6 +227,51 @@ def _per_seed(candidates: list[tuple[str, StoredForecasts]], baselines: dict[str
             f"{verdicts.count(NO_DIFFERENCE)} no difference")
 
 
+def _untrained(study: Study) -> dict[str, str]:
+    """Groups with a run not trained enough to judge, and why (per seed)."""
+    out = {}
+    for group, runs in study.groups.items():
+        found = untrained_runs(runs)
+        if found:
+            out[group] = "; ".join(found.values())
+    return out
+
+
+def _origin_losses(members: list[tuple[str, StoredForecasts]]) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """Seeds, per-origin mean CRPS ``[S, T]`` of each member, windows per origin ``[T]``, overlap.
+
+    Origins without a scored window (a gap in every target there) are left out.
+    """
+    first = members[0][1]
+    origins = np.unique(first.origin)
+    levels = torch.as_tensor(first.levels, dtype=torch.float64)
+    target = torch.as_tensor(first.target, dtype=torch.float64)
+    rows, counts = [], None
+    for _, f in members:
+        loss = per_window_crps(torch.as_tensor(f.forecast, dtype=torch.float64), target, levels).numpy()
+        mean, counts = per_origin(loss, f.origin, origins)
+        rows.append(mean)
+    assert counts is not None
+    keep = counts > 0
+    steps = np.diff(origins)
+    step = int(steps[steps > 0].min()) if (steps > 0).any() else 1
+    overlap = max(0, math.ceil(first.forecast.shape[1] / step) - 1)
+    return [s for s, _ in members], np.stack(rows)[:, keep], counts[keep], overlap
+
+
+def group_test(candidate: list[tuple[str, StoredForecasts]], reference: list[tuple[str, StoredForecasts]],
+               confidence: float) -> SeedWindowTest:
+    """The verdict's test of a group's seeds against the baseline's, paired by seed when both
+    hold the same seeds (members are aligned to the same windows)."""
+    seeds_c, loss_c, weights, overlap = _origin_losses(candidate)
+    seeds_r, loss_r, _, _ = _origin_losses(reference)
+    paired = sorted(seeds_c) == sorted(seeds_r) and len(set(seeds_c)) == len(seeds_c)
+    if paired:
+        order = [seeds_r.index(s) for s in seeds_c]
+        loss_r = loss_r[order]
+    return seed_window_test(loss_c, loss_r, weights, paired=paired, overlap=overlap, confidence=confidence)
+
+
 def compare_study(study: Study, artifacts: Artifacts, *, alpha: float = 0.05,
                   confidence: float = 0.95) -> StudyComparison:
     """All the comparisons of ``study``, from the runs' metrics and stored test forecasts."""
@@ -192,18 +291,23 @@ def compare_study(study: Study, artifacts: Artifacts, *, alpha: float = 0.05,
     oracle = runs.groupby("group", sort=False)["test/oracle_crps"].mean()
     ensemble_rows = {g: _ensemble_scores(ensembles[g], float(oracle[g]), len(members[g])) for g in members}
     baseline_by_seed = dict(seeds[study.baseline])
+    untrained = _untrained(study)
+    tests = {g: group_test(seeds[g], seeds[study.baseline], confidence)
+             for g in members if g != study.baseline}
+    verdicts = study_verdicts(tests, alpha, {g: r for g, r in untrained.items() if g != study.baseline},
+                              untrained.get(study.baseline, ""))
     paired_rows = {}
-    for group in members:
-        if group == study.baseline:
-            continue
-        test: PairedTest = paired_crps_test(ensembles[group], ensembles[study.baseline], alpha=alpha)
-        paired_rows[group] = {**test.__dict__, "per_seed": _per_seed(seeds[group], baseline_by_seed, alpha)}
+    for group, v in verdicts.items():
+        t = v.test
+        paired_rows[group] = {
+            **{k: getattr(t, k) for k in PAIRED_COLUMNS if hasattr(t, k)}, "p_adjusted": v.p_adjusted,
+            "verdict": v.verdict, "reason": v.reason, "mean_difference": t.candidate_crps - t.reference_crps,
+            "per_seed": _per_seed(seeds[group], baseline_by_seed, alpha)}
     paired = pd.DataFrame.from_dict(paired_rows, orient="index")
-    if paired.empty:
-        paired = pd.DataFrame(columns=[*PairedTest.__dataclass_fields__, "per_seed"])
+    paired = paired[list(PAIRED_COLUMNS)] if len(paired) else pd.DataFrame(columns=list(PAIRED_COLUMNS))
     return StudyComparison(
         study=study, alpha=alpha, confidence=confidence, runs=runs, summary=summary,
-        ensembles=pd.DataFrame.from_dict(ensemble_rows, orient="index"), paired=paired,
+        ensembles=pd.DataFrame.from_dict(ensemble_rows, orient="index"), paired=paired, untrained=untrained,
         members=members, ensemble_forecasts=ensembles,
         curves={g: _curves(ms) for g, ms in members.items()},
     )

@@ -27,6 +27,7 @@ from anyq.metrics.functional import quantile_at  # noqa: E402
 from anyq.reporting.compare import StudyComparison  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
 from anyq.reporting.study import Artifacts, best_validation  # noqa: E402
+from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS  # noqa: E402
 from anyq.training.config_tree import full_variant  # noqa: E402
 from anyq.tracking.trials import TRIAL_NUMBER_TAG  # noqa: E402
 
@@ -75,7 +76,10 @@ def crps_by_group(comparison: StudyComparison) -> Figure:
                    edgecolor="black", label="seed ensemble" if i == 0 else None)
     ax.axhline(comparison.stat(baseline, "test/crps"), color=BASELINE_COLOR, ls="--", lw=1,
                label=f"{baseline} (baseline) mean")
-    marks = {BETTER: " (better)", WORSE: " (worse)"}
+    if math.isfinite(comparison.naive_crps):
+        ax.axhline(comparison.naive_crps, color="grey", ls=":", lw=1, label="seasonal naive (reference)")
+    marks = {BETTER: "(better)", WORSE: "(worse)", TOO_FEW_SEEDS: "(too few seeds)",
+             NOT_TRAINED: "(not trained enough)"}
     labels = [g + ("\n(baseline)" if g == baseline else
                    "\n" + marks.get(comparison.paired.loc[g, "verdict"], "(n.s.)").strip()) for g in groups]
     ax.set_xticks(x, labels, fontsize=8)
@@ -249,7 +253,8 @@ def render_figures(comparison: StudyComparison, artifacts: Artifacts, out_dir: P
     files = [
         _save(crps_by_group(comparison), out_dir, "crps_by_group", "Test CRPS by group",
               "Dots: single seeds; circle and bars: seed mean with its t-interval; diamond: seed ensemble; "
-              "dashed line: the baseline's mean. Verdicts come from the paired test of the seed ensembles."),
+              "dashed line: the baseline's mean; dotted: seasonal naive on the same windows. Verdicts: "
+              "seed-mean CRPS against the baseline, over seeds and test windows."),
         _save(reliability_diagram(comparison), out_dir, "reliability", "Reliability diagram",
               "Share of test targets below each level's forecast; a calibrated model lies on the diagonal."),
         _save(crps_by_horizon(comparison), out_dir, "crps_by_horizon", "CRPS by horizon step",

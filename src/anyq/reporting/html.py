@@ -12,13 +12,22 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from anyq.reporting.compare import METRICS, StudyComparison
 from anyq.reporting.figures import FigureFile
+from anyq.reporting.verdict import MIN_SEEDS
+from anyq.tracking.readiness import (
+    COVERAGE_BOUNDS,
+    MAX_NAIVE_RATIO,
+    MAX_ORACLE_RATIO,
+    TRAINED_ENOUGH_TAG,
+    readiness_tags,
+    record_study_readiness,
+)
 from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
@@ -29,6 +38,7 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0 2em; } figcaption { font-size: 0.85em; color: #555; }
 .better { color: #1a7f37; font-weight: 600; } .worse { color: #b42318; font-weight: 600; }
+.untrained { background: #fff4e5; border-left: 4px solid #b54708; padding: 0.4em 0.8em; }
 code { font-size: 0.9em; }
 """
 
@@ -88,9 +98,28 @@ def comparison_frame(comparison: StudyComparison) -> pd.DataFrame:
         out[metric] = [mean_ci(m, h) for m, h in zip(table[metric], table[f"{metric} ±"])]
     out["ensemble CRPS"] = table["ensemble/crps"].map(_fmt)
     out["Δ CRPS vs baseline"] = table["delta/crps"].map(lambda v: "–" if math.isnan(v) else f"{v:+.4g}")
-    out["p"] = table["p_value"].map(lambda v: _fmt(v, 3))
+    out[f"Δ CRPS % ({100 * comparison.confidence:g} % interval)"] = [
+        "–" if math.isnan(d) else f"{d:+.2f}" + ("" if math.isnan(lo) else f" ({lo:+.2f} .. {hi:+.2f})")
+        for d, lo, hi in zip(table["delta/crps %"], table["ci_low %"], table["ci_high %"])]
+    out["p (Holm)"] = table["p_value"].map(lambda v: _fmt(v, 3))
     out["verdict"] = table["verdict"]
+    out["trained enough"] = ["yes" if ok else "NO" for ok in table["trained_enough"]]
     return out
+
+
+def untrained_section(comparison: StudyComparison) -> list[str]:
+    """The flag for models not trained enough to judge, with the reason per group and seed."""
+    if not comparison.untrained:
+        return []
+    low, high = COVERAGE_BOUNDS
+    items = "".join(f"<li><b>{html.escape(g)}</b>: {html.escape(why)}</li>" for g, why in comparison.untrained.items())
+    whom = ("The baseline is among them, so no group gets a verdict."
+            if comparison.baseline in comparison.untrained else "They get no verdict.")
+    return ['<div class="untrained"><h2>Not trained enough to judge</h2>',
+            f"<p>A run is not trained enough when its coverage-0.9 is outside [{low:g}, {high:g}], its CRPS is "
+            f"above {MAX_ORACLE_RATIO:g} × the oracle's, or above seasonal naive's on the same windows "
+            f"(ratio above {MAX_NAIVE_RATIO:g}). {whom} Train longer (<code>trainer.max_steps</code>).</p>",
+            f"<ul>{items}</ul></div>"]
 
 
 def _table(frame: pd.DataFrame) -> str:
@@ -112,6 +141,11 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
     verdicts = "".join(
         f'<li class="{html.escape(pair["verdict"].split()[0])}">{html.escape(line)}</li>'
         for line, (_, pair) in zip(comparison.verdicts(), comparison.paired.iterrows()))
+    naive = comparison.naive_crps
+    naive_line = (f"Seasonal naive (the value a week earlier, scaled by its training errors' quantiles) scores "
+                  f"CRPS {naive:.4g} on the same test windows: the reference row of the comparison."
+                  if math.isfinite(naive) else
+                  "Seasonal naive: not scored by these runs (trained before it was; retrain to see it).")
     runs = comparison.runs[["group", "seed", "variant", "run_id", "headline", *METRICS]].set_index("group")
     paired = comparison.paired.drop(columns=["alpha"], errors="ignore")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -124,11 +158,17 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         f"metrics and stored test forecasts (nothing retrained). Baseline: "
         f"<code>{html.escape(comparison.baseline)}</code>.</p>",
         *confirm_section(study.parent.data.tags),
+        *untrained_section(comparison),
         "<h2>Verdicts</h2>",
         f"<ul>{verdicts or '<li>No group besides the baseline.</li>'}</ul>",
-        "<p>Paired test: Diebold-Mariano on the per-window CRPS of the two seed ensembles over the same "
-        "test windows (averaged over series at each origin, HAC/Newey-West variance, two-sided, "
-        f"alpha {comparison.alpha:g}). Intervals: {100 * comparison.confidence:g} % Student-t over seeds.</p>",
+        f"<p>{html.escape(naive_line)}</p>",
+        "<p>Verdict: the relative difference of the seed-mean test CRPS against the baseline, with an interval "
+        "that holds both the spread over seeds (training randomness) and the noise of the test windows "
+        "(per-origin differences, HAC/Newey-West variance), Student t with seeds − 1 degrees of freedom; "
+        f"p-values Holm-adjusted over the study's variants, alpha {comparison.alpha:g}. Fewer than {MIN_SEEDS} "
+        "seeds: an interval, no p-value. Per seed: each seed against the baseline of the same seed "
+        "(Diebold-Mariano on its test windows). Metric intervals: "
+        f"{100 * comparison.confidence:g} % Student-t over seeds.</p>",
         "<h2>Comparison (seed mean ± CI half-width)</h2>",
         f"<p>Headline metric family: <code>{html.escape(comparison.headline)}</code> (the forecast the runs "
         "serve, each run's <code>headline</code> tag): the <code>headline/*</code> columns. Seed ensembles and "
@@ -157,6 +197,17 @@ def write_report(comparison: StudyComparison, figures: Sequence[FigureFile], out
     return path
 
 
-def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> None:
-    """Attach the page, figures and table to the study's parent run under ``report/``."""
+def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path,
+               comparison: Optional[StudyComparison] = None) -> None:
+    """Attach the page, figures and table to the study's parent run under ``report/``; with the
+    ``comparison``, record on the parent whether every group is trained enough to judge
+    (``trained_enough``, and ``trained_enough_reason`` naming the groups that are not), and tag
+    runs that predate the rule (``anyq.tracking.readiness``)."""
     client.log_artifacts(parent_run_id, str(out_dir), REPORT_DIR)
+    if comparison is None:
+        return
+    for _, run in comparison.study.runs():
+        if TRAINED_ENOUGH_TAG not in run.data.tags:
+            for key, value in readiness_tags(run.data.metrics).items():
+                client.set_tag(run.info.run_id, key, value)
+    record_study_readiness(client, parent_run_id, comparison.untrained)

@@ -30,6 +30,7 @@ from anyq.tracking.baseline import (
 from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
 from anyq.tracking.orphans import close_orphaned_runs, hold_run
+from anyq.tracking.readiness import REASON_TAG, readiness_tags
 from anyq.tracking.runs import RunRecord, git_commit, open_run, while_store_busy
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
@@ -168,11 +169,16 @@ def mlflow_logger(cfg: DictConfig, tracker: Tracker, run_id: str) -> AttachedMLF
 
 
 def log_outcome(run: RunRecord, cfg: DictConfig, outcome: TrainOutcome) -> None:
-    """The outcome's metrics (a baseline's ``delta/*`` against itself too) and artifacts."""
+    """The outcome's metrics (a baseline's ``delta/*`` against itself too), whether the model is
+    trained enough to judge (``anyq.tracking.readiness``) and the artifacts."""
     metrics = dict(outcome.metrics)
     if is_baseline(cfg):
         metrics.update(deltas(metrics, metrics))
     run.log_metrics(metrics)
+    readiness = readiness_tags(metrics)
+    run.set_tags(readiness)
+    if REASON_TAG not in readiness and REASON_TAG in run.client.get_run(run.run_id).data.tags:
+        run.client.delete_tag(run.run_id, REASON_TAG)  # a resumed run that is trained enough now
     run.log_json(outcome.curves, "evaluation/curves.json")
     run.log_json(outcome.val_history, "evaluation/val_history.json")
     run.log_json(outcome.data_summary, "evaluation/data_summary.json")

@@ -30,6 +30,7 @@ from anyq.data.windows import make_windows
 from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
+from anyq.reference.seasonal_naive import SeasonalNaiveForecaster
 from anyq.training.builders import Dataset, build_datamodule, build_module, build_trainer
 from anyq.training.checkpoints import (
     CALENDAR_INPUTS_SETTING,
@@ -220,7 +221,7 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
             val_history, importance = list(history.val_history), history.importance_history
             best = _best_checkpoint(trainer)
             trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else None, verbose=False)
-    metrics = {**scores.metrics, **oracle_ratios(plan, scores), **metrics}
+    metrics = {**scores.metrics, **oracle_ratios(plan, scores), **naive_ratios(plan, scores), **metrics}
     best_val = TrainOutcome.best_of(val_history)
     if "step" in best_val:
         metrics["best_step"] = best_val["step"]
@@ -247,6 +248,33 @@ def oracle_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:
         if f"{family}/crps" in scores.metrics:
             out[f"{family}/oracle_ratio"] = scores.metrics[f"{family}/crps"] / oracle
     return out
+
+
+def naive_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:
+    """``test/naive_crps`` (seasonal naive on the same test windows) and the test CRPS over it;
+    {} when seasonal naive cannot forecast them (a horizon longer than its week)."""
+    naive = naive_crps(plan.dataset, plan.datamodule, scores.levels)
+    if naive is None or not naive > 0.0:
+        return {}
+    return {"test/naive_crps": naive, "test/naive_ratio": scores.metrics["test/crps"] / naive}
+
+
+def naive_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
+    """CRPS of seasonal naive (``anyq.reference.seasonal_naive``, fitted on the training range) on
+    the test windows, scored like the models; None when the horizon exceeds its season."""
+    windows = datamodule.test_windows
+    season = SeasonalNaiveForecaster().season
+    if datamodule.horizon_length > season or windows.origin.size == 0 or int(windows.origin.min()) < season:
+        return None
+    try:
+        naive = SeasonalNaiveForecaster(season, datamodule.horizon_length).fit(dataset.panel, dataset.splits.train)
+    except ValueError:  # a training range shorter than a season
+        return None
+    forecast = naive.predict(datamodule.filled_values, windows.series_idx, windows.origin, levels.numpy())
+    target = datamodule.dataset("test").target_array()
+    scores = score(torch.as_tensor(forecast, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32),
+                   levels, torch.as_tensor(windows.series_idx), dataset.panel.n_series)
+    return float(scores["crps"])
 
 
 def oracle_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:

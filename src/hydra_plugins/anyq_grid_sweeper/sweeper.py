@@ -28,6 +28,7 @@ from anyq.sweeping.hydra_private import job_error, runs_in_process
 from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.sweeping.shared import check_shared, jobs_run_here
 from anyq.sweeping.space import parent_link_overrides, quote
+from anyq.tracking.readiness import record_study_readiness, untrained_runs
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.study import STUDY_KIND_TAG, child_runs, close_study, open_study_parent
@@ -145,6 +146,7 @@ class AnyqGridSweeper(Sweeper):
             raise StudyFailed(first_line(error))
         runs = sorted(child_runs(client, study.run(), "FINISHED"),
                       key=lambda r: (r.info.start_time, r.info.run_id))
+        record_study_readiness(client, parent, untrained_runs(runs))
         print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "
                                f"{parent}): test split")
         print(f"MLflow store: {study.uri}\nReport: anyq-report --study {self.study_name}   "
