@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -56,12 +58,24 @@ def study_trials(root: Path, name: str = "adaptive_attention") -> list[optuna.tr
     return optuna.load_study(study_name=name, storage=f"sqlite:///{root}/mlruns/optuna.db").get_trials()
 
 
+def study_exists(root: Path, name: str = "adaptive_attention") -> bool:
+    """Whether the sweep has created its study, read without writing: opening the storage with
+    Optuna would create its tables, racing the sweep that is creating them."""
+    path = root / "mlruns" / "optuna.db"
+    if not path.is_file():
+        return False
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.Error:  # no tables yet, or a writer holds the lock
+        return False
+
+
 def running_trials(root: Path, name: str = "adaptive_attention") -> list[optuna.trial.FrozenTrial]:
     """The study's RUNNING trials; none while the study does not exist yet."""
-    try:
-        return [t for t in study_trials(root, name) if t.state == optuna.trial.TrialState.RUNNING]
-    except Exception:  # noqa: BLE001 - the study is not created yet
+    if not study_exists(root, name):
         return []
+    return [t for t in study_trials(root, name) if t.state == optuna.trial.TrialState.RUNNING]
 
 
 def study_runs(root: Path, experiment: str = "adaptive_attention"):

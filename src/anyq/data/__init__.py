@@ -4,39 +4,35 @@ Gap policy and window rules: :mod:`anyq.data.windows`. Split semantics:
 :mod:`anyq.data.splits`. The synthetic generator and its oracle: :mod:`anyq.data.synthetic`.
 """
 
+from __future__ import annotations
+
+import importlib
 from typing import Any
 
-from anyq.data.errors import DataError
-from anyq.data.panel import Panel
-from anyq.data.reader import read_long_frame, validate_hourly
-from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
-from anyq.data.synthetic import SyntheticData, generate_synthetic
-from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, make_windows
+# Names load on first use (PEP 562): ``anyq.data.errors`` and the settings that type the config
+# import without pandas or torch, so a command line is checked before either loads.
+_WHERE = {
+    "DataError": "anyq.data.errors",
+    "ForecastDataModule": "anyq.data.datamodule",
+    "IndexBatchSampler": "anyq.data.datamodule",
+    "Panel": "anyq.data.panel",
+    "SplitRanges": "anyq.data.splits",
+    "SyntheticData": "anyq.data.synthetic",
+    "WindowDataset": "anyq.data.windows",
+    "WindowSet": "anyq.data.windows",
+    "fill_gaps": "anyq.data.windows",
+    "generate_synthetic": "anyq.data.synthetic",
+    "make_windows": "anyq.data.windows",
+    "read_long_frame": "anyq.data.reader",
+    "split_by_dates": "anyq.data.splits",
+    "split_by_proportions": "anyq.data.splits",
+    "validate_hourly": "anyq.data.reader",
+}
 
-__all__ = [
-    "DataError",
-    "ForecastDataModule",
-    "IndexBatchSampler",
-    "Panel",
-    "SplitRanges",
-    "SyntheticData",
-    "WindowDataset",
-    "WindowSet",
-    "fill_gaps",
-    "generate_synthetic",
-    "make_windows",
-    "read_long_frame",
-    "split_by_dates",
-    "split_by_proportions",
-    "validate_hourly",
-]
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
-    # The Lightning data module is imported on first use: importing pytorch_lightning is
-    # slow and most users of the data layer (readers, metrics, references) do not need it.
-    if name in ("ForecastDataModule", "IndexBatchSampler"):
-        from anyq.data import datamodule
-
-        return getattr(datamodule, name)
-    raise AttributeError(f"module 'anyq.data' has no attribute {name!r}")
+    if name not in _WHERE:
+        raise AttributeError(f"module 'anyq.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -5,44 +5,39 @@ Pure torch, no model or training code: ``functional`` holds the scores as functi
 ``ensemble`` averages seed ensembles.
 """
 
-from anyq.metrics.ensemble import ensemble_mean
-from anyq.metrics.functional import (
-    coverage,
-    crossing_rate,
-    crps,
-    crps_by_horizon,
-    crps_normalised,
-    interval_width,
-    mape,
-    marfe,
-    per_window_crps,
-    pinball_by_level,
-    pinball_loss,
-    reliability,
-    smape,
-    valid_windows,
-)
-from anyq.metrics.levels import evaluation_grid, level_index
-from anyq.metrics.scorer import ForecastScorer, score
+from __future__ import annotations
 
-__all__ = [
-    "ForecastScorer",
-    "coverage",
-    "crossing_rate",
-    "crps",
-    "crps_by_horizon",
-    "crps_normalised",
-    "ensemble_mean",
-    "evaluation_grid",
-    "interval_width",
-    "level_index",
-    "mape",
-    "marfe",
-    "per_window_crps",
-    "pinball_by_level",
-    "pinball_loss",
-    "reliability",
-    "score",
-    "smape",
-    "valid_windows",
-]
+import importlib
+from typing import Any
+
+# Names load on first use (PEP 562), so ``anyq.metrics.families`` and the settings import
+# without torch.
+_WHERE = {
+    "ForecastScorer": "anyq.metrics.scorer",
+    "coverage": "anyq.metrics.functional",
+    "crossing_rate": "anyq.metrics.functional",
+    "crps": "anyq.metrics.functional",
+    "crps_by_horizon": "anyq.metrics.functional",
+    "crps_normalised": "anyq.metrics.functional",
+    "ensemble_mean": "anyq.metrics.ensemble",
+    "evaluation_grid": "anyq.metrics.levels",
+    "interval_width": "anyq.metrics.functional",
+    "level_index": "anyq.metrics.levels",
+    "mape": "anyq.metrics.functional",
+    "marfe": "anyq.metrics.functional",
+    "per_window_crps": "anyq.metrics.functional",
+    "pinball_by_level": "anyq.metrics.functional",
+    "pinball_loss": "anyq.metrics.functional",
+    "reliability": "anyq.metrics.functional",
+    "score": "anyq.metrics.scorer",
+    "smape": "anyq.metrics.functional",
+    "valid_windows": "anyq.metrics.functional",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'anyq.metrics' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -17,8 +17,6 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from anyq.data.errors import DataError
-from anyq.data.splits import check_proportions, inclusive_end
-from anyq.metrics.levels import evaluation_grid, level_bracket
 from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
@@ -296,6 +294,8 @@ def check_config(cfg: DictConfig, *, here: bool = True) -> None:
 def check_data(data: DictConfig, *, here: bool = True) -> None:
     """The data source, its file (``here``: on this machine), the split and the window grid
     (``data.*``); ConfigError."""
+    from anyq.data.splits import check_proportions, inclusive_end  # pandas: loaded once a config is checked
+
     if data.source == "file":
         if not data.path:
             raise ConfigError("data.source=file needs data.path=<csv or parquet file>", ("data.path",))
@@ -333,6 +333,8 @@ def check_data(data: DictConfig, *, here: bool = True) -> None:
 
 def check_evaluation(evaluation: DictConfig) -> None:
     """Each coverage interval's bounds lie on or between levels of both evaluation grids; ConfigError."""
+    from anyq.metrics.levels import evaluation_grid, level_bracket  # torch: loaded once a config is checked
+
     for key in ("num_levels", "val_num_levels"):
         grid = evaluation_grid(evaluation[key])
         for p in evaluation.coverage:
