@@ -42,6 +42,10 @@ ABLATION = ["-m", "ablation=variants", *TINY, "trainer.max_epochs=1", "trainer.l
             "trainer.limit_val_batches=1", "tracking.log_model=false",
             'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"']
 
+# A step budget of a whole (tiny) epoch per stage: 6 optimiser steps, validated every 3.
+STEP_BUDGET = ["trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_check_interval=3",
+               "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"]
+
 ComposeFn = Callable[..., DictConfig]
 
 

@@ -229,8 +229,8 @@ def test_run_path_forecast_at_an_origin_ignores_every_actual_from_that_origin_on
 
 
 # ------------------------------------------------------------------------ a tracked run
-STEP_BUDGET = ["trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_check_interval=3",
-               "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"]
+from conftest import STEP_BUDGET  # noqa: E402
+
 
 
 @pytest.fixture(scope="module")

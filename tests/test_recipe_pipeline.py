@@ -16,10 +16,8 @@ from anyq.serving.errors import RequestError
 from anyq.serving.publish import load_served
 from anyq.training.schema import ConfigError
 from anyq.training.builders import validate_config
-from conftest import compose_config
+from conftest import STEP_BUDGET, compose_config
 
-STEP_BUDGET = ["trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_check_interval=3",
-               "trainer.limit_train_batches=1.0", "trainer.limit_val_batches=1.0", "trainer.limit_test_batches=1.0"]
 
 
 @pytest.fixture(scope="module")

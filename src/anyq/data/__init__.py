@@ -6,8 +6,7 @@ Gap policy and window rules: :mod:`anyq.data.windows`. Split semantics:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anyq.lazy import lazy_attributes
 
 # Names load on first use (PEP 562): ``anyq.data.errors`` and the settings that type the config
 # import without pandas or torch, so a command line is checked before either loads.
@@ -30,9 +29,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'anyq.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

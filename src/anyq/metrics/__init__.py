@@ -7,8 +7,7 @@ Pure torch, no model or training code: ``functional`` holds the scores as functi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anyq.lazy import lazy_attributes
 
 # Names load on first use (PEP 562), so ``anyq.metrics.families`` and the settings import
 # without torch.
@@ -35,9 +34,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'anyq.metrics' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)

@@ -6,8 +6,7 @@ types) imports without torch: a command line is checked before torch is loaded.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from anyq.lazy import lazy_attributes
 
 _WHERE = {
     "AdaptiveAttention": "anyq.model.attention",
@@ -20,9 +19,4 @@ _WHERE = {
 }
 
 __all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module 'anyq.model' has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
