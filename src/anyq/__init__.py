@@ -13,7 +13,8 @@ Layers, each importing only from those above it:
 - ``anyq.serving``    the logged model, ``anyq-predict`` and ``mlflow models serve``
 - ``anyq.app``        the commands; the only layer that turns errors into exit codes
 
-``anyq.errors`` (how an error reads in one line) sits below them all. See docs/design.md §6.
+``anyq.errors`` (how an error reads in one line), ``anyq.settings`` (declared ranges of the
+settings) and ``anyq.lazy`` (names loaded on first use) sit below them all. See docs/design.md §6.
 """
 
 __version__ = "0.1.0"
