@@ -123,7 +123,8 @@ from mlflow.tracking import MlflowClient
 from anyq.tracking.orphans import hold_run
 from anyq.tracking.runs import open_run
 client = MlflowClient(sys.argv[1])
-with open_run(client, sys.argv[2], run_name="orphan", tags={},
+tags = dict(arg.split("=", 1) for arg in sys.argv[4:])
+with open_run(client, sys.argv[2], run_name="orphan", tags=tags,
               hold=lambda run_id: hold_run(Path(sys.argv[3]), run_id)) as run:
     print(run.run_id, flush=True)
     os.kill(os.getpid(), 9)
@@ -147,6 +148,28 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_opener_and_a_live_
     assert orphan.info.status == "FAILED" and orphan.data.tags["error"] == ORPHAN_REASON
     assert close_orphaned_runs(client, locks) == []  # once: its lock is gone
     assert sorted(p.name for p in locks.iterdir()) == []
+
+
+@pytest.mark.parametrize("tag", ["opened_by_trial=parent/0", "optuna.trial_number=0"])
+def test_a_dead_trials_run_is_left_to_the_sweeps_clean_up(tmp_path, tag):
+    """A run of a trial whose process died is closed by the sweep, which also records the trial's
+    state (KILLED, trial_state=FAIL), never by the lock files first: one owner per run."""
+    from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
+
+    assert tag.split("=")[0] in (OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG)
+    uri, locks = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "locks"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("x")
+    done = subprocess.run([sys.executable, "-c", ORPHAN, uri, experiment, str(locks), tag], capture_output=True,
+                          text=True, timeout=120, env=clean_env(), cwd=REPO)
+    assert done.returncode == -9, done.stderr
+    dead = done.stdout.strip()
+    assert close_orphaned_runs(client, locks) == []
+    assert client.get_run(dead).info.status == "RUNNING"
+    assert [p.stem for p in locks.iterdir()] == [dead]  # kept: once the sweep closes it, the next pass drops it
+    client.set_terminated(dead, "KILLED")
+    assert close_orphaned_runs(client, locks) == []
+    assert list(locks.iterdir()) == []
 
 
 # ------------------------------------------------------------------ anyq-train end to end

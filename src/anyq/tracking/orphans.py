@@ -9,8 +9,11 @@ orphaned: :func:`close_orphaned_runs` closes it FAILED with ``error`` = :data:`O
 
 It reaches the runs whose lock files this machine sees: every run of a local SQLite store
 (the locks live beside it, ``mlruns/locks/runs``), and this machine's runs of a tracking
-server. The runs of a trial whose worker died elsewhere are closed by the sweep
-(:mod:`anyq.tracking.trials`), which learns of the death from Optuna's heartbeats.
+server. The runs a trial's job opened (its own and its baseline: tagged
+:data:`~anyq.tracking.trials.OPENED_BY_TRIAL_TAG` or with a trial number) are left to the sweep
+(:func:`anyq.tracking.trials.close_trial_runs`), which learns of the death from Optuna's
+heartbeats and records the trial's state beside the run's: one owner for each run, so the
+states a lost trial leaves do not depend on which clean-up runs first.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from anyq.tracking.runs import RunRecord, close_run
+from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 
 log = logging.getLogger(__name__)
 ORPHAN_REASON = "its process ended before closing the run (killed, or the store could not be written)"
@@ -49,8 +53,8 @@ def hold_run(lock_dir: Path, run_id: str) -> Iterator[None]:
 
 def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
     """Close FAILED every RUNNING run of ``client``'s store whose lock in ``lock_dir`` is free
-    (its process ended); return their ids. A lock held by a living process, or naming a run
-    of another store, is left alone.
+    (its process ended); return their ids. A lock held by a living process, naming a run of
+    another store, or naming a run of a sweep's trial (closed by the sweep), is left alone.
 
     Raises:
         StoreUnwritable: the store still cannot be written (the run stays RUNNING).
@@ -69,6 +73,8 @@ def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
                 run = client.get_run(path.stem)
             except MlflowException:  # a run of another store (locks of a tracking server's runs)
                 continue
+            if run.info.status == "RUNNING" and _of_a_trial(run.data.tags):
+                continue  # the sweep's clean-up closes it with its trial's state; its lock stays
             if run.info.status == "RUNNING":
                 RunRecord(client, run.info.run_id).set_tags({"error": ORPHAN_REASON})
                 close_run(client, run.info.run_id, "FAILED")
@@ -78,3 +84,7 @@ def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
         finally:
             lock.release()
     return closed
+
+
+def _of_a_trial(tags: dict[str, str]) -> bool:
+    return OPENED_BY_TRIAL_TAG in tags or TRIAL_NUMBER_TAG in tags
