@@ -70,6 +70,18 @@ BAD_OVERRIDES = [
      "model.attention; did you mean model.attention.n_heads?"),
     (["-m", "ablation=variants", 'hydra.sweeper.params.model="baseline_adaptive,adaptve_attention"'],
      "search space: 'adaptve_attention' is not an option of model (did you mean adaptive_attention?"),
+    # Hydra's own settings: composed with Hydra's compose API, the same one line
+    (["-m", "sweep=adaptive_attention", "hydra/sweeper/sampler=tpee"],
+     "override 'hydra/sweeper/sampler=tpee': 'tpee' is not an option of hydra/sweeper/sampler (did you mean tpe?"),
+    (["-m", "sweep=adaptive_attention", "hydra/sweeper/pruner=mediann"],
+     "'mediann' is not an option of hydra/sweeper/pruner (did you mean median?"),
+    (["-m", "sweep=adaptive_attention", "hydra/launcher=jobliib"],
+     "'jobliib' is not an option of hydra/launcher (did you mean joblib?"),
+    (["-m", "sweep=adaptive_attention", "hydra.sweeper.n_trial=3"],
+     "override 'hydra.sweeper.n_trial=3': no key 'n_trial' in hydra.sweeper; did you mean hydra.sweeper.n_trials?"),
+    (["hydra.job.chdirr=true"], "no key 'chdirr' in hydra.job; did you mean hydra.job.chdir?"),
+    (["-m", "sweep=pareto", "hydra.sweeper.n_trials=abc"],
+     "override 'hydra.sweeper.n_trials=abc' does not compose: Error merging override hydra.sweeper.n_trials=abc"),
 ]
 
 
@@ -115,7 +127,7 @@ GOOD_COMMAND_LINES = [
     ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY, "hydra.sweeper.params=null",  # the sweep tests'
      "model.attention.adaptive_temp=interval(0.0, 2.0)", "model.attention.n_heads=choice(1, 2)",
      "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=5"],
-    ["-m", "ablation=variants", "seed=range(0,5)", "hydra/sweeper/sampler=random", "~hydra.sweeper.pruner"],
+    ["-m", "sweep=adaptive_attention", "seed=range(0,5)", "hydra/sweeper/sampler=random", "~hydra.sweeper.pruner"],
     ["confirm.study=adaptive_attention", "confirm.seeds=5", "trainer.max_epochs=20"],
     ["data=csv", "data.path=/tmp/load.csv", "data.split.kind=dates", "data.split.train_end=2016-12-31 23:00",
      "data.split.val_end=2017-12-31 23:00", "data.split.test_end=2018-12-31 23:00"],

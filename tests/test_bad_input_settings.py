@@ -56,6 +56,13 @@ SINGLE_RUN_CASES = [
     (["data.split.train_end=2015-10-31", *DATES],
      "data.split.val_end=2015-09-30 must come after data.split.train_end=2015-10-31"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus' is not one of auto, cpu, gpu, cuda, mps, tpu"),
+    (["trainer.devices=0"], "trainer.devices=0 must be auto, a count >= 1 (or -1: all), or a list of device indices"),
+    (["trainer.devices=-2"], "trainer.devices=-2 must be auto, a count >= 1 (or -1: all), or a list of device indices"),
+    (["trainer.devices=[]"], "trainer.devices=[] must be auto, a count >= 1 (or -1: all), or a list of device indices"),
+    (["trainer.precision=bogus"], "trainer.precision='bogus' is not a precision Lightning knows (one of 32-true, "
+                                  "16-mixed, bf16-mixed, 16-true, bf16-true, 64-true)"),
+    (["trainer.precision=16-mixd"], "trainer.precision='16-mixd' is not a precision Lightning knows (did you mean "
+                                    "16-mixed? one of 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true, 64-true)"),
     pytest.param(["trainer=gpu"], "trainer.accelerator=gpu: this machine has no gpu that torch can use; "
                                   "train on the CPU with trainer=cpu",
                  marks=pytest.mark.skipif(not NO_GPU, reason="this machine has a GPU")),

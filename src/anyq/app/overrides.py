@@ -7,9 +7,11 @@ several lines, offering the schema's own registrations (``model_schema``) as opt
 (``conf/``: the groups and their options) and the structured schema
 (:class:`anyq.training.schema.AppConfig`: every key and its type), and turns the first bad
 override into one line that names it, the closest valid key or option, and how to quote a
-value Hydra would split. Only Hydra's own settings (``hydra.*``, ``hydra/…=``), deletions
-(``~key``) and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax
-(``seed=0,1``, ``choice(…)``, ``interval(…)``) is accepted with ``-m``.
+value Hydra would split. Hydra's own settings (``hydra.*``, ``hydra/…=``: the sweeper, its
+sampler and pruner, the launcher) are checked by composing them with Hydra's compose API, which
+loads Hydra's plugins, so only a command line that sets one pays for it. Deletions (``~key``)
+and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax (``seed=0,1``,
+``choice(…)``, ``interval(…)``) is accepted with ``-m``.
 """
 
 from __future__ import annotations
@@ -72,6 +74,71 @@ def check_overrides(overrides: Sequence[str], conf: str | Path, *, multirun: boo
     groups = config_groups(str(Path(conf).resolve()))
     for override in parsed:
         _check(override, groups, multirun)
+    _check_hydra_settings(parsed, conf)
+
+
+def _is_hydra(override: Override) -> bool:
+    key = override.key_or_group
+    return (key == "hydra" or key.startswith(("hydra.", "hydra/"))) and not key.startswith(SEARCH_SPACE)
+
+
+def _check_hydra_settings(parsed: Sequence[Override], conf: str | Path) -> None:
+    """Compose Hydra's part of the config with the command line's Hydra settings (and the plain
+    group choices that bring Hydra settings, such as ``sweep=``); OverrideError naming the first
+    setting that does not compose, with the closest option or key."""
+    hydra_overrides = [o for o in parsed if _is_hydra(o) and not o.is_delete() and o.key_or_group != "hydra.mode"]
+    if not hydra_overrides:
+        return
+    selections = [o.input_line for o in parsed if not _is_hydra(o) and "." not in o.key_or_group
+                  and not o.is_sweep_override() and not o.is_delete() and o.input_line]
+    if _compose_error(conf, [*selections, *(o.input_line for o in hydra_overrides)]) is None:
+        return
+    for override in hydra_overrides:
+        exc = _compose_error(conf, [*selections, override.input_line])
+        if exc is not None:
+            raise OverrideError(_hydra_problem(override, exc, conf, selections)) from None
+
+
+def _compose_error(conf: str | Path, overrides: list[str]) -> Optional[Exception]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf).resolve()), version_base="1.3"):
+            compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        return exc
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+def _hydra_problem(override: Override, exc: Exception, conf: str | Path, selections: list[str]) -> str:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import MissingConfigException
+
+    text, key = override.input_line, override.key_or_group
+    if isinstance(exc, MissingConfigException) and "/" in key:
+        option = str(override.value())
+        options = [o for o in (exc.options or []) if not o.endswith("_schema")]
+        near = _closest(option, options)
+        hint = f"did you mean {near}? " if near else ""
+        return f"override {text!r}: {option!r} is not an option of {key} ({hint}options: {', '.join(sorted(options))})"
+    if "." in key:
+        parent, _, leaf = key.rpartition(".")
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(Path(conf).resolve()), version_base="1.3"):
+                node = OmegaConf.select(compose("config", overrides=selections, return_hydra_config=True), parent)
+        finally:
+            GlobalHydra.instance().clear()
+        if isinstance(node, DictConfig) and leaf not in node:
+            near = _closest(leaf, node.keys())
+            hint = f"did you mean {parent}.{near}?" if near else f"keys: {', '.join(sorted(map(str, node.keys())))}"
+            return f"override {text!r}: no key {leaf!r} in {parent}; {hint}"
+    return f"override {text!r} does not compose: {first_line(exc)}"
 
 
 def quoting(text: str) -> str:

@@ -33,6 +33,10 @@ def _quiet_optuna() -> None:
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # the TPE settings of hydra-optuna-sweeper's vocabulary that Optuna 4 deprecates, and the
+    # heartbeat Optuna wants from Study.optimize: one each per sweep, noise before its lines
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\.")
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,7 @@ def validate_config(cfg: DictConfig, *, here: bool = True) -> None:
         spec_from_config(cfg.data)
     except ValueError as exc:
         raise ConfigError(str(exc), getattr(exc, "keys", ())) from None
+    check_trainer_values(cfg.trainer)
     if here:
         check_device(cfg.trainer)
 
@@ -118,6 +120,37 @@ ACCELERATORS: dict[str, tuple[type[Accelerator], ...]] = {
     "cpu": (CPUAccelerator,), "gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,),
     "mps": (MPSAccelerator,), "tpu": (XLAAccelerator,),
 }
+
+
+#: ``trainer.precision`` values Lightning 2 accepts (``Trainer(precision=…)``), aliases included.
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def check_devices(devices: Any) -> None:
+    """``trainer.devices`` is what Lightning reads as devices: ``auto``, a count ``>= 1`` (or -1,
+    all of them), or a non-empty list of device indices ``>= 0``. ConfigError."""
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        ok = len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+    elif isinstance(devices, bool):
+        ok = False
+    elif isinstance(devices, int):
+        ok = devices >= 1 or devices == -1
+    else:
+        ok = str(devices) == "auto"
+    if not ok:
+        raise ConfigError(f"trainer.devices={devices} must be auto, a count >= 1 (or -1: all), or a list of "
+                          "device indices", ("trainer.devices",))
+
+
+def check_trainer_values(t: DictConfig) -> None:
+    """``trainer.devices`` and ``trainer.precision`` are values Lightning reads, on any machine. ConfigError."""
+    check_devices(t.devices)
+    if str(t.precision) not in PRECISIONS:
+        near = difflib.get_close_matches(str(t.precision), PRECISIONS, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ConfigError(f"trainer.precision={t.precision!r} is not a precision Lightning knows ({hint}"
+                          f"one of {', '.join(PRECISIONS[:6])})", ("trainer.precision",))
 
 
 def check_device(t: DictConfig) -> None:
