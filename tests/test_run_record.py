@@ -273,7 +273,7 @@ def test_a_run_records_whether_it_is_trained_enough_and_a_resume_can_clear_it(co
 
     cfg = compose_cfg("model=adaptive_attention")
     client = MlflowClient(f"sqlite:///{tmp_path}/records.db")
-    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    run_id = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())).info.run_id
     record = RunRecord(client, run_id)
 
     def outcome(coverage: float) -> TrainOutcome:
