@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -271,6 +272,23 @@ def test_report_and_compare_on_a_mistyped_store_create_nothing(tmp_path, capsys,
         report_app.main(["main"])
     assert exit_.value.code == 2
     assert f"no MLflow store at {tmp_path / 'file-store'}" in capsys.readouterr().err
+    assert files_under(tmp_path) == []
+
+
+def test_report_on_a_mistyped_scheme_or_a_server_that_does_not_answer_is_one_line(tmp_path, capsys):
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cases = [
+        (f"sqlit:///{tmp_path / 'mlflow.db'}", f"anyq-report: error: tracking URI sqlit:///{tmp_path / 'mlflow.db'}: "
+                                               "'sqlit' is not a kind of MLflow store (did you mean sqlite?); one of "),
+        (f"http://127.0.0.1:{port}", f"anyq-report: error: no MLflow server answers at http://127.0.0.1:{port} ("),
+    ]
+    for uri, line in cases:
+        with pytest.raises(SystemExit) as exit_:
+            report_app.main(["--tracking-uri", uri])
+        assert exit_.value.code == 2
+        assert one_error_line(capsys.readouterr().err, "anyq-report").startswith(line)
     assert files_under(tmp_path) == []
 
 

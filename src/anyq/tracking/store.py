@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
+import urllib.error
+import urllib.request
 from urllib.parse import unquote, urlparse
 
 import mlflow
@@ -139,11 +142,37 @@ def open_existing_store(uri: str) -> MlflowClient:
     then find nothing in it. Here nothing is created: :class:`StoreNotFoundError` names the
     place instead. A server's store is the server's business and is not checked.
     """
+    scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
+    if len(scheme) > 1 and scheme not in STORE_SCHEMES:
+        near = difflib.get_close_matches(scheme, STORE_SCHEMES, n=1)
+        raise StoreNotFoundError(f"tracking URI {uri}: {scheme!r} is not a kind of MLflow store"
+                                 f"{f' (did you mean {near[0]}?)' if near else ''}; one of {', '.join(STORE_SCHEMES)}")
     path = local_store_path(uri)
     if path is not None and not (path.is_file() if is_local_sqlite(uri) else path.is_dir()):
         raise StoreNotFoundError(f"no MLflow store at {path}: nothing to read there, nothing created "
                                  f"(a mistyped tracking URI or project root?)")
+    if scheme in ("http", "https"):
+        _check_server_answers(uri)
     return MlflowClient(tracking_uri=uri)
+
+
+#: The kinds of tracking URI MLflow opens (``sqlite:///``, ``file:///``, a server, a database).
+STORE_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+#: Seconds a reading command waits for a tracking server to answer before it says none does
+#: (MLflow's own client retries for minutes before it gives up).
+SERVER_ANSWER_SECONDS = 10.0
+
+
+def _check_server_answers(uri: str) -> None:
+    """StoreNotFoundError when no server answers at ``uri`` within :data:`SERVER_ANSWER_SECONDS`
+    (any HTTP answer counts, an authentication error included)."""
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=SERVER_ANSWER_SECONDS).close()
+    except urllib.error.HTTPError:
+        return  # the server answered
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise StoreNotFoundError(f"no MLflow server answers at {uri} ({first_line(str(reason))})") from None
 
 
 def ensure_store(uri: str, mlruns_dir: str | Path) -> MlflowClient:
