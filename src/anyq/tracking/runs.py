@@ -232,11 +232,18 @@ def close_run(client: MlflowClient, run_id: str, status: str) -> None:
     while_store_busy(lambda: client.set_terminated(run_id, status=status))
 
 
+#: What a database says when another writer inserted the same key first (two workers tagging
+#: one study parent at once): tried again, the write is an update.
+INSERT_RACE = ("UniqueViolation", "UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
 def is_store_busy(exc: BaseException) -> bool:
     """The store is locked by another writer (MLflow's TEMPORARILY_UNAVAILABLE, which it also
-    gives a full or read-only SQLite file: those are :func:`unwritable_reason`'s, not busy)."""
-    return (isinstance(exc, MlflowException) and exc.error_code == "TEMPORARILY_UNAVAILABLE"
-            and unwritable_reason(exc) is None)
+    gives a full or read-only SQLite file: those are :func:`unwritable_reason`'s, not busy), or
+    another writer inserted the same key first (:data:`INSERT_RACE`)."""
+    if not isinstance(exc, MlflowException) or unwritable_reason(exc) is not None:
+        return False
+    return exc.error_code == "TEMPORARILY_UNAVAILABLE" or any(text in str(exc) for text in INSERT_RACE)
 
 
 def while_store_busy(write: Callable[[], Any], attempts: int = 3, pause_s: float = 1.0) -> Any:

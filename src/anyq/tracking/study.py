@@ -109,18 +109,20 @@ def record_summary(client: MlflowClient, parent_run_id: str, summary: dict[str, 
     if summary.get("best"):
         best = summary["best"]
         client.log_metric(parent_run_id, "best_value", best["value"])
-        client.set_tag(parent_run_id, "best_trial", str(best["number"]))
-        client.set_tag(parent_run_id, "best_params", json.dumps(best["params"]))
+        # every worker of a shared study records the summary: the tags go through the
+        # store's retry, where a worker that inserted the same tag first makes the retry an update
+        while_store_busy(lambda: client.set_tag(parent_run_id, "best_trial", str(best["number"])))
+        while_store_busy(lambda: client.set_tag(parent_run_id, "best_params", json.dumps(best["params"])))
         winners = [best["number"]]
     if summary.get("pareto_front"):
         winners = [p["number"] for p in summary["pareto_front"]]
-        client.set_tag(parent_run_id, "pareto_trials", json.dumps(winners))
+        while_store_busy(lambda: client.set_tag(parent_run_id, "pareto_trials", json.dumps(winners)))
     for name, value in summary.get("importances", {}).items():
         client.log_metric(parent_run_id, f"importance/{name}", value)
     for child in child_runs(client, client.get_run(parent_run_id)):
         number = child.data.tags.get(TRIAL_NUMBER_TAG)
         if number is not None and int(number) in winners:
-            client.set_tag(child.info.run_id, "best_trial", "true")
+            while_store_busy(lambda: client.set_tag(child.info.run_id, "best_trial", "true"))
 
 
 def close_study(client: MlflowClient, parent_run_id: str, status: str, error: Optional[str] = None) -> None:
