@@ -15,7 +15,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -236,19 +236,25 @@ def fill(path: Path) -> None:
             pass
 
 
+def break_store_mid_run(root: Path, log: Path, break_it: Callable[[], None]) -> tuple[Path, str]:
+    """Train in the background until a checkpoint exists, call ``break_it``, and expect exit 74;
+    the checkpoint and the command's output."""
+    proc = train(root, "trainer.max_epochs=2000", background=True)
+    try:
+        checkpoint = wait_for_checkpoint(root, proc)
+        break_it()
+        assert proc.wait(timeout=DEADLINE_S) == EXIT_STORE_UNWRITABLE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return checkpoint, log.read_text()
+
+
 @pytest.mark.slow
 def test_a_full_disk_mid_run_is_one_line_and_the_next_command_closes_the_run(tmp_path):
     root = tmp_path / "small"
     with mounted("tmpfs", root, "-t", "tmpfs", "-o", "size=64m"):
-        proc = train(root, "trainer.max_epochs=2000", background=True)
-        try:
-            checkpoint = wait_for_checkpoint(root, proc)
-            fill(root / "filler")
-            assert proc.wait(timeout=DEADLINE_S) == EXIT_STORE_UNWRITABLE
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        output = (tmp_path / "small.log").read_text()
+        checkpoint, output = break_store_mid_run(root, tmp_path / "small.log", lambda: fill(root / "filler"))
         line = one_error_line(output)
         assert len(output.splitlines()) < 10, output
         (run,) = runs(root)  # readable while full
@@ -279,15 +285,7 @@ def test_a_full_disk_mid_run_is_one_line_and_the_next_command_closes_the_run(tmp
 def test_a_store_made_read_only_mid_run_is_one_line_and_resume_last_continues_it(tmp_path):
     root = tmp_path / "store"
     with mounted("tmpfs", root, "-t", "tmpfs", "-o", "size=256m"):
-        proc = train(root, "trainer.max_epochs=2000", background=True)
-        try:
-            wait_for_checkpoint(root, proc)
-            read_only(root / "mlruns")
-            assert proc.wait(timeout=DEADLINE_S) == EXIT_STORE_UNWRITABLE
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        output = (tmp_path / "store.log").read_text()
+        _, output = break_store_mid_run(root, tmp_path / "store.log", lambda: read_only(root / "mlruns"))
         line = one_error_line(output)
         # which write meets the read-only mount first decides SQLite's words
         reason = r"(unable to open database file|disk i/o error|attempt to write a readonly database|\[Errno 30\] .*)"
