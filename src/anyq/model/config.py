@@ -52,3 +52,17 @@ CONFORMAL_DEFAULT = "none"
 #: ``model.online_gamma`` default: the online calibration's step as a share of the residuals'
 #: 90 % spread (anyq.model.online; chosen in docs/design.md, "Online calibration").
 ONLINE_GAMMA_DEFAULT = 0.05
+
+
+@dataclass
+class OutputConfig:
+    """The forecaster's own top-level settings (``model.monotone``, ``model.monotone_grid``,
+    ``model.conformal``, ``model.online_gamma``) with their ranges; the schema's ``ModelConfig``
+    extends it with the variant's name and its three parts."""
+
+    monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
+    monotone_grid: int = ranged(MONOTONE_GRID_DEFAULT, ge=2)  # levels k / (K + 1) the rearrangement sorts over
+    # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal); "online":
+    # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
+    conformal: str = CONFORMAL_DEFAULT
+    online_gamma: float = ranged(ONLINE_GAMMA_DEFAULT, ge=0)  # online step as a share of the residuals' 90 % spread

@@ -24,13 +24,14 @@ from anyq.model.config import (
     ONLINE_GAMMA_DEFAULT,
     AttentionConfig,
     BackboneConfig,
+    OutputConfig,
     SamplerConfig,
 )
 from anyq.model.conformal import CONFORMAL, ConformalOffsets
 from anyq.model.online import interpolate_offsets
 from anyq.model.monotone import MONOTONE, check_grid, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler, check_sampler
-from anyq.settings import SettingError
+from anyq.settings import SettingError, check_settings
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
@@ -396,9 +397,11 @@ def check_model_config(model: Mapping[str, Any], history_length: int, horizon_le
 
 
 def check_online_gamma(gamma: float) -> None:
-    """SettingError (a ValueError) unless ``model.online_gamma`` is a finite number >= 0."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= float(gamma) < float("inf"):
+    """SettingError (a ValueError) unless ``model.online_gamma`` lies in its declared range
+    (:class:`anyq.model.config.OutputConfig`) and is a finite number."""
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
         raise SettingError(f"model.online_gamma={gamma!r} must be a finite number >= 0", ("model.online_gamma",))
+    check_settings(OutputConfig, {"online_gamma": gamma}, "model.", only={"online_gamma"})
 
 
 def _checked_settings(

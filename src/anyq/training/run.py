@@ -259,10 +259,12 @@ def naive_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:
     return {"test/naive_crps": naive, "test/naive_ratio": scores.metrics["test/crps"] / naive}
 
 
-def naive_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor) -> Optional[float]:
+def naive_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.Tensor,
+               split: str = "test") -> Optional[float]:
     """CRPS of seasonal naive (``anyq.reference.seasonal_naive``, fitted on the training range) on
-    the test windows, scored like the models; None when the horizon exceeds its season."""
-    windows = datamodule.test_windows
+    the windows of ``split`` (``"val"`` or ``"test"``), scored like the models; None when the
+    horizon exceeds its season."""
+    windows = datamodule.windows(split)
     season = SeasonalNaiveForecaster().season
     if datamodule.horizon_length > season or windows.origin.size == 0 or int(windows.origin.min()) < season:
         return None
@@ -271,7 +273,7 @@ def naive_crps(dataset: Dataset, datamodule: ForecastDataModule, levels: torch.T
     except ValueError:  # a training range shorter than a season
         return None
     forecast = naive.predict(datamodule.filled_values, windows.series_idx, windows.origin, levels.numpy())
-    target = datamodule.dataset("test").target_array()
+    target = datamodule.dataset(split).target_array()
     scores = score(torch.as_tensor(forecast, dtype=torch.float32), torch.as_tensor(target, dtype=torch.float32),
                    levels, torch.as_tensor(windows.series_idx), dataset.panel.n_series)
     return float(scores["crps"])

@@ -17,15 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from anyq.data.errors import DataError
-from anyq.model.config import (
-    CONFORMAL_DEFAULT,
-    MONOTONE_DEFAULT,
-    MONOTONE_GRID_DEFAULT,
-    ONLINE_GAMMA_DEFAULT,
-    AttentionConfig,
-    BackboneConfig,
-    SamplerConfig,
-)
+from anyq.model.config import AttentionConfig, BackboneConfig, OutputConfig, SamplerConfig
 from anyq.settings import SettingError, check_settings, ranged
 
 
@@ -89,17 +81,14 @@ class DataConfig:
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(OutputConfig):
+    """``model``: the variant's name, its backbone, sampler and attention, and the forecaster's own
+    settings (:class:`anyq.model.config.OutputConfig`)."""
+
     variant: str = MISSING
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
-    monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
-    monotone_grid: int = ranged(MONOTONE_GRID_DEFAULT, ge=2)  # levels k / (K + 1) the rearrangement sorts over
-    # "per_level": split-conformal offsets fitted on validation (anyq.model.conformal); "online":
-    # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
-    conformal: str = CONFORMAL_DEFAULT
-    online_gamma: float = ranged(ONLINE_GAMMA_DEFAULT, ge=0)  # online step as a share of the residuals' 90 % spread
 
 
 @dataclass
