@@ -141,3 +141,39 @@ def test_summary_is_the_geometric_mean_of_ratios_and_counts_the_headline_row_onl
     assert summary["m (headline)"]["gmean_x_naive"] == pytest.approx(math.sqrt(0.2 * 0.25))
     assert summary["nbeats_mqloss"]["gmean_x_naive"] == pytest.approx(0.5)
     assert summary["m (headline)"]["train_cpu_seconds"] == 4.0
+
+
+def test_recipe_study_measures_the_preset_first_and_scores_validation_against_seasonal_naive(tmp_path: Path) -> None:
+    import bench_recipe
+    import optuna
+
+    from anyq.metrics import evaluation_grid
+    from anyq.training.builders import build_datamodule, load_dataset
+    from anyq.training.run import naive_crps
+    from compose_job import compose_job
+
+    csv = small_csv(tmp_path / "mine.csv")
+    storage = f"sqlite:///{tmp_path / 'recipe.db'}"
+    split = ["--train-end", "2021-02-28", "--val-end", "2021-03-14", "--test-end", "2021-03-31"]
+    argv = ["--data", str(csv), *split, "--n-trials", "2", "--storage", storage, "--study", "s",
+            "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "out"),
+            "--param", "optim.lr=choice(0.008,0.002)", *(x for o in TINY_ANYQ for x in ("--override", o))]
+    assert bench_recipe.main(argv) == 0
+    study = optuna.load_study(study_name="s", storage=storage)
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    # The preset's own values are measured first (cpu_demo: lr 0.008, EMA 0.995, calendar on, patience 3).
+    assert trials[0].params == {"optim.lr": 0.008, "optim.weight_decay": 0.0, "model.backbone.dropout": 0.0,
+                                "trainer.ema_decay": 0.995, "data.calendar.enabled": True,
+                                "trainer.early_stopping.patience": 3}
+    # The objective is validation CRPS over seasonal naive's on the same validation windows and grid.
+    cfg = compose_job(["data=csv", f"data.path={csv}", "data.split.kind=dates", "data.split.train_end='2021-02-28'",
+                       "data.split.val_end='2021-03-14'", "data.split.test_end='2021-03-31'",
+                       "experiment=cpu_demo", "model=baseline_adaptive", "tracking=none", *TINY_ANYQ], tmp_path / "c")
+    dataset = load_dataset(cfg.data)
+    naive = naive_crps(dataset, build_datamodule(cfg.data, dataset, 0), evaluation_grid(cfg.evaluation.val_num_levels), "val")
+    for t in trials:
+        a = t.user_attrs
+        assert a["mine/val_naive_crps"] == pytest.approx(naive)
+        assert t.value == pytest.approx(a["mine/val_crps"] / naive)
+    assert "| 0 | COMPLETE | 0.008 |" in (tmp_path / "out" / "s.md").read_text()
