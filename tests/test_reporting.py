@@ -196,7 +196,7 @@ def test_html_embeds_every_figure_at_its_size(ablation):
     parent = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
     cells = {r.info.run_id for r in client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-    assert set(re.findall(r"<td>([0-9a-f]{32})</td>", html)) == cells  # the runs table names every cell
+    assert set(re.findall(r'<td class="id">([0-9a-f]{32})</td>', html)) == cells  # the runs table names every cell
     assert parent.info.run_id in html and ablation["uri"] in html
 
 

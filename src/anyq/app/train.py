@@ -72,6 +72,10 @@ def main(cfg: DictConfig) -> Any:
             sys.exit(2)
         raise  # in a sweep the engine records the trial as failed and goes on
     log.info("test/crps=%.6g run_id=%s", summary.get("test/crps", float("nan")), summary.get("run_id"))
+    if HydraConfig.get().mode == RunMode.RUN and summary.get("run_id") and cfg.task == "train":
+        from anyq.app.job import print_comparison
+
+        print_comparison(cfg, summary["run_id"])  # a single run: its baseline beside it, as `make run` shows
     return summary
 
 

@@ -134,6 +134,17 @@ def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, hei
     return PageCapture(url, screenshot, dom.stdout)
 
 
+def dump_dom(chromium: str, url: str, *, width: int = 1400, height: int = 1000, wait_ms: int = 3000,
+             timeout: float = 180.0) -> str:
+    """The DOM of ``url`` as Chromium rendered it in a ``width`` x ``height`` window, after the
+    page's scripts ran for ``wait_ms`` of (virtual) time."""
+    done = _chromium(chromium, f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}", "--dump-dom",
+                     url, timeout=timeout)
+    if not done.stdout.strip():
+        raise BrowserError(f"chromium rendered no page for {url}: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
 def capture_runs_page(backend_uri: str, artifact_root: str, experiment_id: str, screenshot: Path,
                       chromium: Optional[str] = None, **kwargs: object) -> PageCapture:
     """The experiment's runs page in its saved comparison view, from a fresh server."""
