@@ -422,4 +422,5 @@ def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path,
         if TRAINED_ENOUGH_TAG not in run.data.tags:
             for key, value in readiness_tags(run.data.metrics).items():
                 client.set_tag(run.info.run_id, key, value)
-    record_study_readiness(client, parent_run_id, comparison.untrained)
+    if comparison.study.kind != "runs":  # a single run keeps its own trained_enough tags
+        record_study_readiness(client, parent_run_id, comparison.untrained)
