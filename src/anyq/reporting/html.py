@@ -32,6 +32,7 @@ from anyq.tracking.readiness import (
     readiness_tags,
     record_study_readiness,
 )
+from anyq.tracking.view import DELTA_TAG, VERDICT_TAG, delta_text
 from anyq.tracking.study import CONFIRM_OF_TAG, CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
@@ -418,9 +419,16 @@ def log_report(client: MlflowClient, parent_run_id: str, out_dir: Path,
     client.log_artifacts(parent_run_id, str(out_dir), REPORT_DIR)
     if comparison is None:
         return
-    for _, run in comparison.study.runs():
-        if TRAINED_ENOUGH_TAG not in run.data.tags:
-            for key, value in readiness_tags(run.data.metrics).items():
+    verdicts = comparison.table()["verdict"]
+    for group, run in comparison.study.runs():
+        tags = {key: value for key, value in readiness_tags(run.data.metrics).items()
+                if TRAINED_ENOUGH_TAG not in run.data.tags}
+        tags[VERDICT_TAG] = str(verdicts.get(group, ""))  # the group's verdict, a column of MLflow's saved view
+        shown = delta_text(run.data.metrics)
+        if shown:
+            tags[DELTA_TAG] = shown
+        for key, value in tags.items():
+            if value and run.data.tags.get(key) != value:
                 client.set_tag(run.info.run_id, key, value)
     if comparison.study.kind != "runs":  # a single run keeps its own trained_enough tags
         record_study_readiness(client, parent_run_id, comparison.untrained)
