@@ -6,10 +6,14 @@ import contextlib
 import io
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from anyq.app import report as report_app
+from anyq.reporting.figures import fan_chart, pick_window, sampler_importance
+from anyq.reporting.stats import StoredForecasts
 from anyq.training.builders import load_dataset
 from conftest import TINY, compose_config, run_cli
 
@@ -68,3 +72,34 @@ def test_report_by_experiment_name_finds_its_single_runs(single_run, capsys):
                      "--out", str(out), "--no-log"])
     assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
     assert (out / "index.html").is_file()
+
+
+def test_stored_windows_carry_series_names_and_dates_for_the_fan_chart(single_run, tmp_path):
+    root, _ = single_run
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("anyq")
+    (model,) = client.search_runs([experiment.experiment_id], "tags.variant = 'adaptive_attention'")
+    path = client.download_artifacts(model.info.run_id, "evaluation/test_forecasts.npz", str(tmp_path))
+    with np.load(path) as arrays:
+        stored = StoredForecasts.from_arrays(arrays)
+    frame = pd.read_csv(root / "load.csv")
+    assert list(stored.series_ids) == sorted(frame["unique_id"].astype(str).unique())
+    assert stored.index_start == pd.Timestamp(frame["ds"].min()).isoformat()
+    window = pick_window(stored)
+    origin, series = int(stored.origin[window]), int(stored.series_idx[window])
+    stamp = pd.Timestamp(frame["ds"].min()) + pd.Timedelta(hours=origin)
+    # the window's first target hour is that timestamp in the user's file
+    mine = frame[(frame["unique_id"].astype(str) == stored.series_ids[series]) & (pd.to_datetime(frame["ds"]) == stamp)]
+    assert mine["y"].to_numpy(np.float32)[0] == pytest.approx(float(stored.target[window, 0]), rel=1e-6)
+    title = fan_chart(stored, 168, "adaptive_attention").axes[0].get_title()
+    assert f"series {stored.series_ids[series]}" in title and f"{stamp:%Y-%m-%d %H:%M}" in title
+    assert "origin t =" not in title
+
+
+def test_one_importance_snapshot_is_drawn_over_the_levels_not_an_epoch_axis():
+    one = sampler_importance(np.full((1, 10), 0.1), "adaptive attention").axes[0]
+    assert one.get_xlabel() == "quantile level q (sampler bins)" and "epoch" not in one.get_ylabel()
+    assert [round(p.get_height(), 6) for p in one.patches] == [1.0] * 10  # uniform: 1 everywhere
+    many = sampler_importance(np.full((3, 10), 0.1), "adaptive attention").axes[0]
+    assert many.get_ylabel() == "epoch (end of)"
+    assert all(float(t).is_integer() for t in many.get_yticks() if 1 <= t <= 3)
