@@ -6,7 +6,6 @@ import base64
 import contextlib
 import html as html_lib
 import io
-import json
 import re
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from anyq.app import report as report_app
-from anyq.reporting.browser import BrowserError, dump_dom, ensure_chromium
+from anyq.reporting.browser import BrowserError, ensure_chromium, measure_tables
 from anyq.reporting.trials import MIN_COMPLETE, importances_of, space_keys
 from conftest import TINY, run_cli
 
@@ -103,22 +102,6 @@ def test_search_space_tag_names_its_keys():
 
 # --- the page in the browser the project uses for `make ui-check` ------------------------------
 
-MEASURE = """<script>
-window.addEventListener('load', () => {
-  const page = document.documentElement.clientWidth;
-  const tables = [...document.querySelectorAll('table')].map(t => {
-    const box = t.parentElement.getBoundingClientRect(), own = t.getBoundingClientRect();
-    return {right: Math.round(own.right), boxRight: Math.round(box.right), width: Math.round(own.width),
-            boxWidth: Math.round(box.width)};
-  });
-  const out = document.createElement('pre');
-  out.id = 'measured';
-  out.textContent = JSON.stringify({page, scroll: document.documentElement.scrollWidth, tables});
-  document.body.appendChild(out);
-});
-</script>"""
-
-
 @pytest.fixture(scope="module")
 def chromium():
     try:
@@ -127,15 +110,18 @@ def chromium():
         pytest.skip(f"no browser: {exc}")
 
 
-def test_no_table_is_wider_than_the_page_at_1400_px(sweep, chromium, tmp_path):
-    page = tmp_path / "measured.html"
-    page.write_text(sweep["html"].replace("</body>", MEASURE + "</body>"), encoding="utf-8")
-    dom = dump_dom(chromium, page.as_uri(), width=PAGE_WIDTH)
-    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
-    assert found, dom[-2000:]
-    measured = json.loads(html_lib.unescape(found.group(1)))
-    assert measured["page"] <= PAGE_WIDTH and measured["scroll"] <= measured["page"]
-    assert len(measured["tables"]) >= 6  # trials, importances, comparison, details, ensembles, paired, runs
-    for table in measured["tables"]:
-        assert table["boxRight"] <= measured["page"], table
-        assert table["width"] <= table["boxWidth"], table  # wraps to fit: no sideways scrolling needed
+def test_no_table_is_wider_than_the_page_at_1400_px(sweep, chromium):
+    fit = measure_tables(chromium, sweep["out"] / "index.html", width=PAGE_WIDTH)
+    assert fit.page <= PAGE_WIDTH and len(fit.tables) >= 7  # trials, importances, comparison, details, ...
+    assert fit.too_wide() == [], fit.too_wide()
+    assert fit.scroll <= fit.page
+    for table in fit.tables:  # each wraps to fit its box, which ends inside the page
+        assert table["width"] <= table["boxWidth"] and table["boxRight"] <= fit.page, table
+
+
+def test_the_measure_sees_a_table_that_does_not_fit(chromium, tmp_path):
+    wide = tmp_path / "wide.html"
+    wide.write_text("<html><body><table><tr>" + "<td>x" * 3 + "</td>" + "<td>" + "w" * 400 + "</td>"
+                    + "</tr></table></body></html>", encoding="utf-8")
+    fit = measure_tables(chromium, wide, width=PAGE_WIDTH)
+    assert fit.scroll > fit.page and len(fit.too_wide()) == 2
