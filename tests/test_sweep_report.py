@@ -7,11 +7,9 @@ import contextlib
 import html as html_lib
 import io
 import re
-from pathlib import Path
 
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from anyq.app import report as report_app
@@ -121,7 +119,7 @@ def test_no_table_is_wider_than_the_page_at_1400_px(sweep, chromium):
 
 def test_the_measure_sees_a_table_that_does_not_fit(chromium, tmp_path):
     wide = tmp_path / "wide.html"
-    wide.write_text("<html><body><table><tr>" + "<td>x" * 3 + "</td>" + "<td>" + "w" * 400 + "</td>"
+    wide.write_text("<html><body><table><tr>" + "<td>x</td>" * 3 + "<td>" + "w" * 400 + "</td>"
                     + "</tr></table></body></html>", encoding="utf-8")
     fit = measure_tables(chromium, wide, width=PAGE_WIDTH)
     assert fit.scroll > fit.page and len(fit.too_wide()) == 2

@@ -96,12 +96,13 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
     headline = comparison.headline
     scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: headline {headline}/ and test/ "
-                         f"CRPS ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
-    details = Table(title=f"Study {study.name!r}: calibration, point accuracy, cost ({ci})", **style)
-    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ CRPS %\n(interval)", "p\n(Holm)",
-                 "verdict", "head-\nline /\noracle"):
+                         f"CRPS in data units ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
+    details = Table(title=f"Study {study.name!r}: coverage of the 90 % and 95 % intervals, calibration, point "
+                          f"accuracy, cost ({ci})", **style)
+    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ CRPS %\n(interval;\n− = better)",
+                 "p\n(Holm)", "verdict", "head-\nline /\noracle"):
         scores.add_column(name, justify="left" if name in ("group", "verdict") else "right", no_wrap=True)
-    for name in ("group", "head-\nline\ncov 0.9", "cov\n0.9", "cov\n0.95", "CRPS\n%", "MARFE", "MAPE\n%",
+    for name in ("group", "head-\nline\ncov. 90 %", "cov.\n90 %", "cov.\n95 %", "CRPS\n%", "MARFE", "MAPE\n%",
                  "train\ns"):
         details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
     styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref.",

@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from anyq.errors import first_line
 from anyq.reporting.errors import ReportError
 from anyq.reporting.stats import StoredForecasts
-from anyq.reporting.trials import SweepTrials, sweep_trials
+from anyq.reporting.trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study import (
     DIRECTIONS_TAG,
@@ -188,14 +188,6 @@ def _baseline_runs(client: MlflowClient, children: list[Run]) -> list[Run]:
         if run.info.status == "FINISHED":
             found.append(run)
     return sorted(found, key=_seed)
-
-
-def best_validation(client: MlflowClient, run: Run, metric: str, direction: str) -> float:
-    """The sweep objective of a finished trial: its best epoch of ``metric`` (what Optuna saw)."""
-    history = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
-    if not history:
-        return run.data.metrics.get(metric, math.nan)
-    return min(history) if direction == "minimize" else max(history)
 
 
 def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline: str = BASELINE_VARIANT,

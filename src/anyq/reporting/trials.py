@@ -107,7 +107,8 @@ def load_optuna_study(parent: Run) -> tuple[Optional[optuna.Study], str]:
         return None, f"Optuna study {name!r} in {redacted(url)} could not be read ({first_line(exc)})"
 
 
-def _objective(client: MlflowClient, run: Run, metric: str, direction: str) -> float:
+def best_validation(client: MlflowClient, run: Run, metric: str, direction: str) -> float:
+    """A trial's objective as Optuna saw it: the best epoch of ``metric`` its run logged."""
     history = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
     if not history:
         return run.data.metrics.get(metric, math.nan)
@@ -141,7 +142,7 @@ def _from_runs(client: MlflowClient, parent: Run, runs: list[Run], objectives: l
     rows = []
     for number, run in sorted(newest.items()):
         state = _run_state(run)
-        values = [_objective(client, run, m, d) for m, d in zip(objectives, directions)]
+        values = [best_validation(client, run, m, d) for m, d in zip(objectives, directions)]
         params = {k: _param(run.data.params[k]) for k in keys if k in run.data.params}
         rows.append(TrialRow(number, state, params, values if state == "COMPLETE" else None,
                              values[0] if state == "PRUNED" else None, run))
@@ -185,7 +186,12 @@ def _inferred_study(rows: list[TrialRow], keys: list[str], directions: list[str]
             dists[key] = FloatDistribution(float(min(seen)), float(max(seen)))
         elif seen:
             dists[key] = CategoricalDistribution(sorted({str(v) for v in seen}))
-    study = optuna.create_study(directions=directions)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study created in memory" line
+    try:
+        study = optuna.create_study(directions=directions)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for row in rows:
         if row.state != "COMPLETE" or not row.values or any(k not in row.params for k in dists):
             continue
