@@ -33,7 +33,8 @@ def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
 def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
     console, kept = io.StringIO(), io.StringIO()
     to_console, to_file = logging.StreamHandler(console), logging.StreamHandler(kept)
-    to_console.addFilter(ConsoleNoise())  # also routes warnings to logging
+    logging.captureWarnings(False)  # an earlier in-process run may have routed them already
+    to_console.addFilter(ConsoleNoise())  # routes warnings to logging
     logger = logging.getLogger("py.warnings")
     logger.addHandler(to_console)
     logger.addHandler(to_file)
