@@ -79,6 +79,8 @@ def test_sweep_report_shows_optunas_importances_and_the_slices(sweep):
         assert re.search(rf"<td>{re.escape(name)}</td>\s*<td>{value:.3f}</td>", shares), name
     images = dict(re.findall(r'<figure id="([a-z_]+)">.*?src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page, re.S))
     assert {"parameter_importance", "parameter_slices", "optimisation_history"} <= set(images)
+    top = next(iter(expected))
+    assert "Trials: 4 (4 COMPLETE)" in sweep["printed"] and f"{top} {expected[top]:.2f}" in sweep["printed"]
     for name in ("parameter_importance", "parameter_slices"):
         with Image.open(io.BytesIO(base64.b64decode(images[name]))) as image:
             assert image.format == "PNG" and image.width >= 600

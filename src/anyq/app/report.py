@@ -223,6 +223,12 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
         console.print(f"  [yellow]not trained enough to judge[/]: {group}: {why}", soft_wrap=True)
     for line in comparison.verdicts():
         console.print(f"  - {line}", soft_wrap=True)
+    if study.sweep is not None:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(study.sweep.counts().items()))
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in study.sweep.importances.items())
+        console.print(f"Trials: {len(study.sweep.rows)} ({counts}), every one on the page with its parameters; "
+                      + (f"parameter importances: {shares}" if shares else study.sweep.importance_note),
+                      soft_wrap=True)
     if study.parent.data.tags.get(CONFIRM_STUDY_TAG):
         console.print(f"Confirmed over seeds: study {study.parent.data.tags[CONFIRM_STUDY_TAG]!r} "
                       f"(make report STUDY={study.parent.data.tags[CONFIRM_STUDY_TAG]})")
