@@ -72,6 +72,10 @@ def test_report_by_experiment_name_finds_its_single_runs(single_run, capsys):
                      "--out", str(out), "--no-log"])
     assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
     assert (out / "index.html").is_file()
+    # make report STUDY=anyq: the name of an experiment with no study behind it
+    report_app.main(["--study", "anyq", "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db",
+                     "--out", str(root / "reports" / "by-study"), "--no-log"])
+    assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
 
 
 def test_stored_windows_carry_series_names_and_dates_for_the_fan_chart(single_run, tmp_path):

@@ -103,7 +103,8 @@ def mean_ci(mean: float, half: float, fmt: str = "{:.4g}", sep: str = " ± ") ->
 
 
 def _pm(table: pd.DataFrame, metric: str, fmt: str = "{:.4g}") -> list[str]:
-    return [mean_ci(m, h, fmt) for m, h in zip(table[metric], table[f"{metric} ±"])]
+    """``mean ± half-width`` per row, kept on one line (no-break spaces)."""
+    return [mean_ci(m, h, fmt, sep="\u00a0±\u00a0") for m, h in zip(table[metric], table[f"{metric} ±"])]
 
 
 def _signed(value: float, fmt: str = "{:+.4g}") -> str:
