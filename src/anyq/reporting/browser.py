@@ -125,9 +125,12 @@ class PageCapture:
     dom: str
 
 
-def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, height: int = 1000,
+def capture(chromium: str, url: str, screenshot: Path, *, width: int = 3000, height: int = 1000,
             wait_ms: int = 25000, timeout: float = 180.0) -> PageCapture:
-    """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time."""
+    """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time.
+
+    The default window is wide enough for every column of the saved comparison view: the
+    runs table lays out only the columns near its visible part."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     common = (f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}")
     shot = _chromium(chromium, *common, f"--screenshot={screenshot.resolve()}", url, timeout=timeout)
