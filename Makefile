@@ -82,8 +82,8 @@ confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: ST
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
 	$(BIN)/anyq-train -m ablation=variants $(ARGS)
 
-report: $(STAMP) ## compare the newest study's runs, write reports/<study>/index.html (STUDY=<name> to choose)
-	$(BIN)/anyq-report $(if $(STUDY),--study $(STUDY),) $(REPORT_ARGS)
+report: $(STAMP) ## compare the newest study (or single runs), write reports/<name>/index.html (STUDY=<name> or EXPERIMENT=<name>)
+	$(BIN)/anyq-report $(if $(STUDY),--study $(STUDY),) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),) $(REPORT_ARGS)
 
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000; saved view "anyq comparison" (test CRPS, Δ vs baseline, coverage)
 	@# The UI keeps visible columns in the browser; the saved view (an experiment tag) is what a server can offer.

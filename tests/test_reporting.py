@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html as html_lib
 import io
 import json
 import math
@@ -196,7 +197,7 @@ def test_html_embeds_every_figure_at_its_size(ablation):
     parent = client.search_runs([experiment.experiment_id], "tags.role = 'study'")[0]
     cells = {r.info.run_id for r in client.search_runs(
         [experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
-    assert set(re.findall(r"<td>([0-9a-f]{32})</td>", html)) == cells  # the runs table names every cell
+    assert set(re.findall(r'<td class="id">([0-9a-f]{32})</td>', html)) == cells  # the runs table names every cell
     assert parent.info.run_id in html and ablation["uri"] in html
 
 
@@ -361,6 +362,44 @@ def test_sweep_report_ranks_trials_and_tests_them_against_the_baseline(tmp_path)
         with Image.open(io.BytesIO(png)) as image:
             assert image.size == PIXELS
     assert "trial 1 against baseline_adaptive: too few seeds for a verdict" in printed
+    # every trial is listed, the pruned one too; the fabricated storage is elsewhere, so MLflow speaks
+    page = html_lib.unescape((out / "index.html").read_text(encoding="utf-8"))
+    assert "5 trials (4 COMPLETE, 1 PRUNED), read from the trials' MLflow runs (Optuna storage " \
+           "sqlite:///elsewhere.db is not readable from here)" in page
+    assert "The sweep recorded no searched parameters, so none can be ranked." in page
+
+
+def test_confirm_report_names_the_trial_its_settings_and_recipe(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    sweep_id = client.create_experiment("sweep_y", artifact_location=(tmp_path / "sweep").as_uri())
+    sweep_parent = client.create_run(sweep_id, tags={
+        "role": "study", "study_name": "sweep_y", "optuna.storage": "sqlite:///elsewhere.db",
+        "search_space": "model.attention.adaptive_temp=FloatDistribution(high=2.0, log=False, low=0.0, step=None) "
+                        "model.attention.n_heads=CategoricalDistribution(choices=(1, 2))"}).info.run_id
+    trial = client.create_run(sweep_id, tags={"mlflow.parentRunId": sweep_parent, "optuna.trial_number": "3"})
+    for key, value in (("model.attention.adaptive_temp", "0.75"), ("model.attention.n_heads", "2"),
+                       ("optim.lr", "0.001")):
+        client.log_param(trial.info.run_id, key, value)
+    confirm_id = client.create_experiment("sweep_y-confirm", artifact_location=(tmp_path / "confirm").as_uri())
+    parent = client.create_run(confirm_id, tags={
+        "role": "study", "study_name": "sweep_y-confirm", "study_kind": "confirm", "confirm_of": "sweep_y",
+        "confirm_of_run_id": sweep_parent, "confirm_trial": "3", "confirm_trial_run_id": trial.info.run_id,
+        "recipe": "cpu_demo", "recipe_hash": "0123456789abcdef0123"}).info.run_id
+    child = {"mlflow.parentRunId": parent}
+    _fake_run(client, confirm_id, tmp_path, constructed(0.3), tags={**child, "variant": "baseline_adaptive"},
+              val_crps=[3.0])
+    _fake_run(client, confirm_id, tmp_path, constructed(0.1), tags={**child, "variant": "adaptive_attention"},
+              val_crps=[2.0])
+    client.set_terminated(parent, "FINISHED")
+    out = tmp_path / "report"
+    run_report("--tracking-uri", uri, "--study", "sweep_y-confirm", "--out", str(out), "--no-log")
+    page = (out / "index.html").read_text(encoding="utf-8")
+    section = page.split("<h2>Confirmed trial</h2>")[1].split("<h2>")[0]
+    assert "Trial <b>3</b> of sweep" in section and trial.info.run_id in section
+    assert "Recipe: <b>cpu_demo (0123456789ab)</b>" in section
+    settings = dict(re.findall(r"<td>([\w.]+)</td>\s*<td>([^<]*)</td>", section))
+    assert settings == {"model.attention.adaptive_temp": "0.75", "model.attention.n_heads": "2"}  # what it searched
 
 
 def test_report_errors_are_one_clear_line(tmp_path, capsys):

@@ -21,7 +21,7 @@ from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
 from anyq.tracking.baseline import is_baseline
-from anyq.tracking.comparison import compare_with_baseline, own_baseline_lock
+from anyq.tracking.comparison import BASELINE_ERROR_TAG, BASELINE_RUN_TAG, compare_with_baseline, own_baseline_lock
 from anyq.tracking.recording import Tracker, log_outcome, mlflow_logger, open_job_run
 from anyq.training.builders import Dataset, load_dataset, validate_config
 from anyq.training.checkpoints import override
@@ -108,3 +108,28 @@ def announce_checkpoint(cfg: DictConfig, outcome: TrainOutcome) -> None:
     if cfg.task == Task.train and outcome.best_checkpoint:
         log.info("best checkpoint: %s  (score it: anyq-train task=test %s)",
                  outcome.best_checkpoint, override("resume", outcome.best_checkpoint))
+
+
+def print_comparison(cfg: DictConfig, run_id: str) -> None:
+    """A single run's closing lines: its test scores beside its baseline's (the table that closes
+    ``make run``, :func:`anyq.reporting.table.print_runs`) and how to report it."""
+    from mlflow.exceptions import MlflowException
+
+    from anyq.reporting.table import print_runs
+
+    tracker = Tracker.from_config(cfg)
+    run = tracker.client.get_run(run_id)
+    runs = [run]
+    tags = run.data.tags
+    if tags.get(BASELINE_RUN_TAG):
+        try:
+            runs.insert(0, tracker.client.get_run(tags[BASELINE_RUN_TAG]))
+        except MlflowException:
+            pass
+    experiment = cfg.tracking.experiment
+    print_runs(runs, title=f"Run {run_id} against its baseline (experiment {experiment!r}): test split")
+    if len(runs) == 1:
+        why = tags.get(BASELINE_ERROR_TAG) or ("it is the baseline" if is_baseline(cfg) else
+                                               "no comparison was asked for (tracking.compare_to_baseline=false)")
+        print(f"No baseline comparison: {why}", flush=True)
+    print(f"Report: anyq-report --experiment {experiment}   (make report EXPERIMENT={experiment})", flush=True)

@@ -5,6 +5,12 @@
     anyq-report --study ablation         # the same, spelt out
     anyq-report --experiment ablation --alpha 0.01
     anyq-report --view-only              # only write the MLflow UI's saved comparison view
+    anyq-report --experiment anyq        # single runs (anyq-train without -m) of that experiment
+
+A name with no study behind it (an experiment of single runs) reports that experiment's
+runs trained outside a study like the newest one (same data and command line but for seed
+and model) against the baselines they were compared with; so does no name when the newest
+thing in the store is such a run.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anyq.app.paths import project_root
-from anyq.reporting.compare import StudyComparison, compare
+from anyq.reporting.compare import StudyComparison, compare, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
 from anyq.reporting.progress import Stages
@@ -34,7 +40,7 @@ from anyq.reporting.table import wide_console
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
 from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
 from anyq.reporting.errors import ReportError
-from anyq.reporting.study import Artifacts, find_parent
+from anyq.reporting.study import Artifacts, Study, find_parent, load_runs_study, newest_loose_run
 from anyq.tracking.study import CONFIRM_STUDY_TAG, ROLE_TAG, STORAGE_TAG, STUDY_KIND_TAG, STUDY_TAG, child_runs
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
@@ -90,12 +96,13 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
     headline = comparison.headline
     scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: headline {headline}/ and test/ "
-                         f"CRPS ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
-    details = Table(title=f"Study {study.name!r}: calibration, point accuracy, cost ({ci})", **style)
-    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ CRPS %\n(interval)", "p\n(Holm)",
-                 "verdict", "head-\nline /\noracle"):
+                         f"CRPS in data units ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
+    details = Table(title=f"Study {study.name!r}: coverage of the 90 % and 95 % intervals, calibration, point "
+                          f"accuracy, cost ({ci})", **style)
+    for name in ("group", "n", "head-\nline\nCRPS", "CRPS", "ens.\nCRPS", "Δ CRPS %\n(interval;\n− = better)",
+                 "p\n(Holm)", "verdict", "head-\nline /\noracle"):
         scores.add_column(name, justify="left" if name in ("group", "verdict") else "right", no_wrap=True)
-    for name in ("group", "head-\nline\ncov 0.9", "cov\n0.9", "cov\n0.95", "CRPS\n%", "MARFE", "MAPE\n%",
+    for name in ("group", "head-\nline\ncov. 90 %", "cov.\n90 %", "cov.\n95 %", "CRPS\n%", "MARFE", "MAPE\n%",
                  "train\ns"):
         details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
     styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref.",
@@ -149,14 +156,55 @@ def found_line(client: MlflowClient, parent: Run) -> str:
             f"started {started}")
 
 
+def runs_found_line(client: MlflowClient, study: Study) -> str:
+    """What a report of single runs is about: the experiment, its runs and the newest one."""
+    variants = ", ".join(f"{g} ({len(r)})" for g, r in study.groups.items())
+    return (f"Found {sum(len(r) for r in study.groups.values())} runs trained outside a study in experiment "
+            f"{study.experiment!r} ({variants}), newest run {study.parent_run_id}")
+
+
+def pick_target(client: MlflowClient, args: argparse.Namespace) -> tuple[Optional[Run], Optional[Run]]:
+    """(study parent, None) or (None, newest single run): what the report is about.
+
+    A named study or experiment with no study parent, or no name when the newest thing in the
+    store is a single run (``anyq-train`` without ``-m``), gives that experiment's single runs.
+    """
+    if args.parent_run_id:
+        return find_parent(client, parent_run_id=args.parent_run_id), None
+    try:
+        parent: Optional[Run] = find_parent(client, experiment=args.experiment, study=args.study)
+    except ReportError as exc:
+        named = args.experiment or args.study
+        experiment = client.get_experiment_by_name(named) if named else None
+        ids = ([experiment.experiment_id] if experiment is not None else
+               [] if named else [e.experiment_id for e in client.search_experiments()])
+        loose = newest_loose_run(client, ids)
+        if loose is None:
+            raise ReportError(f"{exc}; no single run compared with its baseline either") from None
+        return None, loose
+    if args.experiment or args.study:
+        return parent, None
+    loose = newest_loose_run(client, [e.experiment_id for e in client.search_experiments()])
+    if loose is not None and parent is not None and loose.info.start_time > parent.info.start_time:
+        return None, loose
+    return parent, None
+
+
 def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Console) -> Path:
     started = time.perf_counter()
-    parent = find_parent(client, experiment=args.experiment, study=args.study, parent_run_id=args.parent_run_id)
-    console.print(found_line(client, parent), soft_wrap=True)
+    parent, anchor = pick_target(client, args)
+    if parent is not None:
+        console.print(found_line(client, parent), soft_wrap=True)
     with Artifacts(uri) as artifacts, Stages("report", 4, console) as stage:
         stage("reading runs and test forecasts, paired tests")
-        comparison = compare(client, uri, artifacts, parent_run_id=parent.info.run_id, alpha=args.alpha,
-                             baseline=args.baseline)
+        if parent is not None:
+            comparison = compare(client, uri, artifacts, parent_run_id=parent.info.run_id, alpha=args.alpha,
+                                 baseline=args.baseline)
+        else:
+            assert anchor is not None
+            single = load_runs_study(client, uri, anchor, baseline=args.baseline)
+            console.print(runs_found_line(client, single), soft_wrap=True)
+            comparison = compare_study(single, artifacts, alpha=args.alpha)
         study = comparison.study
         out = args.out or project_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
         stage("drawing figures")
@@ -175,10 +223,17 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
         console.print(f"  [yellow]not trained enough to judge[/]: {group}: {why}", soft_wrap=True)
     for line in comparison.verdicts():
         console.print(f"  - {line}", soft_wrap=True)
+    if study.sweep is not None:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(study.sweep.counts().items()))
+        shares = ", ".join(f"{k} {v:.2f}" for k, v in study.sweep.importances.items())
+        console.print(f"Trials: {len(study.sweep.rows)} ({counts}), every one on the page with its parameters; "
+                      + (f"parameter importances: {shares}" if shares else study.sweep.importance_note),
+                      soft_wrap=True)
     if study.parent.data.tags.get(CONFIRM_STUDY_TAG):
         console.print(f"Confirmed over seeds: study {study.parent.data.tags[CONFIRM_STUDY_TAG]!r} "
                       f"(make report STUDY={study.parent.data.tags[CONFIRM_STUDY_TAG]})")
-    console.print(f"MLflow store: {uri}  experiment {study.experiment!r}  parent run {study.parent_run_id}")
+    which = "newest run" if study.kind == "runs" else "parent run"
+    console.print(f"MLflow store: {uri}  experiment {study.experiment!r}  {which} {study.parent_run_id}")
     console.print(f"MLflow UI (make ui): {args.ui_url}/{view}")
     console.print(f"Report: {path}  ({len(figures)} figures, {time.perf_counter() - started:.1f} s)")
     return path

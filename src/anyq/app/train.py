@@ -30,13 +30,15 @@ warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch
 
 
 def _quiet_optuna() -> None:
+    """Optuna's warnings once each, through logging: the TPE settings of hydra-optuna-sweeper's
+    vocabulary that Optuna deprecates, its experimental features, and the heartbeat it wants
+    from Study.optimize (the engine asks and tells itself). Hydra's logging config keeps them
+    off the console and in the log file (:mod:`anyq.app.console`)."""
     import optuna
 
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    # the TPE settings of hydra-optuna-sweeper's vocabulary that Optuna 4 deprecates, and the
-    # heartbeat Optuna wants from Study.optimize: one each per sweep, noise before its lines
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\.")
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
+    warnings.filterwarnings("once", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("once", category=FutureWarning, module=r"optuna\.")
+    warnings.filterwarnings("once", message="Heartbeat of storage is supposed to be used", category=UserWarning)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -72,6 +74,10 @@ def main(cfg: DictConfig) -> Any:
             sys.exit(2)
         raise  # in a sweep the engine records the trial as failed and goes on
     log.info("test/crps=%.6g run_id=%s", summary.get("test/crps", float("nan")), summary.get("run_id"))
+    if HydraConfig.get().mode == RunMode.RUN and summary.get("run_id") and cfg.task == "train":
+        from anyq.app.job import print_comparison
+
+        print_comparison(cfg, summary["run_id"])  # a single run: its baseline beside it, as `make run` shows
     return summary
 
 

@@ -5,8 +5,9 @@
 
 Starts ``mlflow server`` on a free 127.0.0.1 port, opens the saved comparison view of the
 experiment, writes a screenshot (default ``reports/ui/<experiment>_runs.png``) and checks
-that the comparison columns, the dataset and the source are on the page; exits 1 naming
-what is missing, 2 when no browser or server could be started. The server is stopped
+that the comparison columns, the dataset and the source are on the page; with ``--report``
+also screenshots the report page and checks that its tables fit a 1,400 px window; exits 1
+naming what is missing or too wide, 2 when no browser or server could be started. The server is stopped
 before the command returns.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from anyq.app.paths import project_root
-from anyq.reporting.browser import BrowserError, capture, capture_runs_page, ensure_chromium
+from anyq.reporting.browser import BrowserError, capture, capture_runs_page, ensure_chromium, measure_tables
 from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
 from anyq.tracking.view import prepare_experiment
 
@@ -26,6 +27,9 @@ from anyq.tracking.view import prepare_experiment
 EXPECTED = ("test_conformal/crps", "test_conformal/coverage-0.9", "test/crps", "delta/crps_vs_baseline",
             "delta/coverage-0.9_vs_baseline", "test/coverage-0.9", "test/oracle_ratio", "variant", "headline", "seed",
             "Dataset")
+
+
+REPORT_WIDTH = 1400  # the report page must fit a window this wide (px)
 
 
 def missing_on_page(dom: str, expected: Sequence[str]) -> list[str]:
@@ -73,8 +77,13 @@ def main(argv: Optional[list[str]] = None) -> None:
             print(f"ui_check: error: no report page {args.report} (run make report first)", file=sys.stderr)
             sys.exit(2)
         shot = out.with_name(f"{args.experiment}_report.png")
-        capture(ensure_chromium(), args.report.resolve().as_uri(), shot, width=1200, height=2400, wait_ms=2000)
+        capture(ensure_chromium(), args.report.resolve().as_uri(), shot, width=REPORT_WIDTH, height=2400, wait_ms=2000)
         print(f"report page: screenshot {shot}")
+        too_wide = measure_tables(ensure_chromium(), args.report, width=REPORT_WIDTH).too_wide()
+        if too_wide:
+            print(f"ui_check: report tables wider than a {REPORT_WIDTH} px window: {'; '.join(too_wide)}",
+                  file=sys.stderr)
+            sys.exit(1)
     print(f"ui_check: the runs page shows {', '.join(EXPECTED)} and dataset(s) {', '.join(sorted(datasets))}")
 
 

@@ -10,7 +10,10 @@ always stopped before returning. Chromium comes from Debian (``apt-get install c
 
 from __future__ import annotations
 
+import html
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -122,9 +125,12 @@ class PageCapture:
     dom: str
 
 
-def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, height: int = 1000,
+def capture(chromium: str, url: str, screenshot: Path, *, width: int = 3000, height: int = 1000,
             wait_ms: int = 25000, timeout: float = 180.0) -> PageCapture:
-    """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time."""
+    """Screenshot and rendered DOM of ``url`` after ``wait_ms`` of the page's (virtual) time.
+
+    The default window is wide enough for every column of the saved comparison view: the
+    runs table lays out only the columns near its visible part."""
     screenshot.parent.mkdir(parents=True, exist_ok=True)
     common = (f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}")
     shot = _chromium(chromium, *common, f"--screenshot={screenshot.resolve()}", url, timeout=timeout)
@@ -132,6 +138,63 @@ def capture(chromium: str, url: str, screenshot: Path, *, width: int = 2400, hei
         raise BrowserError(f"chromium wrote no screenshot: {shot.stderr.strip().splitlines()[-1:]}")
     dom = _chromium(chromium, *common, "--dump-dom", url, timeout=timeout)
     return PageCapture(url, screenshot, dom.stdout)
+
+
+def dump_dom(chromium: str, url: str, *, width: int = 1400, height: int = 1000, wait_ms: int = 3000,
+             timeout: float = 180.0) -> str:
+    """The DOM of ``url`` as Chromium rendered it in a ``width`` x ``height`` window, after the
+    page's scripts ran for ``wait_ms`` of (virtual) time."""
+    done = _chromium(chromium, f"--window-size={width},{height}", f"--virtual-time-budget={wait_ms}", "--dump-dom",
+                     url, timeout=timeout)
+    if not done.stdout.strip():
+        raise BrowserError(f"chromium rendered no page for {url}: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout
+
+
+#: Appended to a copy of a page: after load, writes the page's width and each table's box into
+#: the DOM (``<pre id="measured">``) for :func:`measure_tables` to read back.
+_MEASURE = """<script>
+window.addEventListener('load', () => {
+  const tables = [...document.querySelectorAll('table')].map(t => {
+    const box = t.parentElement.getBoundingClientRect(), own = t.getBoundingClientRect();
+    return {right: Math.round(own.right), boxRight: Math.round(box.right), width: Math.round(own.width),
+            boxWidth: Math.round(box.width)};
+  });
+  const out = document.createElement('pre');
+  out.id = 'measured';
+  out.textContent = JSON.stringify({page: document.documentElement.clientWidth,
+                                    scroll: document.documentElement.scrollWidth, tables});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+@dataclass
+class TableFit:
+    page: int  # the viewport's width, CSS pixels
+    scroll: int  # the document's width: above ``page`` when something sticks out sideways
+    tables: list[dict[str, int]]  # per table: width, right edge, and those of its container
+
+    def too_wide(self) -> list[str]:
+        """One line per table wider than its container or the page (empty when all fit)."""
+        out = [f"the page is {self.scroll} px wide in a {self.page} px window"] if self.scroll > self.page else []
+        for i, t in enumerate(self.tables, 1):
+            if t["width"] > t["boxWidth"] or t["boxRight"] > self.page:
+                out.append(f"table {i}: {t['width']} px in a {t['boxWidth']} px box ending at {t['boxRight']} px")
+        return out
+
+
+def measure_tables(chromium: str, page: Path, width: int = 1400) -> TableFit:
+    """Render the HTML file ``page`` in a ``width`` px window and measure its tables."""
+    with tempfile.TemporaryDirectory(prefix="anyq-measure-") as tmp:
+        copy = Path(tmp) / page.name
+        copy.write_text(page.read_text(encoding="utf-8").replace("</body>", _MEASURE + "</body>"), encoding="utf-8")
+        dom = dump_dom(chromium, copy.as_uri(), width=width)
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+    if not found:
+        raise BrowserError(f"chromium did not measure {page}")
+    measured = json.loads(html.unescape(found.group(1)))
+    return TableFit(measured["page"], measured["scroll"], measured["tables"])
 
 
 def capture_runs_page(backend_uri: str, artifact_root: str, experiment_id: str, screenshot: Path,

@@ -1,7 +1,9 @@
 """The report's figures (matplotlib, Agg backend: no display needed), one function each.
 
 Every figure is drawn at ``FIGSIZE`` inches and saved at ``DPI`` without tight cropping,
-so each PNG is exactly ``PIXELS`` (width, height) and a page can lay them out blindly.
+so each PNG is exactly ``PIXELS`` (width, height) and a page can lay them out blindly; the
+sweep's slice plot alone grows taller past four searched parameters (its size is in its
+``FigureFile``).
 Curves of a group are its members' curves averaged over seeds (the typical single model);
 the fan chart shows the group's seed ensemble, the forecast a user of the group would get.
 """
@@ -25,8 +27,10 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from anyq.metrics.functional import quantile_at  # noqa: E402
 from anyq.reporting.compare import StudyComparison  # noqa: E402
+from anyq.reporting.labels import metric_label as objective_label  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
-from anyq.reporting.study import Artifacts, best_validation  # noqa: E402
+from anyq.reporting.study import Artifacts  # noqa: E402
+from anyq.reporting.trials import SweepTrials, best_validation  # noqa: E402
 from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS  # noqa: E402
 from anyq.training.config_tree import full_variant  # noqa: E402
 from anyq.tracking.trials import TRIAL_NUMBER_TAG  # noqa: E402
@@ -122,25 +126,37 @@ def reliability_diagram(comparison: StudyComparison) -> Figure:
 
 def crps_by_horizon(comparison: StudyComparison) -> Figure:
     return _curves_by_group(comparison, "step", "crps_by_horizon", xlabel="horizon step (hours ahead)",
-                            ylabel="test CRPS", title="CRPS by horizon step (averaged over seeds)")
+                            ylabel="test CRPS (data units)", title="CRPS by horizon step (averaged over seeds)")
 
 
 def pinball_by_level(comparison: StudyComparison) -> Figure:
     return _curves_by_group(comparison, "levels", "pinball_by_level", xlabel="quantile level q",
-                            ylabel="mean pinball loss",
+                            ylabel="mean pinball loss (data units)",
                             title="Pinball loss by quantile level (test, averaged over seeds)")
 
 
 def sampler_importance(probabilities: np.ndarray, title: str) -> Figure:
-    """Heatmap epochs x bins of the sampler's bin probabilities, relative to uniform (1 = uniform)."""
+    """Heatmap epochs x bins of the sampler's bin probabilities, relative to uniform (1 = uniform);
+    a single snapshot (one epoch) is drawn as bars over the bins, which a heatmap of one row
+    would hide behind a meaningless epoch axis."""
     fig, ax = _figure()
     epochs, bins = probabilities.shape
     relative = probabilities * bins
+    if epochs == 1:
+        edges = np.linspace(0.0, 1.0, bins + 1)
+        ax.bar(edges[:-1], relative[0], width=np.diff(edges), align="edge", color="tab:blue", edgecolor="white")
+        ax.axhline(1.0, color="black", lw=0.8, ls=":", label="uniform sampling")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("quantile level q (sampler bins)")
+        ax.set_ylabel("bin probability × num_bins (1 = uniform)")
+        ax.set_title(f"{title} (end of training, one snapshot)")
+        ax.legend(fontsize=8)
+        return fig
     image = ax.imshow(relative, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
                       extent=(0.0, 1.0, 0.5, epochs + 0.5))
-    fig.colorbar(image, ax=ax, label="bin probability x num_bins (1 = uniform)")
-    ax.set_xlabel("quantile level q (bins)")
-    ax.set_ylabel("epoch")
+    fig.colorbar(image, ax=ax, label="bin probability × num_bins (1 = uniform)")
+    ax.set_xlabel("quantile level q (sampler bins)")
+    ax.set_ylabel("epoch (end of)")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title)
     return fig
@@ -189,9 +205,11 @@ def fan_chart(f: StoredForecasts, history_length: int, label: str, window: Optio
     ax.plot(steps - origin, q[0.5], color="tab:blue", lw=1.5, label="median")
     ax.plot(steps - origin, f.target[i], color="tab:red", lw=1, label="truth")
     ax.axvline(-0.5, color="black", lw=0.6, ls=":")
-    ax.set_xlabel("hours from the forecast origin")
-    ax.set_ylabel("load")
-    ax.set_title(f"Example forecast: {label}, series {series}, origin t = {origin}")
+    ax.set_xlabel("hours from the forecast origin (first forecast hour = 0)")
+    ax.set_ylabel("load (data units)")
+    stamp = f.timestamp(origin)
+    when = f"first forecast hour {stamp:%Y-%m-%d %H:%M}" if stamp is not None else f"origin hour {origin}"
+    ax.set_title(f"Example forecast: {label}\nseries {f.series_name(series)}, {when}", fontsize=10)
     ax.legend(fontsize=8, loc="best")
     return fig
 
@@ -213,9 +231,78 @@ def optimisation_history(numbers: np.ndarray, values: np.ndarray, direction: str
         ax.axhline(baseline_value, color=BASELINE_COLOR, ls="--", label="baseline adaptive model")
     ax.set_xlabel("trial number")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"{objective} (best epoch)")
+    ax.set_ylabel(f"{objective_label(objective)} (best epoch)")
     ax.set_title(f"Optimisation history ({direction} {objective})")
     ax.legend(fontsize=8)
+    return fig
+
+
+def parameter_importance(importances: dict[str, float], objective: str) -> Figure:
+    """Optuna's importance of each searched parameter for the first objective, as bars (they sum to 1)."""
+    fig, ax = _figure()
+    names = list(importances)[::-1]  # most important on top
+    values = [importances[n] for n in names]
+    ax.barh(np.arange(len(names)), values, color="tab:blue")
+    ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(1.0, max(values, default=0) * 1.15))
+    ax.set_xlabel(f"importance for {objective_label(objective)} (share, all parameters sum to 1)")
+    ax.set_title("Parameter importances (Optuna, fANOVA)")
+    return fig
+
+
+def _positions(values: list[object], scale: str) -> tuple[np.ndarray, Optional[list[str]]]:
+    """Numbers of a range stay numbers; choices (and anything not a number) become evenly
+    spaced categories, in their natural order, with their labels."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if numeric and scale != "categorical":
+        return np.asarray(values, dtype=float), None
+    labels = [str(v) for v in sorted(set(values), key=lambda v: (not numeric, v if numeric else str(v)))]
+    return np.asarray([labels.index(str(v)) for v in values], dtype=float), labels
+
+
+def parameter_slices(trials: SweepTrials) -> Figure:
+    """One panel per searched parameter: each trial's objective against its value (a slice plot);
+    complete trials coloured by trial number, pruned ones as crosses at their best epoch."""
+    params = trials.params
+    cols = min(4, max(1, len(params)))
+    rows = math.ceil(len(params) / cols)
+    fig = Figure(figsize=(FIGSIZE[0], max(FIGSIZE[1], 2.6 * rows)), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+    objective = trials.objectives[0]
+    points = [(r, r.values[0] if r.values else r.intermediate) for r in trials.rows]
+    points = [(r, v) for r, v in points if v is not None and math.isfinite(v)]
+    numbers = [r.number for r, _ in points] or [0]
+    norm = matplotlib.colors.Normalize(vmin=min(numbers), vmax=max(max(numbers), min(numbers) + 1))
+    for ax, name in zip(axes.flat, params):
+        shown = [(r, v) for r, v in points if name in r.params]
+        x, labels = _positions([r.params[name] for r, _ in shown], trials.scale(name))
+        done = np.array([r.state == "COMPLETE" for r, _ in shown], dtype=bool)
+        y = np.array([v for _, v in shown], dtype=float)
+        if done.any():
+            ax.scatter(x[done], y[done], c=[r.number for (r, _), d in zip(shown, done) if d], cmap="viridis",
+                       norm=norm, s=22, edgecolor="black", linewidth=0.4)
+        if (~done).any():
+            ax.scatter(x[~done], y[~done], marker="x", color=BASELINE_COLOR, s=22, label="pruned (best epoch)")
+            ax.legend(fontsize=7)
+        if labels is not None:
+            ax.set_xticks(np.arange(len(labels)), labels, fontsize=8)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
+        elif trials.scale(name) == "log":
+            ax.set_xscale("log")
+        elif trials.scale(name) == "int":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(name, fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"{objective_label(objective)}\n(best epoch)", fontsize=8)
+    for ax in list(axes.flat)[len(params):]:
+        ax.set_visible(False)
+    if any(r.state == "COMPLETE" for r, _ in points):
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes, label="trial number",
+                           shrink=0.8)
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"Each trial's {objective_label(objective)} against each searched parameter")
     return fig
 
 
@@ -244,7 +331,8 @@ def _importance(comparison: StudyComparison, artifacts: Artifacts) -> Optional[t
 def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str) -> FigureFile:
     path = out_dir / f"{name}.png"
     fig.savefig(path, dpi=DPI)
-    return FigureFile(name, title, caption, path, PIXELS)
+    width, height = fig.get_size_inches() * DPI
+    return FigureFile(name, title, caption, path, (int(round(width)), int(round(height))))
 
 
 def render_figures(comparison: StudyComparison, artifacts: Artifacts, out_dir: Path) -> list[FigureFile]:
@@ -288,4 +376,14 @@ def render_figures(comparison: StudyComparison, artifacts: Artifacts, out_dir: P
                            out_dir, "optimisation_history", "Optimisation history",
                            "Objective of each finished trial (its best epoch) and the best so far; crosses: "
                            "pruned trials at the epoch they were stopped."))
+    trials = comparison.study.sweep
+    if trials is not None and trials.importances:
+        files.append(_save(parameter_importance(trials.importances, trials.objectives[0]), out_dir,
+                           "parameter_importance", "Importance of each searched parameter",
+                           "How much of the variation of the first objective over the complete trials each "
+                           "searched parameter explains (optuna.importance.get_param_importances, fANOVA)."))
+    if trials is not None and trials.params and any(r.values or r.intermediate is not None for r in trials.rows):
+        files.append(_save(parameter_slices(trials), out_dir, "parameter_slices", "Objective against each parameter",
+                           "Every complete trial's objective (best epoch) against the value it tried, coloured by "
+                           "trial number; crosses: pruned trials at their best epoch before they were stopped."))
     return files

@@ -109,6 +109,8 @@ class StoredForecasts:
     series_idx: np.ndarray
     origin: np.ndarray
     levels: np.ndarray
+    series_ids: tuple[str, ...] = ()  # names of the series (``series_idx`` indexes it); () when not stored
+    index_start: Optional[str] = None  # ISO timestamp of hour 0 of ``origin``; None when not stored
 
     def __post_init__(self) -> None:
         n, h, q = self.forecast.shape
@@ -120,9 +122,20 @@ class StoredForecasts:
 
     @classmethod
     def from_arrays(cls, arrays) -> "StoredForecasts":
+        names = getattr(arrays, "files", arrays)
+        ids = tuple(str(i) for i in np.asarray(arrays["series_ids"]).tolist()) if "series_ids" in names else ()
+        start = str(np.asarray(arrays["index_start"]).item()) if "index_start" in names else None
         return cls(np.asarray(arrays["forecast"]), np.asarray(arrays["target"]),
                    np.asarray(arrays["series_idx"]).astype(np.int64), np.asarray(arrays["origin"]).astype(np.int64),
-                   np.asarray(arrays["levels"]))
+                   np.asarray(arrays["levels"]), ids, start)
+
+    def series_name(self, series: int) -> str:
+        """The series' id as the data names it (``#<n>``, its position, for runs that stored none)."""
+        return self.series_ids[series] if 0 <= series < len(self.series_ids) else f"#{series}"
+
+    def timestamp(self, hour: int) -> Optional[pd.Timestamp]:
+        """The time of ``origin`` value ``hour``, or None for runs that stored no start."""
+        return None if self.index_start is None else pd.Timestamp(self.index_start) + pd.Timedelta(hours=int(hour))
 
     @property
     def num_series(self) -> int:
@@ -130,10 +143,11 @@ class StoredForecasts:
 
     def take(self, order: np.ndarray) -> "StoredForecasts":
         return StoredForecasts(self.forecast[order], self.target[order], self.series_idx[order],
-                               self.origin[order], self.levels)
+                               self.origin[order], self.levels, self.series_ids, self.index_start)
 
     def with_forecast(self, forecast: np.ndarray) -> "StoredForecasts":
-        return StoredForecasts(np.asarray(forecast), self.target, self.series_idx, self.origin, self.levels)
+        return StoredForecasts(np.asarray(forecast), self.target, self.series_idx, self.origin, self.levels,
+                               self.series_ids, self.index_start)
 
 
 def _sorted_keys(f: StoredForecasts) -> tuple[np.ndarray, np.ndarray]:

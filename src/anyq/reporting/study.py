@@ -23,10 +23,12 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.errors import first_line
 from anyq.reporting.errors import ReportError
 from anyq.reporting.stats import StoredForecasts
+from anyq.reporting.trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study import (
     DIRECTIONS_TAG,
@@ -83,6 +85,51 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
     return runs[0]
 
 
+def is_loose_run(run: Run) -> bool:
+    """A FINISHED run trained outside any study and compared with its baseline: what
+    ``anyq-train`` without ``-m`` leaves (a baseline, a scored checkpoint or a study's run is not)."""
+    tags = run.data.tags
+    return (run.info.status == "FINISHED" and MLFLOW_PARENT_RUN_ID not in tags and bool(tags.get("baseline_run_id"))
+            and tags.get(ROLE_TAG) not in ("study", "baseline") and tags.get("variant") != BASELINE_VARIANT
+            and tags.get("task", "train") == "train")
+
+
+def newest_loose_run(client: MlflowClient, experiment_ids: list[str]) -> Optional[Run]:
+    """The newest run trained outside a study (:func:`is_loose_run`) in these experiments."""
+    if not experiment_ids:
+        return None
+    runs = client.search_runs(experiment_ids, "attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=500)
+    return next((r for r in runs if is_loose_run(r)), None)
+
+
+def _configuration(run: Run) -> tuple[str, str]:
+    """What makes runs comparable: the data, and the command line apart from seed and model."""
+    overrides = run.data.tags.get("overrides", "").split()
+    rest = sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in ("seed", "model"))
+    return run.data.tags.get("data_fingerprint", ""), " ".join(rest)
+
+
+def load_runs_study(client: MlflowClient, tracking_uri: str, anchor: Run, *,
+                    baseline: str = BASELINE_VARIANT) -> Study:
+    """The single runs of ``anchor``'s experiment trained like it (same data, same command line
+    but for ``seed=`` and ``model=``), grouped by variant, with the baselines they name."""
+    experiment = client.get_experiment(anchor.info.experiment_id).name
+    key = _configuration(anchor)
+    runs = [r for r in client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
+                                          max_results=10000) if is_loose_run(r) and _configuration(r) == key]
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=_seed):
+        groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
+    base_runs = _baseline_runs(client, runs)
+    if not base_runs:
+        raise ReportError(f"run {anchor.info.run_id} names no FINISHED baseline run to compare against")
+    order = list(VARIANTS)
+    groups = dict(sorted(groups.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order),
+                                                         kv[0])))
+    return Study(client, tracking_uri, anchor, experiment, "runs", {baseline: base_runs, **groups}, baseline)
+
+
 def objective_of(parent: Run) -> tuple[str, str]:
     """(metric, direction) a sweep optimised: its first objective; val/crps minimised otherwise."""
     objectives = parent.data.tags.get(OBJECTIVES_TAG, "val/crps").split(",")
@@ -98,16 +145,20 @@ class Study:
     tracking_uri: str
     parent: Run
     experiment: str
-    kind: str  # "grid" or "sweep"
+    kind: str  # "grid", "sweep", or "runs" (single runs of an experiment; ``parent`` is the newest)
     groups: dict[str, list[Run]]
     baseline: str  # the key of the baseline group in ``groups``
     trials: list[Run] = field(default_factory=list)  # sweeps: every finished trial, by number
     objective: tuple[str, str] = ("val/crps", "minimize")
     trial_values: dict[str, float] = field(default_factory=dict)  # run id -> sweep objective
     pruned_values: dict[int, float] = field(default_factory=dict)  # trial number -> objective when pruned
+    sweep: Optional[SweepTrials] = None  # sweeps: every trial in every state, importances
+    top_trials: int = 0  # sweeps: how many of the best trials are compared on the test split
 
     @property
     def name(self) -> str:
+        if self.kind == "runs":  # runs trained outside a study are named by their experiment
+            return self.experiment
         return self.parent.data.tags.get(STUDY_TAG, self.parent.info.run_name or self.parent.info.run_id)
 
     @property
@@ -139,14 +190,6 @@ def _baseline_runs(client: MlflowClient, children: list[Run]) -> list[Run]:
     return sorted(found, key=_seed)
 
 
-def best_validation(client: MlflowClient, run: Run, metric: str, direction: str) -> float:
-    """The sweep objective of a finished trial: its best epoch of ``metric`` (what Optuna saw)."""
-    history = [m.value for m in client.get_metric_history(run.info.run_id, metric) if math.isfinite(m.value)]
-    if not history:
-        return run.data.metrics.get(metric, math.nan)
-    return min(history) if direction == "minimize" else max(history)
-
-
 def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline: str = BASELINE_VARIANT,
                top_trials: int = 3) -> Study:
     """Group the parent's FINISHED children (see module doc) and attach the baseline group."""
@@ -159,6 +202,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
     trials: list[Run] = []
     scores: dict[str, float] = {}
     pruned_values: dict[int, float] = {}
+    every: Optional[SweepTrials] = None
     objective = objective_of(parent)
     if sweep:
         trials = sorted((r for r in children if TRIAL_NUMBER_TAG in r.data.tags), key=lambda r: int(r.data.tags[TRIAL_NUMBER_TAG]))
@@ -173,6 +217,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         pruned = [r for r in child_runs(client, parent, "KILLED")
                   if r.data.tags.get("trial_state") == "PRUNED" and TRIAL_NUMBER_TAG in r.data.tags]
         pruned_values = {int(r.data.tags[TRIAL_NUMBER_TAG]): best_validation(client, r, metric, direction) for r in pruned}
+        every = sweep_trials(client, parent, child_runs(client, parent))
     else:
         for run in sorted(children, key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
@@ -184,7 +229,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         raise ReportError(f"study {parent.info.run_id} has no FINISHED {baseline} runs to compare against")
     groups = {baseline: base_runs, **groups}
     return Study(client, tracking_uri, parent, experiment, "sweep" if sweep else "grid", groups, baseline,
-                 trials, objective, scores, pruned_values)
+                 trials, objective, scores, pruned_values, every, top_trials if sweep else 0)
 
 
 class Artifacts:

@@ -12,24 +12,26 @@ from anyq.metrics.families import headline_metric, headline_of
 
 #: Read from each run's headline family (its ``headline`` tag): header, metric name, format.
 HEADLINE_COLUMNS = (
-    ("headline CRPS", "crps", "{:.2f}"),
-    ("headline cov-0.9", "coverage-0.9", "{:.3f}"),
+    ("headline\nCRPS", "crps", "{:.2f}"),
+    ("headline\ncoverage\n90 %", "coverage-0.9", "{:.3f}"),
 )
 COLUMNS = (
-    ("test CRPS", "test/crps", "{:.2f}"),
-    ("oracle ratio", "test/oracle_ratio", "{:.3f}"),
-    ("CRPS %", "test/crps_norm", "{:.3f}"),
-    ("cov-0.9", "test/coverage-0.9", "{:.3f}"),
-    ("cov-0.95", "test/coverage-0.95", "{:.3f}"),
+    ("test\nCRPS", "test/crps", "{:.2f}"),
+    ("CRPS /\noracle", "test/oracle_ratio", "{:.3f}"),
+    ("CRPS\n%", "test/crps_norm", "{:.3f}"),
+    ("coverage\n90 %", "test/coverage-0.9", "{:.3f}"),
+    ("coverage\n95 %", "test/coverage-0.95", "{:.3f}"),
     ("MARFE", "test/marfe", "{:.4f}"),
-    ("MAPE %", "test/mape", "{:.2f}"),
-    ("Δ CRPS vs baseline", "delta/crps_vs_baseline", "{:+.2f}"),
-    ("train s", "train_seconds", "{:.0f}"),
+    ("MAPE\n%", "test/mape", "{:.2f}"),
+    ("Δ CRPS vs\nbaseline\n(− = better)", "delta/crps_vs_baseline", "{:+.2f}"),
+    ("train\ns", "train_seconds", "{:.0f}"),
 )
+UNITS_NOTE = ("CRPS and Δ CRPS in the data's units (negative Δ = lower CRPS than the baseline = better); "
+              "coverage: share of targets inside the interval")
 
 
 def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
-    table = Table(title=title)
+    table = Table(title=title, caption=UNITS_NOTE)
     table.add_column("variant")
     table.add_column("headline")
     for header, _, _ in (*HEADLINE_COLUMNS, *COLUMNS):

@@ -26,6 +26,7 @@ from anyq.tracking.baseline import baseline_config, config_signature, deltas, fi
 from anyq.tracking.recording import Tracker
 from anyq.tracking.runs import RunRecord
 from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, trial_key
+from anyq.tracking.view import DELTA_TAG, delta_text
 
 log = logging.getLogger(__name__)
 BASELINE_RUN_TAG = "baseline_run_id"
@@ -92,5 +93,7 @@ def compare_with_baseline(cfg: DictConfig, data_fingerprint: str, tracker: Track
         log.warning("baseline failed: %s", exc)
         record.set_tags({BASELINE_ERROR_TAG: first_line(exc, with_type=True)})
         return
-    record.log_metrics(deltas(dict(metrics), baseline))
-    record.set_tags({BASELINE_RUN_TAG: baseline["run_id"]})
+    differences = deltas(dict(metrics), baseline)
+    record.log_metrics(differences)
+    shown = delta_text(differences)  # rounded, for MLflow's saved view
+    record.set_tags({BASELINE_RUN_TAG: baseline["run_id"], **({DELTA_TAG: shown} if shown else {})})

@@ -14,14 +14,20 @@ MLflow 3 (checked against the 3.17 UI bundle) reads two kinds of experiment tags
   UI otherwise keeps its column choice in the browser; a server cannot set a default.
 
 Every experiment anyq writes gets both (:func:`prepare_experiment`), so the comparison
-columns are one click away in ``main`` as in every sweep or ablation.
+columns are one click away in ``main`` as in every sweep or ablation. The saved view groups
+the rows by the ``variant`` tag (``groupBy``, a key of the same state). What a saved view
+cannot say: a number format (metric columns print at full precision, so the rounded
+difference and the verdict are text tags), a column title of one's own (a column is titled by
+its key, and tag keys may not hold ``(``, ``=`` or ``,``), and a grouped row's interval (the
+UI aggregates by mean, min or max only).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import Any
+from typing import Any, Mapping, Optional
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -38,7 +44,17 @@ VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 # click away (Columns); the page must fit a screen
 VIEW_COLUMNS = (f"{MAIN_HEADLINE}/crps", f"{MAIN_HEADLINE}/coverage-0.9", "test/crps", "delta/crps_vs_baseline",
                 "delta/coverage-0.9_vs_baseline", "test/coverage-0.9", "test/oracle_ratio")
-VIEW_TAGS = ("variant", HEADLINE_TAG, "seed")
+#: Text tags the view shows rounded (MLflow's runs table prints metrics at full precision and has
+#: no number format a saved view could set): the verdict of the run's group against the baseline
+#: (written by the report) and the test CRPS difference (written when the run is compared).
+VERDICT_TAG = "verdict"
+DELTA_TAG = "Δ CRPS vs baseline - negative is better"
+VIEW_TAGS = ("variant", VERDICT_TAG, DELTA_TAG, HEADLINE_TAG, "seed")
+#: Pixels for the text columns, wide enough for their titles and values (the UI's default cuts
+#: at about 15 characters; the metric columns keep the UI's width so that all fit a 2,400 px page).
+COLUMN_WIDTHS = {f"tags.`{VERDICT_TAG}`": 190, f"tags.`{DELTA_TAG}`": 270}
+#: Rows grouped by variant (seed means in the metric columns; each group opens on its runs).
+GROUP_BY = {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "variant"}]}
 VIEW_ATTRIBUTES = ("Dataset", "Source")  # the UI's own columns, kept beside the comparison
 
 
@@ -48,7 +64,18 @@ def view_state() -> dict[str, Any]:
     columns = ([f"tags.`{t}`" for t in VIEW_TAGS] + [f"metrics.`{m}`" for m in VIEW_COLUMNS]
                + [f"attributes.`{a}`" for a in VIEW_ATTRIBUTES])
     return {"searchFilter": "", "orderByKey": "metrics.`test/crps`", "orderByAsc": True,
-            "selectedColumns": columns, "columnOrder": columns}
+            "selectedColumns": columns, "columnOrder": columns, "groupBy": GROUP_BY,
+            "columnWidths": COLUMN_WIDTHS}
+
+
+def delta_text(metrics: Mapping[str, float]) -> Optional[str]:
+    """The value of :data:`DELTA_TAG`: ``-27.7 (-8.3 %)``, the test CRPS difference from the
+    baseline in data units and in % of the baseline's (None without a comparison)."""
+    delta, ratio = metrics.get("delta/crps_vs_baseline"), metrics.get("delta/crps_ratio_vs_baseline")
+    if delta is None or not math.isfinite(delta):
+        return None
+    share = f" ({100 * (ratio - 1):+.1f} %)" if ratio is not None and math.isfinite(ratio) else ""
+    return f"{delta:+.4g}{share}"
 
 
 def view_fragment(experiment_id: str) -> str:

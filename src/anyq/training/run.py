@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, open_dict
@@ -26,6 +27,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from anyq.data.calendar import INPUTS, spec_from_config
 from anyq.data.coverage import calendar_coverage, covered_inputs
 from anyq.data.datamodule import ForecastDataModule
+from anyq.data.panel import Panel
 from anyq.data.windows import make_windows
 from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
@@ -228,13 +230,20 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
     return TrainOutcome(
         metrics=metrics,
         curves=scores.curves,
-        forecasts=scores.forecasts,
+        forecasts={**scores.forecasts, **window_labels(plan.dataset.panel)} if scores.forecasts else {},
         val_history=val_history,
         importance_history=importance,
         best_checkpoint=best,
         train_seconds=train_seconds,
         data_summary=datamodule.summary(),
     )
+
+
+def window_labels(panel: Panel) -> dict[str, np.ndarray]:
+    """What names the stored windows for a reader: ``series_ids [S]`` (``series_idx`` indexes
+    it) and ``index_start`` (the timestamp of hour 0, ISO 8601; ``origin`` counts hours from it)."""
+    return {"series_ids": np.asarray(panel.ids, dtype=str),
+            "index_start": np.asarray(pd.Timestamp(panel.index[0]).isoformat())}
 
 
 def oracle_ratios(plan: RunPlan, scores: TestScores) -> dict[str, float]:

@@ -1,0 +1,46 @@
+"""What the console shows of the libraries' chatter: nothing a user cannot act on.
+
+Hydra configures logging for every job (``hydra.job_logging``) and for the sweeper's own
+process (``hydra.hydra_logging``); ``conf/hydra/default.yaml`` puts :class:`ConsoleNoise` on
+their console handlers only, so the job's log file (``<output dir>/<job>.log``) keeps every
+line the console drops. The same file routes Lightning's loggers to those handlers (Lightning
+otherwise prints through a stderr handler of its own that no file sees), and building the
+filter turns on ``logging.captureWarnings``, so Python warnings reach the log file too.
+
+Dropped from the console:
+
+* Lightning's litlogger tip and its ``Trainer(limit_*_batches=1.0)`` lines (the default
+  whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, and
+  its two lines on loading the best checkpoint for testing (the run names that checkpoint);
+* warnings about deprecations (``DeprecationWarning``, ``FutureWarning``, Lightning's own),
+  Optuna's ``ExperimentalWarning`` and its heartbeat ``UserWarning`` (a heartbeat is what lets
+  several workers share a study, :mod:`anyq.sweeping.engine`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+NOISE = re.compile(
+    r"Tip: .*litlogger"
+    r"|^`Trainer\(limit_(train|val|test|predict)_batches=1\.0\)` was configured"
+    r"|^(GPU|TPU) available: False"
+    r"|^(Restoring states from|Loaded model weights from) the checkpoint"
+)
+NOISY_WARNINGS = re.compile(
+    r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used", re.IGNORECASE)
+
+
+class ConsoleNoise(logging.Filter):
+    """Keeps a record off the console when it is library noise (see the module doc)."""
+
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        logging.captureWarnings(True)  # warnings become records of "py.warnings": the log file keeps them
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.name == "py.warnings":
+            return not NOISY_WARNINGS.search(message)
+        return not NOISE.search(message)

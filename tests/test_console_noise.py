@@ -1,0 +1,53 @@
+"""Library chatter stays off the console and in the job's log file."""
+
+from __future__ import annotations
+
+import io
+import logging
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+from anyq.app.console import ConsoleNoise
+from conftest import STEP_BUDGET, TINY
+
+BIN = Path(sys.executable).parent
+NOISE = ("litlogger", "`Trainer(limit_train_batches=1.0)` was configured",
+         "`Trainer(limit_val_batches=1.0)` was configured", "`Trainer(limit_test_batches=1.0)` was configured")
+
+
+def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
+    done = subprocess.run([str(BIN / "anyq-train"), *TINY, *STEP_BUDGET, "tracking.log_model=false",
+                           f"paths.root={tmp_path}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    (log,) = [p for p in (tmp_path / "outputs").rglob("*.log")]
+    kept = log.read_text()
+    for text in NOISE:
+        assert text not in console, text
+        assert text in kept, text
+    assert "test/crps=" in console and "against its baseline" in console  # what the user needs stays
+
+
+def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
+    console, kept = io.StringIO(), io.StringIO()
+    to_console, to_file = logging.StreamHandler(console), logging.StreamHandler(kept)
+    logging.captureWarnings(False)  # an earlier in-process run may have routed them already
+    to_console.addFilter(ConsoleNoise())  # routes warnings to logging
+    logger = logging.getLogger("py.warnings")
+    logger.addHandler(to_console)
+    logger.addHandler(to_file)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("Heartbeat of storage is supposed to be used with Study.optimize.", UserWarning)
+            warnings.warn("`x` is deprecated and will be removed", FutureWarning)
+            warnings.warn("a warning a user should read", UserWarning)
+    finally:
+        logger.removeHandler(to_console)
+        logger.removeHandler(to_file)
+        logging.captureWarnings(False)
+    assert "Heartbeat" in kept.getvalue() and "deprecated" in kept.getvalue()
+    assert "Heartbeat" not in console.getvalue() and "deprecated" not in console.getvalue()
+    assert "a warning a user should read" in console.getvalue()

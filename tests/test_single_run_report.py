@@ -1,0 +1,109 @@
+"""A single run on the user's own CSV: its baseline comparison on the terminal, then a report page."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from anyq.app import report as report_app
+from anyq.reporting.figures import fan_chart, pick_window, sampler_importance
+from anyq.reporting.stats import StoredForecasts
+from anyq.training.builders import load_dataset
+from conftest import TINY, compose_config, run_cli
+
+QUICK = [*TINY, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "tracking.log_model=false"]
+
+
+@pytest.fixture(scope="module")
+def single_run(tmp_path_factory):
+    """``anyq-train data=csv data.path=<file> …`` on a small CSV, stdout kept."""
+    root = tmp_path_factory.mktemp("single")
+    csv = root / "load.csv"
+    load_dataset(compose_config(root, [], job="csv").data).panel.to_long().to_csv(csv, index=False)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_cli(root, "data=csv", f"data.path={csv}", "data.split.proportions=[0.667,0.1665,0.1665]", *QUICK)
+    return root, out.getvalue()
+
+
+def test_csv_run_prints_its_baseline_comparison_and_make_report_writes_its_page(single_run, capsys):
+    root, printed = single_run
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("anyq")
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    (model,) = [r for r in runs if r.data.tags["variant"] == "adaptive_attention"]
+    (baseline,) = [r for r in runs if r.data.tags["variant"] == "baseline_adaptive"]
+    assert model.data.tags["baseline_run_id"] == baseline.info.run_id
+    # the table that closes `make run`, with the run and its baseline, and the Δ in the data's units
+    assert f"Run {model.info.run_id} against its baseline" in printed
+    rows = {m.group(1): line for line in printed.splitlines()
+            if (m := re.match(r"\W*(adaptive_attention|baseline_adaptive)\s", line))}
+    assert model.info.run_id[:8] in rows["adaptive_attention"] and baseline.info.run_id[:8] in rows["baseline_adaptive"]
+    delta = model.data.metrics["delta/crps_vs_baseline"]
+    assert f"{delta:+.2f}" in rows["adaptive_attention"]
+    assert "(make report EXPERIMENT=anyq)" in printed
+
+    # `make report` with no name: the newest thing in the store is this single run
+    out = root / "reports" / "anyq"
+    report_app.main(["--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "Found 2 runs trained outside a study in experiment 'anyq'" in printed
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<h1>Experiment anyq</h1>" in page
+    assert model.info.run_id in page and baseline.info.run_id in page
+    assert "adaptive_attention against baseline_adaptive" in page  # its verdict line
+    logged = {a.path for a in client.list_artifacts(model.info.run_id, "report")}
+    assert "report/index.html" in logged  # kept with the run it reports
+    # the run's own readiness tags are its own, not a study summary
+    assert client.get_run(model.info.run_id).data.tags.get("trained_enough") == model.data.tags.get("trained_enough")
+
+
+def test_report_by_experiment_name_finds_its_single_runs(single_run, capsys):
+    root, _ = single_run
+    out = root / "reports" / "by-name"
+    report_app.main(["--experiment", "anyq", "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db",
+                     "--out", str(out), "--no-log"])
+    assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
+    assert (out / "index.html").is_file()
+    # make report STUDY=anyq: the name of an experiment with no study behind it
+    report_app.main(["--study", "anyq", "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db",
+                     "--out", str(root / "reports" / "by-study"), "--no-log"])
+    assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
+
+
+def test_stored_windows_carry_series_names_and_dates_for_the_fan_chart(single_run, tmp_path):
+    root, _ = single_run
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("anyq")
+    (model,) = client.search_runs([experiment.experiment_id], "tags.variant = 'adaptive_attention'")
+    path = client.download_artifacts(model.info.run_id, "evaluation/test_forecasts.npz", str(tmp_path))
+    with np.load(path) as arrays:
+        stored = StoredForecasts.from_arrays(arrays)
+    frame = pd.read_csv(root / "load.csv")
+    assert list(stored.series_ids) == sorted(frame["unique_id"].astype(str).unique())
+    assert stored.index_start == pd.Timestamp(frame["ds"].min()).isoformat()
+    window = pick_window(stored)
+    origin, series = int(stored.origin[window]), int(stored.series_idx[window])
+    stamp = pd.Timestamp(frame["ds"].min()) + pd.Timedelta(hours=origin)
+    # the window's first target hour is that timestamp in the user's file
+    mine = frame[(frame["unique_id"].astype(str) == stored.series_ids[series]) & (pd.to_datetime(frame["ds"]) == stamp)]
+    assert mine["y"].to_numpy(np.float32)[0] == pytest.approx(float(stored.target[window, 0]), rel=1e-6)
+    title = fan_chart(stored, 168, "adaptive_attention").axes[0].get_title()
+    assert f"series {stored.series_ids[series]}" in title and f"{stamp:%Y-%m-%d %H:%M}" in title
+    assert "origin t =" not in title
+
+
+def test_one_importance_snapshot_is_drawn_over_the_levels_not_an_epoch_axis():
+    one = sampler_importance(np.full((1, 10), 0.1), "adaptive attention").axes[0]
+    assert one.get_xlabel() == "quantile level q (sampler bins)" and "epoch" not in one.get_ylabel()
+    assert [round(p.get_height(), 6) for p in one.patches] == [1.0] * 10  # uniform: 1 everywhere
+    many = sampler_importance(np.full((3, 10), 0.1), "adaptive attention").axes[0]
+    assert many.get_ylabel() == "epoch (end of)"
+    assert all(float(t).is_integer() for t in many.get_yticks() if 1 <= t <= 3)
