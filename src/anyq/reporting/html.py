@@ -28,6 +28,7 @@ from anyq.tracking.readiness import (
     readiness_tags,
     record_study_readiness,
 )
+from anyq.tracking.recipe import RECIPE_ARTIFACT, RECIPE_HASH_TAG, RECIPE_TAG
 from anyq.tracking.study import CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
@@ -59,6 +60,15 @@ def confirm_section(tags: dict[str, str]) -> list[str]:
             f'<p>Study <a href="{html.escape(link)}">{html.escape(name)}</a> (parent run '
             f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the best trial retrained with "
             "several seeds at the full budget against the baseline with the same seeds.</p>"]
+
+
+def recipe_sentence(tags: dict[str, str]) -> str:
+    """The recipe the study trained under, from its parent run's tags; empty when not recorded."""
+    if RECIPE_TAG not in tags:
+        return ""
+    return (f" Recipe: <code>{html.escape(tags[RECIPE_TAG])}</code>, hash "
+            f"<code>{html.escape(tags.get(RECIPE_HASH_TAG, '?'))}</code> (settings: the parent run's "
+            f"<code>{RECIPE_ARTIFACT}</code>).")
 
 
 def _kind_label(kind: str, tags: dict[str, str]) -> str:
@@ -156,7 +166,7 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         f"<code>{html.escape(study.experiment)}</code>, parent run <code>{study.parent_run_id}</code>, "
         f"store <code>{html.escape(study.tracking_uri)}</code>. Generated {generated} from the runs' logged "
         f"metrics and stored test forecasts (nothing retrained). Baseline: "
-        f"<code>{html.escape(comparison.baseline)}</code>.</p>",
+        f"<code>{html.escape(comparison.baseline)}</code>.{recipe_sentence(study.parent.data.tags)}</p>",
         *confirm_section(study.parent.data.tags),
         *untrained_section(comparison),
         "<h2>Verdicts</h2>",
