@@ -120,3 +120,11 @@ def test_the_hash_follows_recipe_settings_only(tmp_path: Path):
                        ("data.calendar.enabled", False), ("model.conformal", "none"),
                        ("trainer.early_stopping.patience", 5), ("data.train_batch_size", 32)):
         assert changed(key, value) != same, key
+
+
+def test_the_report_names_the_studys_recipe():
+    from anyq.reporting.html import recipe_sentence
+
+    sentence = recipe_sentence({"recipe": "cpu_demo", "recipe_hash": "5b8814a6ee"})
+    assert "Recipe: <code>cpu_demo</code>, hash <code>5b8814a6ee</code>" in sentence
+    assert recipe_sentence({}) == ""  # a study recorded before recipes were
