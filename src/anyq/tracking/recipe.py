@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from anyq.tracking.runs import while_store_busy
 from anyq.training.recipe import recipe_hash, recipe_name, recipe_settings
@@ -34,8 +34,10 @@ def hydra_choices(cfg: Optional[DictConfig] = None) -> dict[str, Optional[str]]:
 
 
 def recipe_tags(cfg: DictConfig, name: Optional[str] = None) -> dict[str, str]:
-    """``recipe`` and ``recipe_hash`` of ``cfg``; ``name`` defaults to the preset Hydra chose."""
-    return {RECIPE_TAG: name or recipe_name(hydra_choices(cfg)), RECIPE_HASH_TAG: recipe_hash(cfg)}
+    """``recipe`` and ``recipe_hash`` of ``cfg``. The name: ``name``, else the one
+    ``tracking.tags.recipe`` states (a confirm run keeps its sweep's), else the preset Hydra chose."""
+    stated = OmegaConf.select(cfg, f"tracking.tags.{RECIPE_TAG}", default=None)
+    return {RECIPE_TAG: name or stated or recipe_name(hydra_choices(cfg)), RECIPE_HASH_TAG: recipe_hash(cfg)}
 
 
 def record_recipe(client: MlflowClient, run_id: str, cfg: DictConfig, name: Optional[str] = None) -> dict[str, str]:

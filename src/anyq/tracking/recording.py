@@ -101,7 +101,7 @@ class Tracker:
 
 def run_tags(cfg: DictConfig, dataset: Dataset, overrides: Sequence[str]) -> dict[str, str]:
     """The tags every run carries: variant, headline metric family, data, seed, task, source,
-    signatures, recipe (a ``recipe`` in ``tracking.tags`` names it: a confirm run's), trial."""
+    signatures, recipe, trial."""
     commit = git_commit(cfg.paths.root)
     tags = {
         "variant": cfg.model.variant,
