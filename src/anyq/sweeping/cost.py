@@ -29,10 +29,12 @@ from omegaconf import DictConfig
 
 from anyq.training.builders import build_datamodule, build_model, load_dataset
 
-#: Seconds of start-up and logging per job beside training and evaluation (worker start,
-#: data, MLflow run, model artifact): measured with the default ``make sweep`` (README.md,
-#: "Sweeps"): its wall time less the estimate of its training and evaluation, per job and slot.
-STARTUP_S = 12.0
+#: Seconds of start-up and logging per job beside training and evaluation (data, MLflow run,
+#: checkpoints, forecasts, model artifact, baseline comparison): measured with the default
+#: ``make sweep`` (README.md, "Sweeps"): its 949 CPU-s less the estimated training and
+#: evaluation of its 9 jobs (670 s) and the sweeper's own (about 30 s), per job; on a loaded
+#: machine, so an upper bound.
+STARTUP_S = 28.0
 STEPS_TIMED = 3
 
 
