@@ -6,9 +6,10 @@ model sizes, batch, calendar and threads; the searched settings at their base va
 - the step time: the median of 3 optimiser steps (forward, backward, Adam, sampler update) on a
   random batch of ``data.train_batch_size`` windows, after one warm-up step, with
   ``trainer.num_threads`` torch threads;
-- one evaluation batch: ``data.eval_batch_size`` windows forecast on the validation grid,
-  which prices a validation (the validation split's batches) and, scaled to the test grid,
-  the test and the conformal fit (the test and validation batches once each).
+- one evaluation forward pass: up to :data:`EVAL_WINDOWS` windows forecast on the validation
+  grid, scaled to ``data.eval_batch_size`` windows (the cost is linear in windows), which
+  prices a validation (the validation split's batches) and, scaled to the test grid, the
+  test and the conformal fit (the test and validation batches once each).
 
 The data module is built once for the split sizes (no training). The estimate counts every
 trial left plus one baseline (trained once per seed, shared by the trials), at the full budget
@@ -36,6 +37,7 @@ from anyq.training.builders import build_datamodule, build_model, load_dataset
 #: machine, so an upper bound.
 STARTUP_S = 28.0
 STEPS_TIMED = 3
+EVAL_WINDOWS = 128  # windows of the timed evaluation pass
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,13 @@ def estimate(cfg: DictConfig, trials: int, slots: int) -> SweepCost:
 
         step_s = _median_s(step, STEPS_TIMED)
         model.eval()
-        n_eval = int(cfg.data.eval_batch_size)
+        n_eval = min(EVAL_WINDOWS, int(cfg.data.eval_batch_size))
         e_history, _, e_calendar = window(n_eval)
         val_levels, test_levels = int(cfg.evaluation.val_num_levels), int(cfg.evaluation.num_levels)
         levels = torch.linspace(0.025, 0.975, val_levels).expand(n_eval, -1)
-        with torch.no_grad():
-            eval_s = _median_s(lambda: model(e_history, levels, e_calendar, raw=True), 1)
+        with torch.no_grad():  # one evaluation batch of data.eval_batch_size windows
+            eval_s = _median_s(lambda: model(e_history, levels, e_calendar, raw=True), 1) \
+                * int(cfg.data.eval_batch_size) / n_eval
     finally:
         torch.set_num_threads(before)
     steps, checks = budget_of(cfg, per_epoch)
