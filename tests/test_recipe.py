@@ -18,7 +18,7 @@ from anyq.training.schema import AppConfig
 from conftest import compose_config
 
 SWEEPS = ("sweep=adaptive_attention", "sweep=pareto", "sweep=sampler")
-# the main preset's values the issue names: lr, schedule, EMA, calendar, conformal (and warm-up)
+# the main preset's lr, schedule, warm-up, weight averaging, calendar, conformal calibration, early stopping
 RECIPE_VALUES = ("optim.lr", "optim.schedule", "optim.warmup_updates", "trainer.ema_decay",
                  "data.calendar.enabled", "model.conformal", "trainer.early_stopping.enabled")
 
