@@ -72,8 +72,9 @@ bench-real: $(STAMP) $(BENCH_STAMP) ## panel of real load (or DATA=file.csv TRAI
 bench-cost: $(STAMP) ## data preparation time, windows/s and peak memory against panel size
 	$(PY) benchmarks/bench_cost.py $(BENCH_ARGS)
 
-sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention at a demo budget)
-	$(BIN)/anyq-train -m sweep=adaptive_attention $(ARGS)
+sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention, 8 trials x 300 steps, 2 at a time)
+	@# two trials side by side, one torch thread each (the sweep sets trainer.num_threads=1)
+	$(BIN)/anyq-train -m sweep=adaptive_attention hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweeper.n_jobs=2 $(ARGS)
 
 confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: STUDY=<sweep> [SEEDS=5]
 	@test -n "$(STUDY)" || { echo "usage: make confirm STUDY=<sweep study name> [SEEDS=5]" >&2; exit 2; }

@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.tracking.readiness import untrained_reasons
-from conftest import ABLATION, run_cli
+from anyq.training.recipe import recipe_hash
+from conftest import ABLATION, compose_config, run_cli
 
 
 def study_runs(root: Path):
@@ -32,6 +33,10 @@ def test_ablation_trains_each_cell_once_and_reruns_add_only_new_cells(tmp_path, 
                      ("baseline_adaptive", "0"), ("baseline_adaptive", "1")]
     assert all(k.info.status == "FINISHED" for k in kids)
     assert len(everything) == 5  # the cells and their parent: no extra baseline was trained
+    # the main job's recipe, on the parent and every cell
+    recipe = recipe_hash(compose_config(tmp_path, ["experiment=cpu_demo"]))
+    assert (parent.data.tags["recipe"], parent.data.tags["recipe_hash"]) == ("cpu_demo", recipe)
+    assert {(k.data.tags["recipe"], k.data.tags["recipe_hash"]) for k in kids} == {("cpu_demo", recipe)}
     baseline_of_seed = {k.data.tags["seed"]: k.info.run_id for k in kids
                         if k.data.tags["variant"] == "baseline_adaptive"}
     for k in kids:

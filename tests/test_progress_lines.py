@@ -29,3 +29,69 @@ def test_epoch_budget_lines_count_epochs(capsys):
     lines.on_train_start(trainer(max_epochs=8), None)
     lines.on_train_epoch_end(trainer(max_epochs=8, global_step=300, current_epoch=2), None)
     assert capsys.readouterr().out.startswith("epoch 3/8  train/loss=0.25  val/crps=151.2  elapsed ")
+
+
+class FakeClock:
+    """Wall seconds that advance only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_line_at_least_every_interval_inside_an_epoch(capsys):
+    clock = FakeClock()
+    lines = EpochLines(every=30.0, label="adaptive_attention, trial 3", clock=clock)
+    state = dict(max_epochs=-1, max_steps=300)
+    lines.on_train_start(trainer(**state), None)
+    for step, seconds in ((1, 10.0), (2, 29.9)):  # under 30 s since the start: silent
+        clock.now = 1000.0 + seconds
+        lines.on_train_batch_end(trainer(**state, global_step=step), None, None, None, step - 1)
+    assert capsys.readouterr().out == ""
+    clock.now = 1030.0  # 30 s after the start, at step 60: 0.5 s a step, 240 steps left = 2 min
+    lines.on_train_batch_end(trainer(**state, global_step=60), None, None, None, 59)
+    assert capsys.readouterr().out == ("adaptive_attention, trial 3: step 60/300 (epoch 1)  train/loss=0.25  "
+                                       "val/crps=151.2  elapsed 0:00:30  ETA 0:02:00\n")
+    clock.now = 1059.0  # 29 s after the last line: silent; at 1060 the next one
+    lines.on_train_batch_end(trainer(**state, global_step=110), None, None, None, 109)
+    assert capsys.readouterr().out == ""
+    clock.now = 1060.0
+    lines.on_train_batch_end(trainer(**state, global_step=120), None, None, None, 119)
+    assert capsys.readouterr().out.startswith("adaptive_attention, trial 3: step 120/300 (epoch 1)  ")
+    lines.on_train_epoch_end(trainer(**state, global_step=128), None)  # an epoch's line restarts the count
+    capsys.readouterr()
+    clock.now = 1089.0
+    lines.on_train_batch_end(trainer(**state, global_step=150), None, None, None, 21)
+    assert capsys.readouterr().out == ""
+
+
+def test_inside_an_epoch_budget_the_line_shows_the_epochs_share(capsys):
+    clock = FakeClock()
+    lines = EpochLines(every=30.0, clock=clock)
+    lines.on_train_start(trainer(max_epochs=4), None)
+    clock.now = 1045.0  # a quarter of epoch 1 in 45 s: 3 min an epoch, 3.75 epochs left
+    lines.on_train_batch_end(trainer(max_epochs=4, global_step=16, num_training_batches=64), None, None, None, 15)
+    assert capsys.readouterr().out == ("epoch 1/4 (25 %)  train/loss=0.25  val/crps=151.2  elapsed 0:00:45  "
+                                       "ETA 0:11:15\n")
+
+
+def test_without_an_interval_only_epochs_print(capsys):
+    clock = FakeClock()
+    lines = EpochLines(clock=clock)
+    lines.on_train_start(trainer(max_epochs=-1, max_steps=300), None)
+    clock.now = 5000.0
+    lines.on_train_batch_end(trainer(max_epochs=-1, max_steps=300, global_step=5), None, None, None, 4)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_lines_replace_the_bar_on_a_terminal(monkeypatch):
+    from anyq.training import progress
+
+    monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: True)
+    assert progress.show_bar(True) and not progress.progress_callbacks(True)
+    assert not progress.show_bar(True, lines=True)
+    (line,) = progress.progress_callbacks(False, lines=True, every=30.0, label="x")
+    assert isinstance(line, EpochLines) and line.every == 30.0 and line.label == "x: "
+    assert progress.progress_callbacks(False) == []

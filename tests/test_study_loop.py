@@ -150,6 +150,11 @@ SWEEP = ["-m", "sweep=adaptive_attention", *QUICK, "trainer.max_epochs=2", "hydr
          "hydra.sweeper.pruner=null"]
 
 
+# confirm trains at the main job's budget (2,000 steps) unless told: here the trials' own, so the
+# sweep's seed-0 baseline (same budget) is found again
+CONFIRM_BUDGET = ["trainer.max_epochs=2", "trainer.max_steps=300", "trainer.val_check_interval=100"]
+
+
 @pytest.mark.slow
 def test_piped_sweep_prints_a_line_per_trial_and_confirm_trains_only_what_is_missing(tmp_path):
     log = tmp_path / "sweep.log"
@@ -169,7 +174,7 @@ def test_piped_sweep_prints_a_line_per_trial_and_confirm_trains_only_what_is_mis
     client = client_at(tmp_path)
     before = {r.info.run_id for r in finished_runs(client)}
     assert len(before) == 3  # two trials and the seed-0 baseline
-    run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=2")
+    run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=2", *CONFIRM_BUDGET)
     new = [r for r in finished_runs(client) if r.info.run_id not in before]
     best = study.best_trial.number
     confirmed = [r for r in new if r.data.tags.get("confirm_of") == "adaptive_attention"
@@ -198,7 +203,7 @@ def test_piped_sweep_prints_a_line_per_trial_and_confirm_trains_only_what_is_mis
         <= parent.data.metrics["confirm/crps_ci_high"]
     assert (tmp_path / "reports" / "adaptive_attention-confirm" / "index.html").is_file()
 
-    run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=2")  # a rerun trains nothing
+    run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=2", *CONFIRM_BUDGET)  # a rerun trains nothing
     assert len(finished_runs(client)) == len(before) + 3
 
     out = tmp_path / "reports" / "adaptive_attention"

@@ -15,7 +15,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from anyq.sweeping.space import parse_search_space
-from conftest import TINY, run_cli
+from anyq.training.recipe import recipe_hash
+from conftest import TINY, compose_config, run_cli
 
 SWEEP = ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY]
 # The sweep file's space replaced by a small one given on the command line.
@@ -63,12 +64,21 @@ def test_search_space_follows_hydra_grammar():
     assert space["n"].high == 4  # range(1, 5) never yields 5
 
 
-def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path):
+def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
+    out = capsys.readouterr().out
+    # the cost of what is left, before the first trial trains; every trial's progress lines name it
+    assert "Cost estimate: 4 jobs (3 trials + 1 baseline) x (" in out
+    assert out.index("Cost estimate: ") < out.index("adaptive_attention, trial 0: epoch 1/2  ")
     trials = study(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     parent, kids = children(tmp_path)
     assert parent.info.status == "FINISHED"
+    # the main job's recipe, recorded on the parent and on every trial's run
+    recipe = parent.data.tags["recipe_hash"]
+    assert recipe == recipe_hash(compose_config(tmp_path, ["experiment=cpu_demo"]))
+    assert {(k.data.tags["recipe"], k.data.tags["recipe_hash"]) for k in kids} == {("cpu_demo", recipe)}
+    assert parent.data.tags["recipe"] == "cpu_demo"
     assert sorted(int(k.data.tags["optuna.trial_number"]) for k in kids) == [0, 1, 2]
     assert all(k.info.status == "FINISHED" for k in kids)
     assert sum(k.data.tags.get("best_trial") == "true" for k in kids) == 1
@@ -78,6 +88,7 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path):
 
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")  # nothing left to do
     assert len(study(tmp_path).get_trials()) == 3
+    assert "Cost estimate" not in capsys.readouterr().out
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=4")  # the total grows by one
     assert len(study(tmp_path).get_trials()) == 4
     assert len(children(tmp_path)[1]) == 4

@@ -1,13 +1,16 @@
 """``anyq-train confirm.study=<sweep> confirm.seeds=5``: does the sweep's winner beat the baseline?
 
-A sweep ranks trials by one seed's validation score, often at a cut budget (pruning). This
-mode takes the sweep's best trial (for a multi-objective sweep: the Pareto trial best on the
-first objective; ``confirm.trial=N`` to choose), retrains its exact configuration (the
-``config.yaml`` its run logged) with seeds ``0 .. confirm.seeds-1`` at the full budget (the
-trial's ``trainer.max_epochs``, no pruning; overrides on the command line apply on top,
-e.g. ``trainer.max_epochs=20``), and trains the baseline adaptive model with the same seeds
-and budget where the store has none (:func:`anyq.tracking.comparison.ensure_baseline` reuses the rest,
-the sweep's own baseline included).
+A sweep ranks trials by one seed's validation score at a cut budget (pruning). This mode
+takes the sweep's best trial (for a multi-objective sweep: the Pareto trial best on the first
+objective; ``confirm.trial=N`` to choose), retrains its configuration (the ``config.yaml`` its
+run logged: the sweep's recipe, :mod:`anyq.training.recipe`, with the trial's searched
+settings) with seeds ``0 .. confirm.seeds-1`` at the full budget instead of the sweep's cut
+one: the budget keys (:data:`~anyq.training.recipe.BUDGET_KEYS`) of this command's own
+configuration, the main job's 2,000 steps validated every 200 unless given (no pruning;
+overrides on the command line apply on top, e.g. ``trainer.max_steps=4000``), and trains the
+baseline adaptive model with the same seeds and budget where the store has none
+(:func:`anyq.tracking.comparison.ensure_baseline` reuses the rest). The recipe's name and hash
+are recorded on the parent run and every run (``recipe``, ``recipe_hash``).
 
 The runs form a study of their own: experiment and study ``<sweep>-confirm``, parent run
 tagged with the sweep it came from (``confirm_of``, ``confirm_of_run_id``, ``confirm_trial``).
@@ -41,6 +44,7 @@ from anyq.reporting.html import log_report, report_folder, write_report
 from anyq.reporting.errors import ReportError
 from anyq.reporting.study import Artifacts, find_parent, load_study, objective_of
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
+from anyq.tracking.recipe import RECIPE_TAG, record_recipe
 from anyq.tracking.source import source_tags
 from anyq.tracking.recording import Tracker
 from anyq.tracking.runs import close_run, git_commit
@@ -58,6 +62,7 @@ from anyq.tracking.study import (
 )
 from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from anyq.training.builders import load_dataset, validate_config
+from anyq.training.recipe import BUDGET_KEYS, DEFAULT_NAME
 from anyq.training.run import settle_calendar
 from anyq.training.schema import AppConfig, ConfigError, ConfirmConfig
 
@@ -114,9 +119,17 @@ def apply_overrides(base: DictConfig, cfg: DictConfig, overrides: list[str]) -> 
         OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
 
 
+def full_budget(base: DictConfig, cfg: DictConfig) -> None:
+    """Give ``base`` (a trial's config, at the sweep's cut budget) the budget of ``cfg`` (this
+    command's configuration: the main job's unless the command line says otherwise)."""
+    for key in BUDGET_KEYS:
+        OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False)
+
+
 def seed_config(base: DictConfig, cfg: DictConfig, seed: int, experiment: str, parent_run_id: str,
-                sweep: str, number: int) -> DictConfig:
-    """The trial's config for one seed, tracked under the confirm study."""
+                sweep: str, number: int, recipe: str = DEFAULT_NAME) -> DictConfig:
+    """The trial's config for one seed, tracked under the confirm study (``recipe``: the
+    name of the sweep's recipe, which its runs record)."""
     out = OmegaConf.create(OmegaConf.to_container(base, resolve=True))
     with open_dict(out):
         out.seed = seed
@@ -128,7 +141,8 @@ def seed_config(base: DictConfig, cfg: DictConfig, seed: int, experiment: str, p
         out.tracking.parent_run_id = parent_run_id
         out.tracking.compare_to_baseline = True
         out.tracking.run_name = f"{base.model.variant}-trial{number}-seed{seed}"
-        out.tracking.tags = {**cfg.tracking.tags, CONFIRM_OF_TAG: sweep, "confirm_trial": str(number)}
+        out.tracking.tags = {**cfg.tracking.tags, CONFIRM_OF_TAG: sweep, "confirm_trial": str(number),
+                             RECIPE_TAG: recipe}
         out.trial = {"study_name": None, "storage": None, "number": None}
         out.confirm = {"study": None, "seeds": cfg.confirm.seeds, "trial": None}
         out.resume = None
@@ -193,8 +207,10 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     number = chosen_trial(client, sweep_parent, cfg.confirm.trial)
     source = trial_run(client, sweep_parent, number)
     base = trial_config(client, source)
+    full_budget(base, cfg)
     apply_overrides(base, cfg, hydra_overrides())
     validate_config(base)
+    recipe = source.data.tags.get(RECIPE_TAG) or sweep_parent.data.tags.get(RECIPE_TAG) or DEFAULT_NAME
     name = confirm_name(sweep)
     study = open_study_parent(uri, mlruns, name, name, {
         STUDY_KIND_TAG: "confirm", CONFIRM_OF_TAG: sweep, "confirm_of_run_id": sweep_parent.info.run_id,
@@ -202,17 +218,21 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         **source_tags(git_commit(cfg.paths.root)),
     })
     parent_id = study.run_id
-    tracker = Tracker(client, uri, study.experiment_id, mlruns)
-    done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
-    dataset = load_dataset(base.data)
-    base = settle_calendar(base, dataset)  # the trial's own inputs, as its config names them
-    seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number) for s in range(cfg.confirm.seeds)]
-    todo = [s for s in seeds if config_signature(s, dataset.fingerprint) not in done]
-    print(f"Confirm trial {number} of sweep {sweep!r} ({source.data.tags.get('variant')}, "
-          f"{base.trainer.max_epochs} epochs): {len(todo)} of {len(seeds)} seeds to train, "
-          f"study {name!r}, parent run {parent_id}", flush=True)
     failures = 0
     try:
+        recipe_hash = record_recipe(client, parent_id, base, recipe)["recipe_hash"]
+        tracker = Tracker(client, uri, study.experiment_id, mlruns)
+        done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
+        dataset = load_dataset(base.data)
+        base = settle_calendar(base, dataset)  # the trial's own inputs, as its config names them
+        seeds = [seed_config(base, cfg, s, name, parent_id, sweep, number, recipe) for s in range(cfg.confirm.seeds)]
+        todo = [s for s in seeds if config_signature(s, dataset.fingerprint) not in done]
+        t = base.trainer
+        budget = f"{t.max_epochs} epochs" if t.max_epochs is not None else \
+            f"{t.max_steps} steps validated every {t.val_check_interval}"
+        print(f"Confirm trial {number} of sweep {sweep!r} ({source.data.tags.get('variant')}, recipe {recipe} "
+              f"{recipe_hash}, {budget}): {len(todo)} of {len(seeds)} seeds to train, "
+              f"study {name!r}, parent run {parent_id}", flush=True)
         for i, seed_cfg in enumerate(todo, 1):
             try:
                 train_tracked(seed_cfg, dataset, tracker, None, compare=True)

@@ -32,8 +32,9 @@ from anyq.tracking.readiness import (
     readiness_tags,
     record_study_readiness,
 )
-from anyq.tracking.view import DELTA_TAG, VERDICT_TAG, delta_text
+from anyq.tracking.recipe import RECIPE_ARTIFACT, RECIPE_HASH_TAG, RECIPE_TAG
 from anyq.tracking.study import CONFIRM_OF_TAG, CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
+from anyq.tracking.view import DELTA_TAG, VERDICT_TAG, delta_text
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run
 SWEEP_FIGURES = ("optimisation_history", "parameter_importance", "parameter_slices")  # shown with the trials
@@ -70,6 +71,15 @@ def confirm_section(tags: dict[str, str]) -> list[str]:
             f'<p>Study <a href="{html.escape(link)}">{html.escape(name)}</a> (parent run '
             f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the best trial retrained with "
             "several seeds at the full budget against the baseline with the same seeds.</p>"]
+
+
+def recipe_sentence(tags: dict[str, str]) -> str:
+    """The recipe the study trained under, from its parent run's tags; empty when not recorded."""
+    if RECIPE_TAG not in tags:
+        return ""
+    return (f" Recipe: <code>{html.escape(tags[RECIPE_TAG])}</code>, hash "
+            f"<code>{html.escape(tags.get(RECIPE_HASH_TAG, '?'))}</code> (settings: the parent run's "
+            f"<code>{RECIPE_ARTIFACT}</code>).")
 
 
 def _kind_label(kind: str, tags: dict[str, str]) -> str:
@@ -333,15 +343,6 @@ def confirmed_trial_section(study: Study) -> list[str]:
     return out
 
 
-def recipe_line(study: Study) -> str:
-    """The recipe the study's runs were trained under, when tagged (one, or each that differs)."""
-    found = [recipe_of(study.parent.data.tags)] + [recipe_of(r.data.tags) for _, r in study.runs()]
-    names = list(dict.fromkeys(x for x in found if x))
-    if not names:
-        return ""
-    return f"<p>Recipe{'s' if len(names) > 1 else ''}: " + ", ".join(f"<b>{html.escape(n)}</b>" for n in names) + "</p>"
-
-
 def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> str:
     study = comparison.study
     verdicts = "".join(
@@ -362,8 +363,7 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         f"<code>{html.escape(study.experiment)}</code>, {where}, "
         f"store <code>{html.escape(study.tracking_uri)}</code>. Generated {generated} from the runs' logged "
         f"metrics and stored test forecasts (nothing retrained). Baseline: "
-        f"<code>{html.escape(comparison.baseline)}</code>.</p>",
-        recipe_line(study),
+        f"<code>{html.escape(comparison.baseline)}</code>.{recipe_sentence(study.parent.data.tags)}</p>",
         *confirmed_trial_section(study),
         *confirm_section(study.parent.data.tags),
         *untrained_section(comparison),

@@ -31,6 +31,7 @@ from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
 from anyq.tracking.orphans import close_orphaned_runs, hold_run
 from anyq.tracking.readiness import REASON_TAG, readiness_tags
+from anyq.tracking.recipe import recipe_tags
 from anyq.tracking.runs import RunRecord, git_commit, open_run, while_store_busy
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
@@ -100,7 +101,7 @@ class Tracker:
 
 def run_tags(cfg: DictConfig, dataset: Dataset, overrides: Sequence[str]) -> dict[str, str]:
     """The tags every run carries: variant, headline metric family, data, seed, task, source,
-    signatures, trial."""
+    signatures, recipe, trial."""
     commit = git_commit(cfg.paths.root)
     tags = {
         "variant": cfg.model.variant,
@@ -114,6 +115,7 @@ def run_tags(cfg: DictConfig, dataset: Dataset, overrides: Sequence[str]) -> dic
         "overrides": " ".join(overrides),
         SIGNATURE_TAG: config_signature(cfg, dataset.fingerprint),
         **baseline_tags(cfg, dataset.fingerprint),
+        **recipe_tags(cfg),
         **{k: str(v) for k, v in cfg.tracking.tags.items()},
     }
     if cfg.trial.number is not None:

@@ -202,7 +202,7 @@ def trainer_settings(t: DictConfig) -> dict[str, Any]:
         max_epochs=-1 if steps else t.max_epochs,
         val_check_interval=t.val_check_interval if steps else None,
         check_val_every_n_epoch=None if steps else 1,
-        enable_progress_bar=show_bar(t.enable_progress_bar),  # piped: EpochLines instead
+        enable_progress_bar=show_bar(t.enable_progress_bar, t.progress_lines),  # else EpochLines
     )
     return settings
 
@@ -216,7 +216,10 @@ def build_trainer(
 ) -> pl.Trainer:
     """The Lightning trainer of ``cfg.trainer``; ``checkpoints=False`` writes none (scoring only)."""
     t = cfg.trainer
-    all_callbacks: list[Callback] = [*callbacks, *progress_callbacks(t.enable_progress_bar)]
+    label = (f"{cfg.model.variant}, trial {cfg.trial.number}" if cfg.trial.number is not None
+             else str(cfg.model.variant) if t.progress_lines else "")  # side by side: whose line
+    lines = progress_callbacks(t.enable_progress_bar, t.progress_lines, t.progress_every_s, label)
+    all_callbacks: list[Callback] = [*callbacks, *lines]
     all_loggers = list(loggers)
     if cfg.tracking.tensorboard:  # a second logger beside MLflow: anyq.training.diagnostics
         all_loggers.append(tensorboard_logger(cfg, all_loggers))

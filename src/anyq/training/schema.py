@@ -128,7 +128,11 @@ class TrainerConfig:
     precision: str = "32-true"
     fast_dev_run: bool = False
     deterministic: bool = False
-    enable_progress_bar: bool = True
+    enable_progress_bar: bool = True  # Lightning's bar on a terminal; piped output gets progress lines
+    # plain progress lines (anyq.training.progress) instead of the bar, even on a terminal: for
+    # jobs that run side by side (sweep trials), whose bars would overwrite each other
+    progress_lines: bool = False
+    progress_every_s: float = ranged(30.0, gt=0)  # wall seconds between progress lines inside an epoch
     log_every_n_steps: int = ranged(20, ge=1)
     num_threads: Optional[int] = ranged(None, ge=1)
     # EMA of the weights (anyq.training.averaging, Lightning's EMAWeightAveraging): validated,

@@ -29,6 +29,7 @@ from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.sweeping.shared import check_shared, jobs_run_here
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.readiness import record_study_readiness, untrained_runs
+from anyq.tracking.recipe import record_recipe
 from anyq.tracking.runs import close_run, git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.study import STUDY_KIND_TAG, child_runs, close_study, open_study_parent
@@ -92,10 +93,11 @@ class AnyqGridSweeper(Sweeper):
         """
         try:
             cells = self.cells(arguments)
-            check_shared(self._some_cell(cells), self.varying_keys(arguments), here=jobs_run_here(self.launcher))
+            some = self._some_cell(cells)
+            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.launcher))
         except ConfigError as exc:
             raise SweepRefused(exc) from exc
-        self._sweep(arguments, cells)
+        self._sweep(arguments, cells, some[0] if some else None)
 
     def _some_cell(self, cells: List[List[str]]) -> List[DictConfig]:
         """The first cell that composes (one that does not fails as its own job)."""
@@ -106,7 +108,7 @@ class AnyqGridSweeper(Sweeper):
                 continue
         return []
 
-    def _sweep(self, arguments: List[str], cells: List[List[str]]) -> None:
+    def _sweep(self, arguments: List[str], cells: List[List[str]], cell: Optional[DictConfig]) -> None:
         tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
         study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),
                                   self.experiment, self.study_name, tags, fresh=self.fresh)
@@ -123,6 +125,8 @@ class AnyqGridSweeper(Sweeper):
         common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
         failures: list[str] = []
         try:
+            if cell is not None:  # a cell's recipe (a grid over recipe keys: each run carries its own)
+                record_recipe(client, parent, cell)
             for start in range(0, len(todo), batch_size):
                 batch = todo[start:start + batch_size]
                 jobs = [[*c, *shared, f"++tracking.tags.{CELL_TAG}={quote(cell_key(c))}"] for c in batch]

@@ -22,11 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import first_line
 from anyq.reporting.progress import TrialProgress, print_summary, print_trials
+from anyq.sweeping.cost import estimate
 from anyq.sweeping.engine import (
     StudyRunner,
     SweepSettings,
     check_space_matches,
     check_sweep_settings,
+    counts_toward_total,
     nothing_finished,
     trial_link_overrides,
 )
@@ -43,6 +45,7 @@ from anyq.sweeping.space import (
 )
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
+from anyq.tracking.recipe import record_recipe
 from anyq.tracking.runs import close_run
 from anyq.tracking.study import (
     DIRECTIONS_TAG,
@@ -108,7 +111,7 @@ class AnyqOptunaSweeper(Sweeper):
         check_sweep_settings({name: getattr(self, name) for name in
                               ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry")})
         space, fixed = parse_search_space(self.params, arguments)
-        space = self._checked_space(space, fixed)
+        space, base = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
         study_name = self.study_name or "anyq-study"
         settings = SweepSettings(
@@ -145,6 +148,7 @@ class AnyqOptunaSweeper(Sweeper):
                                          lock=study_lock(settings.storage_url, study_name))
         client, parent, experiment = study_parent.client, study_parent.run_id, study_parent.experiment
         try:
+            record_recipe(client, parent, base)  # the base config's: what the trials share
             shared = parent_link_overrides(parent, experiment)
             runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
             # a dead worker's job cannot close its run: the worker that notices closes it
@@ -152,6 +156,7 @@ class AnyqOptunaSweeper(Sweeper):
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
+            self._print_cost(base, runner.study, settings.n_jobs)
             study = runner.run(space, fixed)
         except BaseException:
             close_run(client, parent, "KILLED")
@@ -165,16 +170,31 @@ class AnyqOptunaSweeper(Sweeper):
         if failed:
             raise StudyFailed(failed)
 
+    def _print_cost(self, base: DictConfig, study: Any, slots: int) -> None:
+        """The cost estimate of the trials left (:mod:`anyq.sweeping.cost`), before the first
+        one starts; an estimate that cannot be made is a warning, never the sweep's end."""
+        left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
+        if left <= 0:
+            return
+        try:
+            cost = estimate(base, left, slots)
+        except Exception as exc:  # noqa: BLE001 - the sweep does not depend on its estimate
+            log.warning("no cost estimate: %s", first_line(exc))
+            return
+        for line in cost.lines():
+            print(line, flush=True)
+
     # ------------------------------------------------------------------ checks
     def _compose(self, overrides: List[str]) -> DictConfig:
         with self._compose_lock:  # the slots check their trials from several threads
             return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
-    def _checked_space(self, space: dict, fixed: List[str]) -> dict:
+    def _checked_space(self, space: dict, fixed: List[str]) -> tuple[dict, DictConfig]:
         """Before the study hands out a trial: the space fits the schema (an int key gets
         integers), every choice and both ends of every range compose, the settings no trial
         changes are valid (:func:`anyq.sweeping.shared.check_shared`), and the launcher can
-        place a job of this config. Raises :class:`SpaceError` or :class:`ConfigError`."""
+        place a job of this config. Returns the space and the base config (the fixed
+        overrides only). Raises :class:`SpaceError` or :class:`ConfigError`."""
         base = self._compose(fixed)
         space = fit_space_to_config(space, base)
         points = [base]
@@ -188,7 +208,7 @@ class AnyqOptunaSweeper(Sweeper):
         preflight = getattr(self.launcher, "preflight", None)
         if callable(preflight):
             preflight(base)
-        return space
+        return space, base
 
     def _check_trial(self, overrides: List[str]) -> None:
         """A trial whose overrides do not compose or validate: TrialConfigError, one line."""

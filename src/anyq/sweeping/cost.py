@@ -1,0 +1,151 @@
+"""What a sweep will cost, printed before its first trial: jobs x budget x a measured step time.
+
+Measured here and now, on the machine that runs the sweep, from the sweep's base config (its
+model sizes, batch, calendar and threads; the searched settings at their base values):
+
+- the step time: the median of 3 optimiser steps (forward, backward, Adam, sampler update) on a
+  random batch of ``data.train_batch_size`` windows, after one warm-up step, with
+  ``trainer.num_threads`` torch threads;
+- one evaluation forward pass: up to :data:`EVAL_WINDOWS` windows forecast on the validation
+  grid, scaled to ``data.eval_batch_size`` windows (the cost is linear in windows), which
+  prices a validation (the validation split's batches) and, scaled to the test grid, the
+  test and the conformal fit (the test and validation batches once each).
+
+The data module is built once for the split sizes (no training). The estimate counts every
+trial left plus one baseline (trained once per seed, shared by the trials), at the full budget
+(pruning only shortens it) and without early stopping, spread over the sweep's parallel
+slots; it leaves out each job's start-up and logging (:data:`STARTUP_S` per job, a stored
+figure).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from anyq.training.builders import build_datamodule, build_model, load_dataset
+
+#: Seconds of start-up and logging per job beside training and evaluation (data, MLflow run,
+#: checkpoints, forecasts, model artifact, baseline comparison): measured with the default
+#: ``make sweep`` (README.md, "Sweeps"): its 949 CPU-s less the estimated training and
+#: evaluation of its 9 jobs (670 s) and the sweeper's own (about 30 s), per job; on a loaded
+#: machine, so an upper bound.
+STARTUP_S = 28.0
+STEPS_TIMED = 3
+EVAL_WINDOWS = 128  # windows of the timed evaluation pass
+
+
+@dataclass(frozen=True)
+class SweepCost:
+    """The estimate's parts; seconds are wall seconds of one job on one slot."""
+
+    trials: int  # trials left to run
+    slots: int  # jobs side by side (hydra.sweeper.n_jobs with a parallel launcher)
+    steps: int  # optimiser steps per job
+    checks: int  # validations per job
+    step_s: float  # measured: one optimiser step
+    validation_s: float  # one validation
+    test_s: float  # the test and the conformal fit
+    threads: int  # torch threads the steps were timed with
+    batch: int  # windows per training step
+
+    @property
+    def jobs(self) -> int:
+        return self.trials + 1  # and the baseline
+
+    @property
+    def job_s(self) -> float:
+        return self.steps * self.step_s + self.checks * self.validation_s + self.test_s + STARTUP_S
+
+    @property
+    def wall_s(self) -> float:
+        return math.ceil(self.jobs / self.slots) * self.job_s
+
+    def lines(self) -> list[str]:
+        return [
+            f"Cost estimate: {self.jobs} jobs ({self.trials} trials + 1 baseline) x ({self.steps} steps x "
+            f"{self.step_s:.3g} s + {self.checks} validations x {self.validation_s:.3g} s + test "
+            f"{self.test_s:.3g} s + start-up {STARTUP_S:.0f} s) = {self.job_s / 60:.1f} min a job; "
+            f"{self.slots} side by side: about {self.wall_s / 60:.0f} min wall at most (pruning stops trials early)",
+            f"  step time measured now: median of {STEPS_TIMED} optimiser steps of the base config "
+            f"(batch {self.batch}, {self.threads} torch thread{'s' if self.threads != 1 else ''}); "
+            f"start-up: a stored figure (anyq.sweeping.cost.STARTUP_S)",
+        ]
+
+
+def _median_s(fn, repeats: int) -> float:
+    fn()  # warm-up: one-off allocations and kernel choices
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def budget_of(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int]:
+    """``(optimiser steps, validations)`` of one job under ``cfg.trainer``'s budget."""
+    t = cfg.trainer
+    if t.max_epochs is None:
+        return int(t.max_steps), int(t.max_steps) // int(t.val_check_interval)
+    steps = int(t.max_epochs) * batches_per_epoch // int(t.accumulate_grad_batches)
+    if t.max_steps is not None and t.max_steps > 0:
+        steps = min(steps, int(t.max_steps))
+    return steps, int(t.max_epochs)
+
+
+def estimate(cfg: DictConfig, trials: int, slots: int) -> SweepCost:
+    """Measure the base config ``cfg`` (see the module) and price ``trials`` trials on ``slots``."""
+    before = torch.get_num_threads()
+    threads = int(cfg.trainer.num_threads or before)
+    torch.set_num_threads(threads)
+    try:
+        dataset = load_dataset(cfg.data)
+        datamodule = build_datamodule(cfg.data, dataset, int(cfg.seed))
+        datamodule.setup("fit")
+        datamodule.setup("test")
+        train_batches = len(datamodule.train_dataloader())
+        limit = cfg.trainer.limit_train_batches
+        per_epoch = min(train_batches, int(limit)) if isinstance(limit, int) else int(train_batches * float(limit))
+        val_batches, test_batches = len(datamodule.val_dataloader()), len(datamodule.test_dataloader())
+
+        model = build_model(cfg).train()
+        optimiser = torch.optim.Adam(model.parameters(), lr=float(cfg.optim.lr))
+        history_length, horizon_length = int(cfg.data.history_length), int(cfg.data.horizon_length)
+        batch = int(cfg.data.train_batch_size)
+        features = model.calendar_features
+
+        def window(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+            series = 1000.0 + 100.0 * torch.randn(n, history_length + horizon_length)
+            calendar = torch.zeros(n, history_length + horizon_length, features) if features else None
+            return series[:, :history_length], series[:, history_length:], calendar
+
+        history, target, calendar = window(batch)
+
+        def step() -> None:
+            optimiser.zero_grad(set_to_none=True)
+            loss, _, _ = model.training_loss(history, target, calendar=calendar)
+            loss.backward()
+            optimiser.step()
+
+        step_s = _median_s(step, STEPS_TIMED)
+        model.eval()
+        n_eval = min(EVAL_WINDOWS, int(cfg.data.eval_batch_size))
+        e_history, _, e_calendar = window(n_eval)
+        val_levels, test_levels = int(cfg.evaluation.val_num_levels), int(cfg.evaluation.num_levels)
+        levels = torch.linspace(0.025, 0.975, val_levels).expand(n_eval, -1)
+        with torch.no_grad():  # one evaluation batch of data.eval_batch_size windows
+            eval_s = _median_s(lambda: model(e_history, levels, e_calendar, raw=True), 1) \
+                * int(cfg.data.eval_batch_size) / n_eval
+    finally:
+        torch.set_num_threads(before)
+    steps, checks = budget_of(cfg, per_epoch)
+    return SweepCost(trials=trials, slots=max(1, slots), steps=steps, checks=checks, step_s=step_s,
+                     validation_s=val_batches * eval_s,
+                     test_s=(test_batches + val_batches) * eval_s * test_levels / val_levels,
+                     threads=threads, batch=batch)
