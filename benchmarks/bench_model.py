@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from anyq.model import QuantileSampler, build_forecaster
+from anyq.sweeping.cost import median_seconds
 from anyq.training.config_tree import VARIANTS, variant_config
 
 ATTENTION_TARGET = 2.0
@@ -54,17 +55,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--no-search", action="store_true", help="skip the smaller-attention search")
     return p.parse_args()
-
-
-def median_time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def training_step(args: argparse.Namespace, variant: str, attention: dict) -> Callable[[], None]:
@@ -108,8 +98,8 @@ def update_times(args: argparse.Namespace) -> tuple[float, float]:
     sampler = QuantileSampler(num_adaptive_quantiles=args.quantiles)
     q = sampler.sample(args.batch)
     loss = torch.rand_like(q)
-    fast = median_time(lambda: sampler.update(q, loss), 20, 200)
-    slow = median_time(lambda: sampler.update_loop(q, loss), 1, 3)
+    fast = median_seconds(lambda: sampler.update(q, loss), 200, warmup=20)
+    slow = median_seconds(lambda: sampler.update_loop(q, loss), 3, warmup=1)
     return fast, slow
 
 

@@ -184,7 +184,8 @@ def test_datamodule_reads_the_schema_and_the_trainer_every_trainer_key(compose_c
     cfg = compose_cfg("trainer.gradient_clip_val=0.5", "trainer.log_every_n_steps=3", "trainer.limit_val_batches=2")
     settings = trainer_settings(cfg.trainer)
     unused = {f.name for f in fields(TrainerConfig)} - set(settings)
-    assert unused == {"num_threads", "early_stopping", "ema_decay"}  # read by the job and build_trainer's callbacks
+    # read by the job and build_trainer's callbacks (early stopping, averaging, progress lines)
+    assert unused == {"num_threads", "early_stopping", "ema_decay", "progress_every_s", "progress_lines"}
     trainer = build_trainer(cfg, checkpoints=False)
     assert (trainer.gradient_clip_val, trainer.log_every_n_steps, trainer.limit_val_batches) == (0.5, 3, 2)
 

@@ -78,8 +78,11 @@ class SweepCost:
         ]
 
 
-def _median_s(fn, repeats: int) -> float:
-    fn()  # warm-up: one-off allocations and kernel choices
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls (one-off
+    allocations and kernel choices)."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -133,14 +136,14 @@ def estimate(cfg: DictConfig, trials: int, slots: int) -> SweepCost:
             loss.backward()
             optimiser.step()
 
-        step_s = _median_s(step, STEPS_TIMED)
+        step_s = median_seconds(step, STEPS_TIMED)
         model.eval()
         n_eval = min(EVAL_WINDOWS, int(cfg.data.eval_batch_size))
         e_history, _, e_calendar = window(n_eval)
         val_levels, test_levels = int(cfg.evaluation.val_num_levels), int(cfg.evaluation.num_levels)
         levels = torch.linspace(0.025, 0.975, val_levels).expand(n_eval, -1)
         with torch.no_grad():  # one evaluation batch of data.eval_batch_size windows
-            eval_s = _median_s(lambda: model(e_history, levels, e_calendar, raw=True), 1) \
+            eval_s = median_seconds(lambda: model(e_history, levels, e_calendar, raw=True), 1) \
                 * int(cfg.data.eval_batch_size) / n_eval
     finally:
         torch.set_num_threads(before)
