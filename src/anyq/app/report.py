@@ -117,12 +117,12 @@ def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
             _num(row["ensemble/crps"], "{:.4g}"),
             _relative(row["delta/crps %"], row["ci_low %"], row["ci_high %"]),
             "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
-            styles.get(verdict, verdict), c("headline/oracle_ratio", "{:.3g}"),
+            styles.get(verdict, verdict), c("headline/oracle_ratio", "{:.3f}"),
         )
         details.add_row(
-            str(group), c("headline/coverage-0.9", "{:.2f}"), c("test/coverage-0.9", "{:.2f}"),
-            c("test/coverage-0.95", "{:.2f}"), c("test/crps_norm", "{:.3g}"), c("test/marfe", "{:.3g}"),
-            c("test/mape", "{:.3g}"), c("train_seconds", "{:.2g}"),
+            str(group), c("headline/coverage-0.9", "{:.3f}"), c("test/coverage-0.9", "{:.3f}"),
+            c("test/coverage-0.95", "{:.3f}"), c("test/crps_norm", "{:.3g}"), c("test/marfe", "{:.3g}"),
+            c("test/mape", "{:.3g}"), c("train_seconds", "{:.0f}"),
         )
     return scores, details
 

@@ -141,8 +141,8 @@ def comparison_frame(comparison: StudyComparison) -> pd.DataFrame:
     out["p (Holm-adjusted)"] = table["p_value"].map(lambda v: _fmt(v, 3))
     out["verdict"] = [VERDICT_WORDS.get(str(v), str(v)) for v in table["verdict"]]
     out["trained enough to judge"] = ["yes" if ok else "NO" for ok in table["trained_enough"]]
-    out["headline CRPS / oracle CRPS"] = _pm(table, "headline/oracle_ratio", "{:.3g}")
-    out["test CRPS / seasonal naive CRPS"] = _pm(table, "test/naive_ratio", "{:.3g}")
+    out["headline CRPS / oracle CRPS"] = _pm(table, "headline/oracle_ratio", "{:.3f}")
+    out["test CRPS / seasonal naive CRPS"] = _pm(table, "test/naive_ratio", "{:.3f}")
     return out
 
 
@@ -157,7 +157,7 @@ def details_frame(comparison: StudyComparison) -> pd.DataFrame:
     out["normalised CRPS (%)"] = _pm(table, "test/crps_norm", "{:.3g}")
     out["MARFE (calibration error)"] = _pm(table, "test/marfe", "{:.3g}")
     out["MAPE of median (%)"] = _pm(table, "test/mape", "{:.3g}")
-    out["test CRPS / oracle CRPS"] = _pm(table, "test/oracle_ratio", "{:.3g}")
+    out["test CRPS / oracle CRPS"] = _pm(table, "test/oracle_ratio", "{:.3f}")
     out["training time (s)"] = _pm(table, "train_seconds", "{:.3g}")
     return out
 
