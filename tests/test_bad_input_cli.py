@@ -69,6 +69,9 @@ BAD_OVERRIDES = [
     (["-m", "sweep=adaptive_attention", "hydra.sweeper.params.model.attention.n_head=choice(2,4)"],
      "override 'hydra.sweeper.params.model.attention.n_head=choice(2,4)': search space: no key 'n_head' in "
      "model.attention; did you mean model.attention.n_heads?"),
+    (["-m", "ablation=variants", "hydra.sweeper.params.model=baseline_adaptive,adaptive_attention"],
+     "override 'hydra.sweeper.params.model=baseline_adaptive,adaptive_attention': a search-space entry is one "
+     """string the sweeper reads; quote the value: 'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"'"""),
     (["-m", "ablation=variants", 'hydra.sweeper.params.model="baseline_adaptive,adaptve_attention"'],
      "search space: 'adaptve_attention' is not an option of model (did you mean adaptive_attention?"),
     # Hydra's own settings: composed with Hydra's compose API, the same one line

@@ -43,11 +43,15 @@ def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
             warnings.simplefilter("always")
             warnings.warn("Heartbeat of storage is supposed to be used with Study.optimize.", UserWarning)
             warnings.warn("`x` is deprecated and will be removed", FutureWarning)
+            warnings.warn("The number of training batches (3) is smaller than the logging interval "
+                          "Trainer(log_every_n_steps=50).", UserWarning)
             warnings.warn("a warning a user should read", UserWarning)
     finally:
         logger.removeHandler(to_console)
         logger.removeHandler(to_file)
         logging.captureWarnings(False)
     assert "Heartbeat" in kept.getvalue() and "deprecated" in kept.getvalue()
-    assert "Heartbeat" not in console.getvalue() and "deprecated" not in console.getvalue()
+    assert "logging interval" in kept.getvalue()
+    for noise in ("Heartbeat", "deprecated", "logging interval"):
+        assert noise not in console.getvalue()
     assert "a warning a user should read" in console.getvalue()

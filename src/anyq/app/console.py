@@ -14,7 +14,9 @@ Dropped from the console:
   its two lines on loading the best checkpoint for testing (the run names that checkpoint);
 * warnings about deprecations (``DeprecationWarning``, ``FutureWarning``, Lightning's own),
   Optuna's ``ExperimentalWarning`` and its heartbeat ``UserWarning`` (a heartbeat is what lets
-  several workers share a study, :mod:`anyq.sweeping.engine`).
+  several workers share a study, :mod:`anyq.sweeping.engine`), and Lightning's warning that an
+  epoch has fewer batches than ``log_every_n_steps`` (small data; the metrics are logged per
+  validation check and epoch anyway).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ NOISE = re.compile(
     r"|^(Restoring states from|Loaded model weights from) the checkpoint"
 )
 NOISY_WARNINGS = re.compile(
-    r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used", re.IGNORECASE)
+    r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used"
+    r"|is smaller than the logging interval", re.IGNORECASE)
 
 
 class ConsoleNoise(logging.Filter):

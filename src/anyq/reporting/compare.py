@@ -217,6 +217,10 @@ def _curves(members: list[StoredForecasts]) -> dict[str, np.ndarray]:
     return out
 
 
+#: The per-seed column of a pair not trained enough to judge: no better/worse words there either.
+NOT_JUDGED_PER_SEED = "not judged (not trained enough)"
+
+
 def _per_seed(candidates: list[tuple[str, StoredForecasts]], baselines: dict[str, StoredForecasts],
               alpha: float) -> str:
     verdicts = [paired_crps_test(f, baselines[seed], alpha=alpha).verdict
@@ -302,7 +306,8 @@ def compare_study(study: Study, artifacts: Artifacts, *, alpha: float = 0.05,
         paired_rows[group] = {
             **{k: getattr(t, k) for k in PAIRED_COLUMNS if hasattr(t, k)}, "p_adjusted": v.p_adjusted,
             "verdict": v.verdict, "reason": v.reason, "mean_difference": t.candidate_crps - t.reference_crps,
-            "per_seed": _per_seed(seeds[group], baseline_by_seed, alpha)}
+            "per_seed": (NOT_JUDGED_PER_SEED if v.verdict == NOT_TRAINED
+                         else _per_seed(seeds[group], baseline_by_seed, alpha))}
     paired = pd.DataFrame.from_dict(paired_rows, orient="index")
     paired = paired[list(PAIRED_COLUMNS)] if len(paired) else pd.DataFrame(columns=list(PAIRED_COLUMNS))
     return StudyComparison(
