@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from pathlib import Path
 from typing import Callable
@@ -84,3 +86,13 @@ def run_cli(root: Path, *argv: str) -> None:
     finally:
         sys.argv = old
         GlobalHydra.instance().clear()
+
+
+def run_report(*argv: str) -> str:
+    """``anyq-report`` in-process; what it printed."""
+    from anyq.app import report
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report.main(list(argv))
+    return out.getvalue()

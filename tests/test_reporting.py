@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import html as html_lib
 import io
 import json
@@ -21,7 +20,6 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats as scipy_stats
 
-from anyq.app import report as report_app
 from anyq.reporting.figures import PIXELS
 from anyq.reporting.stats import (
     BETTER,
@@ -36,7 +34,7 @@ from anyq.reporting.stats import (
 )
 from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
 from anyq.tracking.readiness import untrained_reasons
-from conftest import ABLATION, run_cli
+from conftest import ABLATION, run_cli, run_report
 
 GRID_FIGURES = {"crps_by_group", "reliability", "crps_by_horizon", "pinball_by_level", "sampler_importance",
                 "fan_chart"}
@@ -74,13 +72,6 @@ def local_npz(run) -> dict[str, np.ndarray]:
 def t_half_width(values: list[float]) -> float:
     x = np.asarray(values, dtype=float)
     return scipy_stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
-
-
-def run_report(*argv: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        report_app.main(list(argv))
-    return out.getvalue()
 
 
 # --- a real ablation study, reported once for the module ---------------------------------------

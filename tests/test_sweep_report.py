@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import html as html_lib
 import io
 import re
@@ -12,10 +11,9 @@ import optuna
 import pytest
 from PIL import Image
 
-from anyq.app import report as report_app
 from anyq.reporting.browser import BrowserError, ensure_chromium, measure_tables
 from anyq.reporting.trials import MIN_COMPLETE, importances_of, space_keys
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, run_report
 
 SPACE = ["hydra.sweeper.params=null", "model.attention.adaptive_temp=interval(0.0, 2.0)",
          "model.attention.n_heads=choice(1, 2)", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0"]
@@ -23,13 +21,6 @@ SWEEP = ["-m", "sweep=adaptive_attention", *TINY, "trainer.max_epochs=1", "train
          "trainer.limit_val_batches=1", "tracking.log_model=false", "hydra.sweeper.pruner=null",
          "hydra.sweeper.n_trials=4", *SPACE]
 PAGE_WIDTH = 1400
-
-
-def run_report(*argv: str) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        report_app.main(list(argv))
-    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
