@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -131,10 +132,12 @@ def suggest(trial: optuna.Trial, name: str, dist: optuna.distributions.BaseDistr
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
 
 
-def objective_for(args: argparse.Namespace, panel: list[BenchData], space: dict):
+def objective_for(args: argparse.Namespace, panel: list[BenchData], space: dict, current: dict[str, int]):
+    """The trial objective; ``current["trial"]`` names the trial it is running."""
     from anyq.sweeping.space import as_override
 
     def objective(trial: optuna.Trial) -> float:
+        current["trial"] = trial.number
         overrides = [as_override(k, suggest(trial, k, d)) for k, d in space.items()]
         logs: list[float] = []
         for step, data in enumerate(panel):
@@ -176,6 +179,9 @@ def report(study: optuna.Study, panel: list[BenchData], space: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # SIGTERM as Ctrl-C, so Lightning stops training at a step boundary (it then exits through
+    # SystemExit, which Optuna does not record): the running trial is closed FAIL below.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parse_args(argv)
     space = search_space(args.param)
     panel = ([custom_data(args.data, args.train_end, args.val_end, args.test_end)] if args.data
@@ -188,7 +194,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.report_only:
         if not study.trials and not args.no_enqueue:
             study.enqueue_trial(preset_values(args, panel[0], space), skip_if_exists=True)
-        study.optimize(objective_for(args, panel, space), n_trials=args.n_trials, catch=(RuntimeError,))
+        current: dict[str, int] = {}
+        try:
+            study.optimize(objective_for(args, panel, space, current), n_trials=args.n_trials, catch=(RuntimeError,))
+        except BaseException:
+            if "trial" in current:
+                study.tell(current["trial"], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            raise
     text = report(study, panel, space)
     out = args.out / f"{args.study}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
