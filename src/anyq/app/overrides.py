@@ -190,11 +190,10 @@ def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: boo
     key = override.key_or_group
     text = override.input_line or key
     if key.startswith(SEARCH_SPACE) and not override.is_delete():
-        value = override.value()
+        value = override.value()  # "choice(2,4)" quoted, or a sweep Hydra has already read
         if isinstance(value, ChoiceSweep) and value.simple_form:  # Hydra refuses `a,b` on its own settings
             raise OverrideError(f"override {text!r}: a search-space entry is one string the sweeper reads; "
                                 f"{quoting(text)}")
-        value = override.value()  # "choice(2,4)" quoted, or a sweep Hydra has already read
         dimension = (f"{key.removeprefix(SEARCH_SPACE)}={value}" if isinstance(value, str)
                      else text.removeprefix("+").removeprefix(SEARCH_SPACE))
         _check_search_space(text, dimension, groups)
