@@ -162,3 +162,35 @@ def test_build_forecaster_accepts_omegaconf_nodes() -> None:
     sampler, attention = variant_config("modulation_off", SAMPLER, ATTENTION)
     model = build_forecaster(L, H, OmegaConf.create(BACKBONE), OmegaConf.create(sampler), OmegaConf.create(attention))
     assert model.attention is not None and not model.attention.modulation and model.sampler.kind == "adaptive"
+
+
+def test_robust_scaler_location_and_scale_by_hand() -> None:
+    from anyq.model.forecaster import location_scale
+
+    history = torch.tensor([[1.0, 2.0, 4.0, 8.0, 100.0], [5.0, 5.0, 5.0, 5.0, 5.0], [0.0] * 5])
+    loc, scale = location_scale(history, "robust")
+    # median 4; |x - 4| = 3, 2, 0, 4, 96 -> MAD 3. A flat window: MAD 0 and std 0 -> scale 1.
+    assert loc.squeeze(-1).tolist() == [4.0, 5.0, 0.0]
+    assert scale.squeeze(-1).tolist() == [3.0, 1.0, 1.0]
+    # MAD 0 but not flat: std x 0.6745 (neuralforecast's robust_statistics fallback)
+    spiky = torch.tensor([[1.0, 1.0, 1.0, 1.0, 11.0]])
+    _, s = location_scale(spiky, "robust")
+    assert s.item() == pytest.approx(spiky.std().item() * 0.6744897501960817)
+    loc, scale = location_scale(history, "max_abs")
+    assert loc.abs().sum().item() == 0 and scale.squeeze(-1).tolist() == [100.0, 5.0, 1.0]
+
+
+@pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
+def test_robust_scaler_forecast_is_shift_and_scale_equivariant(variant: str) -> None:
+    torch.manual_seed(0)
+    sampler, attention = variant_config(variant, SAMPLER, ATTENTION)
+    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler="robust").eval()
+    history, _ = _data()
+    q = torch.rand(history.shape[0], 5)
+    base = model(history, q)
+    with torch.no_grad():
+        shifted = model(3.0 * history + 250.0, q)
+    torch.testing.assert_close(shifted, 3.0 * base + 250.0, rtol=1e-4, atol=1e-2)
+    # max_abs is scale- but not shift-equivariant: the level is an input to the networks
+    plain = build_forecaster(L, H, BACKBONE, sampler, attention).eval()
+    assert not torch.allclose(plain(history + 250.0, q), plain(history, q) + 250.0, atol=1e-2)

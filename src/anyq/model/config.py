@@ -52,12 +52,14 @@ CONFORMAL_DEFAULT = "none"
 #: ``model.online_gamma`` default: the online calibration's step as a share of the residuals'
 #: 90 % spread (anyq.model.online; chosen in docs/design.md, "Online calibration").
 ONLINE_GAMMA_DEFAULT = 0.05
+#: ``model.scaler`` default: each window divided by its max |history| (the authors' scaling).
+SCALER_DEFAULT = "max_abs"
 
 
 @dataclass
 class OutputConfig:
     """The forecaster's own top-level settings (``model.monotone``, ``model.monotone_grid``,
-    ``model.conformal``, ``model.online_gamma``) with their ranges; the schema's ``ModelConfig``
+    ``model.conformal``, ``model.online_gamma``, ``model.scaler``) with their ranges; the schema's ``ModelConfig``
     extends it with the variant's name and its three parts."""
 
     monotone: str = MONOTONE_DEFAULT  # "rearrange" (sorted grid, anyq.model.monotone) or "none"
@@ -66,3 +68,5 @@ class OutputConfig:
     # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
     conformal: str = CONFORMAL_DEFAULT
     online_gamma: float = ranged(ONLINE_GAMMA_DEFAULT, ge=0)  # online step as a share of the residuals' 90 % spread
+    # "max_abs" (divide by max |history|) or "robust" (median and MAD): anyq.model.forecaster.location_scale
+    scaler: str = SCALER_DEFAULT

@@ -22,6 +22,7 @@ from anyq.model.config import (
     MONOTONE_DEFAULT,
     MONOTONE_GRID_DEFAULT,
     ONLINE_GAMMA_DEFAULT,
+    SCALER_DEFAULT,
     AttentionConfig,
     BackboneConfig,
     OutputConfig,
@@ -36,16 +37,39 @@ from anyq.settings import SettingError, check_settings
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
 _MIN_SCALE = 1e-12
+#: ``model.scaler`` values: how each window is put on the normalised scale (:func:`location_scale`).
+SCALERS = ("max_abs", "robust")
+#: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
+_MAD_TO_STD = 0.6744897501960817
+
+
+def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window location and scale ``([N, 1], [N, 1])`` of ``history [N, L]`` (data units).
+
+    ``max_abs`` (the authors'): location 0, scale max ``|history|``. ``robust`` (neuralforecast's
+    ``robust`` scaler, ``robust_statistics``): location the median, scale the median absolute
+    deviation from it, or the standard deviation x 0.6745 where the MAD is 0. Either scale is 1
+    where it would be 0 (an all-zero or flat window).
+    """
+    if scaler == "robust":
+        loc = history.median(dim=-1, keepdim=True).values
+        scale = (history - loc).abs().median(dim=-1, keepdim=True).values
+        scale = torch.where(scale > _MIN_SCALE, scale, history.std(dim=-1, keepdim=True) * _MAD_TO_STD)
+    else:
+        loc = torch.zeros_like(history[..., :1])
+        scale = history.abs().amax(dim=-1, keepdim=True)
+    return loc, torch.where(scale > _MIN_SCALE, scale, torch.ones_like(scale))
 
 
 class AnyQuantileForecaster(nn.Module):
     """Forecasts any set of levels per window; data units in, data units out.
 
-    Each window is divided by its max ``|history|`` before the networks see it, and the
-    forecast is multiplied back. The training loss is computed on that normalised scale:
-    it is the pinball loss relative to the window's level (like the authors' ``MQNLoss``),
-    so large series do not dominate the gradient and the sampler's bin losses are
-    comparable across series.
+    Each window is put on a normalised scale before the networks see it, ``(history - loc) /
+    scale`` (``model.scaler``: ``max_abs``, the authors', divides by max ``|history|``; ``robust``
+    centres on the median and divides by the MAD: :func:`location_scale`), and the forecast is
+    mapped back. The training loss is computed on that normalised scale: it is the pinball loss
+    relative to the window's scale (like the authors' ``MQNLoss``), so large series do not
+    dominate the gradient and the sampler's bin losses are comparable across series.
 
     ``monotone="rearrange"`` (:mod:`anyq.model.monotone`) makes every forecast
     non-decreasing in the level: ``forward`` reads the rearranged curve of a fixed grid of
@@ -70,8 +94,11 @@ class AnyQuantileForecaster(nn.Module):
         monotone_grid: int = MONOTONE_GRID_DEFAULT,
         conformal: str = CONFORMAL_DEFAULT,
         online_gamma: float = ONLINE_GAMMA_DEFAULT,
+        scaler: str = SCALER_DEFAULT,
     ) -> None:
         super().__init__()
+        if scaler not in SCALERS:
+            raise SettingError(f"model.scaler={scaler!r} must be one of {list(SCALERS)}", ("model.scaler",))
         if monotone not in MONOTONE:
             raise SettingError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}", ("model.monotone",))
         if conformal not in CONFORMAL:
@@ -85,12 +112,22 @@ class AnyQuantileForecaster(nn.Module):
         self.conformal = ConformalOffsets(self.monotone_levels) if conformal != "none" else None
         self.conformal_mode = conformal
         self.online_gamma = float(online_gamma)
+        self.scaler = scaler
+
+    def scale_of(self, history: torch.Tensor) -> torch.Tensor:
+        """Per-window scale ``[N, 1]`` of ``history [N, L]`` (:func:`location_scale`)."""
+        return location_scale(history, self.scaler)[1]
+
+    def normalise(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x [N, L], loc [N, 1], scale [N, 1])``: the history on the normalised scale,
+        ``x = (history - loc) / scale``, and what maps a forecast back (:meth:`denormalise`)."""
+        loc, scale = location_scale(history, self.scaler)
+        return (history - loc) / scale, loc, scale
 
     @staticmethod
-    def scale_of(history: torch.Tensor) -> torch.Tensor:
-        """Per-window scale ``[N, 1]``: max ``|history|``, 1 where the history is all zeros."""
-        scale = history.abs().amax(dim=-1, keepdim=True)
-        return torch.where(scale > _MIN_SCALE, scale, torch.ones_like(scale))
+    def denormalise(out: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """A normalised forecast ``[N, H, Q]`` in data units: ``out * scale + loc``."""
+        return out * scale.unsqueeze(-1) + loc.unsqueeze(-1)
 
     @property
     def calendar_features(self) -> int:
@@ -158,8 +195,7 @@ class AnyQuantileForecaster(nn.Module):
         with per-window ``grid_offsets [N, K]``) unless the model was built without them,
         ``calibrated`` is False, or ``raw`` asks for the networks' own forecast of each level.
         """
-        scale = self.scale_of(history)
-        x = history / scale
+        x, loc, scale = self.normalise(history)
         if raw:
             out = self.forward_normalised(x, q, calendar)
         elif self.monotone == "none":
@@ -169,15 +205,14 @@ class AnyQuantileForecaster(nn.Module):
                 out = out + offsets
         else:
             out = self.rearranged_normalised(x, q, calendar, calibrated, grid_offsets)[0]
-        return out * scale.unsqueeze(-1)
+        return self.denormalise(out, loc, scale)
 
     def forward_with_raw(
         self, history: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None, calibrated: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(forecast, raw forecast)`` in data units: what ``forward`` returns, and the networks'
         own per-level forecast (one evaluation when ``q`` is the rearrangement grid)."""
-        scale = self.scale_of(history)
-        x = history / scale
+        x, loc, scale = self.normalise(history)
         if self.monotone == "none":
             raw = self.forward_normalised(x, q, calendar)
             offsets = self.offsets(q, calibrated)
@@ -186,8 +221,7 @@ class AnyQuantileForecaster(nn.Module):
             out, raw = self.rearranged_normalised(x, q, calendar, calibrated)
             if raw is None:
                 raw = self.forward_normalised(x, q, calendar)
-        factor = scale.unsqueeze(-1)
-        return out * factor, raw * factor
+        return self.denormalise(out, loc, scale), self.denormalise(raw, loc, scale)
 
     def calibrate_raw(self, history: torch.Tensor, raw: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """The calibrated forecast ``[N, H, Q]`` (data units) from the raw forecast at ``q`` —
@@ -237,20 +271,21 @@ class AnyQuantileForecaster(nn.Module):
         """The networks' own forecasts on the rearrangement grid for every window of ``batches``
         (dicts with ``history [B, L]``, ``target [B, H]``, ``series_idx``, ``origin`` and, for a
         calendar model, ``calendar``), in batch order: ``raw [N, H, K]`` and ``residual [N, H, K]``
-        (``(target - raw) / scale``, NaN where the target is) on the normalised scale, ``scale
-        [N, 1]``, ``target [N, H]``, ``series_idx [N]``, ``origin [N]``. Empty input: N = 0."""
+        (``(target - loc) / scale - raw``, NaN where the target is) on the normalised scale, ``loc
+        [N, 1]`` and ``scale [N, 1]`` (:meth:`denormalise`), ``target [N, H]``, ``series_idx [N]``, ``origin [N]``. Empty input: N = 0."""
         was_training = self.training
         self.eval()
         grid = self.monotone_levels
-        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("raw", "residual", "scale", "target",
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("raw", "residual", "loc", "scale", "target",
                                                                 "series_idx", "origin")}
         for batch in batches:
             history, target = batch["history"], batch["target"]
-            scale = self.scale_of(history)
-            raw = self.forward_normalised(history / scale, grid.to(history.dtype).expand(history.shape[0], -1),
+            x, loc, scale = self.normalise(history)
+            raw = self.forward_normalised(x, grid.to(history.dtype).expand(history.shape[0], -1),
                                           batch.get("calendar"))
             parts["raw"].append(raw)
-            parts["residual"].append((target / scale).unsqueeze(-1) - raw)
+            parts["residual"].append(((target - loc) / scale).unsqueeze(-1) - raw)
+            parts["loc"].append(loc)
             parts["scale"].append(scale)
             parts["target"].append(target)
             parts["series_idx"].append(batch["series_idx"])
@@ -258,7 +293,7 @@ class AnyQuantileForecaster(nn.Module):
         self.train(was_training)
         if not parts["raw"]:
             k = grid.numel()
-            return {"raw": torch.zeros(0, 0, k), "residual": torch.zeros(0, 0, k), "scale": torch.zeros(0, 1),
+            return {"raw": torch.zeros(0, 0, k), "residual": torch.zeros(0, 0, k), "loc": torch.zeros(0, 1), "scale": torch.zeros(0, 1),
                     "target": torch.zeros(0, 0), "series_idx": torch.zeros(0, dtype=torch.long),
                     "origin": torch.zeros(0, dtype=torch.long)}
         return {k: torch.cat(v) for k, v in parts.items()}
@@ -282,9 +317,9 @@ class AnyQuantileForecaster(nn.Module):
             history, target = history[keep], target[keep]
             calendar = batch.get("calendar")
             calendar = calendar[keep] if calendar is not None else None
-            scale = self.scale_of(history)
-            raw = self.forward_normalised(history / scale, grid.to(history.dtype).expand(history.shape[0], -1), calendar)
-            residuals.append(((target / scale).unsqueeze(-1) - raw).reshape(-1, grid.numel()))
+            x, loc, scale = self.normalise(history)
+            raw = self.forward_normalised(x, grid.to(history.dtype).expand(history.shape[0], -1), calendar)
+            residuals.append((((target - loc) / scale).unsqueeze(-1) - raw).reshape(-1, grid.numel()))
         self.train(was_training)
         if not residuals:
             raise ValueError("no calibration window with a complete target")
@@ -305,11 +340,11 @@ class AnyQuantileForecaster(nn.Module):
         receives the share of target hours below each forecast (its calibration signal).
         """
         q = self.sampler.sample(history.shape[0], generator=generator).to(history.dtype)
-        scale = self.scale_of(history)
-        forecast = self.forward_normalised(history / scale, q, calendar)
+        x, loc, scale = self.normalise(history)
+        forecast = self.forward_normalised(x, q, calendar)
         if self.monotone != "none":
             q, forecast = sort_levels(q, forecast)
-        y = (target / scale).unsqueeze(-1)
+        y = ((target - loc) / scale).unsqueeze(-1)
         per_level = pinball_loss(forecast, y.squeeze(-1), q).mean(dim=-2)
         per_level_detached = per_level.detach()
         below = (y < forecast.detach()).to(forecast.dtype).mean(dim=-2)
@@ -329,6 +364,7 @@ def build_forecaster(
     conformal: str = CONFORMAL_DEFAULT,
     online_gamma: float = ONLINE_GAMMA_DEFAULT,
     calendar_holiday: bool = True,
+    scaler: str = SCALER_DEFAULT,
 ) -> AnyQuantileForecaster:
     """Assemble a forecaster from the ``model.backbone``, ``model.sampler`` and
     ``model.attention`` settings (dataclasses of :mod:`anyq.model.config`, or mappings, plain
@@ -351,6 +387,7 @@ def build_forecaster(
         monotone_grid=monotone_grid,
         conformal=conformal,
         online_gamma=online_gamma,
+        scaler=scaler,
     )
 
 
@@ -359,7 +396,7 @@ def forecaster_from_config(
     calendar_holiday: bool = True,
 ) -> AnyQuantileForecaster:
     """The forecaster of a ``model`` config section (``backbone``, ``sampler``, ``attention``,
-    ``monotone``, ``monotone_grid``, ``conformal``, ``online_gamma``; ``variant`` is a name only): the one place
+    ``monotone``, ``monotone_grid``, ``conformal``, ``online_gamma``, ``scaler``; ``variant`` is a name only): the one place
     training (``anyq.training.builders``) and serving (``anyq.serving.bundle``) build it.
     ``calendar_features`` per-hour calendar inputs, the last the holiday flag when
     ``calendar_holiday`` (``CalendarSpec.network_inputs``)."""
@@ -375,6 +412,7 @@ def forecaster_from_config(
         conformal=model.get("conformal", CONFORMAL_DEFAULT),
         online_gamma=model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
         calendar_holiday=calendar_holiday,
+        scaler=model.get("scaler", SCALER_DEFAULT),
     )
 
 
@@ -393,6 +431,8 @@ def check_model_config(model: Mapping[str, Any], history_length: int, horizon_le
     if conformal not in CONFORMAL:
         raise SettingError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}", ("model.conformal",))
     check_online_gamma(model.get("online_gamma", ONLINE_GAMMA_DEFAULT))
+    if model.get("scaler", SCALER_DEFAULT) not in SCALERS:
+        raise SettingError(f"model.scaler={model.get('scaler')!r} must be one of {list(SCALERS)}", ("model.scaler",))
     check_grid(model.get("monotone_grid", MONOTONE_GRID_DEFAULT))
 
 

@@ -30,7 +30,7 @@ from anyq.data.calendar import CalendarSpec, spec_from_config, window_calendar
 from anyq.data.errors import DataError
 from anyq.data.reader import parse_dates
 from anyq.errors import first_line, first_sentence
-from anyq.model.config import ONLINE_GAMMA_DEFAULT
+from anyq.model.config import ONLINE_GAMMA_DEFAULT, SCALER_DEFAULT
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.model.online import online_offsets
 from anyq.serving.errors import ModelFileError, RequestError
@@ -72,6 +72,8 @@ class ForecasterSpec:
     #: "online": those offsets are the seed of the online calibration from the request history
     conformal: str = "none"
     online_gamma: float = ONLINE_GAMMA_DEFAULT
+    #: how each window is normalised (model.scaler); specs written before it existed: "max_abs"
+    scaler: str = SCALER_DEFAULT
     #: hours between the origins the online calibration replays (the run's data.eval_step)
     origin_step: int = 24
 
@@ -94,6 +96,7 @@ class ForecasterSpec:
             calendar=_calendar_dict(spec_from_config(cfg.data)),
             conformal=str(model.get("conformal", "none")),
             online_gamma=float(model.get("online_gamma", ONLINE_GAMMA_DEFAULT)),
+            scaler=str(model.get("scaler", SCALER_DEFAULT)),
             origin_step=int(cfg.data.eval_step),
         )
 
@@ -125,7 +128,7 @@ class ForecasterSpec:
         """The ``model`` section this spec was made from (less the variant's name)."""
         return {"backbone": self.backbone, "sampler": self.sampler, "attention": self.attention,
                 "monotone": self.monotone, "monotone_grid": self.monotone_grid, "conformal": self.conformal,
-                "online_gamma": self.online_gamma}
+                "online_gamma": self.online_gamma, "scaler": self.scaler}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -156,6 +159,7 @@ class ForecasterSpec:
             calendar=data.get("calendar"),
             conformal=str(model.get("conformal", "none")),
             online_gamma=float(model.get("online_gamma", ONLINE_GAMMA_DEFAULT)),
+            scaler=str(model.get("scaler", SCALER_DEFAULT)),
             origin_step=int(data.get("origin_step", 24)),
         )
 
@@ -334,10 +338,10 @@ class ServedForecaster:
                 for begin in range(0, n * m, chunk):
                     end = begin + chunk
                     hist = torch.as_tensor(past[begin:end], dtype=torch.float32)
-                    scale = self.model.scale_of(hist)
+                    x, loc, scale = self.model.normalise(hist)
                     cal = torch.from_numpy(calendar[begin:end]) if calendar is not None else None
-                    raw = self.model.forward_normalised(hist / scale, grid.expand(hist.shape[0], -1), cal)
-                    y = torch.as_tensor(target[begin:end]) / scale.double()
+                    raw = self.model.forward_normalised(x, grid.expand(hist.shape[0], -1), cal)
+                    y = (torch.as_tensor(target[begin:end]) - loc.double()) / scale.double()
                     residual[begin:end] = y.unsqueeze(-1) - raw.double()
         # the forecast windows themselves: no target, issued at T after every replayed origin
         residual = torch.cat([residual, torch.full((n, h, k), float("nan"), dtype=torch.float64)])

@@ -50,7 +50,7 @@ def online_forecasts(forecaster: AnyQuantileForecaster, calibration_batches, tes
     offsets = online_offsets(residual, series, origin, residual.shape[1], forecaster.monotone_levels,
                              forecaster.conformal.offsets, forecaster.online_step)[n_cal:]
     q = levels.to(test["raw"]).expand(test["raw"].shape[0], -1)
-    forecast = forecaster.shift_normalised(test["raw"], offsets, q) * test["scale"].unsqueeze(-1)
+    forecast = forecaster.denormalise(forecaster.shift_normalised(test["raw"], offsets, q), test["loc"], test["scale"])
     return {"forecast": forecast, "target": test["target"], "series_idx": test["series_idx"],
             "origin": test["origin"]}
 

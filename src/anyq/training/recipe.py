@@ -12,7 +12,8 @@ The recipe is, declared once here (:data:`RECIPE_KEYS`):
 - ``optim.*``: learning rate, warm-up, schedule, weight decay, the last step's share of lr;
 - ``data.train_batch_size`` and ``data.calendar.*``, except ``data.calendar.inputs``, which a
   run fills in from the inputs its training range covers (the data's, not the recipe's);
-- ``model.conformal``, ``model.online_gamma``, ``model.monotone``, ``model.monotone_grid``: how
+- ``model.conformal``, ``model.online_gamma``, ``model.monotone``, ``model.monotone_grid``,
+  ``model.scaler``: how each window is normalised, how
   forecasts are calibrated and kept monotone;
 - the trainer's settings that do not depend on the budget: ``ema_decay``, ``early_stopping.*``
   (patience counts validations), ``gradient_clip_val``, ``accumulate_grad_batches``,
@@ -41,6 +42,7 @@ RECIPE_KEYS: tuple[str, ...] = (
     "model.online_gamma",
     "model.monotone",
     "model.monotone_grid",
+    "model.scaler",
     "trainer.ema_decay",
     "trainer.early_stopping",
     "trainer.gradient_clip_val",
