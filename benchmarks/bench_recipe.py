@@ -141,7 +141,7 @@ def objective_for(args: argparse.Namespace, panel: list[BenchData], space: dict,
         overrides = [as_override(k, suggest(trial, k, d)) for k, d in space.items()]
         logs: list[float] = []
         for step, data in enumerate(panel):
-            out = validation_ratio(data, overrides, args, args.workdir / f"trial-{trial.number}" / data.name)
+            out = validation_ratio(data, overrides, args, args.workdir / args.study / f"trial-{trial.number}" / data.name)
             for key, value in out.items():
                 trial.set_user_attr(f"{data.name}/{key}", value)
             logs.append(math.log(out["ratio"]))
