@@ -8,16 +8,20 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.sweeping.storage import STORAGE_ENV
 from conftest import TINY
 
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 SPACE = [
     "hydra.sweeper.params=null",
@@ -25,6 +29,19 @@ SPACE = [
     "model.attention.n_heads=choice(1, 2)",
     "hydra.sweeper.sampler.n_startup_trials=2",
 ]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), or fail the test
+    naming ``what`` after ``timeout`` seconds. The one place tests wait."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

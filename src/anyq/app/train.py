@@ -87,7 +87,7 @@ def cli() -> None:
     An override that does not parse or compose (a misspelled key, an unknown option of a
     config group, a value of the wrong type) is one line and exit 2, before anything heavy
     loads (:mod:`anyq.app.overrides`). A signal ends it with 128 + the signal number once
-    runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
+    runs and trials are closed (:mod:`anyq.interrupts`); a sweep refused before its first
     trial (a search space that does not fit the config or the stored study, a launcher that
     cannot place a trial, a setting every trial shares that cannot work) is one line and exit 2, like a single run's config error; so is a
     confirm command whose store does not exist, before anything is created. A store or a disk
@@ -106,12 +106,12 @@ def cli() -> None:
     except (OverrideError, FileNotFoundError) as exc:
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    from anyq.app.signals import exit_on_signals
+    from anyq.interrupts import stop_on_signals
     from anyq.tracking.store import StoreUnwritable
 
     _quiet_optuna()
     try:
-        with exit_on_signals():
+        with stop_on_signals():
             main()
     except SweepRefused as exc:
         log.error("%s", exc.error)

@@ -9,12 +9,14 @@ business: a trial whose values cannot work is FAIL and the study goes on.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 from collections.abc import Iterable, Sequence
 
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.sweeping.hydra_private import is_joblib_launcher, runs_in_process
 from anyq.training.builders import validate_config
 from anyq.training.schema import ConfigError
 
@@ -48,8 +50,31 @@ def _related(searched: str, named: str) -> bool:
     return searched == named or named.startswith(searched + ".") or searched.startswith(named + ".")
 
 
-def jobs_run_here(launcher: Launcher) -> bool:
-    """Whether ``launcher`` runs its jobs on this machine (Hydra's basic launcher, joblib's
+def launcher_choice(config: DictConfig) -> str:
+    """The ``hydra/launcher`` option the sweep runs with (``basic``, ``joblib``, ``anyq_ray``, ...)."""
+    return str(OmegaConf.select(config, "hydra.runtime.choices", default={}).get("hydra/launcher", "basic"))
+
+
+def runs_in_process(config: DictConfig) -> bool:
+    """Hydra's basic launcher: one job at a time, in this process."""
+    return launcher_choice(config) == "basic"
+
+
+def jobs_run_here(config: DictConfig) -> bool:
+    """Whether the launcher runs its jobs on this machine (Hydra's basic launcher, joblib's
     processes), so that this machine's files and accelerator are the jobs'. Launchers that
     place jobs elsewhere check what they need in their own ``preflight``."""
-    return runs_in_process(launcher) or is_joblib_launcher(launcher)
+    return launcher_choice(config) in ("basic", "joblib")
+
+
+def stop_jobs(launcher: Launcher, config: DictConfig) -> None:
+    """End the jobs ``launcher`` runs in other processes, from a signal handler (so it only
+    sends signals): joblib's worker processes are killed, anyq's Ray and Submitit launchers
+    cancel their tasks (``stop_jobs``). The sweep's threads then see their launches fail
+    and record the trials interrupted; a job of this process stops at its next boundary."""
+    stop = getattr(launcher, "stop_jobs", None)
+    if callable(stop):
+        stop()
+    elif launcher_choice(config) == "joblib":
+        for worker in multiprocessing.active_children():  # loky's worker processes
+            os.kill(worker.pid, signal.SIGKILL)

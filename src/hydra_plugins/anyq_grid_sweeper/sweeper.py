@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from anyq.errors import first_line
 from anyq.reporting.progress import CellProgress
 from anyq.reporting.table import print_runs
-from anyq.sweeping.hydra_private import job_error, runs_in_process
+from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.errors import StudyFailed, SweepRefused
-from anyq.sweeping.shared import check_shared, jobs_run_here
+from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_process
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.readiness import record_study_readiness, untrained_runs
 from anyq.tracking.recipe import record_recipe
@@ -94,7 +94,7 @@ class AnyqGridSweeper(Sweeper):
         try:
             cells = self.cells(arguments)
             some = self._some_cell(cells)
-            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.launcher))
+            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.config))
         except ConfigError as exc:
             raise SweepRefused(exc) from exc
         self._sweep(arguments, cells, some[0] if some else None)
@@ -119,7 +119,7 @@ class AnyqGridSweeper(Sweeper):
                  self.study_name, len(todo), len(done), parent)
         shared = parent_link_overrides(parent, self.experiment)
         # in-process launchers run one job at a time anyway: one per batch reports each cell
-        sequential = runs_in_process(self.launcher)
+        sequential = runs_in_process(self.config)
         batch_size = self.max_batch_size or (1 if sequential else len(todo)) or 1
         progress = CellProgress(self.study_name, len(todo) + len(done), len(done))
         common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
