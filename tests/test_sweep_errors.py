@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import optuna
@@ -17,7 +16,7 @@ from anyq.sweeping.errors import SpaceError, SweepRefused
 from anyq.sweeping.space import fit_space_to_config, parse_search_space
 from anyq.tracking.trials import TRIAL_NUMBER_TAG
 from conftest import TINY, run_cli
-from scale_helpers import clean_env, start_sweep, study_runs, study_trials, sweep_cmd
+from scale_helpers import clean_env, start_sweep, study_runs, study_trials, sweep_cmd, wait_until
 
 SWEEP = ["-m", "sweep=adaptive_attention", "trainer.max_epochs=1", *TINY, "hydra.sweeper.pruner=null"]
 TIMEOUT = 300
@@ -137,12 +136,11 @@ def test_changed_space_check_names_the_first_differing_parameter():
 def wait_for_epoch(root: Path, proc: subprocess.Popen) -> None:
     """Until a checkpoint exists (an epoch is done; with 500 epochs, fit goes on). Not by
     reading MLflow's database: opening it while the job creates it races its migrations."""
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        if any(root.rglob("*.ckpt")):
-            return
-        time.sleep(0.5)
-    pytest.fail("training never reached an epoch:\n" + (root / "sweep.log").read_text()[-3000:])
+    def an_epoch_done() -> bool:
+        assert proc.poll() is None, "training ended early:\n" + (root / "sweep.log").read_text()[-3000:]
+        return any(root.rglob("*.ckpt"))
+
+    wait_until(an_epoch_done, TIMEOUT, "an epoch of training", interval=0.5)
 
 
 def start_single_run(root: Path, *extra: str) -> subprocess.Popen:
@@ -209,6 +207,7 @@ def test_sigterm_during_a_parallel_sweep_exits_143_with_nothing_running(tmp_path
     assert parent.info.status == "KILLED"
     running = {r.data.tags.get(TRIAL_NUMBER_TAG): r.data.tags for r in kids if r.info.status == "RUNNING"}
     assert running == {}, (tmp_path / "sweep.log").read_text()[-5000:]
-    time.sleep(5)  # the jobs in joblib's workers were ended: none closes its run afterwards
-    _, later, _ = study_runs(tmp_path)
-    assert {r.info.run_id: r.info.status for r in later} == {r.info.run_id: r.info.status for r in kids}
+    # the jobs in joblib's workers were killed, not let finish: their runs were closed by the sweep
+    stopped = [k for k in kids if k.data.tags.get(TRIAL_NUMBER_TAG) in {str(t.number) for t in failed}]
+    assert stopped and all(k.info.status == "KILLED" and k.data.tags["error"] == "sweep interrupted"
+                           for k in stopped)
