@@ -11,10 +11,15 @@ the process ends at once.
 
 Leaving :func:`stop_on_signals` after a signal raises :class:`Terminated`, a ``SystemExit``
 with the conventional status 128 + signal number (143 for SIGTERM, 130 for SIGINT).
+
+A launcher's worker process (joblib's loky workers) runs jobs with no ``anyq-train`` around
+them: :func:`watch_worker_process` keeps its handlers for the process's life, and the parent
+passes its stop on (:func:`forward_to_children`, registered with :func:`on_request`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import threading
@@ -27,6 +32,7 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []  # the first signal received, once one is
 _hooks: list[Callable[[], None]] = []  # called once, from the handler, on the first signal
 _depth = [0]  # nesting of stop_on_signals blocks: the outermost installs and forgets
+_repeat_ends = [True]  # whether a second signal takes the default action (not in a worker process)
 
 
 class Terminated(SystemExit):
@@ -73,8 +79,24 @@ def on_request(hook: Callable[[], None]) -> Iterator[None]:
             _hooks.remove(hook)
 
 
+class JobStopped(Exception):
+    """A job in a launcher's worker process was stopped by a signal, its run closed KILLED.
+
+    An ``Exception``, unlike :class:`Terminated`: Hydra records it as the job's failure and
+    the launcher goes on collecting the other jobs, where a ``SystemExit`` would make joblib
+    kill the other workers while they close their runs."""
+
+
+def watching() -> bool:
+    """Whether this process watches for signals (a :func:`stop_on_signals` block is open,
+    or :func:`watch_worker_process` ran)."""
+    return _depth[0] > 0
+
+
 def _handle(signum: int, frame: Optional[FrameType]) -> None:
     if _received:  # a second signal: the default action, the process ends now
+        if not _repeat_ends[0]:
+            return  # a worker: the parent forwards what a terminal's Ctrl-C sent the group already
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
@@ -99,6 +121,7 @@ def stop_on_signals() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in HANDLED} if installed else {}
     if _depth[0] == 0:
         _received.clear()
+        _repeat_ends[0] = True
     _depth[0] += 1
     for handled in previous:
         signal.signal(handled, _handle)
@@ -119,3 +142,39 @@ def stop_on_signals() -> Iterator[None]:
         if _depth[0] == 0:
             _received.clear()
             _hooks.clear()
+
+
+def watch_worker_process() -> None:
+    """In a launcher's worker process (a ``multiprocessing`` child such as joblib's loky
+    workers, which run job after job): SIGTERM and SIGINT set the stop flag from now on, for
+    the process's life, and a stop once asked stays asked, so that a job the worker starts
+    afterwards stops at its first safe point. A repeated signal is ignored: a terminal's
+    Ctrl-C reaches the whole process group and the parent forwards its own as well. Outside
+    the main thread it does nothing. Idempotent."""
+    if watching() or threading.current_thread() is not threading.main_thread():
+        return
+    _depth[0] += 1  # never left: the handlers stay
+    _repeat_ends[0] = False
+    for handled in HANDLED:
+        signal.signal(handled, _handle)
+
+
+def forward_to_children() -> None:
+    """Send the signal received (:func:`requested`) on to this process's ``multiprocessing``
+    children: joblib's loky workers, which run a launcher's jobs (:func:`watch_worker_process`).
+    Safe in a signal handler: it only sends signals. Register it with :func:`on_request`
+    only where the children are such workers (an in-process job's data-loader workers must
+    not be signalled: they end with an error instead of stopping)."""
+    signum = requested()
+    if signum is None:
+        return
+    try:
+        children = multiprocessing.active_children()
+    except RuntimeError:  # the main thread was starting a child just now: its set changed size
+        return
+    for child in children:
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, signum)
+            except ProcessLookupError:  # ended meanwhile
+                pass

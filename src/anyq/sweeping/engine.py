@@ -53,6 +53,7 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from anyq.errors import first_line
+from anyq.interrupts import stop_if_requested
 from anyq.settings import SettingError, check_settings, ranged
 from anyq.sweeping.errors import SpaceError, TrialConfigError, WorkerLost
 from anyq.sweeping.hydra_private import job_error
@@ -493,8 +494,8 @@ class StudyRunner:
                         threading.Thread(target=self._slot_in_thread, args=(done[i], space, fixed, barrier),
                                          name=f"anyq-slot-{i}", daemon=True).start()
                     for event in done:
-                        while not event.wait(timeout=0.2):  # short waits: a signal reaches this thread
-                            pass
+                        while not event.wait(timeout=0.2):  # short waits: a stop asked is seen soon
+                            stop_if_requested()
             except BaseException:
                 self._interrupted.set()  # the slots' launches now fail because of it, not on their own
                 self._stop.set()
