@@ -11,17 +11,15 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, Optional
 
 import optuna
-import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.sweeping.storage import STORAGE_ENV
 from conftest import TINY
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 SPACE = [
     "hydra.sweeper.params=null",
@@ -29,19 +27,6 @@ SPACE = [
     "model.attention.n_heads=choice(1, 2)",
     "hydra.sweeper.sampler.n_startup_trials=2",
 ]
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), or fail the test
-    naming ``what`` after ``timeout`` seconds. The one place tests wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout:g} s for {what}")
-        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -109,3 +94,18 @@ def study_runs(root: Path, experiment: str = "adaptive_attention"):
 def trial_finished_in_mlflow(run) -> bool:
     return run.info.status == "FINISHED" or (
         run.info.status == "KILLED" and run.data.tags.get("trial_state") == "PRUNED")
+
+
+def wait_for(condition: Callable[[], Any], proc: Optional[subprocess.Popen], timeout_s: float, what: str,
+             every_s: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail when
+    ``proc`` (if given) ends first or ``timeout_s`` passes (the one place a test waits by sleeping)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
+        time.sleep(every_s)
+    raise AssertionError(f"no {what} within {timeout_s:.0f} s")

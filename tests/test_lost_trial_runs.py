@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 from anyq.sweeping.engine import STALE_REASON
 from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
-from scale_helpers import REPO, clean_env, start_sweep, study_runs, study_trials, sweep_cmd, wait_until
+from scale_helpers import REPO, clean_env, start_sweep, study_runs, study_trials, sweep_cmd, wait_for
 
 DEADLINE_S = 300
 SETTINGS = ["hydra.sweeper.n_trials=1", "trainer.max_epochs=15", "tracking.log_model=false",
@@ -38,11 +38,8 @@ def test_a_trial_killed_while_training_its_baseline_leaves_no_run_running_after_
     root = tmp_path / "study"
     sweep = start_sweep(root, *SETTINGS, env=clean_env(OMP_NUM_THREADS="1"))
     try:
-        def baseline_in_training() -> str | None:
-            assert sweep.poll() is None, (root / "sweep.log").read_text()[-3000:]
-            return running_baseline(root)
-
-        baseline = wait_until(baseline_in_training, DEADLINE_S, "the trial's baseline in training")
+        baseline = wait_for(lambda: running_baseline(root), sweep, DEADLINE_S, "the trial's baseline in training",
+                            every_s=0.05)
         sweep.send_signal(signal.SIGKILL)
         assert sweep.wait(timeout=60) == -signal.SIGKILL
     finally:

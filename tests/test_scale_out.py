@@ -34,7 +34,7 @@ from anyq.sweeping.engine import STALE_REASON
 from anyq.sweeping.storage import STORAGE_ENV, driver_url, redacted, resolve_storage_url
 from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, close_trial_runs, trial_key
 from conftest import TINY
-from scale_helpers import wait_until
+from scale_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES_SH = REPO / "scripts" / "services.sh"
@@ -226,8 +226,7 @@ def test_sigkilled_worker_trial_fails_is_retried_and_its_run_is_closed(services,
                     return owner[0], t.number
         return None
 
-    victim, killed_number = wait_until(kill_a_worker_mid_training, WORKER_TIMEOUT, "a trial mid-training",
-                                       interval=0.2)
+    victim, killed_number = wait_for(kill_a_worker_mid_training, None, WORKER_TIMEOUT, "a trial mid-training")
     assert procs.pop(victim).wait(timeout=30) == -signal.SIGKILL
     wait_ok(procs)
 

@@ -216,6 +216,7 @@ class JobObjective:
         self.links = links
         self.on_lost = on_lost
         self.retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
+        self.broken: Optional[Exception] = None  # the launcher's own error, once it failed
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         params = {name: suggest(trial, name, dist) for name, dist in self.space.items()}
@@ -227,6 +228,8 @@ class JobObjective:
         except Exception as exc:  # noqa: BLE001 - the launcher's own error stops the sweep
             if requested() is not None:
                 raise self.lose(trial, INTERRUPTED_REASON) from exc
+            self.broken = exc
+            trial.study.stop()  # no other thread asks for a trial now; run_study raises it
             self.lose(trial, f"launcher failed: {first_line(exc)}")
             raise
         except BaseException as exc:  # a job in this process interrupted: KeyboardInterrupt, SystemExit
@@ -303,7 +306,7 @@ def run_study(study: SharedStudy, objective: JobObjective,
     settings = study.settings
     check_space_matches(study, objective.space)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's line is anyq's, its reason a user attr
-    while requested() is None:
+    while requested() is None and objective.broken is None:
         if work_left(study, settings.n_trials):
             try:
                 study.optimize(objective, n_jobs=settings.n_jobs, catch=(TrialFailed,),
@@ -317,6 +320,8 @@ def run_study(study: SharedStudy, objective: JobObjective,
             fail_stale_trials(study)
         else:
             return
+    if objective.broken is not None:  # Optuna's loop may have stopped before it saw the error
+        raise objective.broken
 
 
 def trial_link_overrides(settings: SweepSettings, trial: optuna.Trial) -> list[str]:

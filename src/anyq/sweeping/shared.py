@@ -9,14 +9,12 @@ business: a trial whose values cannot work is FAIL and the study goes on.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import signal
 from collections.abc import Iterable, Sequence
 
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.interrupts import forward_to_children
 from anyq.training.builders import validate_config
 from anyq.training.schema import ConfigError
 
@@ -60,6 +58,11 @@ def runs_in_process(config: DictConfig) -> bool:
     return launcher_choice(config) == "basic"
 
 
+def runs_in_joblib(config: DictConfig) -> bool:
+    """hydra-joblib-launcher: jobs in loky worker processes of this machine."""
+    return launcher_choice(config) == "joblib"
+
+
 def jobs_run_here(config: DictConfig) -> bool:
     """Whether the launcher runs its jobs on this machine (Hydra's basic launcher, joblib's
     processes), so that this machine's files and accelerator are the jobs'. Launchers that
@@ -68,13 +71,13 @@ def jobs_run_here(config: DictConfig) -> bool:
 
 
 def stop_jobs(launcher: Launcher, config: DictConfig) -> None:
-    """End the jobs ``launcher`` runs in other processes, from a signal handler (so it only
-    sends signals): joblib's worker processes are killed, anyq's Ray and Submitit launchers
-    cancel their tasks (``stop_jobs``). The sweep's threads then see their launches fail
-    and record the trials interrupted; a job of this process stops at its next boundary."""
+    """A signal's hook (:func:`anyq.interrupts.on_request`: it only sends signals): pass the
+    stop on to the jobs ``launcher`` runs in other processes. joblib's workers get the signal
+    and stop their jobs at a safe point (:func:`anyq.interrupts.forward_to_children`); anyq's
+    Ray and Submitit launchers cancel theirs (``stop_jobs``). A job of this process stops at
+    its own next safe point."""
     stop = getattr(launcher, "stop_jobs", None)
     if callable(stop):
         stop()
-    elif launcher_choice(config) == "joblib":
-        for worker in multiprocessing.active_children():  # loky's worker processes
-            os.kill(worker.pid, signal.SIGKILL)
+    elif runs_in_joblib(config):
+        forward_to_children()

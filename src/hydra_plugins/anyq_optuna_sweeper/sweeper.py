@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import first_line
-from anyq.interrupts import Terminated, on_request, requested
+from anyq.interrupts import on_request, stop_if_requested
 from anyq.reporting.progress import TrialProgress, print_summary, print_trials
 from anyq.sweeping.cost import estimate
 from anyq.sweeping.engine import (
@@ -48,12 +48,11 @@ from anyq.sweeping.space import (
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
 from anyq.tracking.recipe import record_recipe
-from anyq.tracking.runs import close_run
+from anyq.tracking.runs import run_lifecycle
 from anyq.tracking.study import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     STORAGE_TAG,
-    close_study,
     open_study_parent,
     record_summary,
 )
@@ -98,9 +97,9 @@ class AnyqOptunaSweeper(Sweeper):
         Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the sweeper's settings,
         the space, the settings every trial shares or the launcher cannot work, before any
         study, trial or run exists; :class:`StudyFailed` (exit 1) when trials ran and none
-        finished, with the parent run closed FAILED; :class:`Terminated` after a signal, once
-        the launcher's jobs are ended, the running trials FAIL and retried and the parent
-        run KILLED; any other error kills the parent run too.
+        finished, with the parent run closed FAILED; :class:`~anyq.interrupts.Terminated`
+        after a signal, once the launcher's jobs are stopped, this worker's running trials
+        FAIL and retried and the parent run KILLED; any other error fails the parent run.
         """
         try:
             self._sweep(arguments)
@@ -156,24 +155,20 @@ class AnyqOptunaSweeper(Sweeper):
             with told:
                 progress(study, trial.number, trial.state)
 
-        try:
+        # the parent closes KILLED on a signal (once every trial of this worker is told), FAILED on an error
+        with run_lifecycle(client, parent) as parent_run, \
+                on_request(functools.partial(stop_jobs, self.launcher, self.config)):
             record_recipe(client, parent, base)  # the base config's: what the trials share
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
             self._print_cost(base, study, settings.n_jobs)
-            with on_request(functools.partial(stop_jobs, self.launcher, self.config)):
-                run_study(study, objective, callbacks=[print_progress])
-        except BaseException:
-            close_run(client, parent, "KILLED")
-            raise
-        if requested() is not None:
-            close_run(client, parent, "KILLED")
-            raise Terminated(requested())
-        summary = summarize(study, self.objectives)
-        record_summary(client, parent, summary)
-        failed = nothing_finished(study)
-        close_study(client, parent, "FAILED" if failed else "FINISHED", failed)
+            run_study(study, objective, callbacks=[print_progress])
+            stop_if_requested()
+            summary = summarize(study, self.objectives)
+            record_summary(client, parent, summary)
+            failed = nothing_finished(study)
+            parent_run.conclude("FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
         if failed:
