@@ -62,6 +62,7 @@ def one_study(guarded: bool, args: argparse.Namespace) -> int:
 
 
 def main() -> None:
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--n-jobs", type=int, default=2)

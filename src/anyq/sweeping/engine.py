@@ -15,8 +15,8 @@ What anyq adds, each for a guarantee Optuna's loop does not give (docs/design.md
   (:mod:`anyq.sweeping.locks`); a callback stops the loop when nothing is left to ask.
   Without the lock, workers that count at the same moment overshoot the total.
 - A lost trial (dead worker, ``WorkerLost``, an interrupt) is retried with the same
-  parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``, and the retry, not the lost
-  trial, is what counts: :func:`counts_toward_total`.
+  parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``; the lost trial counted, its
+  retry does not count again (:func:`counts_toward_total`).
 - A worker whose share is done waits while other workers' trials run, so that a trial of a
   worker that dies meanwhile is still failed, retried and run (:func:`run_study`).
 - Every worker seeds its sampler alike (``hydra.sweeper.sampler.seed``); a worker that

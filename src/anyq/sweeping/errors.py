@@ -9,7 +9,7 @@ The sweep engine records every trial by the class of what stopped it (see
   compose, or ask for resources no machine has). That trial is FAIL with the reason, never
   retried (it would fail again), and the sweep goes on.
 - :class:`WorkerLost`: the process running a trial died (a killed Ray worker, a node gone).
-  The trial is FAIL and retried with the same parameters; the retry, not it, counts toward the total.
+  The trial is FAIL and retried with the same parameters; the retry does not count again toward the total.
 - :class:`StudyFailed`: trials or cells were run and none of them finished; the study's
   parent run is closed FAILED with the reason. One line, exit 1.
 """
