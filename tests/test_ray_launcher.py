@@ -123,15 +123,15 @@ def test_killed_ray_worker_fails_its_trial_and_anyq_retries_it_once(ray_head, tm
     proc = start_sweep(tmp_path, *ray_sweep(tmp_path, ray_head, "hydra.sweeper.n_trials=2",
                                             f"trainer.max_epochs={epochs}", "hydra.sweeper.pruner=null"))
 
-    def kill_a_trial_mid_training() -> Optional[int]:
+    def kill_a_trial_mid_training() -> Optional[tuple[int]]:
         pids = ray_trial_pids()
         for t in running_trials(tmp_path):
             if 1 <= len(t.intermediate_values) <= epochs - 3 and len(pids) == 1:
                 os.kill(pids[0], signal.SIGKILL)
-                return t.number
+                return (t.number,)  # a tuple: trial 0 is found too
         return None
 
-    victim = wait_for(kill_a_trial_mid_training, proc, TIMEOUT, "a trial mid-training", every_s=0.3)
+    (victim,) = wait_for(kill_a_trial_mid_training, proc, TIMEOUT, "a trial mid-training", every_s=0.3)
     assert wait(proc, tmp_path) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
 
     trials = {t.number: t for t in study_trials(tmp_path)}

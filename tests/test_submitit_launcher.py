@@ -89,15 +89,15 @@ def test_killed_submitit_job_is_a_lost_worker_retried_once(tmp_path):
                        f"trainer.max_epochs={epochs}", "trainer.num_threads=1", "hydra.sweeper.pruner=null",
                        "tracking.compare_to_baseline=false")
 
-    def kill_the_job_mid_training() -> Optional[int]:
+    def kill_the_job_mid_training() -> Optional[tuple[int]]:
         running = running_trials(tmp_path)
         pids = job_pids(tmp_path)
         if len(running) == 1 and 1 <= len(running[0].intermediate_values) <= epochs - 3 and len(pids) == 1:
             os.kill(pids[0], signal.SIGKILL)
-            return running[0].number
+            return (running[0].number,)  # a tuple: trial 0 is found too
         return None
 
-    victim = wait_for(kill_the_job_mid_training, proc, TIMEOUT, "the trial's job mid-training", every_s=0.3)
+    (victim,) = wait_for(kill_the_job_mid_training, proc, TIMEOUT, "the trial's job mid-training", every_s=0.3)
     try:
         assert proc.wait(timeout=TIMEOUT) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
     finally:
