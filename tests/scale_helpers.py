@@ -8,8 +8,10 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import optuna
 from mlflow.tracking import MlflowClient
@@ -92,3 +94,18 @@ def study_runs(root: Path, experiment: str = "adaptive_attention"):
 def trial_finished_in_mlflow(run) -> bool:
     return run.info.status == "FINISHED" or (
         run.info.status == "KILLED" and run.data.tags.get("trial_state") == "PRUNED")
+
+
+def wait_for(condition: Callable[[], Any], proc: Optional[subprocess.Popen], timeout_s: float, what: str,
+             every_s: float = 0.2) -> Any:
+    """Poll ``condition`` until it returns something true, and return that; fail when
+    ``proc`` (if given) ends first or ``timeout_s`` passes (the one place a test waits by sleeping)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
+        time.sleep(every_s)
+    raise AssertionError(f"no {what} within {timeout_s:.0f} s")

@@ -13,14 +13,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from anyq.sweeping.engine import INTERRUPTED
 from scale_helpers import (
     clean_env,
     free_port,
@@ -30,6 +29,7 @@ from scale_helpers import (
     study_trials,
     sweep_cmd,
     trial_finished_in_mlflow,
+    wait_for,
 )
 
 pytest.importorskip("ray", reason="Ray is not installed: `make env-scale-out` installs the Ray launcher's pins")
@@ -42,16 +42,13 @@ FIXED_PORTS = ("ray-client-server", "dashboard-agent-listen", "dashboard-agent-g
                "metrics-export", "node-manager", "object-manager")
 
 
-def wait_for_node(address: str, deadline: float) -> None:
+def wait_for_node(address: str, timeout: float) -> None:
     """Until the head's raylet has registered (GCS up is not enough for a resource check)."""
     probe = ("import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False); "
              "sys.exit(0 if any(n['Alive'] for n in ray.nodes()) else 1)")
-    while time.monotonic() < deadline:
-        if subprocess.run([sys.executable, "-c", probe, address], capture_output=True,
-                          env=clean_env()).returncode == 0:
-            return
-        time.sleep(1)
-    raise TimeoutError(f"no live Ray node at {address}")
+    wait_for(lambda: subprocess.run([sys.executable, "-c", probe, address], capture_output=True,
+                                    env=clean_env()).returncode == 0,
+             None, timeout, f"a live Ray node at {address}", every_s=1)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +64,7 @@ def ray_head() -> Iterator[str]:
         stdout=log, stderr=subprocess.STDOUT, env=clean_env(RAY_USAGE_STATS_ENABLED="0"),
         start_new_session=True)
     try:
-        wait_for_node(address, time.monotonic() + 120)
+        wait_for_node(address, 120)
         yield address
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
@@ -125,24 +122,23 @@ def test_killed_ray_worker_fails_its_trial_and_anyq_retries_it_once(ray_head, tm
     epochs = 6
     proc = start_sweep(tmp_path, *ray_sweep(tmp_path, ray_head, "hydra.sweeper.n_trials=2",
                                             f"trainer.max_epochs={epochs}", "hydra.sweeper.pruner=null"))
-    victim = None
-    deadline = time.monotonic() + TIMEOUT
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
-        running = running_trials(tmp_path)
+
+    def kill_a_trial_mid_training() -> Optional[tuple[int]]:
         pids = ray_trial_pids()
-        for t in running:
+        for t in running_trials(tmp_path):
             if 1 <= len(t.intermediate_values) <= epochs - 3 and len(pids) == 1:
                 os.kill(pids[0], signal.SIGKILL)
-                victim = t.number
-        time.sleep(0.3)
-    assert victim is not None, "no trial was ever seen mid-training:\n" + (tmp_path / "sweep.log").read_text()[-3000:]
+                return (t.number,)  # a tuple: trial 0 is found too
+        return None
+
+    (victim,) = wait_for(kill_a_trial_mid_training, proc, TIMEOUT, "a trial mid-training", every_s=0.3)
     assert wait(proc, tmp_path) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
 
     trials = {t.number: t for t in study_trials(tmp_path)}
     killed = trials[victim]
-    assert killed.state == TrialState.FAIL and killed.system_attrs.get(INTERRUPTED)
+    assert killed.state == TrialState.FAIL
     assert killed.user_attrs["fail_reason"].startswith("worker lost: WorkerCrashedError")
-    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
+    retries = [t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
     assert len(retries) == 1 and retries[0].params == killed.params  # once, same parameters
     assert retries[0].state == TrialState.COMPLETE
     counted = [t for t in trials.values() if t.number != victim]

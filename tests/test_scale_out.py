@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -26,15 +25,16 @@ from typing import Iterator, Optional
 import numpy as np
 import optuna
 import pytest
-from hydra.core.utils import JobReturn, JobStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from anyq.sweeping.engine import INTERRUPTED, STALE_REASON, StudyRunner, SweepSettings, fail_and_retry
+from anyq.sweeping.engine import STALE_REASON
 from anyq.sweeping.storage import STORAGE_ENV, driver_url, redacted, resolve_storage_url
 from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, close_trial_runs, trial_key
 from conftest import TINY
+from scale_helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES_SH = REPO / "scripts" / "services.sh"
@@ -212,30 +212,28 @@ def test_sigkilled_worker_trial_fails_is_retried_and_its_run_is_closed(services,
 
     # kill the worker of a trial that is mid-training: an epoch reported, several to go
     storage = optuna.storages.RDBStorage(driver_url(services.storage))
-    victim, killed_number = None, None
-    deadline = time.monotonic() + WORKER_TIMEOUT
-    while victim is None and time.monotonic() < deadline:
+
+    def kill_a_worker_mid_training() -> Optional[tuple[Path, int]]:
         try:
             trials = storage.get_all_trials(storage.get_study_id_from_name("killed"))
         except KeyError:
-            trials = []
+            return None
         for t in trials:
             if t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= epochs - 3:
                 owner = [r for r in roots if (r / "multirun" / "killed" / f"trial-{t.number}").is_dir()]
                 if owner and procs[owner[0]].poll() is None:
                     procs[owner[0]].send_signal(signal.SIGKILL)
-                    victim, killed_number = owner[0], t.number
-                    break
-        time.sleep(0.2)
-    assert victim is not None, "no trial was ever seen mid-training"
+                    return owner[0], t.number
+        return None
+
+    victim, killed_number = wait_for(kill_a_worker_mid_training, None, WORKER_TIMEOUT, "a trial mid-training")
     assert procs.pop(victim).wait(timeout=30) == -signal.SIGKILL
     wait_ok(procs)
 
     trials = {t.number: t for t in study_trials(services, "killed")}
     killed = trials[killed_number]
     assert killed.state == TrialState.FAIL
-    assert killed.system_attrs.get(INTERRUPTED) and killed.user_attrs["fail_reason"] == STALE_REASON
-    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == killed_number]
+    retries = [t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed_number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     counted = [t for t in trials.values() if t.number != killed_number]
@@ -302,67 +300,6 @@ def test_close_trial_runs_closes_every_run_of_that_trial_and_only_those(tmp_path
     for run_id in (other_trial, other_study, others):
         assert client.get_run(run_id).info.status == "RUNNING"
     assert close_trial_runs(client, parent, study, 1, "again") == []  # a second notice is harmless
-
-
-def test_stale_trial_reaches_the_on_lost_hook(tmp_path):
-    settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{tmp_path}/optuna.db",
-                             directions=["minimize"], objectives=["val/crps"], n_trials=2,
-                             heartbeat_interval=1, grace_period=1)
-    lost: list[tuple[int, str]] = []
-    runner = StudyRunner(settings, launch=lambda overrides, idx: [], on_lost=lambda n, r: lost.append((n, r)))
-    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    dead = runner.study.ask(fixed_distributions=space)  # a worker that asked, beat once, and died
-    runner.study._storage.record_heartbeat(dead._trial_id)
-    time.sleep(2.5)
-    retry = runner._next_trial(space)  # any live worker's next ask notices it
-    assert lost == [(0, STALE_REASON)]
-    frozen = runner.study._storage.get_trial(dead._trial_id)
-    assert frozen.state == TrialState.FAIL and frozen.system_attrs[INTERRUPTED]
-    assert retry.params == dead.params  # the retry comes first, same parameters
-
-
-def test_a_job_returning_after_its_trial_was_failed_as_stale_has_its_run_closed_again(tmp_path):
-    """A false alarm: the worker was only slow. Its job closes its run FINISHED after another
-    worker failed the trial and closed the run; the run must say FAIL again, as Optuna does."""
-    settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{tmp_path}/optuna.db",
-                             directions=["minimize"], objectives=["val/crps"], n_trials=1)
-    lost: list[tuple[int, str]] = []
-
-    def launch(overrides, idx):
-        # meanwhile another worker found this trial stale, failed and retried it
-        (number,) = [t.number for t in runner.study.trials if t.state == TrialState.RUNNING]
-        trial_id = runner.storage.get_trial_id_from_study_id_trial_number(runner.study_id, number)
-        fail_and_retry(runner.study, trial_id, STALE_REASON, runner.retry, runner.on_lost)
-        done = JobReturn(overrides=list(overrides[0]), status=JobStatus.COMPLETED)
-        done.return_value = {"val/crps": 1.0}
-        return [done]
-
-    runner = StudyRunner(settings, launch=launch, on_lost=lambda n, r: lost.append((n, r)))
-    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    trial = runner._next_trial(space)
-    runner._run_trial(trial, [])
-    assert lost == [(0, STALE_REASON), (0, STALE_REASON)]  # on failing it, and when its job returned
-    assert runner.study.trials[0].state == TrialState.FAIL
-
-
-def test_workers_with_one_seed_do_not_propose_the_same_parameters(tmp_path):
-    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-
-    def worker(storage: Path) -> StudyRunner:  # every worker is configured alike: same seed
-        settings = SweepSettings(study_name="s", storage_url=f"sqlite:///{storage}", directions=["minimize"],
-                                 objectives=["val/crps"], n_trials=4,
-                                 sampler=optuna.samplers.RandomSampler(seed=0))
-        return StudyRunner(settings, launch=lambda overrides, idx: [])
-
-    a, b = worker(tmp_path / "shared.db"), worker(tmp_path / "shared.db")
-    drawn = [a._next_trial(space).params["x"], b._next_trial(space).params["x"],
-             a._next_trial(space).params["x"]]
-    assert len(set(drawn)) == 3
-    alone = worker(tmp_path / "alone.db")  # a lone worker keeps the seeded sequence
-    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    expected = [reference.ask(space).params["x"] for _ in range(2)]
-    assert [alone._next_trial(space).params["x"] for _ in range(2)] == expected
-    assert expected[0] == drawn[0]
 
 
 @pytest.mark.slow

@@ -1,111 +1,127 @@
-"""A signal never interrupts a database call: it is raised once the call has committed."""
+"""A signal stops ``anyq-train`` at a safe point: the exit status is 128 + the signal number,
+the runs it interrupted are closed KILLED, finished runs stay as they were, nothing is left
+RUNNING. Every case drives a real ``anyq-train`` process and signals it once a state is seen."""
 
 from __future__ import annotations
 
-import os
 import signal
+import subprocess
 import sys
-import time
+import textwrap
+from pathlib import Path
 
 import pytest
-from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from anyq.app.signals import Terminated, exit_on_signals, inside_database_call
+from conftest import TINY
+from scale_helpers import REPO, clean_env, wait_for
 
-
-def test_a_sigterm_inside_a_store_write_is_raised_after_the_write_commits(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    writer, other = MlflowClient(uri), MlflowClient(uri)
-    run_id = writer.create_run(writer.create_experiment("e")).info.run_id
-    sent: list[str] = []
-
-    def send_after_insert(frame, event, arg):
-        # the INSERT has run, so SQLite holds the write lock, and the commit has not
-        if (event == "return" and frame.f_code.co_name == "do_execute" and not sent
-                and str(frame.f_locals.get("statement", "")).lstrip().upper().startswith("INSERT")):
-            sent.append(frame.f_globals["__name__"])
-            os.kill(os.getpid(), signal.SIGTERM)
-        return send_after_insert
-
-    with pytest.raises(Terminated) as stopped:
-        with exit_on_signals():
-            sys.settrace(send_after_insert)
-            try:
-                writer.log_batch(run_id, metrics=[Metric("crps", 1.5, 0, 0)])
-            finally:
-                sys.settrace(None)
-            time.sleep(2)  # the deferred signal is raised here, outside the store
-    assert sent and sent[0].startswith("sqlalchemy")
-    assert stopped.value.code == 143
-    assert [m.value for m in other.get_metric_history(run_id, "crps")] == [1.5]  # the write committed
-    other.set_terminated(run_id, "KILLED")  # and released the lock: closing the run does not wait
-    assert other.get_run(run_id).info.status == "KILLED"
+DEADLINE_S = 300
+ANYQ_TRAIN = Path(sys.executable).with_name("anyq-train")  # the console script, as a user runs it
+SINGLE = [*TINY, "model=adaptive_attention", "trainer.max_epochs=500", "tracking.experiment=sig",
+          "tracking.compare_to_baseline=false", "tracking.log_model=false"]
 
 
-def test_database_frames_are_recognised_by_module():
-    frame = sys._getframe()
-    assert not inside_database_call(frame)
-    namespace = {"__name__": "sqlalchemy.engine.base", "sys": sys}
-    exec("def probe():\n    return sys._getframe()", namespace)
-    assert inside_database_call(namespace["probe"]())
-    namespace["__name__"] = "sqlalchemy_utils"  # a prefix of the name is not the module
-    exec("def probe():\n    return sys._getframe()", namespace)
-    assert not inside_database_call(namespace["probe"]())
+def start(root: Path, *argv: str) -> subprocess.Popen:
+    """``anyq-train`` in the background, its output in ``root/train.log``."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "train.log", "wb") as log:
+        return subprocess.Popen([str(ANYQ_TRAIN), *argv, f"paths.root={root}"], env=clean_env(OMP_NUM_THREADS="1"),
+                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
 
 
-def test_a_sigterm_inside_a_store_write_during_fit_stops_at_lightnings_next_boundary(tmp_path):
-    """During a Trainer run Lightning's SIGTERM handler runs first and this one after it
-    (the module it is called from is pinned here); deferred out of the write, the signal
-    ends the block as Terminated (143) through Lightning's SIGTERMException."""
-    import pytorch_lightning as pl
-    import torch
+def log_tail(root: Path) -> str:
+    return (root / "train.log").read_text()[-4000:]
 
-    from anyq.app.signals import LIGHTNING_SIGNALS
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    writer, other = MlflowClient(uri), MlflowClient(uri)
-    run_id = writer.create_run(writer.create_experiment("e")).info.run_id
-    callers: list[str] = []
-    steps: list[int] = []
+def all_runs(root: Path) -> list:
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    return [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
 
-    class Writes(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
 
-        def training_step(self, batch, batch_idx):
-            steps.append(batch_idx)
-            if batch_idx == 1:
-                callers.append(type(signal.getsignal(signal.SIGTERM)).__module__)
-                sys.settrace(send_after_insert)
-                try:
-                    writer.log_batch(run_id, metrics=[Metric("crps", 1.5, 0, 0)])
-                finally:
-                    sys.settrace(None)
-            return (self.w - batch[0]).pow(2).mean()
+def checkpoints(root: Path) -> list[Path]:
+    """The checkpoint folders written so far: one per run that has validated once (its run is open)."""
+    return sorted({p.parent for p in root.rglob("*.ckpt")})
 
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    sent: list[bool] = []
+@pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_fit_stops_at_a_step_and_closes_the_run_killed(tmp_path, sig, status):
+    proc = start(tmp_path, *SINGLE)
+    wait_for(lambda: checkpoints(tmp_path), proc, DEADLINE_S, "a checkpoint")
+    proc.send_signal(sig)
+    assert proc.wait(timeout=DEADLINE_S) == status, log_tail(tmp_path)
+    runs = all_runs(tmp_path)
+    assert [r.info.status for r in runs] == ["KILLED"]
+    assert runs[0].data.tags["error"] == f"Terminated: stopped by {signal.Signals(sig).name}"
+    assert "test/crps" not in runs[0].data.metrics  # stopped after the fit: nothing was tested
+    assert "Traceback" not in log_tail(tmp_path)
 
-    def send_after_insert(frame, event, arg):
-        if (event == "return" and frame.f_code.co_name == "do_execute" and not sent
-                and str(frame.f_locals.get("statement", "")).lstrip().upper().startswith("INSERT")):
-            sent.append(True)
-            os.kill(os.getpid(), signal.SIGTERM)
-        return send_after_insert
 
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(64, 1)), batch_size=1)
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False)
-    with pytest.raises(Terminated) as stopped:
-        with exit_on_signals():
-            trainer.fit(Writes(), data)
-    assert callers == [LIGHTNING_SIGNALS] and sent
-    assert stopped.value.code == 143
-    assert len(steps) < 64  # stopped at the next boundary, not at the end of the epoch
-    assert [m.value for m in other.get_metric_history(run_id, "crps")] == [1.5]
-    other.set_terminated(run_id, "KILLED")
-    assert other.get_run(run_id).info.status == "KILLED"
+def test_sigterm_to_a_joblib_grid_kills_the_running_cell_at_once_and_keeps_the_finished_one(tmp_path):
+    """The parent forwards its stop to joblib's workers; the worker's job stops at a step,
+    closes its run KILLED itself (not left RUNNING for the next command to close FAILED), and
+    the parent closes the study KILLED once every cell has answered."""
+    proc = start(tmp_path, "-m", "ablation=variants", *TINY, "hydra.sweeper.params.model=adaptive_attention",
+                 "hydra.sweeper.params.seed=0", "trainer.max_steps=6,99999", "trainer.val_check_interval=3",
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.compare_to_baseline=false",
+                 "tracking.log_model=false", "tracking.experiment=grid", "hydra.sweeper.study_name=grid",
+                 "hydra.sweep.subdir=cell${hydra.job.num}")
+
+    def short_cell_finished_and_long_one_validated() -> bool:
+        if len(checkpoints(tmp_path)) < 2 or not (tmp_path / "mlruns" / "mlflow.db").is_file():
+            return False
+        return any(r.info.status == "FINISHED" for r in all_runs(tmp_path))
+
+    wait_for(short_cell_finished_and_long_one_validated, proc, DEADLINE_S, "one cell finished, the other training")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=DEADLINE_S) == 143, log_tail(tmp_path)
+    runs = all_runs(tmp_path)
+    parent = next(r for r in runs if r.data.tags.get("role") == "study")
+    cells = {r.data.params["trainer.max_steps"]: r for r in runs
+             if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id}
+    assert {k: r.info.status for k, r in cells.items()} == {"6": "FINISHED", "99999": "KILLED"}, log_tail(tmp_path)
+    assert cells["99999"].data.tags["error"] == "Terminated: stopped by SIGTERM"
+    assert parent.info.status == "KILLED"
+    assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
+
+
+SECOND_SIGNAL = textwrap.dedent("""
+    import os, signal, sys
+    from anyq.interrupts import requested, stop_on_signals
+
+    with stop_on_signals():
+        os.kill(os.getpid(), signal.SIGTERM)  # the first: only recorded
+        print("asked", requested(), flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # the second: the default action
+        print("still alive", flush=True)
+""")
+
+
+def test_a_second_signal_ends_the_process_at_once():
+    done = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True,
+                          env=clean_env(), cwd=REPO, timeout=120)
+    assert done.stdout.split("\n")[0] == f"asked {int(signal.SIGTERM)}", done.stderr
+    assert "still alive" not in done.stdout
+    assert done.returncode == -signal.SIGTERM  # ended by the signal itself, not by an exit status
+
+
+FIRST_SIGNAL_AT_A_SAFE_POINT = textwrap.dedent("""
+    import os, signal
+    from anyq.interrupts import on_request, requested, stop_if_requested, stop_on_signals
+
+    heard = []
+    with stop_on_signals():
+        with on_request(lambda: heard.append(requested())):
+            os.kill(os.getpid(), signal.SIGINT)
+            print("work goes on", heard, flush=True)  # the handler raised nothing
+            stop_if_requested()  # the safe point
+            print("not reached", flush=True)
+""")
+
+
+def test_the_first_signal_is_only_recorded_and_stops_the_work_at_the_next_safe_point():
+    done = subprocess.run([sys.executable, "-c", FIRST_SIGNAL_AT_A_SAFE_POINT], capture_output=True, text=True,
+                          env=clean_env(), cwd=REPO, timeout=120)
+    assert done.stdout.splitlines() == [f"work goes on [{int(signal.SIGINT)}]"], done.stderr
+    assert done.returncode == 130  # Terminated: 128 + SIGINT

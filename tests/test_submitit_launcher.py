@@ -9,14 +9,15 @@ import shutil
 import signal
 import stat
 import subprocess
-import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from scale_helpers import (clean_env, running_trials, start_sweep, study_runs, study_trials, sweep_cmd,
-                           trial_finished_in_mlflow)
+                           trial_finished_in_mlflow, wait_for)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher",
                     reason="hydra-submitit-launcher is not installed: `make env-scale-out` installs it")
@@ -75,9 +76,9 @@ def test_slurm_preset_keys_reach_sbatch_and_a_failed_submission_keeps_the_trial(
     trials = study_trials(tmp_path)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
     assert trials[0].user_attrs["fail_reason"].startswith("launcher failed: ")
-    assert trials[1].system_attrs["failed_trial"] == 0
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(trials[1]) == 0
     parent, kids, everything = study_runs(tmp_path)
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == "FailedJobError: sbatch: error: no SLURM here"
     assert [r for r in everything if r.info.status == "RUNNING"] == []
 
 
@@ -87,24 +88,24 @@ def test_killed_submitit_job_is_a_lost_worker_retried_once(tmp_path):
     proc = start_sweep(tmp_path, "hydra/launcher=anyq_submitit_local", "hydra.sweeper.n_trials=1",
                        f"trainer.max_epochs={epochs}", "trainer.num_threads=1", "hydra.sweeper.pruner=null",
                        "tracking.compare_to_baseline=false")
-    victim = None
-    deadline = time.monotonic() + TIMEOUT
-    while victim is None and time.monotonic() < deadline and proc.poll() is None:
+
+    def kill_the_job_mid_training() -> Optional[tuple[int]]:
         running = running_trials(tmp_path)
         pids = job_pids(tmp_path)
         if len(running) == 1 and 1 <= len(running[0].intermediate_values) <= epochs - 3 and len(pids) == 1:
             os.kill(pids[0], signal.SIGKILL)
-            victim = running[0].number
-        time.sleep(0.3)
-    assert victim is not None, (tmp_path / "sweep.log").read_text()[-3000:]
+            return (running[0].number,)  # a tuple: trial 0 is found too
+        return None
+
+    (victim,) = wait_for(kill_the_job_mid_training, proc, TIMEOUT, "the trial's job mid-training", every_s=0.3)
     try:
         assert proc.wait(timeout=TIMEOUT) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
     finally:
         proc.kill()
     trials = {t.number: t for t in study_trials(tmp_path)}
     assert trials[victim].state == TrialState.FAIL
-    assert trials[victim].user_attrs["fail_reason"].startswith("worker lost: Submitit job ")
-    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim]
+    assert trials[victim].user_attrs["fail_reason"].startswith("worker lost: Submitit job ended without a result: ")
+    retries = [t for t in trials.values() if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == victim]
     assert len(retries) == 1 and retries[0].params == trials[victim].params
     assert retries[0].state == TrialState.COMPLETE and len(trials) == 2
     _, kids, everything = study_runs(tmp_path)

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import hydra_overrides, train_tracked
 from anyq.errors import first_line
+from anyq.interrupts import stop_if_requested
 from anyq.settings import SettingError, check_settings
 from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
@@ -47,7 +48,7 @@ from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.recipe import RECIPE_TAG, record_recipe
 from anyq.tracking.source import source_tags
 from anyq.tracking.recording import Tracker
-from anyq.tracking.runs import close_run, git_commit
+from anyq.tracking.runs import git_commit, run_lifecycle
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study import (
     CONFIRM_OF_TAG,
@@ -219,7 +220,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     })
     parent_id = study.run_id
     failures = 0
-    try:
+    with run_lifecycle(client, parent_id) as parent_run:  # KILLED on a signal, FAILED on an error
         recipe_hash = record_recipe(client, parent_id, base, recipe)["recipe_hash"]
         tracker = Tracker(client, uri, study.experiment_id, mlruns)
         done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
@@ -234,16 +235,15 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
               f"{recipe_hash}, {budget}): {len(todo)} of {len(seeds)} seeds to train, "
               f"study {name!r}, parent run {parent_id}", flush=True)
         for i, seed_cfg in enumerate(todo, 1):
+            stop_if_requested()  # between seeds: no run is cut half-way
             try:
                 train_tracked(seed_cfg, dataset, tracker, None, compare=True)
             except Exception as exc:  # noqa: BLE001 - the run is recorded FAILED; other seeds go on
                 failures += 1
                 log.warning("seed %d failed: %s", seed_cfg.seed, exc)
             print(f"confirm {name}: seeds {len(seeds) - len(todo) + i}/{len(seeds)} done", flush=True)
-    except BaseException:
-        close_run(client, parent_id, "KILLED")
-        raise
-    close_run(client, parent_id, "FINISHED" if failures == 0 else "FAILED")
+        if failures:
+            parent_run.conclude("FAILED", f"{failures} of {len(todo)} seeds failed")
     parent = client.get_run(parent_id)
     with Artifacts(uri) as artifacts:
         comparison = compare_study(load_study(client, uri, parent), artifacts)

@@ -15,8 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
-from anyq.app.signals import as_terminated
-from anyq.errors import first_line
+from anyq.interrupts import stop_if_requested
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
@@ -33,12 +32,19 @@ log = logging.getLogger(__name__)
 
 def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None) -> dict[str, Any]:
     """Train (or score) the run ``cfg`` describes; returns the best ``val/*`` scores, the test
-    metrics and ``run_id`` (None untracked), what the sweep engine reads."""
+    metrics and ``run_id`` (None untracked), what the sweep engine reads.
+
+    Raises:
+        Terminated: a signal asked the process to stop (:mod:`anyq.interrupts`), checked
+            before the data load, before the run opens and after the fit.
+    """
+    stop_if_requested()  # a job started after a stop was asked (a worker's next job) stops here
     validate_config(cfg)
     pruner = pruner or configured_pruner()
     dataset = load_dataset(cfg.data)
     cfg = settle_calendar(cfg, dataset)  # before any signature: the inputs decide the numbers
     if not cfg.tracking.enabled:
+        stop_if_requested()  # a safe point: the data are loaded
         outcome = fit_and_test(prepare(cfg, dataset), callbacks=trial_callbacks(cfg, pruner))
         announce_checkpoint(cfg, outcome)
         return job_summary(outcome, None)
@@ -50,7 +56,13 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
 def train_tracked(cfg: DictConfig, dataset: Dataset, tracker: Tracker,
                   pruner: Optional[optuna.pruners.BasePruner], compare: bool) -> dict[str, Any]:
     """Fit/test and record one run; once it is closed, compare it with its baseline (trained
-    then when the store has none; a baseline, or a scored checkpoint, compares with nothing)."""
+    then when the store has none; a baseline, or a scored checkpoint, compares with nothing).
+
+    Raises:
+        Terminated: a signal asked the process to stop, before the run was opened (nothing
+            recorded) or during it (closed KILLED, :func:`anyq.training.run.fit_and_test`).
+    """
+    stop_if_requested()  # a safe point: the data are loaded, no run is open yet
     plan = prepare(cfg, dataset)  # a checkpoint that does not fit is refused before any run is opened
     with open_job_run(cfg, dataset, tracker, plan.ckpt_path, hydra_overrides(), run_status) as run:
         outcome = fit_and_test(plan, loggers=[mlflow_logger(cfg, tracker, run.run_id)],
@@ -91,11 +103,10 @@ def trial_callbacks(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner]
 
 
 def run_status(exc: BaseException) -> Optional[tuple[str, dict[str, str]]]:
-    """A pruned trial and a stopping signal, in whatever form it arrives, are KILLED runs."""
+    """A pruned trial is a KILLED run (a signal's is too: :func:`anyq.tracking.runs.exception_status`)."""
     if isinstance(exc, optuna.TrialPruned):
         return "KILLED", {"trial_state": "PRUNED"}
-    stopped = as_terminated(exc)
-    return ("KILLED", {"error": first_line(stopped, with_type=True)}) if stopped is not None else None
+    return None
 
 
 def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from anyq.app.paths import project_root
+from anyq.interrupts import stop_on_signals
 from anyq.reporting.compare import StudyComparison, compare, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
@@ -245,11 +246,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
     console = wide_console()
     try:
-        client = open_existing_store(uri)
-        if args.view_only:
-            view_only(client, args, console)
-        else:
-            report(client, uri, args, console)
+        # a signal stops the report at its next stage and exits 128 + its number (143, 130)
+        with stop_on_signals():
+            client = open_existing_store(uri)
+            if args.view_only:
+                view_only(client, args, console)
+            else:
+                report(client, uri, args, console)
     except (ReportError, WindowMismatchError, StoreNotFoundError) as exc:
         print(f"anyq-report: error: {exc}", file=sys.stderr)
         sys.exit(2)

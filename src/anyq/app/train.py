@@ -8,6 +8,7 @@ a second, not the start-up of the whole stack.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import sys
 import warnings
@@ -57,6 +58,26 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> Any:
+    """One job: a single run, a sweep's trial, an ablation's cell, or a confirm study.
+
+    In a launcher's worker process (``hydra/launcher=joblib``: a ``multiprocessing`` child,
+    with no ``anyq-train`` watching for signals around the job) the worker watches for
+    signals itself (:func:`anyq.interrupts.watch_worker_process`), and a job stopped by one
+    fails as :class:`~anyq.interrupts.JobStopped` (its run closed KILLED), so that the
+    launcher collects every job's result while the parent stops.
+    """
+    from anyq.interrupts import JobStopped, Terminated, watch_worker_process, watching
+
+    if multiprocessing.parent_process() is None or watching():
+        return run_main(cfg)
+    watch_worker_process()
+    try:
+        return run_main(cfg)
+    except Terminated as exc:
+        raise JobStopped(str(exc)) from None
+
+
+def run_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -86,8 +107,9 @@ def cli() -> None:
 
     An override that does not parse or compose (a misspelled key, an unknown option of a
     config group, a value of the wrong type) is one line and exit 2, before anything heavy
-    loads (:mod:`anyq.app.overrides`). A signal ends it with 128 + the signal number once
-    runs and trials are closed (:mod:`anyq.app.signals`); a sweep refused before its first
+    loads (:mod:`anyq.app.overrides`). A signal (SIGTERM, SIGINT) stops the work at its next safe
+    point and ends it with 128 + the signal number once runs and trials are closed
+    (:mod:`anyq.interrupts`); a sweep refused before its first
     trial (a search space that does not fit the config or the stored study, a launcher that
     cannot place a trial, a setting every trial shares that cannot work) is one line and exit 2, like a single run's config error; so is a
     confirm command whose store does not exist, before anything is created. A store or a disk
@@ -106,12 +128,12 @@ def cli() -> None:
     except (OverrideError, FileNotFoundError) as exc:
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    from anyq.app.signals import exit_on_signals
+    from anyq.interrupts import stop_on_signals
     from anyq.tracking.store import StoreUnwritable
 
     _quiet_optuna()
     try:
-        with exit_on_signals():
+        with stop_on_signals():
             main()
     except SweepRefused as exc:
         log.error("%s", exc.error)

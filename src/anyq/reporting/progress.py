@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from anyq.interrupts import stop_if_requested
 from anyq.reporting.table import wide_console
 from anyq.sweeping.engine import counts_toward_total
 
@@ -144,7 +145,9 @@ class Stages:
     """Named stages of a long job (building a report): a ``rich`` bar on a terminal, one plain
     ``<job>: stage k/n: <name>  elapsed`` line per stage when output is piped.
 
-    Use as a context manager and call it with each stage's name as the stage starts.
+    Use as a context manager and call it with each stage's name as the stage starts. The
+    start of a stage is a safe point (:func:`anyq.interrupts.stop_if_requested`): a signal
+    received during the previous stage stops the job there, with :class:`~anyq.interrupts.Terminated`.
     """
 
     def __init__(self, job: str, total: int, console: Optional[Console] = None) -> None:
@@ -165,6 +168,7 @@ class Stages:
         return self
 
     def __call__(self, name: str) -> None:
+        stop_if_requested()
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, completed=self.done, description=f"{self.job}: {name}")
         else:

@@ -1,7 +1,7 @@
 """What can go wrong around a trial, sorted by who must act.
 
-The sweep engine settles every trial by the class of what stopped it (see
-:meth:`anyq.sweeping.engine.StudyRunner.settle`), so launchers and the sweeper raise these:
+The sweep engine records every trial by the class of what stopped it (see
+:class:`anyq.sweeping.engine.JobObjective`), so launchers and the sweeper raise these:
 
 - :class:`SpaceError`: the search space does not fit the config or the stored study; found
   before the study hands out its first trial, so nothing is recorded. One line, exit 2.
@@ -9,7 +9,7 @@ The sweep engine settles every trial by the class of what stopped it (see
   compose, or ask for resources no machine has). That trial is FAIL with the reason, never
   retried (it would fail again), and the sweep goes on.
 - :class:`WorkerLost`: the process running a trial died (a killed Ray worker, a node gone).
-  The trial is FAIL, flagged out of the total, and retried once more with the same parameters.
+  The trial is FAIL and retried with the same parameters; the retry does not count again toward the total.
 - :class:`StudyFailed`: trials or cells were run and none of them finished; the study's
   parent run is closed FAILED with the reason. One line, exit 1.
 """

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.sweeping.hydra_private import is_joblib_launcher, runs_in_process
+from anyq.interrupts import forward_to_children
 from anyq.training.builders import validate_config
 from anyq.training.schema import ConfigError
 
@@ -48,8 +48,36 @@ def _related(searched: str, named: str) -> bool:
     return searched == named or named.startswith(searched + ".") or searched.startswith(named + ".")
 
 
-def jobs_run_here(launcher: Launcher) -> bool:
-    """Whether ``launcher`` runs its jobs on this machine (Hydra's basic launcher, joblib's
+def launcher_choice(config: DictConfig) -> str:
+    """The ``hydra/launcher`` option the sweep runs with (``basic``, ``joblib``, ``anyq_ray``, ...)."""
+    return str(OmegaConf.select(config, "hydra.runtime.choices", default={}).get("hydra/launcher", "basic"))
+
+
+def runs_in_process(config: DictConfig) -> bool:
+    """Hydra's basic launcher: one job at a time, in this process."""
+    return launcher_choice(config) == "basic"
+
+
+def runs_in_joblib(config: DictConfig) -> bool:
+    """hydra-joblib-launcher: jobs in loky worker processes of this machine."""
+    return launcher_choice(config) == "joblib"
+
+
+def jobs_run_here(config: DictConfig) -> bool:
+    """Whether the launcher runs its jobs on this machine (Hydra's basic launcher, joblib's
     processes), so that this machine's files and accelerator are the jobs'. Launchers that
     place jobs elsewhere check what they need in their own ``preflight``."""
-    return runs_in_process(launcher) or is_joblib_launcher(launcher)
+    return launcher_choice(config) in ("basic", "joblib")
+
+
+def stop_jobs(launcher: Launcher, config: DictConfig) -> None:
+    """A signal's hook (:func:`anyq.interrupts.on_request`: it only sends signals): pass the
+    stop on to the jobs ``launcher`` runs in other processes. joblib's workers get the signal
+    and stop their jobs at a safe point (:func:`anyq.interrupts.forward_to_children`); anyq's
+    Ray and Submitit launchers cancel theirs (``stop_jobs``). A job of this process stops at
+    its own next safe point."""
+    stop = getattr(launcher, "stop_jobs", None)
+    if callable(stop):
+        stop()
+    elif runs_in_joblib(config):
+        forward_to_children()

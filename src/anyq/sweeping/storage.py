@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -58,12 +59,14 @@ def redacted(url: str) -> str:
         return url
 
 
-def make_storage(url: str, *, heartbeat_interval: Optional[int] = None,
-                 grace_period: Optional[int] = None) -> BaseStorage:
+def make_storage(url: str, *, heartbeat_interval: Optional[int] = None, grace_period: Optional[int] = None,
+                 on_stale: Optional[Callable[[optuna.Study, FrozenTrial], None]] = None) -> BaseStorage:
     """``sqlite:///…``, ``postgresql://…``, ``mysql://…`` or ``journal:///path/to/file.log``.
 
     SQLite gets a long busy timeout so concurrent workers wait for the write lock instead
-    of failing; heartbeats let a live worker fail the trials of a dead one.
+    of failing; heartbeats let a live worker fail the trials of a dead one (Optuna's
+    ``fail_stale_trials``, before each ask) and call ``on_stale`` with each of them.
+    A journal file has no heartbeats.
     """
     if url.startswith(JOURNAL_PREFIX):
         path = Path("/" + url[len(JOURNAL_PREFIX):])
@@ -76,7 +79,7 @@ def make_storage(url: str, *, heartbeat_interval: Optional[int] = None,
     else:
         engine_kwargs = {"pool_pre_ping": True}
     return RDBStorage(driver_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period)
+                      grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
 
 
 def load_trial(study_name: str, storage_url: str, number: int,

@@ -21,7 +21,6 @@ from omegaconf import DictConfig, OmegaConf
 from anyq.errors import first_line
 from anyq.tracking.store import StoreUnwritable, as_unwritable, unwritable_reason
 
-MAX_BATCH = 100  # MLflow's per-call cap on params in log_batch
 RESUMES_TAG = "resumes"  # how many times the run was resumed; segment k records under resume{k}.
 _SEGMENT = re.compile(r"^resume(\d+)\.")
 
@@ -54,32 +53,34 @@ class RunRecord:
     """Handle on an open run: everything a finished model leaves behind goes through here.
 
     Every write waits out a busy store and raises :class:`StoreUnwritable` for one that
-    cannot be written (:func:`while_store_busy`).
+    cannot be written (:func:`while_store_busy`). ``MlflowClient.log_batch`` splits a batch
+    into the store's per-call limits (1000 metrics, 100 params or tags) itself.
     """
 
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.ending: tuple[str, Optional[str]] = ("FINISHED", None)
+
+    def conclude(self, status: str, error: Optional[str] = None) -> None:
+        """The status (FINISHED or FAILED) the run closes with when its
+        :func:`run_lifecycle` block ends without an exception, and the one-line reason
+        that becomes its ``error`` tag (a study whose trials failed never reads as fine)."""
+        self.ending = (status, error[:500] if error else None)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         items = [RunTag(k, str(v)) for k, v in tags.items()]
-        for start in range(0, len(items), MAX_BATCH):
-            batch = items[start:start + MAX_BATCH]
-            while_store_busy(lambda: self.client.log_batch(self.run_id, tags=batch))
+        while_store_busy(lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_params(self, params: Mapping[str, str]) -> None:
         existing = self.client.get_run(self.run_id).data.params
         items = [Param(k, v[:6000]) for k, v in params.items() if k not in existing]
-        for start in range(0, len(items), MAX_BATCH):
-            batch = items[start:start + MAX_BATCH]
-            while_store_busy(lambda: self.client.log_batch(self.run_id, params=batch))
+        while_store_busy(lambda: self.client.log_batch(self.run_id, params=items))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
-        for start in range(0, len(items), 1000):
-            batch = items[start:start + 1000]
-            while_store_busy(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        while_store_busy(lambda: self.client.log_batch(self.run_id, metrics=items))
 
     def resume_count(self) -> int:
         return int(self.client.get_run(self.run_id).data.tags.get(RESUMES_TAG, "0"))
@@ -133,13 +134,64 @@ class RunRecord:
 
 
 def exception_status(exc: BaseException) -> str:
-    """KILLED for interruptions, FAILED for errors."""
+    """KILLED for interruptions (a signal's :class:`~anyq.interrupts.Terminated`, any other
+    ``SystemExit``, ``KeyboardInterrupt``), FAILED for errors."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "KILLED"
     return "FAILED"
 
 
+StatusFor = Callable[[BaseException], Optional[tuple[str, Mapping[str, str]]]]
 Hold = Callable[[str], AbstractContextManager[Any]]
+
+
+@contextmanager
+def run_lifecycle(client: MlflowClient, run_id: str, status_for: Optional[StatusFor] = None) -> Iterator[RunRecord]:
+    """Yield the open run ``run_id`` and close it on leaving, never RUNNING: every run anyq
+    opens, a job's and a study's parent alike, lives in such a block.
+
+    The block ends normally: the run closes with :meth:`RunRecord.conclude`'s status
+    (FINISHED unless told FAILED) and its ``error`` tag. It ends with an exception: the run
+    closes FAILED with the exception's first line as its ``error`` tag, or KILLED for an
+    interruption (:func:`exception_status`), and the exception goes on. ``status_for`` maps an
+    exception to (status, extra tags) first, so that a caller can record, e.g., a pruned trial
+    as KILLED with ``trial_state=PRUNED`` without this layer knowing Optuna.
+
+    Raises:
+        StoreUnwritable: the store or the disk could not be written (:func:`unwritable_reason`),
+            whatever wrote it (MLflow, Lightning's checkpoints, an artifact). The run is closed
+            FAILED with the reason; when that write fails too, it stays RUNNING until the next
+            command that opens the store finds it orphaned.
+    """
+    record = RunRecord(client, run_id)
+    try:
+        yield record
+    except BaseException as exc:
+        unwritable = as_unwritable(exc)
+        status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
+        message = first_line(unwritable if unwritable is not None else exc, with_type=True)
+        try:
+            try:
+                record.set_tags({"error": message, **extra})
+            finally:
+                close_run(client, run_id, status)
+        except StoreUnwritable:
+            if unwritable is None:
+                raise
+            # as expected: the store that failed the run cannot close it either
+            unwritable.run_state = (f"run {run_id} stays RUNNING until the next anyq-train "
+                                    "that can write the store closes it FAILED")
+        else:
+            if unwritable is not None:
+                unwritable.run_state = f"run {run_id} closed {status}"
+        if unwritable is not None and unwritable is not exc:
+            raise unwritable from exc
+        raise
+    else:
+        status, error = record.ending
+        if error:
+            record.set_tags({"error": error})
+        close_run(client, run_id, status)
 
 
 @contextmanager
@@ -151,24 +203,20 @@ def open_run(
     tags: Mapping[str, Any],
     parent_run_id: Optional[str] = None,
     resume_run_id: Optional[str] = None,
-    status_for: Callable[[BaseException], Optional[tuple[str, Mapping[str, str]]]] | None = None,
+    status_for: Optional[StatusFor] = None,
     hold: Optional[Hold] = None,
 ) -> Iterator[RunRecord]:
-    """Yield an open run and close it FINISHED, FAILED or KILLED: never left RUNNING.
+    """Create a run (or reopen ``resume_run_id``) and yield it in a :func:`run_lifecycle`:
+    closed FINISHED, FAILED or KILLED, never left RUNNING.
 
     ``resume_run_id`` reopens a finished run: its tags are updated (the command line of each
     resume goes to ``resume{k}.overrides``) and ``resumes`` counts the resumes, so that
     :meth:`RunRecord.log_config` records the new segment's settings beside the first.
-    ``status_for`` maps an exception to (status, extra tags), so callers can record, e.g.,
-    a pruned trial as KILLED with ``trial_state=PRUNED`` without this layer knowing Optuna.
     ``hold(run_id)`` is held from before the run is (re)opened until after it is closed: the
     sign that its process lives (:mod:`anyq.tracking.orphans`).
 
     Raises:
-        StoreUnwritable: the store or the disk could not be written (:func:`unwritable_reason`),
-            whatever wrote it (MLflow, Lightning's checkpoints, an artifact). The run is closed
-            FAILED with the reason; when that write fails too, it stays RUNNING until the next
-            command that opens the store finds it orphaned.
+        StoreUnwritable: as :func:`run_lifecycle`.
     """
     hold = hold or (lambda run_id: nullcontext())
     all_tags = {k: str(v) for k, v in tags.items()}
@@ -179,47 +227,20 @@ def open_run(
             held.enter_context(hold(resume_run_id))
             while_store_busy(lambda: client.update_run(resume_run_id, status="RUNNING"))
             run_id = resume_run_id
-            record = RunRecord(client, run_id)
-            segment = record.resume_count() + 1
-            # the first command line stays; each resume's own is kept beside it
-            resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
-            fresh = False
         else:
             if run_name:
                 all_tags[MLFLOW_RUN_NAME] = run_name
             run = while_store_busy(lambda: client.create_run(experiment_id, run_name=run_name, tags=all_tags))
             run_id = run.info.run_id
-            record = RunRecord(client, run_id)
-            fresh = True
-        try:
-            if fresh:
-                held.enter_context(hold(run_id))
-            else:
+        with run_lifecycle(client, run_id, status_for) as record:
+            if resume_run_id:
+                segment = record.resume_count() + 1
+                # the first command line stays; each resume's own is kept beside it
+                resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
                 record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
-            yield record
-        except BaseException as exc:
-            unwritable = as_unwritable(exc)
-            status, extra = (status_for(exc) if status_for else None) or (exception_status(exc), {})
-            message = first_line(unwritable if unwritable is not None else exc, with_type=True)
-            try:
-                try:
-                    record.set_tags({"error": message, **extra})
-                finally:
-                    close_run(client, run_id, status)
-            except StoreUnwritable:
-                if unwritable is None:
-                    raise
-                # as expected: the store that failed the run cannot close it either
-                unwritable.run_state = (f"run {run_id} stays RUNNING until the next anyq-train "
-                                        "that can write the store closes it FAILED")
             else:
-                if unwritable is not None:
-                    unwritable.run_state = f"run {run_id} closed {status}"
-            if unwritable is not None and unwritable is not exc:
-                raise unwritable from exc
-            raise
-        else:
-            close_run(client, run_id, "FINISHED")
+                held.enter_context(hold(run_id))
+            yield record
 
 
 def close_run(client: MlflowClient, run_id: str, status: str) -> None:
@@ -251,7 +272,8 @@ def while_store_busy(write: Callable[[], Any], attempts: int = 3, pause_s: float
 
     A SQLite store is locked by one writer at a time (MLflow waits 20 s for it per try); a
     run closed while another process's write holds the lock must not be lost. Writes of this
-    process are never interrupted half-way (:mod:`anyq.app.signals`), so it never waits on itself.
+    process are never interrupted half-way (a signal only sets a flag, :mod:`anyq.interrupts`),
+    so it never waits on itself.
 
     Raises:
         StoreUnwritable: the store or the disk cannot be written (full, read-only), from the

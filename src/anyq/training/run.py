@@ -29,6 +29,7 @@ from anyq.data.coverage import calendar_coverage, covered_inputs
 from anyq.data.datamodule import ForecastDataModule
 from anyq.data.panel import Panel
 from anyq.data.windows import make_windows
+from anyq.interrupts import stop_if_requested
 from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import score
 from anyq.reference.oracle import OracleForecaster
@@ -46,6 +47,7 @@ from anyq.training.checkpoints import (
 from anyq.training.evaluation import TestScores
 from anyq.training.module import ForecastingModule
 from anyq.training.schema import Task
+from anyq.training.stopping import StopOnRequest, lightning_stopped
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,12 @@ def prepare(cfg: DictConfig, dataset: Dataset) -> RunPlan:
 def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Sequence[Callback] = ()) -> TrainOutcome:
     """``task=train``: fit (from the plan's checkpoint when resuming), then score the best
     checkpoint on the test split (the last weights when none was written: fast dev run).
-    ``task=test``: score the plan's checkpoint; nothing trains and no checkpoint is written."""
+    ``task=test``: score the plan's checkpoint; nothing trains and no checkpoint is written.
+
+    Raises:
+        Terminated: a signal asked the process to stop (:mod:`anyq.interrupts`): the fit
+            ended at a step boundary (:mod:`anyq.training.stopping`) and nothing was tested.
+    """
     cfg, module, datamodule = plan.cfg, plan.module, plan.datamodule
     history = RunHistory(plan.dataset.fingerprint, model_settings(cfg))
     scores = TestScores(evaluation_grid(cfg.evaluation.num_levels), plan.dataset.panel.n_series,
@@ -208,15 +215,19 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
     if cfg.task == Task.test:
         assert plan.ckpt_path is not None, "task=test needs a checkpoint (checked by check_config)"
         trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history, scores], checkpoints=False)
-        trainer.test(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, verbose=False)
+        with lightning_stopped():
+            trainer.test(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, verbose=False)
         best: Optional[str] = plan.ckpt_path
         val_history, importance = history.val_history, history.importance_history  # the scored run's own
     else:
         calibration = [ConformalCalibration()] if module.forecaster.conformal is not None else []
-        trainer = build_trainer(cfg, loggers=loggers, callbacks=[*callbacks, history, scores, *calibration])
+        trainer = build_trainer(cfg, loggers=loggers,
+                                callbacks=[*callbacks, history, scores, *calibration, StopOnRequest()])
         with own_checkpoint_folder(cfg.paths.checkpoints):  # from the first checkpoint to the tested one
             started = time.perf_counter()
-            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
+            with lightning_stopped():
+                trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
+            stop_if_requested()  # a fit ended by a signal: not tested, its run closed KILLED
             train_seconds = time.perf_counter() - started
             metrics.update({"train_seconds": train_seconds, "train_steps": float(trainer.global_step)})
             # the whole run's record: testing the best checkpoint restores that epoch's history

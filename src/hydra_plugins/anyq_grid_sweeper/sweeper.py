@@ -22,17 +22,18 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
 from anyq.errors import first_line
+from anyq.interrupts import forward_to_children, on_request, stop_if_requested
 from anyq.reporting.progress import CellProgress
 from anyq.reporting.table import print_runs
-from anyq.sweeping.hydra_private import job_error, runs_in_process
+from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.errors import StudyFailed, SweepRefused
-from anyq.sweeping.shared import check_shared, jobs_run_here
+from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, runs_in_process
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.readiness import record_study_readiness, untrained_runs
 from anyq.tracking.recipe import record_recipe
-from anyq.tracking.runs import close_run, git_commit
+from anyq.tracking.runs import git_commit, run_lifecycle
 from anyq.tracking.source import source_tags
-from anyq.tracking.study import STUDY_KIND_TAG, child_runs, close_study, open_study_parent
+from anyq.tracking.study import STUDY_KIND_TAG, child_runs, open_study_parent
 from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class AnyqGridSweeper(Sweeper):
         try:
             cells = self.cells(arguments)
             some = self._some_cell(cells)
-            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.launcher))
+            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.config))
         except ConfigError as exc:
             raise SweepRefused(exc) from exc
         self._sweep(arguments, cells, some[0] if some else None)
@@ -119,15 +120,18 @@ class AnyqGridSweeper(Sweeper):
                  self.study_name, len(todo), len(done), parent)
         shared = parent_link_overrides(parent, self.experiment)
         # in-process launchers run one job at a time anyway: one per batch reports each cell
-        sequential = runs_in_process(self.launcher)
+        sequential = runs_in_process(self.config)
         batch_size = self.max_batch_size or (1 if sequential else len(todo)) or 1
         progress = CellProgress(self.study_name, len(todo) + len(done), len(done))
         common = set.intersection(*(set(c) for c in todo)) if len(todo) > 1 else set()
         failures: list[str] = []
-        try:
+        # joblib's workers hear of a signal this process got, and stop their jobs at a safe point
+        forward = forward_to_children if runs_in_joblib(self.config) else lambda: None
+        with run_lifecycle(client, parent) as parent_run, on_request(forward):  # KILLED on a signal
             if cell is not None:  # a cell's recipe (a grid over recipe keys: each run carries its own)
                 record_recipe(client, parent, cell)
             for start in range(0, len(todo), batch_size):
+                stop_if_requested()  # between batches: no cell is cut half-way
                 batch = todo[start:start + batch_size]
                 jobs = [[*c, *shared, f"++tracking.tags.{CELL_TAG}={quote(cell_key(c))}"] for c in batch]
                 for cell, result in zip(batch, self.launcher.launch(jobs, initial_job_idx=start)):
@@ -138,13 +142,12 @@ class AnyqGridSweeper(Sweeper):
                         failures.append(f"cell {label or cell_key(cell)}: {error}")
                         log.warning("cell %s failed: %s", cell_key(cell), error)
                     progress.cell_done(label, ok)
-        except BaseException:
-            close_run(client, parent, "KILLED")
-            raise
-        nothing = bool(todo) and len(failures) == len(todo)
-        error = (f"study {self.study_name!r}: none of the {len(todo)} cells run finished; {failures[0]}" if nothing
-                 else f"{len(failures)} of {len(todo)} cells failed; {failures[0]}" if failures else None)
-        close_study(client, parent, "FAILED" if failures else "FINISHED", error)
+            stop_if_requested()  # a signal that stopped the last batch's cells stops the study too
+            nothing = bool(todo) and len(failures) == len(todo)
+            error = (f"study {self.study_name!r}: none of the {len(todo)} cells run finished; {failures[0]}"
+                     if nothing else f"{len(failures)} of {len(todo)} cells failed; {failures[0]}" if failures
+                     else None)
+            parent_run.conclude("FAILED" if failures else "FINISHED", error)
         log.info("Study %s: %d cells run, %d failed", self.study_name, len(todo), len(failures))
         if nothing:
             raise StudyFailed(first_line(error))

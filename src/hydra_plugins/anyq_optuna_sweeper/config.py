@@ -4,8 +4,8 @@ Same keys as the plugin: ``sampler`` (its ``hydra/sweeper/sampler`` options: tpe
 cmaes, nsgaii, motpe, grid), ``direction``, ``study_name``, ``storage``, ``n_trials``,
 ``n_jobs``, ``params``. Added: ``objectives`` (which job results are optimised, one per
 direction), ``pruner`` (an instantiable Optuna pruner, or null), ``experiment`` (MLflow),
-``heartbeat_interval``/``grace_period`` (dead-worker detection), ``max_retry`` and
-``barrier`` (hydra-optuna-sweeper's batches, kept only to measure what they cost).
+``heartbeat_interval``/``grace_period`` (dead-worker detection: Optuna's heartbeats) and
+``max_retry`` (how often a lost trial is retried with the same parameters).
 """
 
 from dataclasses import dataclass, field
@@ -34,7 +34,6 @@ class AnyqOptunaSweeperConf:
     heartbeat_interval: int = 10
     grace_period: int = 120  # seconds without a heartbeat before a trial counts as lost
     max_retry: int = 2
-    barrier: bool = False  # true: batches of n_jobs that wait for their slowest trial (for comparison)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="anyq_optuna", node=AnyqOptunaSweeperConf,

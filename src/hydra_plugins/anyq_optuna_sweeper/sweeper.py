@@ -21,21 +21,23 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import first_line
+from anyq.interrupts import on_request, stop_if_requested
 from anyq.reporting.progress import TrialProgress, print_summary, print_trials
 from anyq.sweeping.cost import estimate
 from anyq.sweeping.engine import (
-    StudyRunner,
+    JobObjective,
     SweepSettings,
     check_space_matches,
     check_sweep_settings,
     counts_toward_total,
     nothing_finished,
+    open_study,
+    run_study,
     trial_link_overrides,
 )
-from anyq.sweeping.errors import SpaceError, StudyFailed, SweepRefused, TrialConfigError
-from anyq.sweeping.hydra_private import is_joblib_launcher, runs_in_process, stop_joblib_workers
+from anyq.sweeping.errors import SpaceError, StudyFailed, SweepRefused
 from anyq.sweeping.locks import study_lock
-from anyq.sweeping.shared import check_shared, jobs_run_here
+from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_process, stop_jobs
 from anyq.sweeping.space import (
     fit_space_to_config,
     grid_of,
@@ -46,17 +48,15 @@ from anyq.sweeping.space import (
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
 from anyq.tracking.recipe import record_recipe
-from anyq.tracking.runs import close_run
+from anyq.tracking.runs import run_lifecycle
 from anyq.tracking.study import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     STORAGE_TAG,
-    close_study,
     open_study_parent,
     record_summary,
 )
 from anyq.tracking.trials import close_trial_runs
-from anyq.training.builders import validate_config
 from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class AnyqOptunaSweeper(Sweeper):
     def __init__(self, sampler: Any, direction: Any, study_name: Optional[str], storage: Optional[str],
                  n_trials: int, n_jobs: int, params: Optional[DictConfig], objectives: List[str],
                  pruner: Optional[Any], experiment: Optional[str], heartbeat_interval: int,
-                 grace_period: int, max_retry: int, barrier: bool = False) -> None:
+                 grace_period: int, max_retry: int) -> None:
         self.sampler = sampler
         self.directions = [str(d) for d in direction] if isinstance(direction, (list, tuple)) or \
             OmegaConf.is_list(direction) else [str(direction)]
@@ -80,7 +80,6 @@ class AnyqOptunaSweeper(Sweeper):
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
         self.max_retry = max_retry
-        self.barrier = barrier
         if len(self.objectives) != len(self.directions):
             raise ValueError(f"hydra.sweeper.objectives {self.objectives} and direction "
                              f"{self.directions} must have the same length")
@@ -88,7 +87,6 @@ class AnyqOptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
-        self._compose_lock = threading.Lock()
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )
@@ -99,8 +97,9 @@ class AnyqOptunaSweeper(Sweeper):
         Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the sweeper's settings,
         the space, the settings every trial shares or the launcher cannot work, before any
         study, trial or run exists; :class:`StudyFailed` (exit 1) when trials ran and none
-        finished, with the parent run closed FAILED; any other error or interrupt kills the
-        parent run after the engine has failed and re-enqueued the running trials.
+        finished, with the parent run closed FAILED; :class:`~anyq.interrupts.Terminated`
+        after a signal, once the launcher's jobs are stopped, this worker's running trials
+        FAIL and retried and the parent run KILLED; any other error fails the parent run.
         """
         try:
             self._sweep(arguments)
@@ -114,29 +113,24 @@ class AnyqOptunaSweeper(Sweeper):
         space, base = self._checked_space(space, fixed)
         mlruns = str(self.config.paths.mlruns)
         study_name = self.study_name or "anyq-study"
+        n_jobs = self.n_jobs
+        if n_jobs > 1 and runs_in_process(self.config):
+            log.warning("hydra.sweeper.n_jobs=%d needs a parallel launcher (hydra/launcher=joblib, anyq_ray, "
+                        "anyq_submitit_local, anyq_slurm); running one trial at a time", n_jobs)
+            n_jobs = 1
         settings = SweepSettings(
             study_name=study_name,
             storage_url=resolve_storage_url(self.storage, mlruns),
             directions=self.directions,
             objectives=self.objectives,
             n_trials=self.n_trials,
-            n_jobs=self.n_jobs,
+            n_jobs=n_jobs,
             sampler=self._make_sampler(space),
             heartbeat_interval=self.heartbeat_interval,
             grace_period=self.grace_period,
             max_retry=self.max_retry,
-            barrier=self.barrier,
         )
-        n_jobs = self.n_jobs
-        if n_jobs > 1 and runs_in_process(self.launcher):
-            log.warning("hydra.sweeper.n_jobs=%d needs a parallel launcher (hydra/launcher=joblib, anyq_ray, "
-                        "anyq_submitit_local, anyq_slurm); running one trial at a time", n_jobs)
-            settings.n_jobs = 1
-        runner = StudyRunner(settings, self.launcher.launch, check=self._check_trial, stop_jobs=self._stop_jobs)
-        check_space_matches(runner.study, space)
-        progress = TrialProgress(self.n_trials, self.objectives)
-        progress.start(runner.study)  # elapsed and ETA from here; earlier runs' trials not timed
-        runner.on_told = progress
+        check_space_matches(open_study(settings), space)  # refused before a parent run exists
         tags = {
             STORAGE_TAG: redacted(settings.storage_url),
             DIRECTIONS_TAG: ",".join(self.directions),
@@ -147,24 +141,34 @@ class AnyqOptunaSweeper(Sweeper):
                                          self.experiment or study_name, study_name, tags,
                                          lock=study_lock(settings.storage_url, study_name))
         client, parent, experiment = study_parent.client, study_parent.run_id, study_parent.experiment
-        try:
+        # a lost trial's job could not close its runs: the worker that notices closes them
+        on_lost = functools.partial(close_trial_runs, client, parent, study_name)
+        study = open_study(settings, on_lost)
+        shared = parent_link_overrides(parent, experiment)
+        objective = JobObjective(self.launcher, settings, space, fixed, on_lost=on_lost,
+                                 links=lambda trial: [*trial_link_overrides(settings, trial), *shared])
+        progress = TrialProgress(self.n_trials, self.objectives)
+        progress.start(study)  # elapsed and ETA from here; earlier runs' trials not timed
+        told = threading.Lock()  # Optuna calls back from each of its threads
+
+        def print_progress(study: Any, trial: Any) -> None:
+            with told:
+                progress(study, trial.number, trial.state)
+
+        # the parent closes KILLED on a signal (once every trial of this worker is told), FAILED on an error
+        with run_lifecycle(client, parent) as parent_run, \
+                on_request(functools.partial(stop_jobs, self.launcher, self.config)):
             record_recipe(client, parent, base)  # the base config's: what the trials share
-            shared = parent_link_overrides(parent, experiment)
-            runner.trial_overrides = lambda t: [*trial_link_overrides(settings, t), *shared]
-            # a dead worker's job cannot close its run: the worker that notices closes it
-            runner.on_lost = lambda number, reason: close_trial_runs(client, parent, study_name, number, reason)
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
-            self._print_cost(base, runner.study, settings.n_jobs)
-            study = runner.run(space, fixed)
-        except BaseException:
-            close_run(client, parent, "KILLED")
-            raise
-        summary = summarize(study, self.objectives)
-        record_summary(client, parent, summary)
-        failed = nothing_finished(study)
-        close_study(client, parent, "FAILED" if failed else "FINISHED", failed)
+            self._print_cost(base, study, settings.n_jobs)
+            run_study(study, objective, callbacks=[print_progress])
+            stop_if_requested()
+            summary = summarize(study, self.objectives)
+            record_summary(client, parent, summary)
+            failed = nothing_finished(study)
+            parent_run.conclude("FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
         if failed:
@@ -186,8 +190,7 @@ class AnyqOptunaSweeper(Sweeper):
 
     # ------------------------------------------------------------------ checks
     def _compose(self, overrides: List[str]) -> DictConfig:
-        with self._compose_lock:  # the slots check their trials from several threads
-            return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
 
     def _checked_space(self, space: dict, fixed: List[str]) -> tuple[dict, DictConfig]:
         """Before the study hands out a trial: the space fits the schema (an int key gets
@@ -204,31 +207,11 @@ class AnyqOptunaSweeper(Sweeper):
             except (ConfigCompositionException, OverrideParseException) as exc:
                 cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
                 raise SpaceError(f"search space: {first_line(exc)}{cause}") from None
-        check_shared(points, space, here=jobs_run_here(self.launcher))
+        check_shared(points, space, here=jobs_run_here(self.config))
         preflight = getattr(self.launcher, "preflight", None)
         if callable(preflight):
             preflight(base)
         return space, base
-
-    def _check_trial(self, overrides: List[str]) -> None:
-        """A trial whose overrides do not compose or validate: TrialConfigError, one line."""
-        try:
-            validate_config(self._compose(overrides), here=jobs_run_here(self.launcher))
-        except (ConfigCompositionException, OverrideParseException) as exc:
-            cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
-            raise TrialConfigError(f"{first_line(exc)}{cause}") from None
-        except ConfigError as exc:
-            raise TrialConfigError(first_line(exc)) from None
-
-    def _stop_jobs(self) -> None:
-        """Interrupted: end the jobs still running in the launcher's workers, so none of them
-        finishes a run the engine is about to record as lost. Joblib's workers are loky
-        processes; a launcher of anyq's own offers ``stop_jobs``."""
-        if is_joblib_launcher(self.launcher):
-            stop_joblib_workers()
-        stop = getattr(self.launcher, "stop_jobs", None)
-        if callable(stop):
-            stop()
 
     def _make_sampler(self, space: dict) -> Any:
         """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""

@@ -1,17 +1,11 @@
-"""Trials as Ray tasks: compose each trial's config here, run it on the cluster, map Ray's
-failures onto the sweep engine's vocabulary.
+"""Trials as Ray tasks: compose each trial's config here, run it on the cluster, and return
+the job's ``JobReturn``; :class:`WorkerLost` when its worker, raylet or node died mid-trial;
+:class:`TrialConfigError` when it asks for more than any live node has.
 
-Built on Ray's public API (``ray.init``, ``ray.remote``/``.options``, ``ray.get``,
-``ray.nodes``) rather than hydra-ray-launcher, which pins ``cloudpickle<3`` against the
-project's constraints, always passes ``object_store_memory`` to ``ray.init`` (refused when
-joining a cluster) and leaves Ray's task retries on.
-
-What comes back to the engine (:mod:`anyq.sweeping.errors`):
-- the job's own result or error, as Hydra's ``JobReturn`` (a Python error inside the job
-  is caught by Hydra's ``run_job`` on the worker);
-- :class:`WorkerLost` when the worker process, its raylet or its node died mid-trial;
-- :class:`TrialConfigError` when the trial asks for more than any live node has.
-Ray is imported lazily, so plugin discovery works without it installed.
+Ray's public API (``ray.init``, ``ray.remote``, ``ray.get``, ``ray.nodes``), not
+hydra-ray-launcher, which pins ``cloudpickle<3`` against the project's constraints, always
+passes ``object_store_memory`` to ``ray.init`` (refused when joining a cluster) and leaves
+Ray's task retries on. Ray is imported lazily: plugin discovery works without it.
 """
 
 from __future__ import annotations
@@ -123,18 +117,15 @@ class AnyqRayLauncher(Launcher):
             raise ConfigError(f"no Ray cluster at hydra.launcher.address={self.address}: "
                               f"{first_line(exc)}") from None
 
-    def nodes(self) -> List[Dict[str, Any]]:
-        import ray
-
-        return list(ray.nodes())
-
     def preflight(self, cfg: DictConfig) -> None:
         """Before the first trial: the cluster answers and a node can hold a trial of ``cfg``.
 
         Raises ConfigError, one line."""
+        import ray
+
         self.connect()
         if self.check_resources:
-            reason = unplaceable(trial_resources(cfg, self.num_cpus, self.num_gpus), self.nodes())
+            reason = unplaceable(trial_resources(cfg, self.num_cpus, self.num_gpus), ray.nodes())
             if reason:
                 raise ConfigError(reason)
 
@@ -162,7 +153,7 @@ class AnyqRayLauncher(Launcher):
             cfg = self._sweep_config(overrides, idx)
             request = trial_resources(cfg, self.num_cpus, self.num_gpus)
             if self.check_resources:
-                reason = unplaceable(request, self.nodes())
+                reason = unplaceable(request, ray.nodes())
                 if reason:
                     raise TrialConfigError(reason)
             log.info("Ray task #%d (%g CPU, %g GPU): %s", idx, request["CPU"], request["GPU"],
