@@ -125,3 +125,27 @@ def test_the_first_signal_is_only_recorded_and_stops_the_work_at_the_next_safe_p
                           env=clean_env(), cwd=REPO, timeout=120)
     assert done.stdout.splitlines() == [f"work goes on [{int(signal.SIGINT)}]"], done.stderr
     assert done.returncode == 130  # Terminated: 128 + SIGINT
+
+
+REPORT_STAGES = textwrap.dedent("""
+    import os, signal
+    from anyq.interrupts import stop_on_signals
+    from anyq.reporting.progress import Stages
+
+    with stop_on_signals(), Stages("report", 3) as stage:
+        stage("reading runs")
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the first stage, which goes on
+        print("first stage done", flush=True)
+        stage("drawing figures")  # a safe point: the report stops here
+        print("not reached", flush=True)
+""")
+
+
+def test_a_report_stops_at_its_next_stage():
+    """``anyq-report`` runs its stages in a ``stop_on_signals`` block; a stage's start is a safe point."""
+    done = subprocess.run([sys.executable, "-c", REPORT_STAGES], capture_output=True, text=True,
+                          env=clean_env(), cwd=REPO, timeout=120)
+    lines = done.stdout.splitlines()
+    assert [line.split("  elapsed")[0] for line in lines] == ["report: stage 1/3: reading runs", "first stage done"], \
+        done.stdout + done.stderr
+    assert done.returncode == 143
