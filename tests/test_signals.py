@@ -58,31 +58,35 @@ def test_a_signal_during_fit_stops_at_a_step_and_closes_the_run_killed(tmp_path,
     assert "Traceback" not in log_tail(tmp_path)
 
 
-def test_sigterm_to_a_joblib_grid_kills_the_running_cell_at_once_and_keeps_the_finished_one(tmp_path):
-    """The parent forwards its stop to joblib's workers; the worker's job stops at a step,
-    closes its run KILLED itself (not left RUNNING for the next command to close FAILED), and
-    the parent closes the study KILLED once every cell has answered."""
+def test_sigterm_to_a_joblib_grid_kills_the_running_cells_at_once_and_keeps_the_finished_one(tmp_path):
+    """The parent forwards its stop to joblib's workers; each worker's job stops at a step and
+    closes its run KILLED itself (not left RUNNING for the next command to close FAILED), a
+    cell still queued stops before it opens a run, and the parent closes the study KILLED
+    once every cell has answered. Cells: one short, three long; two workers."""
     proc = start(tmp_path, "-m", "ablation=variants", *TINY, "hydra.sweeper.params.model=adaptive_attention",
-                 "hydra.sweeper.params.seed=0", "trainer.max_steps=6,99999", "trainer.val_check_interval=3",
-                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "tracking.compare_to_baseline=false",
-                 "tracking.log_model=false", "tracking.experiment=grid", "hydra.sweeper.study_name=grid",
-                 "hydra.sweep.subdir=cell${hydra.job.num}")
+                 "hydra.sweeper.params.seed=0", "trainer.max_steps=6,99999,99996,99993",
+                 "trainer.val_check_interval=3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 "tracking.compare_to_baseline=false", "tracking.log_model=false", "tracking.experiment=grid",
+                 "hydra.sweeper.study_name=grid", "hydra.sweep.subdir=cell${hydra.job.num}")
 
-    def short_cell_finished_and_long_one_validated() -> bool:
-        if len(checkpoints(tmp_path)) < 2 or not (tmp_path / "mlruns" / "mlflow.db").is_file():
+    def short_cell_finished_and_two_long_ones_validated() -> bool:
+        if len(checkpoints(tmp_path)) < 3 or not (tmp_path / "mlruns" / "mlflow.db").is_file():
             return False
         return any(r.info.status == "FINISHED" for r in all_runs(tmp_path))
 
-    wait_for(short_cell_finished_and_long_one_validated, proc, DEADLINE_S, "one cell finished, the other training")
+    wait_for(short_cell_finished_and_two_long_ones_validated, proc, DEADLINE_S,
+             "one cell finished, two others training")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=DEADLINE_S) == 143, log_tail(tmp_path)
     runs = all_runs(tmp_path)
     parent = next(r for r in runs if r.data.tags.get("role") == "study")
     cells = {r.data.params["trainer.max_steps"]: r for r in runs
              if r.data.tags.get(MLFLOW_PARENT_RUN_ID) == parent.info.run_id}
-    assert {k: r.info.status for k, r in cells.items()} == {"6": "FINISHED", "99999": "KILLED"}, log_tail(tmp_path)
-    assert cells["99999"].data.tags["error"] == "Terminated: stopped by SIGTERM"
+    assert {k: r.info.status for k, r in cells.items()} == \
+        {"6": "FINISHED", "99999": "KILLED", "99996": "KILLED"}, log_tail(tmp_path)  # 99993: never opened
+    assert {cells[k].data.tags["error"] for k in ("99999", "99996")} == {"Terminated: stopped by SIGTERM"}
     assert parent.info.status == "KILLED"
+    assert parent.data.tags["error"] == "Terminated: stopped by SIGTERM"
     assert [r.info.run_id for r in runs if r.info.status == "RUNNING"] == []
 
 
@@ -125,3 +129,37 @@ def test_the_first_signal_is_only_recorded_and_stops_the_work_at_the_next_safe_p
                           env=clean_env(), cwd=REPO, timeout=120)
     assert done.stdout.splitlines() == [f"work goes on [{int(signal.SIGINT)}]"], done.stderr
     assert done.returncode == 130  # Terminated: 128 + SIGINT
+
+
+REPORT_STAGES = textwrap.dedent("""
+    import os, signal
+    from anyq.interrupts import stop_on_signals
+    from anyq.reporting.progress import Stages
+
+    with stop_on_signals(), Stages("report", 3) as stage:
+        stage("reading runs")
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives during the first stage, which goes on
+        print("first stage done", flush=True)
+        stage("drawing figures")  # a safe point: the report stops here
+        print("not reached", flush=True)
+""")
+
+
+def test_a_report_stops_at_its_next_stage():
+    """``anyq-report`` runs its stages in a ``stop_on_signals`` block; a stage's start is a safe point."""
+    done = subprocess.run([sys.executable, "-c", REPORT_STAGES], capture_output=True, text=True,
+                          env=clean_env(), cwd=REPO, timeout=120)
+    lines = done.stdout.splitlines()
+    assert [line.split("  elapsed")[0] for line in lines] == ["report: stage 1/3: reading runs", "first stage done"], \
+        done.stdout + done.stderr
+    assert done.returncode == 143
+
+
+def test_terminated_keeps_its_signal_and_exit_status_through_pickling():
+    """A job's result crosses processes pickled (joblib, Ray, submitit)."""
+    import pickle
+
+    from anyq.interrupts import Terminated
+
+    again = pickle.loads(pickle.dumps(Terminated(signal.SIGTERM)))
+    assert (again.signum, again.code, str(again)) == (signal.SIGTERM, 143, "stopped by SIGTERM")

@@ -32,7 +32,7 @@ HANDLED = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []  # the first signal received, once one is
 _hooks: list[Callable[[], None]] = []  # called once, from the handler, on the first signal
 _depth = [0]  # nesting of stop_on_signals blocks: the outermost installs and forgets
-_repeat_ends = [True]  # whether a second signal takes the default action (not in a worker process)
+_worker = [False]  # a launcher's worker process (watch_worker_process): a second signal is ignored
 
 
 class Terminated(SystemExit):
@@ -44,6 +44,9 @@ class Terminated(SystemExit):
 
     def __str__(self) -> str:
         return f"stopped by {signal.Signals(self.signum).name}"
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:  # pickled (a job's result) as it was built
+        return Terminated, (self.signum,)
 
 
 def requested() -> Optional[int]:
@@ -95,7 +98,7 @@ def watching() -> bool:
 
 def _handle(signum: int, frame: Optional[FrameType]) -> None:
     if _received:  # a second signal: the default action, the process ends now
-        if not _repeat_ends[0]:
+        if _worker[0]:
             return  # a worker: the parent forwards what a terminal's Ctrl-C sent the group already
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
@@ -121,7 +124,6 @@ def stop_on_signals() -> Iterator[None]:
     previous = {s: signal.getsignal(s) for s in HANDLED} if installed else {}
     if _depth[0] == 0:
         _received.clear()
-        _repeat_ends[0] = True
     _depth[0] += 1
     for handled in previous:
         signal.signal(handled, _handle)
@@ -154,9 +156,14 @@ def watch_worker_process() -> None:
     if watching() or threading.current_thread() is not threading.main_thread():
         return
     _depth[0] += 1  # never left: the handlers stay
-    _repeat_ends[0] = False
+    _worker[0] = True
     for handled in HANDLED:
         signal.signal(handled, _handle)
+
+
+def in_worker_process() -> bool:
+    """Whether :func:`watch_worker_process` ran in this process."""
+    return _worker[0]
 
 
 def forward_to_children() -> None:

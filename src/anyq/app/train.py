@@ -66,9 +66,9 @@ def main(cfg: DictConfig) -> Any:
     fails as :class:`~anyq.interrupts.JobStopped` (its run closed KILLED), so that the
     launcher collects every job's result while the parent stops.
     """
-    from anyq.interrupts import JobStopped, Terminated, watch_worker_process, watching
+    from anyq.interrupts import JobStopped, Terminated, in_worker_process, watch_worker_process, watching
 
-    if multiprocessing.parent_process() is None or watching():
+    if multiprocessing.parent_process() is None or (watching() and not in_worker_process()):
         return run_main(cfg)
     watch_worker_process()
     try:

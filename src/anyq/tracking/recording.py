@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
@@ -32,7 +32,7 @@ from anyq.tracking.lightning import AttachedMLFlowLogger
 from anyq.tracking.orphans import close_orphaned_runs, hold_run
 from anyq.tracking.readiness import REASON_TAG, readiness_tags
 from anyq.tracking.recipe import recipe_tags
-from anyq.tracking.runs import RunRecord, git_commit, open_run, while_store_busy
+from anyq.tracking.runs import RunRecord, StatusFor, git_commit, open_run, while_store_busy
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
     artifact_root,
@@ -48,7 +48,6 @@ from anyq.training.run import TrainOutcome
 from anyq.training.schema import Task
 
 RUN_ID_FILE = "mlflow_run_id"  # in a run's output folder, beside checkpoints/: the run they belong to
-StatusFor = Callable[[BaseException], Optional[tuple[str, Mapping[str, str]]]]
 
 
 @dataclass

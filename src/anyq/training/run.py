@@ -223,10 +223,10 @@ def fit_and_test(plan: RunPlan, *, loggers: Sequence[Any] = (), callbacks: Seque
         calibration = [ConformalCalibration()] if module.forecaster.conformal is not None else []
         trainer = build_trainer(cfg, loggers=loggers,
                                 callbacks=[*callbacks, history, scores, *calibration, StopOnRequest()])
-        with own_checkpoint_folder(cfg.paths.checkpoints):  # from the first checkpoint to the tested one
+        # from the first checkpoint to the tested one
+        with own_checkpoint_folder(cfg.paths.checkpoints), lightning_stopped():
             started = time.perf_counter()
-            with lightning_stopped():
-                trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path)
             stop_if_requested()  # a fit ended by a signal: not tested, its run closed KILLED
             train_seconds = time.perf_counter() - started
             metrics.update({"train_seconds": train_seconds, "train_steps": float(trainer.global_step)})
