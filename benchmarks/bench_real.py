@@ -320,7 +320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("ANYQ_ROOT", str(ROOT))
-    from anyq.data.errors import DataError
+    from anyq.errors import DataError
 
     peers = [] if args.no_peer else [p for p in args.peers.split(",") if p]
     started, cpu_started = time.perf_counter(), time.process_time()

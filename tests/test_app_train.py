@@ -10,9 +10,8 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
+from anyq.errors import ConfigError, NonFiniteLossError
 from anyq.training.config_tree import VARIANTS
-from anyq.training.module import NonFiniteLossError
-from anyq.training.schema import ConfigError
 
 
 def client_for(cfg) -> MlflowClient:

@@ -6,11 +6,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from anyq.errors import ConfigError
 from anyq.training.averaging import AveragedWeights, warmed_up_ema
 from anyq.training.builders import build_model, load_dataset, validate_config
 from anyq.training.checkpoints import read_checkpoint
 from anyq.training.run import fit_and_test, prepare
-from anyq.training.schema import ConfigError
 
 
 def forward_of(cfg, state_dict, plan, levels):

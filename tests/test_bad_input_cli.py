@@ -26,8 +26,8 @@ from anyq.app import report as report_app
 from anyq.app import train
 from anyq.app.overrides import check_command_line
 from anyq.app.paths import config_dir
+from anyq.errors import RequestError
 from anyq.serving.bundle import CHECKPOINT_PREFIX, ForecasterSpec, ServedForecaster
-from anyq.serving.errors import RequestError
 from anyq.serving.frames import predict_frame
 from conftest import ABLATION, TINY, compose_config
 
@@ -352,7 +352,8 @@ def test_ui_check_on_a_mistyped_store_creates_nothing(tmp_path, capsys):
 
 
 def test_local_store_path_of_each_kind_of_uri(tmp_path):
-    from anyq.tracking.store import StoreNotFoundError, local_store_path, open_existing_store
+    from anyq.errors import StoreNotFoundError
+    from anyq.tracking.store import local_store_path, open_existing_store
 
     assert local_store_path(f"sqlite:///{tmp_path}/m.db") == tmp_path / "m.db"
     assert local_store_path("sqlite:///mlruns/mlflow.db") == Path("mlruns/mlflow.db")  # relative

@@ -24,12 +24,12 @@ from optuna.trial import TrialState
 
 from anyq.app import job as job_module
 from anyq.app import train
+from anyq.errors import ConfigError, StudyFailed, SweepRefused
 from anyq.settings import declared_range
 from anyq.sweeping.engine import SweepSettings
-from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.sweeping.shared import check_shared
 from anyq.training.builders import validate_config
-from anyq.training.schema import AppConfig, ConfigError
+from anyq.training.schema import AppConfig
 from conftest import ABLATION, TINY, run_cli
 from scale_helpers import REPO, clean_env, study_runs, study_trials
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from anyq.data.calendar import FEATURE_NAMES, NUM_FEATURES, CalendarSpec, spec_from_config, window_calendar
-from anyq.data.errors import DataError
 from anyq.data.panel import Panel
 from anyq.data.synthetic import generate_synthetic, synthetic_holidays
 from anyq.data.windows import WindowDataset, make_windows
+from anyq.errors import DataError
 from anyq.model import build_forecaster
 from anyq.training.config_tree import variant_config
 

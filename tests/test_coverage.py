@@ -16,12 +16,12 @@ from anyq.data.calendar import CalendarSpec
 from anyq.data.coverage import calendar_coverage, covered_inputs
 from anyq.data.panel import Panel
 from anyq.data.windows import make_windows
+from anyq.errors import ConfigError
 from anyq.serving.publish import load_served
 from anyq.tracking.baseline import config_signature
 from anyq.training.builders import load_dataset, validate_config
 from anyq.training.checkpoints import read_checkpoint, recorded_history
 from anyq.training.run import settle_calendar
-from anyq.training.schema import ConfigError
 
 
 def _panel(start: str, end: str, ids=("A",)) -> Panel:

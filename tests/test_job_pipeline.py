@@ -13,15 +13,15 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
+from anyq.errors import ConfigError
 from anyq.metrics.scorer import score
 from anyq.reference.seasonal_naive import SeasonalNaiveForecaster
-from anyq.tracking import comparison
-from anyq.tracking.comparison import own_baseline_lock
-from anyq.tracking.recording import Tracker, open_job_run
+from anyq.tracking import baseline_comparison
+from anyq.tracking.baseline_comparison import own_baseline_lock
+from anyq.tracking.recording import JobStore, open_job_run
 from anyq.training.builders import build_model, load_dataset
 from anyq.training.checkpoints import read_checkpoint, recorded_history
 from anyq.training.run import TrainOutcome, fit_and_test, prepare
-from anyq.training.schema import ConfigError
 
 
 def client_for(cfg) -> MlflowClient:
@@ -99,14 +99,14 @@ def test_baseline_trains_after_the_models_run_is_closed(compose_cfg):
 
 
 def test_a_failing_baseline_leaves_the_model_run_finished_with_the_reason(compose_cfg, monkeypatch):
-    real = comparison.baseline_job_config
+    real = baseline_comparison.baseline_job_config
 
     def diverging(cfg):  # the baseline alone gets a learning rate that produces NaN
         base = real(cfg)
         base.optim.lr, base.trainer.gradient_clip_val, base.trainer.log_every_n_steps = 1e30, None, 1
         return base
 
-    monkeypatch.setattr(comparison, "baseline_job_config", diverging)
+    monkeypatch.setattr(baseline_comparison, "baseline_job_config", diverging)
     cfg = compose_cfg("model=adaptive_attention", "tracking.log_model=false")
     summary = run_job(cfg)
     client = client_for(cfg)
@@ -127,15 +127,15 @@ def test_a_comparison_waits_for_the_baseline_job_beside_it(compose_cfg):
     compares with it instead of training a second baseline."""
     base_cfg, model_cfg = compose_cfg("model=baseline_adaptive"), compose_cfg("model=adaptive_attention")
     dataset = load_dataset(model_cfg.data)
-    tracker = Tracker.from_config(model_cfg)
+    store = JobStore.from_config(model_cfg)
     trained, found = [], {}
-    with own_baseline_lock(base_cfg, dataset.fingerprint, tracker):  # the baseline job, training
+    with own_baseline_lock(base_cfg, dataset.fingerprint, store):  # the baseline job, training
         waiting = threading.Thread(target=lambda: found.update(
-            comparison.ensure_baseline(model_cfg, dataset.fingerprint, tracker, train=trained.append)))
+            baseline_comparison.ensure_baseline(model_cfg, dataset.fingerprint, store, train=trained.append)))
         waiting.start()
         waiting.join(timeout=2.0)
         assert waiting.is_alive()  # the model job waits for it
-        with open_job_run(base_cfg, dataset, tracker, None) as run:  # the baseline job's run finishes
+        with open_job_run(base_cfg, dataset, store, None) as run:  # the baseline job's run finishes
             run.log_metrics({"test/crps": 1.5, "test/coverage-0.9": 0.9})
     waiting.join(timeout=60)
     assert not waiting.is_alive() and trained == []  # nothing trained a second baseline

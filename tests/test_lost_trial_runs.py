@@ -12,7 +12,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from anyq.sweeping.engine import STALE_REASON
-from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 from scale_helpers import REPO, clean_env, start_sweep, study_runs, study_trials, sweep_cmd, wait_for
 
 DEADLINE_S = 300

@@ -62,7 +62,7 @@ def test_attention_knobs_are_not_checked_when_attention_is_off():
 
 def test_validate_config_builds_no_network(compose_cfg, monkeypatch):
     from anyq.training.builders import validate_config
-    from anyq.training.schema import ConfigError
+    from anyq.errors import ConfigError
 
     cfg = compose_cfg("model=adaptive_attention")
     monkeypatch.setattr(torch.nn.Linear, "__init__", lambda *a, **k: pytest.fail("a network was built"))

@@ -285,14 +285,15 @@ def test_logged_model_calibrates_from_the_request_history(tracked):
 ])
 def test_bad_calibration_settings_fail_before_training(compose_cfg, override, message):
     from anyq.training.builders import validate_config
-    from anyq.training.schema import ConfigError
+    from anyq.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_cfg(override))
 
 
 def test_checkpoint_saved_before_the_spread_existed_still_fits_and_loads() -> None:
-    from anyq.training.checkpoints import CheckpointError, check_fits
+    from anyq.errors import CheckpointError
+    from anyq.training.checkpoints import check_fits
 
     model = _served().model
     state = {f"forecaster.{k}": v for k, v in model.state_dict().items() if k != "conformal.spread"}

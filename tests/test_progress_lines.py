@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import torch
 
-from anyq.training.progress import EpochLines
+from anyq.training.epoch_progress import EpochLines
 
 
 def trainer(**kw):
@@ -87,11 +87,11 @@ def test_without_an_interval_only_epochs_print(capsys):
 
 
 def test_progress_lines_replace_the_bar_on_a_terminal(monkeypatch):
-    from anyq.training import progress
+    from anyq.training import epoch_progress
 
-    monkeypatch.setattr(progress.sys.stdout, "isatty", lambda: True)
-    assert progress.show_bar(True) and not progress.progress_callbacks(True)
-    assert not progress.show_bar(True, lines=True)
-    (line,) = progress.progress_callbacks(False, lines=True, every=30.0, label="x")
+    monkeypatch.setattr(epoch_progress.sys.stdout, "isatty", lambda: True)
+    assert epoch_progress.show_bar(True) and not epoch_progress.progress_callbacks(True)
+    assert not epoch_progress.show_bar(True, lines=True)
+    (line,) = epoch_progress.progress_callbacks(False, lines=True, every=30.0, label="x")
     assert isinstance(line, EpochLines) and line.every == 30.0 and line.label == "x: "
-    assert progress.progress_callbacks(False) == []
+    assert epoch_progress.progress_callbacks(False) == []

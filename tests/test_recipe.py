@@ -12,7 +12,7 @@ from omegaconf import OmegaConf, open_dict
 
 from anyq.app.confirm import full_budget, seed_config
 from anyq.app.paths import config_dir
-from anyq.tracking.recipe import RECIPE_TAG, recipe_tags
+from anyq.tracking.recipe_tags import RECIPE_TAG, recipe_tags
 from anyq.training.recipe import recipe_hash, recipe_name, recipe_settings
 from anyq.training.schema import AppConfig
 from conftest import compose_config

@@ -12,9 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
-from anyq.serving.errors import RequestError
+from anyq.errors import ConfigError, RequestError
 from anyq.serving.publish import load_served
-from anyq.training.schema import ConfigError
 from anyq.training.builders import validate_config
 from conftest import STEP_BUDGET, compose_config
 

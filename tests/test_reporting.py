@@ -20,13 +20,13 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from scipy import stats as scipy_stats
 
+from anyq.errors import WindowMismatchError
 from anyq.reporting.figures import PIXELS
 from anyq.reporting.stats import (
     BETTER,
     NO_DIFFERENCE,
     WORSE,
     StoredForecasts,
-    WindowMismatchError,
     align,
     diebold_mariano,
     mean_ci,

@@ -8,7 +8,7 @@ import signal
 import pytest
 from mlflow.tracking import MlflowClient
 
-from anyq.interrupts import Terminated
+from anyq.errors import Terminated
 from anyq.tracking.runs import RunRecord, run_lifecycle
 
 

@@ -19,9 +19,9 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
+from anyq.errors import CheckpointError, ConfigError
 from anyq.training.builders import load_dataset
-from anyq.training.checkpoints import CheckpointError, override
-from anyq.training.schema import ConfigError
+from anyq.training.checkpoints import override
 from conftest import TINY, compose_config, run_cli
 
 NO_BASELINE = ("tracking.compare_to_baseline=false", "tracking.log_model=false")
@@ -128,7 +128,7 @@ def test_baseline_reuse_needs_the_same_data_content(compose_cfg, tmp_path, caplo
     data = ("data=csv", f"data.path={path}", "data.split.proportions=[0.667,0.1665,0.1665]", "tracking.log_model=false")
     old_baseline = run_job(compose_cfg(*data, "model=baseline_adaptive"))["run_id"]
     write_csv(compose_cfg(), path, factor=10.0)  # corrected in place: same name, other values
-    caplog.set_level(logging.INFO, logger="anyq.tracking.comparison")
+    caplog.set_level(logging.INFO, logger="anyq.tracking.baseline_comparison")
     model = run_job(compose_cfg(*data, "model=nbeats_aq"))
     client = client_at(tmp_path)
     run = client.get_run(model["run_id"])

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from anyq.sweeping.engine import STALE_REASON
 from anyq.sweeping.storage import STORAGE_ENV, driver_url, redacted, resolve_storage_url
-from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, close_trial_runs, trial_key
+from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, close_trial_runs, trial_key
 from conftest import TINY
 from scale_helpers import wait_for
 

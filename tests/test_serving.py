@@ -24,9 +24,9 @@ from omegaconf import OmegaConf
 
 from anyq.app import predict as predict_app
 from anyq.app.job import run_job
+from anyq.errors import RequestError
 from anyq.reporting.browser import wait_for_http
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
-from anyq.serving.errors import RequestError
 from anyq.tracking.store import tracking_uri
 from anyq.training.builders import build_model
 from conftest import compose_config

@@ -134,7 +134,7 @@ def test_the_first_signal_is_only_recorded_and_stops_the_work_at_the_next_safe_p
 REPORT_STAGES = textwrap.dedent("""
     import os, signal
     from anyq.interrupts import stop_on_signals
-    from anyq.reporting.progress import Stages
+    from anyq.reporting.study_progress import Stages
 
     with stop_on_signals(), Stages("report", 3) as stage:
         stage("reading runs")
@@ -159,7 +159,7 @@ def test_terminated_keeps_its_signal_and_exit_status_through_pickling():
     """A job's result crosses processes pickled (joblib, Ray, submitit)."""
     import pickle
 
-    from anyq.interrupts import Terminated
+    from anyq.errors import Terminated
 
     again = pickle.loads(pickle.dumps(Terminated(signal.SIGTERM)))
     assert (again.signum, again.code, str(again)) == (signal.SIGTERM, 143, "stopped by SIGTERM")

@@ -23,9 +23,10 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.tracking import MlflowClient
 
 from anyq.app.train import EXIT_STORE_UNWRITABLE
+from anyq.errors import StoreUnwritable
 from anyq.tracking.orphans import ORPHAN_REASON, close_orphaned_runs, hold_run
 from anyq.tracking.runs import open_run, while_store_busy
-from anyq.tracking.store import StoreUnwritable, unwritable_reason
+from anyq.tracking.store import unwritable_reason
 from conftest import TINY
 from scale_helpers import REPO, clean_env
 
@@ -154,7 +155,7 @@ def test_a_run_whose_process_was_killed_is_closed_by_the_next_opener_and_a_live_
 def test_a_dead_trials_run_is_left_to_the_sweeps_clean_up(tmp_path, tag):
     """A run of a trial whose process died is closed by the sweep, which also records the trial's
     state (KILLED, trial_state=FAIL), never by the lock files first: one owner per run."""
-    from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
+    from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 
     assert tag.split("=")[0] in (OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG)
     uri, locks = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "locks"

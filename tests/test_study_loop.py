@@ -18,8 +18,9 @@ from optuna.trial import TrialState
 
 from anyq.app import report as report_app
 from anyq.app.paths import project_root
-from anyq.reporting.browser import BrowserError, capture_runs_page, ensure_chromium
-from anyq.reporting.progress import CellProgress, Clock, TrialProgress
+from anyq.errors import BrowserError
+from anyq.reporting.browser import capture_runs_page, ensure_chromium
+from anyq.reporting.study_progress import CellProgress, Clock, TrialProgress
 from anyq.tracking.view import KIND_TAG, TRAINING_KIND, VIEW_TAG
 from conftest import TINY, run_cli
 
@@ -235,7 +236,7 @@ def test_trial_lines_name_number_state_value_best_and_count(capsys):
 
 def test_eta_is_the_mean_pace_of_this_runs_units(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("anyq.reporting.progress.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("anyq.reporting.study_progress.time.monotonic", lambda: now[0])
     clock = Clock(total=10, done_before=4)  # 4 finished in an earlier run: not timed
     now[0] = 130.0
     assert clock.eta(done=4) != clock.eta(done=4)  # nothing timed yet: unknown (NaN)
@@ -271,7 +272,7 @@ def test_confirm_picks_the_best_or_the_pareto_trial_best_on_the_first_objective(
 def test_stages_print_plain_lines_when_piped(capsys):
     from rich.console import Console
 
-    from anyq.reporting.progress import Stages
+    from anyq.reporting.study_progress import Stages
 
     with Stages("report", 2, Console(file=sys.stdout, force_terminal=False)) as stage:
         stage("reading runs")

@@ -9,12 +9,12 @@ import pytest
 
 from anyq.app import compare as compare_app
 from anyq.errors import first_line
-from anyq.reporting.errors import ReportError
-from anyq.reporting.runs import experiment_id
+from anyq.errors import ReportError
+from anyq.reporting.latest_runs import experiment_id
 from anyq.tracking.runs import close_run, open_run
 from anyq.tracking.store import tracking_uri
-from anyq.tracking.study import ROLE_TAG, STUDY_TAG, child_runs, open_study_parent, record_summary
-from anyq.tracking.trials import STUDY_NAME_TAG, TRIAL_NUMBER_TAG
+from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG, child_runs, open_study_parent, record_summary
+from anyq.tracking.trial_runs import STUDY_NAME_TAG, TRIAL_NUMBER_TAG
 
 
 def test_first_line_of_an_error():

@@ -12,9 +12,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from anyq.sweeping.errors import SpaceError, SweepRefused
+from anyq.errors import SpaceError, SweepRefused
 from anyq.sweeping.space import fit_space_to_config, parse_search_space
-from anyq.tracking.trials import TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 from conftest import TINY, run_cli
 from scale_helpers import clean_env, start_sweep, study_runs, study_trials, sweep_cmd, wait_for
 

@@ -16,6 +16,7 @@ from optuna.distributions import FloatDistribution
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from anyq.errors import ConfigError, TrialConfigError, WorkerLost
 from anyq.sweeping.engine import (
     INTERRUPTED_REASON,
     STALE_REASON,
@@ -24,8 +25,6 @@ from anyq.sweeping.engine import (
     open_study,
     run_study,
 )
-from anyq.sweeping.errors import TrialConfigError, WorkerLost
-from anyq.training.schema import ConfigError
 
 SPACE = {"x": FloatDistribution(0.0, 1.0)}
 Outcome = Callable[[int, int], Optional[BaseException]]  # (trial number, attempt) -> what the job does

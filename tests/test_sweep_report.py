@@ -11,8 +11,9 @@ import optuna
 import pytest
 from PIL import Image
 
-from anyq.reporting.browser import BrowserError, ensure_chromium, measure_tables
-from anyq.reporting.trials import MIN_COMPLETE, importances_of, space_keys
+from anyq.errors import BrowserError
+from anyq.reporting.browser import ensure_chromium, measure_tables
+from anyq.reporting.sweep_trials import MIN_COMPLETE, importances_of, space_keys
 from conftest import TINY, run_cli, run_report
 
 SPACE = ["hydra.sweeper.params=null", "model.attention.adaptive_temp=interval(0.0, 2.0)",

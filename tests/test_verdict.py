@@ -14,15 +14,9 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from anyq.reporting.compare import group_test
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, StoredForecasts, paired_crps_test
-from anyq.reporting.verdict import (
-    NOT_TRAINED,
-    TOO_FEW_SEEDS,
-    holm,
-    seed_window_test,
-    study_verdicts,
-)
+from anyq.reporting.study_comparison import group_test
+from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS, holm, seed_window_test, study_verdicts
 from anyq.tracking.readiness import readiness_tags, untrained_reasons
 
 LEVELS = np.arange(1, 40) / 40.0

@@ -27,26 +27,14 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Callable, Iterator, Optional
 
+from anyq.errors import Terminated
+
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 _received: list[int] = []  # the first signal received, once one is
 _hooks: list[Callable[[], None]] = []  # called once, from the handler, on the first signal
 _depth = [0]  # nesting of stop_on_signals blocks: the outermost installs and forgets
 _worker = [False]  # a launcher's worker process (watch_worker_process): a second signal is ignored
-
-
-class Terminated(SystemExit):
-    """The process was asked to stop by signal ``signum``; exit status 128 + ``signum``."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
-
-    def __str__(self) -> str:
-        return f"stopped by {signal.Signals(self.signum).name}"
-
-    def __reduce__(self) -> tuple[type, tuple[int]]:  # pickled (a job's result) as it was built
-        return Terminated, (self.signum,)
 
 
 def requested() -> Optional[int]:
@@ -80,14 +68,6 @@ def on_request(hook: Callable[[], None]) -> Iterator[None]:
     finally:
         if hook in _hooks:
             _hooks.remove(hook)
-
-
-class JobStopped(Exception):
-    """A job in a launcher's worker process was stopped by a signal, its run closed KILLED.
-
-    An ``Exception``, unlike :class:`Terminated`: Hydra records it as the job's failure and
-    the launcher goes on collecting the other jobs, where a ``SystemExit`` would make joblib
-    kill the other workers while they close their runs."""
 
 
 def watching() -> bool:

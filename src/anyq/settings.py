@@ -16,15 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any, Optional
 
+from anyq.errors import SettingError
+
 RANGE = "anyq.range"  # the field metadata key
-
-
-class SettingError(ValueError):
-    """A setting that cannot work, in one line; ``keys`` are the dotted settings it names."""
-
-    def __init__(self, message: str, keys: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.keys = tuple(keys)
 
 
 @dataclass(frozen=True)

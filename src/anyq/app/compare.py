@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from anyq.app.paths import project_root
-from anyq.reporting.errors import ReportError
-from anyq.reporting.runs import latest_runs
+from anyq.errors import ReportError, StoreNotFoundError
+from anyq.reporting.latest_runs import latest_runs
 from anyq.reporting.table import print_runs
-from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
+from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,12 +9,12 @@ one: the budget keys (:data:`~anyq.training.recipe.BUDGET_KEYS`) of this command
 configuration, the main job's 2,000 steps validated every 200 unless given (no pruning;
 overrides on the command line apply on top, e.g. ``trainer.max_steps=4000``), and trains the
 baseline adaptive model with the same seeds and budget where the store has none
-(:func:`anyq.tracking.comparison.ensure_baseline` reuses the rest). The recipe's name and hash
+(:func:`anyq.tracking.baseline_comparison.ensure_baseline` reuses the rest). The recipe's name and hash
 are recorded on the parent run and every run (``recipe``, ``recipe_hash``).
 
 The runs form a study of their own: experiment and study ``<sweep>-confirm``, parent run
 tagged with the sweep it came from (``confirm_of``, ``confirm_of_run_id``, ``confirm_trial``).
-Its comparison and verdict are the report's (:mod:`anyq.reporting.compare`, verdict by
+Its comparison and verdict are the report's (:mod:`anyq.reporting.study_comparison`, verdict by
 :mod:`anyq.reporting.verdict`): the relative difference of the seed-mean test CRPS against the
 baseline's, with an interval over seeds and test windows; no better/worse with fewer than 3
 seeds or for models not trained enough to judge. The verdict is logged on both parent runs and
@@ -36,21 +36,20 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import hydra_overrides, train_tracked
-from anyq.errors import first_line
+from anyq.errors import ConfigError, ReportError, SettingError, first_line
 from anyq.interrupts import stop_if_requested
-from anyq.settings import SettingError, check_settings
-from anyq.reporting.compare import StudyComparison, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
-from anyq.reporting.errors import ReportError
-from anyq.reporting.study import Artifacts, find_parent, load_study, objective_of
+from anyq.reporting.study_comparison import StudyComparison, compare_study
+from anyq.reporting.study_runs import Artifacts, find_parent, load_study, objective_of
+from anyq.settings import check_settings
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
-from anyq.tracking.recipe import RECIPE_TAG, record_recipe
-from anyq.tracking.source import source_tags
-from anyq.tracking.recording import Tracker
+from anyq.tracking.recipe_tags import RECIPE_TAG, record_recipe
+from anyq.tracking.recording import JobStore
 from anyq.tracking.runs import git_commit, run_lifecycle
+from anyq.tracking.source import source_tags
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
-from anyq.tracking.study import (
+from anyq.tracking.study_parent import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
     CONFIRM_STUDY_TAG,
@@ -61,11 +60,11 @@ from anyq.tracking.study import (
     child_runs,
     open_study_parent,
 )
-from anyq.tracking.trials import TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 from anyq.training.builders import load_dataset, validate_config
 from anyq.training.recipe import BUDGET_KEYS, DEFAULT_NAME
 from anyq.training.run import settle_calendar
-from anyq.training.schema import AppConfig, ConfigError, ConfirmConfig
+from anyq.training.schema import AppConfig, ConfirmConfig
 
 log = logging.getLogger(__name__)
 # overrides that say where and how to confirm, not what to train
@@ -222,7 +221,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     failures = 0
     with run_lifecycle(client, parent_id) as parent_run:  # KILLED on a signal, FAILED on an error
         recipe_hash = record_recipe(client, parent_id, base, recipe)["recipe_hash"]
-        tracker = Tracker(client, uri, study.experiment_id, mlruns)
+        store = JobStore(client, uri, study.experiment_id, mlruns)
         done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}
         dataset = load_dataset(base.data)
         base = settle_calendar(base, dataset)  # the trial's own inputs, as its config names them
@@ -237,7 +236,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         for i, seed_cfg in enumerate(todo, 1):
             stop_if_requested()  # between seeds: no run is cut half-way
             try:
-                train_tracked(seed_cfg, dataset, tracker, None, compare=True)
+                train_tracked(seed_cfg, dataset, store, None, compare=True)
             except Exception as exc:  # noqa: BLE001 - the run is recorded FAILED; other seeds go on
                 failures += 1
                 log.warning("seed %d failed: %s", seed_cfg.seed, exc)

@@ -1,5 +1,5 @@
 """One job of ``anyq-train`` (Hydra has composed ``cfg``): validate -> data -> fit/test (:mod:`anyq.training.run`)
--> record (:mod:`anyq.tracking.recording`) -> compare, after the run is closed (:mod:`anyq.tracking.comparison`).
+-> record (:mod:`anyq.tracking.recording`) -> compare, after the run is closed (:mod:`anyq.tracking.baseline_comparison`).
 
 The same function serves a single run, every trial of a sweep and every cell of an ablation.
 """
@@ -20,8 +20,8 @@ from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
 from anyq.tracking.baseline import is_baseline
-from anyq.tracking.comparison import BASELINE_ERROR_TAG, BASELINE_RUN_TAG, compare_with_baseline, own_baseline_lock
-from anyq.tracking.recording import Tracker, log_outcome, mlflow_logger, open_job_run
+from anyq.tracking.baseline_comparison import BASELINE_ERROR_TAG, BASELINE_RUN_TAG, compare_with_baseline, own_baseline_lock
+from anyq.tracking.recording import JobStore, log_outcome, mlflow_logger, open_job_run
 from anyq.training.builders import Dataset, load_dataset, validate_config
 from anyq.training.checkpoints import override
 from anyq.training.run import TrainOutcome, fit_and_test, prepare, settle_calendar
@@ -48,12 +48,12 @@ def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None)
         outcome = fit_and_test(prepare(cfg, dataset), callbacks=trial_callbacks(cfg, pruner))
         announce_checkpoint(cfg, outcome)
         return job_summary(outcome, None)
-    tracker = Tracker.from_config(cfg)
-    with own_baseline_lock(cfg, dataset.fingerprint, tracker):  # a job beside a baseline waits for it
-        return train_tracked(cfg, dataset, tracker, pruner, compare=cfg.tracking.compare_to_baseline)
+    store = JobStore.from_config(cfg)
+    with own_baseline_lock(cfg, dataset.fingerprint, store):  # a job beside a baseline waits for it
+        return train_tracked(cfg, dataset, store, pruner, compare=cfg.tracking.compare_to_baseline)
 
 
-def train_tracked(cfg: DictConfig, dataset: Dataset, tracker: Tracker,
+def train_tracked(cfg: DictConfig, dataset: Dataset, store: JobStore,
                   pruner: Optional[optuna.pruners.BasePruner], compare: bool) -> dict[str, Any]:
     """Fit/test and record one run; once it is closed, compare it with its baseline (trained
     then when the store has none; a baseline, or a scored checkpoint, compares with nothing).
@@ -64,16 +64,16 @@ def train_tracked(cfg: DictConfig, dataset: Dataset, tracker: Tracker,
     """
     stop_if_requested()  # a safe point: the data are loaded, no run is open yet
     plan = prepare(cfg, dataset)  # a checkpoint that does not fit is refused before any run is opened
-    with open_job_run(cfg, dataset, tracker, plan.ckpt_path, hydra_overrides(), run_status) as run:
-        outcome = fit_and_test(plan, loggers=[mlflow_logger(cfg, tracker, run.run_id)],
+    with open_job_run(cfg, dataset, store, plan.ckpt_path, hydra_overrides(), run_status) as run:
+        outcome = fit_and_test(plan, loggers=[mlflow_logger(cfg, store, run.run_id)],
                                callbacks=trial_callbacks(cfg, pruner))
         announce_checkpoint(cfg, outcome)
         log_outcome(run, cfg, outcome)
         if cfg.tracking.log_model:
             log_forecaster_model(run, cfg, outcome)
     if compare and cfg.task == Task.train and not is_baseline(cfg):
-        compare_with_baseline(cfg, dataset.fingerprint, tracker, run.run_id, outcome.metrics,
-                              train=lambda base: train_tracked(base, dataset, tracker, None, compare=False))
+        compare_with_baseline(cfg, dataset.fingerprint, store, run.run_id, outcome.metrics,
+                              train=lambda base: train_tracked(base, dataset, store, None, compare=False))
     return job_summary(outcome, run.run_id)
 
 
@@ -128,13 +128,13 @@ def print_comparison(cfg: DictConfig, run_id: str) -> None:
 
     from anyq.reporting.table import print_runs
 
-    tracker = Tracker.from_config(cfg)
-    run = tracker.client.get_run(run_id)
+    store = JobStore.from_config(cfg)
+    run = store.client.get_run(run_id)
     runs = [run]
     tags = run.data.tags
     if tags.get(BASELINE_RUN_TAG):
         try:
-            runs.insert(0, tracker.client.get_run(tags[BASELINE_RUN_TAG]))
+            runs.insert(0, store.client.get_run(tags[BASELINE_RUN_TAG]))
         except MlflowException:
             pass
     experiment = cfg.tracking.experiment

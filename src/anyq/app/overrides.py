@@ -28,16 +28,12 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from anyq.errors import first_line
+from anyq.errors import OverrideError, first_line
 from anyq.sweeping.hydra_private import command_line
-from anyq.training.schema import AppConfig, ConfigError
+from anyq.training.schema import AppConfig
 
 
 SEARCH_SPACE = "hydra.sweeper.params."
-
-
-class OverrideError(ConfigError):
-    """A command-line override that cannot compose, in one line."""
 
 
 def check_command_line(argv: Sequence[str], conf: str | Path) -> None:

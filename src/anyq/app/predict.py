@@ -26,11 +26,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from anyq.app.paths import project_root
-from anyq.data.errors import DataError
 from anyq.data.reader import read_long_frame
-from anyq.errors import first_line
+from anyq.errors import DataError, ModelFileError, RequestError, first_line
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels, checkpoint_weights
-from anyq.serving.errors import ModelFileError, RequestError
 from anyq.serving.history import forecasts_to_long, history_windows
 
 DEFAULT_LEVELS = "0.1,0.5,0.9"

@@ -32,19 +32,26 @@ from rich.console import Console
 from rich.table import Table
 
 from anyq.app.paths import project_root
+from anyq.errors import ReportError, StoreNotFoundError, WindowMismatchError
 from anyq.interrupts import stop_on_signals
-from anyq.reporting.compare import StudyComparison, compare, compare_study
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, mean_ci, write_report
-from anyq.reporting.progress import Stages
+from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE
+from anyq.reporting.study_comparison import StudyComparison, compare, compare_study
+from anyq.reporting.study_progress import Stages
+from anyq.reporting.study_runs import Artifacts, Study, find_parent, load_runs_study, newest_loose_run
 from anyq.reporting.table import wide_console
-from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, WindowMismatchError
 from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
-from anyq.reporting.errors import ReportError
-from anyq.reporting.study import Artifacts, Study, find_parent, load_runs_study, newest_loose_run
-from anyq.tracking.study import CONFIRM_STUDY_TAG, ROLE_TAG, STORAGE_TAG, STUDY_KIND_TAG, STUDY_TAG, child_runs
 from anyq.tracking.baseline import BASELINE_VARIANT
-from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
+from anyq.tracking.store import open_existing_store, resolve_tracking_uri
+from anyq.tracking.study_parent import (
+    CONFIRM_STUDY_TAG,
+    ROLE_TAG,
+    STORAGE_TAG,
+    STUDY_KIND_TAG,
+    STUDY_TAG,
+    child_runs,
+)
 from anyq.tracking.view import VIEW_COLUMNS, save_view
 
 UI_URL = "http://127.0.0.1:5000"

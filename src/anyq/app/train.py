@@ -17,10 +17,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from anyq.app.overrides import OverrideError, check_command_line, confirm_store
+from anyq.app.overrides import check_command_line, confirm_store
 from anyq.app.paths import config_dir
-from anyq.sweeping.errors import StudyFailed, SweepRefused
-from anyq.training.schema import ConfigError, register_configs
+from anyq.errors import ConfigError, OverrideError, StudyFailed, SweepRefused
+from anyq.training.schema import register_configs
 
 log = logging.getLogger("anyq")
 EXIT_STORE_UNWRITABLE = os.EX_IOERR  # 74 (sysexits.h): the store or the disk cannot be written
@@ -63,10 +63,11 @@ def main(cfg: DictConfig) -> Any:
     In a launcher's worker process (``hydra/launcher=joblib``: a ``multiprocessing`` child,
     with no ``anyq-train`` watching for signals around the job) the worker watches for
     signals itself (:func:`anyq.interrupts.watch_worker_process`), and a job stopped by one
-    fails as :class:`~anyq.interrupts.JobStopped` (its run closed KILLED), so that the
+    fails as :class:`~anyq.errors.JobStopped` (its run closed KILLED), so that the
     launcher collects every job's result while the parent stops.
     """
-    from anyq.interrupts import JobStopped, Terminated, in_worker_process, watch_worker_process, watching
+    from anyq.errors import JobStopped, Terminated
+    from anyq.interrupts import in_worker_process, watch_worker_process, watching
 
     if multiprocessing.parent_process() is None or (watching() and not in_worker_process()):
         return run_main(cfg)
@@ -81,7 +82,7 @@ def run_main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from anyq.data.errors import DataError
+    from anyq.errors import DataError
 
     _quiet_optuna()
     try:
@@ -129,7 +130,7 @@ def cli() -> None:
         print(f"anyq-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from anyq.interrupts import stop_on_signals
-    from anyq.tracking.store import StoreUnwritable
+    from anyq.errors import StoreUnwritable
 
     _quiet_optuna()
     try:

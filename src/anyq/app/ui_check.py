@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from anyq.app.paths import project_root
-from anyq.reporting.browser import BrowserError, capture, capture_runs_page, ensure_chromium, measure_tables
-from anyq.tracking.store import StoreNotFoundError, open_existing_store, resolve_tracking_uri
+from anyq.errors import BrowserError, StoreNotFoundError
+from anyq.reporting.browser import capture, capture_runs_page, ensure_chromium, measure_tables
+from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.view import prepare_experiment
 
 # What a user must see on the runs page of the saved view (headers, dataset, source).

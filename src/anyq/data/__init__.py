@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from anyq.lazy import lazy_attributes
 
-# Names load on first use (PEP 562): ``anyq.data.errors`` and the settings that type the config
+# Names load on first use (PEP 562): ``anyq.errors`` and the settings that type the config
 # import without pandas or torch, so a command line is checked before either loads.
 _WHERE = {
-    "DataError": "anyq.data.errors",
+    "DataError": "anyq.errors",
     "ForecastDataModule": "anyq.data.datamodule",
     "IndexBatchSampler": "anyq.data.datamodule",
     "Panel": "anyq.data.panel",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from anyq.data.errors import DataError
+from anyq.errors import DataError
 
 HOLIDAY_SOURCES = ("none", "synthetic", "country")
 FEATURE_NAMES = (

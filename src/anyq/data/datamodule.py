@@ -18,10 +18,10 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Sampler
 
-from anyq.data.errors import DataError
 from anyq.data.panel import Panel
 from anyq.data.splits import SPLIT_NAMES, SplitRanges
 from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, make_windows
+from anyq.errors import DataError
 
 
 class WindowSettings(Protocol):

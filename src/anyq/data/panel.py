@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anyq.data.errors import DataError
 from anyq.data.reader import REQUIRED_COLUMNS, check_unique, parse_dates, validate_hourly
+from anyq.errors import DataError
 
 HOUR = pd.Timedelta(hours=1)
 

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from anyq.data.errors import DataError
+from anyq.errors import DataError
 from anyq.errors import first_line
 
 REQUIRED_COLUMNS = ("unique_id", "ds", "y")

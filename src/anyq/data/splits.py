@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anyq.data.errors import DataError
-from anyq.errors import first_line
 from anyq.data.panel import Panel
+from anyq.errors import DataError, first_line
 
 SPLIT_NAMES = ("train", "val", "test")
 DateLike = str | pd.Timestamp | dt.date | dt.datetime

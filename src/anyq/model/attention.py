@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyq.errors import SettingError
 from anyq.model.backbone import QuantileEmbedding
 from anyq.model.config import AttentionConfig
-from anyq.settings import SettingError, check_settings
+from anyq.settings import check_settings
 
 
 class ModulatedSelfAttention(nn.Module):

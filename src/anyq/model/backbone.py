@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anyq.errors import SettingError
 from anyq.model.config import BackboneConfig
-from anyq.settings import SettingError, check_settings
+from anyq.settings import check_settings
 
 CONDITIONINGS = ("cat", "film")
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from anyq.errors import SettingError
 from anyq.metrics.functional import pinball_loss
 from anyq.model.attention import AdaptiveAttention, check_attention
 from anyq.model.backbone import NBeatsAQ, check_backbone
@@ -29,10 +30,17 @@ from anyq.model.config import (
     SamplerConfig,
 )
 from anyq.model.conformal import CONFORMAL, ConformalOffsets
+from anyq.model.monotone import (
+    MONOTONE,
+    check_grid,
+    interpolate_sorted,
+    is_grid,
+    rearrangement_grid,
+    sort_levels,
+)
 from anyq.model.online import interpolate_offsets
-from anyq.model.monotone import MONOTONE, check_grid, interpolate_sorted, is_grid, rearrangement_grid, sort_levels
 from anyq.model.sampler import QuantileSampler, check_sampler
-from anyq.settings import SettingError, check_settings
+from anyq.settings import check_settings
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.

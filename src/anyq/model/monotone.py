@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from anyq.settings import SettingError
+from anyq.errors import SettingError
 
 MONOTONE = ("rearrange", "none")
 

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from anyq.errors import SettingError
 from anyq.model.config import SamplerConfig
-from anyq.settings import SettingError, check_settings
+from anyq.settings import check_settings
 
 KINDS = ("adaptive", "uniform")
 SIGNALS = ("raw", "relative", "calibration")

@@ -27,13 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from anyq.errors import BrowserError
 from anyq.tracking.view import view_fragment
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-
-
-class BrowserError(RuntimeError):
-    """No browser, or the UI did not come up (one line)."""
 
 
 def find_chromium() -> Optional[str]:
@@ -66,7 +63,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
 
 
 def wait_for_http(url: str, server: subprocess.Popen, timeout: float, pause_s: float = 0.5) -> bool:

@@ -26,14 +26,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from anyq.metrics.functional import quantile_at  # noqa: E402
-from anyq.reporting.compare import StudyComparison  # noqa: E402
+from anyq.reporting.study_comparison import StudyComparison  # noqa: E402
 from anyq.reporting.labels import metric_label as objective_label  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
-from anyq.reporting.study import Artifacts  # noqa: E402
-from anyq.reporting.trials import SweepTrials, best_validation  # noqa: E402
+from anyq.reporting.study_runs import Artifacts  # noqa: E402
+from anyq.reporting.sweep_trials import SweepTrials, best_validation  # noqa: E402
 from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS  # noqa: E402
 from anyq.training.config_tree import full_variant  # noqa: E402
-from anyq.tracking.trials import TRIAL_NUMBER_TAG  # noqa: E402
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG  # noqa: E402
 
 FIGSIZE = (8.0, 4.5)
 DPI = 100

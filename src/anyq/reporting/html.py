@@ -18,11 +18,11 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from anyq.reporting.compare import StudyComparison
 from anyq.reporting.figures import FigureFile
 from anyq.reporting.labels import DELTA_CRPS, DELTA_CRPS_PCT, metric_label
-from anyq.reporting.study import Study
-from anyq.reporting.trials import SweepTrials, recipe_of, space_keys
+from anyq.reporting.study_comparison import StudyComparison
+from anyq.reporting.study_runs import Study
+from anyq.reporting.sweep_trials import SweepTrials, recipe_of, space_keys
 from anyq.reporting.verdict import MIN_SEEDS
 from anyq.tracking.readiness import (
     COVERAGE_BOUNDS,
@@ -32,8 +32,14 @@ from anyq.tracking.readiness import (
     readiness_tags,
     record_study_readiness,
 )
-from anyq.tracking.recipe import RECIPE_ARTIFACT, RECIPE_HASH_TAG, RECIPE_TAG
-from anyq.tracking.study import CONFIRM_OF_TAG, CONFIRM_RUN_TAG, CONFIRM_STUDY_TAG, CONFIRM_VERDICT_TAG, STUDY_KIND_TAG
+from anyq.tracking.recipe_tags import RECIPE_ARTIFACT, RECIPE_HASH_TAG, RECIPE_TAG
+from anyq.tracking.study_parent import (
+    CONFIRM_OF_TAG,
+    CONFIRM_RUN_TAG,
+    CONFIRM_STUDY_TAG,
+    CONFIRM_VERDICT_TAG,
+    STUDY_KIND_TAG,
+)
 from anyq.tracking.view import DELTA_TAG, VERDICT_TAG, delta_text
 
 REPORT_DIR = "report"  # artifact folder on the study's parent run

@@ -38,15 +38,12 @@ import statsmodels.api as sm
 import torch
 from scipy import stats as scipy_stats
 
+from anyq.errors import WindowMismatchError
 from anyq.metrics.functional import per_window_crps
 
 BETTER = "better"
 WORSE = "worse"
 NO_DIFFERENCE = "no detectable difference"
-
-
-class WindowMismatchError(ValueError):
-    """Two forecasts that a paired test or an ensemble needs on the same windows are not."""
 
 
 # --- seed statistics ---------------------------------------------------------------------

@@ -7,7 +7,7 @@
 - :mod:`anyq.serving.publish`  logging a finished run's best model to MLflow
 """
 
+from anyq.errors import ModelFileError, RequestError
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels
-from anyq.serving.errors import ModelFileError, RequestError
 
 __all__ = ["ForecasterSpec", "ModelFileError", "RequestError", "ServedForecaster", "check_levels"]

@@ -27,13 +27,11 @@ import torch
 import yaml
 
 from anyq.data.calendar import CalendarSpec, spec_from_config, window_calendar
-from anyq.data.errors import DataError
 from anyq.data.reader import parse_dates
-from anyq.errors import first_line, first_sentence
+from anyq.errors import DataError, ModelFileError, RequestError, first_line, first_sentence
 from anyq.model.config import ONLINE_GAMMA_DEFAULT, SCALER_DEFAULT
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.model.online import online_offsets
-from anyq.serving.errors import ModelFileError, RequestError
 
 SPEC_FORMAT = "anyq-forecaster/1"
 WEIGHTS_FILE = "weights.pt"

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from anyq.errors import RequestError
 from anyq.serving.bundle import ServedForecaster, check_levels
-from anyq.serving.errors import RequestError
 
 INPUT_COLUMNS = ("unique_id", "history", "levels")
 

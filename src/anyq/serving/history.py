@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from anyq.data.errors import DataError
 from anyq.data.panel import Panel
 from anyq.data.reader import parse_dates
-from anyq.serving.errors import RequestError
+from anyq.errors import DataError, RequestError
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, Schema
 
+from anyq.errors import RequestError
 from anyq.serving.bundle import ServedForecaster
-from anyq.serving.errors import RequestError
 from anyq.serving.frames import predict_frame
 
 WEIGHTS_ARTIFACT = "weights"

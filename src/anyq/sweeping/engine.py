@@ -41,15 +41,13 @@ from optuna.distributions import BaseDistribution
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
-from anyq.errors import first_line
+from anyq.errors import ConfigError, SettingError, SpaceError, TrialConfigError, WorkerLost, first_line
 from anyq.interrupts import requested
-from anyq.settings import SettingError, check_settings, ranged
-from anyq.sweeping.errors import SpaceError, TrialConfigError, WorkerLost
+from anyq.settings import check_settings, ranged
 from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.space import as_override, quote
 from anyq.sweeping.storage import make_storage
-from anyq.training.schema import ConfigError
 
 log = logging.getLogger(__name__)
 # the heartbeat and retry API the engine stands on is experimental in Optuna 5: its warnings

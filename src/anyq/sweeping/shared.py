@@ -14,9 +14,9 @@ from collections.abc import Iterable, Sequence
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf
 
+from anyq.errors import ConfigError
 from anyq.interrupts import forward_to_children
 from anyq.training.builders import validate_config
-from anyq.training.schema import ConfigError
 
 _ABSENT = object()
 

@@ -28,7 +28,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from anyq.sweeping.errors import SpaceError
+from anyq.errors import SpaceError
 from anyq.sweeping.hydra_private import config_node
 
 

@@ -1,8 +1,8 @@
 """What a finished study says: best trial or Pareto front, importances, trials by state.
 
 A plain dict, so that the tracking side records it on the parent run
-(:func:`anyq.tracking.study.record_summary`) and the report side prints it
-(:func:`anyq.reporting.progress.print_summary`) without the engine knowing either.
+(:func:`anyq.tracking.study_parent.record_summary`) and the report side prints it
+(:func:`anyq.reporting.study_progress.print_summary`) without the engine knowing either.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from anyq.tracking.store import tracking_uri
 
 class AttachedMLFlowLogger(MLFlowLogger):
     """Lightning's MLflow logger, minus two side effects, its writes waiting out a busy store
-    and failing a full or read-only one as :class:`anyq.tracking.store.StoreUnwritable`.
+    and failing a full or read-only one as :class:`anyq.errors.StoreUnwritable`.
 
     It does not close the run at the end of ``fit`` (the run stays open for test metrics
     and deltas, and is closed FAILED or KILLED when anything after ``fit`` goes wrong:

@@ -10,8 +10,8 @@ orphaned: :func:`close_orphaned_runs` closes it FAILED with ``error`` = :data:`O
 It reaches the runs whose lock files this machine sees: every run of a local SQLite store
 (the locks live beside it, ``mlruns/locks/runs``), and this machine's runs of a tracking
 server. The runs a trial's job opened (its own and its baseline: tagged
-:data:`~anyq.tracking.trials.OPENED_BY_TRIAL_TAG` or with a trial number) are left to the sweep
-(:func:`anyq.tracking.trials.close_trial_runs`), which learns of the death from Optuna's
+:data:`~anyq.tracking.trial_runs.OPENED_BY_TRIAL_TAG` or with a trial number) are left to the sweep
+(:func:`anyq.tracking.trial_runs.close_trial_runs`), which learns of the death from Optuna's
 heartbeats and records the trial's state beside the run's: one owner for each run, so the
 states a lost trial leaves do not depend on which clean-up runs first.
 """
@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from anyq.tracking.runs import RunRecord, close_run
-from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 
 log = logging.getLogger(__name__)
 ORPHAN_REASON = "its process ended before closing the run (killed, or the store could not be written)"

@@ -31,7 +31,7 @@ from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
 from anyq.tracking.orphans import close_orphaned_runs, hold_run
 from anyq.tracking.readiness import REASON_TAG, readiness_tags
-from anyq.tracking.recipe import recipe_tags
+from anyq.tracking.recipe_tags import recipe_tags
 from anyq.tracking.runs import RunRecord, StatusFor, git_commit, open_run, while_store_busy
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import (
@@ -41,7 +41,7 @@ from anyq.tracking.store import (
     is_local_sqlite,
     resolve_tracking_uri,
 )
-from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, STUDY_NAME_TAG, TRIAL_NUMBER_TAG, trial_key
+from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, STUDY_NAME_TAG, TRIAL_NUMBER_TAG, trial_key
 from anyq.training.builders import Dataset
 from anyq.training.naming import run_name
 from anyq.training.run import TrainOutcome
@@ -51,7 +51,7 @@ RUN_ID_FILE = "mlflow_run_id"  # in a run's output folder, beside checkpoints/: 
 
 
 @dataclass
-class Tracker:
+class JobStore:
     """The store of a job: client, tracking URI, experiment, and the ``mlruns/`` folder."""
 
     client: MlflowClient
@@ -60,7 +60,7 @@ class Tracker:
     mlruns: Path
 
     @classmethod
-    def from_config(cls, cfg: DictConfig) -> "Tracker":
+    def from_config(cls, cfg: DictConfig) -> "JobStore":
         """Open (or create) the store and the experiment, then close the runs that a process
         which ended left RUNNING (:mod:`anyq.tracking.orphans`).
 
@@ -70,16 +70,16 @@ class Tracker:
         mlruns = Path(cfg.paths.mlruns)
         uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
 
-        def open_store() -> "Tracker":
+        def open_store() -> "JobStore":
             client = ensure_store(uri, mlruns)
             experiment_id = get_or_create_experiment(
                 client, cfg.tracking.experiment, artifact_root(uri, mlruns, cfg.tracking.experiment)
             )
             return cls(client, uri, experiment_id, mlruns)
 
-        tracker: Tracker = while_store_busy(open_store)
-        close_orphaned_runs(tracker.client, tracker.run_locks)
-        return tracker
+        store: JobStore = while_store_busy(open_store)
+        close_orphaned_runs(store.client, store.run_locks)
+        return store
 
     @property
     def lock_dir(self) -> Path:
@@ -133,7 +133,7 @@ def checkpoint_run_id(ckpt_path: Optional[str]) -> Optional[str]:
 
 
 @contextmanager
-def open_job_run(cfg: DictConfig, dataset: Dataset, tracker: Tracker, ckpt_path: Optional[str],
+def open_job_run(cfg: DictConfig, dataset: Dataset, store: JobStore, ckpt_path: Optional[str],
                  overrides: Sequence[str] = (), status_for: Optional[StatusFor] = None) -> Iterator[RunRecord]:
     """Open the job's run, closed FINISHED, FAILED or KILLED on leaving (never RUNNING).
 
@@ -146,27 +146,27 @@ def open_job_run(cfg: DictConfig, dataset: Dataset, tracker: Tracker, ckpt_path:
     if testing:
         tags.update({"scored_checkpoint": str(ckpt_path), "scored_run_id": source_run_id or "unknown"})
     with open_run(
-        tracker.client,
-        tracker.experiment_id,
+        store.client,
+        store.experiment_id,
         run_name=run_name(cfg),
         tags=tags,
         parent_run_id=cfg.tracking.parent_run_id,
         resume_run_id=None if testing else source_run_id,
         status_for=status_for,
-        hold=lambda run_id: hold_run(tracker.run_locks, run_id),
+        hold=lambda run_id: hold_run(store.run_locks, run_id),
     ) as run:
         output_dir = Path(cfg.paths.checkpoints).parent
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / RUN_ID_FILE).write_text(run.run_id)
         run.log_config(cfg)
         data_input = panel_dataset(dataset.name, dataset.panel, dataset.fingerprint, cfg.data)
-        while_store_busy(lambda: log_dataset(tracker.client, run.run_id, data_input))
+        while_store_busy(lambda: log_dataset(store.client, run.run_id, data_input))
         yield run
 
 
-def mlflow_logger(cfg: DictConfig, tracker: Tracker, run_id: str) -> AttachedMLFlowLogger:
+def mlflow_logger(cfg: DictConfig, store: JobStore, run_id: str) -> AttachedMLFlowLogger:
     """Lightning's per-epoch metrics into the open run ``run_id``."""
-    return AttachedMLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=tracker.uri, run_id=run_id)
+    return AttachedMLFlowLogger(experiment_name=cfg.tracking.experiment, tracking_uri=store.uri, run_id=run_id)
 
 
 def log_outcome(run: RunRecord, cfg: DictConfig, outcome: TrainOutcome) -> None:

@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.errors import first_line
-from anyq.tracking.store import StoreUnwritable, as_unwritable, unwritable_reason
+from anyq.errors import StoreUnwritable, first_line
+from anyq.tracking.store import as_unwritable, unwritable_reason
 
 RESUMES_TAG = "resumes"  # how many times the run was resumed; segment k records under resume{k}.
 _SEGMENT = re.compile(r"^resume(\d+)\.")
@@ -134,7 +134,7 @@ class RunRecord:
 
 
 def exception_status(exc: BaseException) -> str:
-    """KILLED for interruptions (a signal's :class:`~anyq.interrupts.Terminated`, any other
+    """KILLED for interruptions (a signal's :class:`~anyq.errors.Terminated`, any other
     ``SystemExit``, ``KeyboardInterrupt``), FAILED for errors."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return "KILLED"

@@ -18,7 +18,7 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from anyq.errors import first_line
+from anyq.errors import StoreNotFoundError, StoreUnwritable, first_line
 from anyq.tracking.view import prepare_experiment
 
 # MLflow logs every SQLite error with its traceback before raising it with the same message:
@@ -34,25 +34,6 @@ UNWRITABLE_MESSAGES = (
 )
 #: The same from the file system (artifacts, checkpoints, the SQLite journal).
 UNWRITABLE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
-
-
-class StoreUnwritable(BaseException):
-    """Runs cannot be recorded: the store (or the disk under it) is full or read-only.
-
-    Waiting does not help, unlike a busy store. A ``BaseException`` like an interrupt, so that
-    nothing on the way treats it as the job's own failure (a baseline's, a trial's): it ends
-    the command (one line, exit 1 in ``anyq-train``) after the open run is closed FAILED, or,
-    when even that write fails, left for :func:`anyq.tracking.orphans.close_orphaned_runs`.
-    """
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.run_state = ""  # what became of the open run, said by the layer that opened it
-
-    def __str__(self) -> str:
-        state = f"; {self.run_state}" if self.run_state else ""
-        return f"cannot write the tracking store or outputs: {self.reason}{state}"
 
 
 def unwritable_reason(exc: BaseException) -> Optional[str]:
@@ -114,10 +95,6 @@ def tracking_uri(uri: Optional[str] = None) -> Iterator[None]:
 
 def is_local_sqlite(uri: str) -> bool:
     return uri.startswith("sqlite:///")
-
-
-class StoreNotFoundError(FileNotFoundError):
-    """A command that only reads was pointed at a place where no store exists (one line)."""
 
 
 def local_store_path(uri: str) -> Optional[Path]:

@@ -25,13 +25,14 @@ from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
+from anyq.errors import ConfigError
 from anyq.model.forecaster import AnyQuantileForecaster, check_model_config, forecaster_from_config
 from anyq.training.averaging import AveragedWeights
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
+from anyq.training.epoch_progress import progress_callbacks, show_bar
 from anyq.training.module import ForecastingModule
-from anyq.training.progress import progress_callbacks, show_bar
-from anyq.training.schema import ConfigError, check_config
+from anyq.training.schema import check_config
 
 
 @dataclass(frozen=True)

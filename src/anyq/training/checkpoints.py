@@ -28,8 +28,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 
-from anyq.errors import first_sentence
-from anyq.training.schema import ConfigError
+from anyq.errors import CheckpointError, ConfigError, first_sentence
 
 BEST_FILENAME = "best-epoch{epoch:02d}"  # with auto_insert_metric_name=False: best-epoch07.ckpt
 BEST_STEP_FILENAME = "best-step{step:06d}"  # under a step budget: best-step001800.ckpt
@@ -38,10 +37,6 @@ _WEIGHTS_PREFIX = "forecaster."
 CALENDAR_INPUTS_SETTING = "data.calendar.inputs"
 # characters that end or split an unquoted value in Hydra's override grammar
 _NEEDS_QUOTES = re.compile(r"[=,\s'\"\[\]{}()\\$:*?]|^$")
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint named by ``resume=`` that cannot be used for this run (one line)."""
 
 
 @contextmanager

@@ -12,16 +12,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from anyq.errors import NonFiniteLossError
 from anyq.metrics.functional import pinball_loss
 from anyq.metrics.levels import evaluation_grid
 from anyq.metrics.scorer import ForecastScorer
 from anyq.model.forecaster import AnyQuantileForecaster
 from anyq.training.schedule import lr_factor
 from anyq.training.schema import EvaluationConfig, OptimConfig
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the run cannot continue meaningfully."""
 
 
 _OPTIM, _EVALUATION = OptimConfig(), EvaluationConfig()  # defaults declared once, in the schema

@@ -16,14 +16,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from anyq.data.errors import DataError
+from anyq.errors import ConfigError, DataError, SettingError
 from anyq.model.config import AttentionConfig, BackboneConfig, OutputConfig, SamplerConfig
-from anyq.settings import SettingError, check_settings, ranged
-
-
-class ConfigError(SettingError):
-    """An impossible configuration, reported in one line before any training; ``keys`` are
-    the settings it names (empty when it names none)."""
+from anyq.settings import check_settings, ranged
 
 
 @dataclass
@@ -129,7 +124,7 @@ class TrainerConfig:
     fast_dev_run: bool = False
     deterministic: bool = False
     enable_progress_bar: bool = True  # Lightning's bar on a terminal; piped output gets progress lines
-    # plain progress lines (anyq.training.progress) instead of the bar, even on a terminal: for
+    # plain progress lines (anyq.training.epoch_progress) instead of the bar, even on a terminal: for
     # jobs that run side by side (sweep trials), whose bars would overwrite each other
     progress_lines: bool = False
     progress_every_s: float = ranged(30.0, gt=0)  # wall seconds between progress lines inside an epoch

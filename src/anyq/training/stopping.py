@@ -6,7 +6,7 @@ the current step (Lightning first runs the validation an early stop is allowed, 
 checkpoint is scored). During ``fit``, ``validate`` and ``test`` Lightning also puts its own
 SIGTERM handler in front of anyq's (``pytorch_lightning.trainer.connectors.signal_connector``
 composes the two): its loops then raise ``SIGTERMException`` at their next batch boundary,
-which :func:`lightning_stopped` turns into :class:`~anyq.interrupts.Terminated`. Neither
+which :func:`lightning_stopped` turns into :class:`~anyq.errors.Terminated`. Neither
 interrupts a step, a checkpoint write or a store write half-way.
 """
 
@@ -20,7 +20,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from anyq.interrupts import Terminated, requested
+from anyq.errors import Terminated
+from anyq.interrupts import requested
 
 
 class StopOnRequest(Callback):
@@ -35,7 +36,7 @@ class StopOnRequest(Callback):
 @contextmanager
 def lightning_stopped() -> Iterator[None]:
     """Around ``trainer.fit``/``trainer.test``: Lightning's own stop on SIGTERM arrives as
-    :class:`~anyq.interrupts.Terminated`.
+    :class:`~anyq.errors.Terminated`.
 
     Raises:
         Terminated: Lightning raised ``SIGTERMException`` (with the first signal received,

@@ -21,20 +21,18 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from anyq.errors import first_line
+from anyq.errors import ConfigError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import forward_to_children, on_request, stop_if_requested
-from anyq.reporting.progress import CellProgress
+from anyq.reporting.study_progress import CellProgress
 from anyq.reporting.table import print_runs
 from anyq.sweeping.hydra_private import job_error
-from anyq.sweeping.errors import StudyFailed, SweepRefused
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, runs_in_process
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.readiness import record_study_readiness, untrained_runs
-from anyq.tracking.recipe import record_recipe
+from anyq.tracking.recipe_tags import record_recipe
 from anyq.tracking.runs import git_commit, run_lifecycle
 from anyq.tracking.source import source_tags
-from anyq.tracking.study import STUDY_KIND_TAG, child_runs, open_study_parent
-from anyq.training.schema import ConfigError
+from anyq.tracking.study_parent import STUDY_KIND_TAG, child_runs, open_study_parent
 
 log = logging.getLogger(__name__)
 CELL_TAG = "study_cell"

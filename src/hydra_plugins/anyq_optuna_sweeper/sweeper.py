@@ -20,9 +20,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.errors import first_line
+from anyq.errors import ConfigError, SpaceError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import on_request, stop_if_requested
-from anyq.reporting.progress import TrialProgress, print_summary, print_trials
+from anyq.reporting.study_progress import TrialProgress, print_summary, print_trials
 from anyq.sweeping.cost import estimate
 from anyq.sweeping.engine import (
     JobObjective,
@@ -35,7 +35,6 @@ from anyq.sweeping.engine import (
     run_study,
     trial_link_overrides,
 )
-from anyq.sweeping.errors import SpaceError, StudyFailed, SweepRefused
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_process, stop_jobs
 from anyq.sweeping.space import (
@@ -47,17 +46,16 @@ from anyq.sweeping.space import (
 )
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
-from anyq.tracking.recipe import record_recipe
+from anyq.tracking.recipe_tags import record_recipe
 from anyq.tracking.runs import run_lifecycle
-from anyq.tracking.study import (
+from anyq.tracking.study_parent import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     STORAGE_TAG,
     open_study_parent,
     record_summary,
 )
-from anyq.tracking.trials import close_trial_runs
-from anyq.training.schema import ConfigError
+from anyq.tracking.trial_runs import close_trial_runs
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +95,7 @@ class AnyqOptunaSweeper(Sweeper):
         Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the sweeper's settings,
         the space, the settings every trial shares or the launcher cannot work, before any
         study, trial or run exists; :class:`StudyFailed` (exit 1) when trials ran and none
-        finished, with the parent run closed FAILED; :class:`~anyq.interrupts.Terminated`
+        finished, with the parent run closed FAILED; :class:`~anyq.errors.Terminated`
         after a signal, once the launcher's jobs are stopped, this worker's running trials
         FAIL and retried and the parent run KILLED; any other error fails the parent run.
         """

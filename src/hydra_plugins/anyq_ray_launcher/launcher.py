@@ -23,9 +23,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from anyq.errors import first_line
-from anyq.sweeping.errors import TrialConfigError, WorkerLost
-from anyq.training.schema import ConfigError
+from anyq.errors import ConfigError, TrialConfigError, WorkerLost, first_line
 
 log = logging.getLogger(__name__)
 GPU_ACCELERATORS = ("gpu", "cuda")

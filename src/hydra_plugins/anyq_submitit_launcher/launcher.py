@@ -19,9 +19,7 @@ from typing import Any, Sequence
 
 from hydra.core.utils import JobReturn, JobStatus
 
-from anyq.errors import first_line
-from anyq.sweeping.errors import WorkerLost
-from anyq.training.schema import ConfigError
+from anyq.errors import ConfigError, WorkerLost, first_line
 
 try:  # optional (make env-scale-out); Hydra imports every plugin module when it starts
     from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher

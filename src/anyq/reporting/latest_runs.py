@@ -6,8 +6,8 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from anyq.reporting.errors import ReportError
-from anyq.tracking.study import ROLE_TAG
+from anyq.errors import ReportError
+from anyq.tracking.study_parent import ROLE_TAG
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:

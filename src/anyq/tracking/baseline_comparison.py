@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from anyq.errors import first_line
 from anyq.tracking.baseline import baseline_config, config_signature, deltas, find_baseline_run, is_baseline
-from anyq.tracking.recording import Tracker
+from anyq.tracking.recording import JobStore
 from anyq.tracking.runs import RunRecord
-from anyq.tracking.trials import OPENED_BY_TRIAL_TAG, trial_key
+from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, trial_key
 from anyq.tracking.view import DELTA_TAG, delta_text
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,15 @@ BASELINE_ERROR_TAG = "baseline_error"
 TrainFn = Callable[[DictConfig], Any]
 
 
-def baseline_lock(tracker: Tracker, signature: str) -> FileLock:
-    return tracker.lock(f"baseline-{signature}")
+def baseline_lock(store: JobStore, signature: str) -> FileLock:
+    return store.lock(f"baseline-{signature}")
 
 
-def own_baseline_lock(cfg: DictConfig, data_fingerprint: str, tracker: Tracker) -> AbstractContextManager[Any]:
+def own_baseline_lock(cfg: DictConfig, data_fingerprint: str, store: JobStore) -> AbstractContextManager[Any]:
     """The signature lock when ``cfg`` is itself a baseline (held while it trains), else nothing."""
     if not is_baseline(cfg):
         return nullcontext()
-    return baseline_lock(tracker, config_signature(cfg, data_fingerprint))
+    return baseline_lock(store, config_signature(cfg, data_fingerprint))
 
 
 def baseline_job_config(cfg: DictConfig) -> DictConfig:
@@ -60,7 +60,7 @@ def baseline_job_config(cfg: DictConfig) -> DictConfig:
     return base
 
 
-def ensure_baseline(cfg: DictConfig, data_fingerprint: str, tracker: Tracker, train: TrainFn) -> dict[str, Any]:
+def ensure_baseline(cfg: DictConfig, data_fingerprint: str, store: JobStore, train: TrainFn) -> dict[str, Any]:
     """The test metrics and ``run_id`` of ``cfg``'s baseline run: a FINISHED matching run of the
     store, or one trained now by ``train(baseline config)`` (once, even with parallel jobs).
 
@@ -69,12 +69,12 @@ def ensure_baseline(cfg: DictConfig, data_fingerprint: str, tracker: Tracker, tr
     """
     base_cfg = baseline_job_config(cfg)
     signature = config_signature(base_cfg, data_fingerprint)
-    with baseline_lock(tracker, signature):
-        run = find_baseline_run(tracker.client, signature, data_fingerprint)
+    with baseline_lock(store, signature):
+        run = find_baseline_run(store.client, signature, data_fingerprint)
         if run is None:
             log.info("No finished baseline run with signature %s: training it", signature)
             train(base_cfg)
-            run = find_baseline_run(tracker.client, signature, data_fingerprint)
+            run = find_baseline_run(store.client, signature, data_fingerprint)
             if run is None:
                 raise RuntimeError(f"the baseline run with signature {signature} did not finish")
         else:
@@ -82,13 +82,13 @@ def ensure_baseline(cfg: DictConfig, data_fingerprint: str, tracker: Tracker, tr
     return {**run.data.metrics, "run_id": run.info.run_id}
 
 
-def compare_with_baseline(cfg: DictConfig, data_fingerprint: str, tracker: Tracker, run_id: str,
+def compare_with_baseline(cfg: DictConfig, data_fingerprint: str, store: JobStore, run_id: str,
                           metrics: Mapping[str, float], train: TrainFn) -> None:
     """Record on the (closed) run ``run_id`` its ``delta/*`` metrics against the baseline and the
     tag ``baseline_run_id``; or, when the baseline cannot be had, the tag ``baseline_error``."""
-    record = RunRecord(tracker.client, run_id)
+    record = RunRecord(store.client, run_id)
     try:
-        baseline = ensure_baseline(cfg, data_fingerprint, tracker, train)
+        baseline = ensure_baseline(cfg, data_fingerprint, store, train)
     except Exception as exc:  # noqa: BLE001 - the model's own run stands
         log.warning("baseline failed: %s", exc)
         record.set_tags({BASELINE_ERROR_TAG: first_line(exc, with_type=True)})

@@ -43,7 +43,7 @@ from anyq.reporting.stats import (
     paired_crps_test,
     seed_summary,
 )
-from anyq.reporting.study import Artifacts, Study, find_parent, load_study
+from anyq.reporting.study_runs import Artifacts, Study, find_parent, load_study
 from anyq.reporting.verdict import (
     NOT_TRAINED,
     TOO_FEW_SEEDS,

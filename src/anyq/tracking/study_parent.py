@@ -14,7 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from anyq.tracking.runs import close_run, while_store_busy
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
-from anyq.tracking.trials import TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 
 STUDY_TAG = "study_name"
 ROLE_TAG = "role"  # "study" on a parent run

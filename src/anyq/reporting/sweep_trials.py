@@ -30,8 +30,8 @@ from optuna.trial import TrialState
 
 from anyq.errors import first_line
 from anyq.sweeping.storage import STORAGE_ENV, driver_url, redacted
-from anyq.tracking.study import DIRECTIONS_TAG, OBJECTIVES_TAG, STORAGE_TAG, STUDY_TAG
-from anyq.tracking.trials import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from anyq.tracking.study_parent import DIRECTIONS_TAG, OBJECTIVES_TAG, STORAGE_TAG, STUDY_TAG
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 
 MIN_COMPLETE = 2  # fewer complete trials give no importance
 RECIPE_TAGS = ("recipe", "recipe_hash")  # the training recipe a run was trained under, when tagged

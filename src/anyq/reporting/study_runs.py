@@ -26,11 +26,11 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.errors import first_line
-from anyq.reporting.errors import ReportError
+from anyq.errors import ReportError
 from anyq.reporting.stats import StoredForecasts
-from anyq.reporting.trials import SweepTrials, best_validation, sweep_trials
+from anyq.reporting.sweep_trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
-from anyq.tracking.study import (
+from anyq.tracking.study_parent import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     ROLE_TAG,
@@ -38,7 +38,7 @@ from anyq.tracking.study import (
     STUDY_TAG,
     child_runs,
 )
-from anyq.tracking.trials import TRIAL_NUMBER_TAG
+from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 from anyq.training.config_tree import VARIANTS
 
 FORECASTS = "evaluation/test_forecasts.npz"

@@ -147,7 +147,7 @@ class Stages:
 
     Use as a context manager and call it with each stage's name as the stage starts. The
     start of a stage is a safe point (:func:`anyq.interrupts.stop_if_requested`): a signal
-    received during the previous stage stops the job there, with :class:`~anyq.interrupts.Terminated`.
+    received during the previous stage stops the job there, with :class:`~anyq.errors.Terminated`.
     """
 
     def __init__(self, job: str, total: int, console: Optional[Console] = None) -> None:
