@@ -48,6 +48,7 @@ SPACE = {
     "trainer.ema_decay": "choice(0.99,0.995,0.999)",
     "data.calendar.enabled": "choice(true,false)",
     "trainer.early_stopping.patience": "choice(2,3,5)",
+    "model.scaler": "choice(max_abs,robust)",
 }
 
 
