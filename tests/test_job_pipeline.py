@@ -145,9 +145,10 @@ def test_a_comparison_waits_for_the_baseline_job_beside_it(compose_cfg):
 def test_a_checkpoint_folder_held_by_a_running_job_is_refused_before_training(compose_cfg, tmp_path):
     cfg = compose_cfg("model=baseline_adaptive", "tracking.log_model=false")
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from anyq.training.checkpoints import own_checkpoint_folder\n"
+        "import sys; from anyq.training.checkpoints import own_checkpoint_folder\n"
         f"with own_checkpoint_folder({cfg.paths.checkpoints!r}):\n"
-        "    print('held', flush=True); time.sleep(120)")], stdout=subprocess.PIPE, text=True)
+        "    print('held', flush=True); sys.stdin.readline()")],  # held until the test closes stdin
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match="checkpoint folder .* is in use by another running job") as caught:

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -28,7 +27,7 @@ from anyq.tracking.orphans import ORPHAN_REASON, close_orphaned_runs, hold_run
 from anyq.tracking.runs import open_run, while_store_busy
 from anyq.tracking.store import unwritable_reason
 from conftest import TINY
-from scale_helpers import REPO, clean_env
+from scale_helpers import REPO, clean_env, wait_for
 
 DEADLINE_S = 240
 
@@ -205,13 +204,9 @@ def train(root: Path, *extra: str, background: bool = False):
 
 
 def wait_for_checkpoint(root: Path, proc: subprocess.Popen) -> Path:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline and proc.poll() is None:
-        found = sorted(root.glob("outputs/*/*/checkpoints/last.ckpt"))
-        if found:
-            return found[0]
-        time.sleep(0.1)
-    raise AssertionError(f"no checkpoint before the deadline (exit {proc.poll()})")
+    found = wait_for(lambda: sorted(root.glob("outputs/*/*/checkpoints/last.ckpt")), proc, DEADLINE_S,
+                     "a checkpoint", every_s=0.1)
+    return found[0]
 
 
 def runs(root: Path) -> list:
