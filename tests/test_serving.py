@@ -297,3 +297,17 @@ def test_predict_refuses_files_that_are_not_this_model(trained, tmp_path, capsys
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "none").exists()  # asking does not create a store
+
+
+def test_the_served_spec_keeps_the_scaler_and_reads_an_old_spec_as_max_abs(compose_cfg):
+    from omegaconf import open_dict
+
+    cfg = compose_cfg("model=baseline_adaptive")
+    with open_dict(cfg):
+        cfg.model.scaler = "robust"
+    spec = ForecasterSpec.from_config(cfg)
+    assert spec.scaler == "robust"
+    data = spec.to_dict()
+    assert ForecasterSpec.from_dict(data).scaler == "robust"
+    del data["model"]["scaler"]  # a spec written before model.scaler existed
+    assert ForecasterSpec.from_dict(data).scaler == "max_abs"

@@ -74,6 +74,16 @@ def declared_range(f: Field[Any]) -> Optional[Range]:
     return f.metadata.get(RANGE)
 
 
+def check_choice(key: str, value: Any, allowed: Sequence[str]) -> None:
+    """A setting that names one of a fixed set of options.
+
+    Raises:
+        SettingError: ``value`` is not in ``allowed`` (one line naming ``key`` and the options).
+    """
+    if value not in allowed:
+        raise SettingError(f"{key}={value!r} must be one of {list(allowed)}", (key,))
+
+
 def check_settings(cls: type, values: Any, prefix: str = "", only: Optional[set[str]] = None) -> None:
     """Every field of dataclass ``cls`` in ``values`` (a mapping, a DictConfig or an instance)
     lies in its declared range, and no float is NaN or infinite; nested dataclasses are

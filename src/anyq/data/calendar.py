@@ -28,7 +28,7 @@ features are computed from a request's origin when a model is served (:func:`win
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -96,10 +96,6 @@ class CalendarSpec:
                    timezone=data.get("timezone"), national_days=dict(data.get("national_days") or {}),
                    # specs written before inputs could be left out took all of them
                    inputs=tuple(data.get("inputs", INPUTS)))
-
-    def with_inputs(self, inputs: Sequence[str]) -> CalendarSpec:
-        """The same calendar taking only ``inputs`` (any order; kept in ``INPUTS`` order)."""
-        return replace(self, inputs=tuple(inputs))
 
     @property
     def feature_names(self) -> tuple[str, ...]:

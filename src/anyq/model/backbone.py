@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyq.errors import SettingError
 from anyq.model.config import BackboneConfig
-from anyq.settings import check_settings
+from anyq.settings import check_choice, check_settings
 
 CONDITIONINGS = ("cat", "film")
 
@@ -190,8 +189,7 @@ def check_backbone(history_length: int, horizon_length: int, num_blocks: int, nu
     _check_positive("", history_length=history_length, horizon_length=horizon_length)
     check_settings(BackboneConfig, dict(num_blocks=num_blocks, num_layers=num_layers, layer_width=layer_width,
                                         dropout=dropout), "model.backbone.", only=_RANGED)
-    if conditioning not in CONDITIONINGS:
-        raise SettingError(f"model.backbone.conditioning={conditioning!r} must be one of {list(CONDITIONINGS)}", ("model.backbone.conditioning",))
+    check_choice("model.backbone.conditioning", conditioning, CONDITIONINGS)
 
 
 _RANGED = {"num_blocks", "num_layers", "layer_width", "dropout"}

@@ -40,7 +40,7 @@ from anyq.model.monotone import (
 )
 from anyq.model.online import interpolate_offsets
 from anyq.model.sampler import QuantileSampler, check_sampler
-from anyq.settings import check_settings
+from anyq.settings import check_choice, check_settings
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
@@ -105,13 +105,7 @@ class AnyQuantileForecaster(nn.Module):
         scaler: str = SCALER_DEFAULT,
     ) -> None:
         super().__init__()
-        if scaler not in SCALERS:
-            raise SettingError(f"model.scaler={scaler!r} must be one of {list(SCALERS)}", ("model.scaler",))
-        if monotone not in MONOTONE:
-            raise SettingError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}", ("model.monotone",))
-        if conformal not in CONFORMAL:
-            raise SettingError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}", ("model.conformal",))
-        check_online_gamma(online_gamma)
+        check_output(monotone, monotone_grid, conformal, online_gamma, scaler)
         self.backbone = backbone
         self.sampler = sampler
         self.attention = attention
@@ -427,21 +421,26 @@ def forecaster_from_config(
 def check_model_config(model: Mapping[str, Any], history_length: int, horizon_length: int) -> None:
     """Every check :func:`forecaster_from_config` would make, without building the networks:
     unknown keys, the backbone kind, each part's ranges (the same functions the constructors
-    run), ``monotone``, ``monotone_grid`` and ``conformal``. ValueError naming the setting."""
+    run) and the forecaster's own settings (:func:`check_output`). ValueError naming the setting."""
     backbone, sampler, attention = _checked_settings(model["backbone"], model["sampler"], model["attention"])
     check_backbone(history_length, horizon_length, **_without(backbone, "kind"))
     check_sampler(**_without(sampler))
     if attention.enabled:
         check_attention(history_length, horizon_length, **_without(attention, "enabled", "modulation"))
-    monotone, conformal = model.get("monotone", MONOTONE_DEFAULT), model.get("conformal", CONFORMAL_DEFAULT)
-    if monotone not in MONOTONE:
-        raise SettingError(f"model.monotone={monotone!r} must be one of {list(MONOTONE)}", ("model.monotone",))
-    if conformal not in CONFORMAL:
-        raise SettingError(f"model.conformal={conformal!r} must be one of {list(CONFORMAL)}", ("model.conformal",))
-    check_online_gamma(model.get("online_gamma", ONLINE_GAMMA_DEFAULT))
-    if model.get("scaler", SCALER_DEFAULT) not in SCALERS:
-        raise SettingError(f"model.scaler={model.get('scaler')!r} must be one of {list(SCALERS)}", ("model.scaler",))
-    check_grid(model.get("monotone_grid", MONOTONE_GRID_DEFAULT))
+    check_output(model.get("monotone", MONOTONE_DEFAULT), model.get("monotone_grid", MONOTONE_GRID_DEFAULT),
+                 model.get("conformal", CONFORMAL_DEFAULT), model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
+                 model.get("scaler", SCALER_DEFAULT))
+
+
+def check_output(monotone: str, monotone_grid: int, conformal: str, online_gamma: float, scaler: str) -> None:
+    """The forecaster's own settings (:class:`anyq.model.config.OutputConfig`): the options of
+    ``model.monotone``, ``model.conformal`` and ``model.scaler``, the ranges of
+    ``model.monotone_grid`` and ``model.online_gamma``. SettingError (a ValueError) naming the key."""
+    check_choice("model.monotone", monotone, MONOTONE)
+    check_choice("model.conformal", conformal, CONFORMAL)
+    check_choice("model.scaler", scaler, SCALERS)
+    check_online_gamma(online_gamma)
+    check_grid(monotone_grid)
 
 
 def check_online_gamma(gamma: float) -> None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from anyq.errors import SettingError
 from anyq.model.config import SamplerConfig
-from anyq.settings import check_settings
+from anyq.settings import check_choice, check_settings
 
 KINDS = ("adaptive", "uniform")
 SIGNALS = ("raw", "relative", "calibration")
@@ -257,10 +257,8 @@ def check_sampler(kind: str, num_adaptive_quantiles: int, num_bins: int, momentu
                   min_prob: float, signal: str) -> None:
     """The ``model.sampler.*`` range checks (ValueError naming the key); :class:`QuantileSampler`
     runs them, and config validation runs them without building one."""
-    if kind not in KINDS:
-        raise SettingError(f"model.sampler.kind={kind!r} must be one of {list(KINDS)}", ("model.sampler.kind",))
-    if signal not in SIGNALS:
-        raise SettingError(f"model.sampler.signal={signal!r} must be one of {list(SIGNALS)}", ("model.sampler.signal",))
+    check_choice("model.sampler.kind", kind, KINDS)
+    check_choice("model.sampler.signal", signal, SIGNALS)
     check_settings(SamplerConfig, dict(num_adaptive_quantiles=num_adaptive_quantiles, num_bins=num_bins,
                                        momentum=momentum, temperature=temperature, min_prob=min_prob),
                    "model.sampler.", only=_RANGED)

@@ -12,7 +12,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from anyq.tracking.runs import close_run, while_store_busy
+from anyq.tracking.runs import while_store_busy
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 
@@ -123,11 +123,3 @@ def record_summary(client: MlflowClient, parent_run_id: str, summary: dict[str, 
         number = child.data.tags.get(TRIAL_NUMBER_TAG)
         if number is not None and int(number) in winners:
             while_store_busy(lambda: client.set_tag(child.info.run_id, "best_trial", "true"))
-
-
-def close_study(client: MlflowClient, parent_run_id: str, status: str, error: Optional[str] = None) -> None:
-    """Close a study's parent run ``status``; ``error`` (one line) becomes its ``error`` tag,
-    as on any failed run, so a study whose trials failed never reads as fine."""
-    if error:
-        while_store_busy(lambda: client.set_tag(parent_run_id, "error", error[:500]))
-    close_run(client, parent_run_id, status)

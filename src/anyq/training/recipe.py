@@ -94,8 +94,3 @@ def recipe_name(choices: Optional[Mapping[str, Any]]) -> str:
     (``hydra.runtime.choices``), :data:`DEFAULT_NAME` when none was chosen."""
     chosen = (choices or {}).get("experiment")
     return str(chosen) if chosen else DEFAULT_NAME
-
-
-def budget_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``{dotted key: value}`` of :data:`BUDGET_KEYS` in ``cfg``."""
-    return {key: OmegaConf.select(cfg, key) for key in BUDGET_KEYS}
