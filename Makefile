@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env env-scale-out run test test-fast bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
+.PHONY: help env env-scale-out run test bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -39,8 +39,11 @@ run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic 
 	@# the two models train side by side, one torch thread each (experiment=cpu_demo)
 	$(BIN)/anyq-train -m experiment=cpu_demo study=main hydra/launcher=joblib hydra.launcher.n_jobs=2 $(ARGS)
 
-test: $(STAMP) ## run the test suite
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+# Test files run in parallel, one pytest-xdist worker per core up to TEST_JOBS (a file's tests stay
+# on one worker, so module fixtures such as the PostgreSQL + MLflow services start once per file).
+TEST_JOBS ?= 4
+test: $(STAMP) ## run the test suite (PYTEST_ARGS="..." to pass pytest options, TEST_JOBS=1 for one process)
+	$(BIN)/pytest -q -n auto --maxprocesses=$(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update share)
 	$(PY) benchmarks/bench_model.py

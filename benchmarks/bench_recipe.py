@@ -49,6 +49,7 @@ SPACE = {
     "data.calendar.enabled": "choice(true,false)",
     "trainer.early_stopping.patience": "choice(2,3,5)",
     "model.scaler": "choice(max_abs,robust)",
+    "data.train_step": "choice(1,2,4)",
 }
 
 
@@ -77,13 +78,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def search_space(params: Sequence[str]) -> dict[str, optuna.distributions.BaseDistribution]:
+def search_space(params: Sequence[str], overrides: Sequence[str] = ()) -> dict[str, optuna.distributions.BaseDistribution]:
+    """``SPACE`` with ``--param`` replacing or adding knobs; a key fixed by ``--override`` is not searched."""
     from anyq.sweeping.space import parse_search_space
 
     space, fixed = parse_search_space(SPACE, list(params))
     if fixed:
         raise SystemExit(f"--param needs a search expression (choice/interval/range), got {fixed}")
-    return space
+    pinned = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    return {k: d for k, d in space.items() if k not in pinned}
 
 
 def preset_values(args: argparse.Namespace, data: BenchData, space: dict) -> dict[str, Any]:
@@ -184,7 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # SystemExit, which Optuna does not record): the running trial is closed FAIL below.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parse_args(argv)
-    space = search_space(args.param)
+    space = search_space(args.param, args.override)
     panel = ([custom_data(args.data, args.train_end, args.val_end, args.test_end)] if args.data
              else resolve(args.datasets, args.cache))
     Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

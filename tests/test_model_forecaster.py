@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -180,11 +182,22 @@ def test_robust_scaler_location_and_scale_by_hand() -> None:
     assert loc.abs().sum().item() == 0 and scale.squeeze(-1).tolist() == [100.0, 5.0, 1.0]
 
 
+def test_standard_scaler_is_the_mean_and_the_sample_standard_deviation() -> None:
+    from anyq.model.forecaster import location_scale
+
+    history = torch.tensor([[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0], [3.0] * 8])
+    loc, scale = location_scale(history, "standard")
+    # mean 5; squared deviations 9+1+1+1+0+0+4+16 = 32; / (8 - 1) -> std sqrt(32 / 7). Flat: scale 1.
+    assert loc.squeeze(-1).tolist() == [5.0, 3.0]
+    assert scale[0].item() == pytest.approx(math.sqrt(32 / 7)) and scale[1].item() == 1.0
+
+
+@pytest.mark.parametrize("scaler", ["robust", "standard"])
 @pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
-def test_robust_scaler_forecast_is_shift_and_scale_equivariant(variant: str) -> None:
+def test_centring_scalers_make_the_forecast_shift_and_scale_equivariant(variant: str, scaler: str) -> None:
     torch.manual_seed(0)
     sampler, attention = variant_config(variant, SAMPLER, ATTENTION)
-    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler="robust").eval()
+    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler=scaler).eval()
     history, _ = _data()
     q = torch.rand(history.shape[0], 5)
     base = model(history, q)

@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 import numpy as np
 import optuna
 import pytest
+from filelock import FileLock
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -62,14 +63,16 @@ def postgres_bindir() -> Optional[str]:
 
 
 def ensure_postgres() -> None:
-    if postgres_bindir():
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("no PostgreSQL binaries (initdb, pg_ctl), and installing Debian's postgresql "
-                    "needs root with apt-get")
-    subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
-                   shell=True, check=True, timeout=900)
-    assert postgres_bindir(), "postgresql installed, but no initdb found"
+    # `make test` runs test files in parallel (pytest-xdist): one worker installs, the others wait
+    with FileLock(Path(tempfile.gettempdir()) / "anyq-postgres-install.lock"):
+        if postgres_bindir():
+            return
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip("no PostgreSQL binaries (initdb, pg_ctl), and installing Debian's postgresql "
+                        "needs root with apt-get")
+        subprocess.run("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql",
+                       shell=True, check=True, timeout=900)
+        assert postgres_bindir(), "postgresql installed, but no initdb found"
 
 
 @dataclass

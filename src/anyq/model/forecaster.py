@@ -46,7 +46,7 @@ from anyq.settings import check_choice, check_settings
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
 _MIN_SCALE = 1e-12
 #: ``model.scaler`` values: how each window is put on the normalised scale (:func:`location_scale`).
-SCALERS = ("max_abs", "robust")
+SCALERS = ("max_abs", "robust", "standard")
 #: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
 _MAD_TO_STD = 0.6744897501960817
 
@@ -56,10 +56,15 @@ def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple
 
     ``max_abs`` (the authors'): location 0, scale max ``|history|``. ``robust`` (neuralforecast's
     ``robust`` scaler, ``robust_statistics``): location the median, scale the median absolute
-    deviation from it, or the standard deviation x 0.6745 where the MAD is 0. Either scale is 1
-    where it would be 0 (an all-zero or flat window).
+    deviation from it, or the standard deviation x 0.6745 where the MAD is 0. ``standard``
+    (neuralforecast's ``standard`` scaler, ``std_statistics``): location the mean, scale the
+    standard deviation (Bessel-corrected, as ``torch.std``). Every scale is 1 where it would be 0
+    (an all-zero or flat window).
     """
-    if scaler == "robust":
+    if scaler == "standard":
+        loc = history.mean(dim=-1, keepdim=True)
+        scale = history.std(dim=-1, keepdim=True)
+    elif scaler == "robust":
         loc = history.median(dim=-1, keepdim=True).values
         scale = (history - loc).abs().median(dim=-1, keepdim=True).values
         scale = torch.where(scale > _MIN_SCALE, scale, history.std(dim=-1, keepdim=True) * _MAD_TO_STD)
@@ -74,7 +79,8 @@ class AnyQuantileForecaster(nn.Module):
 
     Each window is put on a normalised scale before the networks see it, ``(history - loc) /
     scale`` (``model.scaler``: ``max_abs``, the authors', divides by max ``|history|``; ``robust``
-    centres on the median and divides by the MAD: :func:`location_scale`), and the forecast is
+    centres on the median and divides by the MAD, ``standard`` on the mean and divides by the
+    standard deviation: :func:`location_scale`), and the forecast is
     mapped back. The training loss is computed on that normalised scale: it is the pinball loss
     relative to the window's scale (like the authors' ``MQNLoss``), so large series do not
     dominate the gradient and the sampler's bin losses are comparable across series.
