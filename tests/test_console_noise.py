@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 from anyq.app.console import ConsoleNoise
+from anyq.serving.publish import load_served
 from conftest import STEP_BUDGET, TINY
 
 BIN = Path(sys.executable).parent
@@ -18,8 +20,8 @@ NOISE = ("litlogger", "`Trainer(limit_train_batches=1.0)` was configured",
 
 
 def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
-    done = subprocess.run([str(BIN / "anyq-train"), *TINY, *STEP_BUDGET, "tracking.log_model=false",
-                           f"paths.root={tmp_path}"], capture_output=True, text=True, timeout=600)
+    done = subprocess.run([str(BIN / "anyq-train"), *TINY, *STEP_BUDGET, f"paths.root={tmp_path}"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     console = done.stdout + done.stderr
     (log,) = [p for p in (tmp_path / "outputs").rglob("*.log")]
@@ -28,6 +30,11 @@ def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
         assert text not in console, text
         assert text in kept, text
     assert "test/crps=" in console and "against its baseline" in console  # what the user needs stays
+    # the served model is logged (its input example checked against the signature), silently
+    assert "Validating input example" not in console
+    run_id = re.search(r"run_id=([0-9a-f]{32})", console).group(1)
+    served = load_served(f"runs:/{run_id}/model", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert served.spec.horizon_length == 48
 
 
 def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
