@@ -81,7 +81,7 @@ sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention, 8 trials x 30
 
 confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: STUDY=<sweep> [SEEDS=5]
 	@test -n "$(STUDY)" || { echo "usage: make confirm STUDY=<sweep study name> [SEEDS=5]" >&2; exit 2; }
-	$(BIN)/anyq-train confirm.study=$(STUDY) confirm.seeds=$(or $(SEEDS),5) $(ARGS)
+	$(BIN)/anyq-confirm $(STUDY) --seeds $(or $(SEEDS),5) $(ARGS)
 
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
 	$(BIN)/anyq-train -m ablation=variants $(ARGS)

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from anyq.app.confirm import full_budget, seed_config
+from anyq.app.confirm_study import full_budget, seed_config
 from anyq.app.paths import config_dir
 from anyq.tracking.recipe_tags import RECIPE_TAG, recipe_tags
 from anyq.training.recipe import recipe_hash, recipe_name, recipe_settings

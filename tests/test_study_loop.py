@@ -253,7 +253,7 @@ def test_cell_lines_count_done_over_total(capsys):
 
 
 def test_confirm_picks_the_best_or_the_pareto_trial_best_on_the_first_objective(tmp_path):
-    from anyq.app.confirm import chosen_trial
+    from anyq.app.confirm_study import chosen_trial
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     experiment_id = client.create_experiment("s", artifact_location=(tmp_path / "artifacts").as_uri())

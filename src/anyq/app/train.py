@@ -1,4 +1,5 @@
-"""``anyq-train``: the Hydra application (single runs, sweeps with -m, ablations).
+"""``anyq-train``: the Hydra application (single runs, sweeps with -m, ablations; confirm
+studies, which ``anyq-confirm`` runs through it, :mod:`anyq.app.confirm`).
 
 Only what checks the command line is imported up front: the overrides are checked
 (:mod:`anyq.app.overrides`) before Hydra, torch, Lightning and MLflow load, so a typo costs
@@ -50,8 +51,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_confirm(cfg: DictConfig) -> dict[str, Any]:
-    """:func:`anyq.app.confirm.run_confirm`, imported on first use."""
-    from anyq.app.confirm import run_confirm as confirm
+    """:func:`anyq.app.confirm_study.run_confirm`, imported on first use."""
+    from anyq.app.confirm_study import run_confirm as confirm
 
     return confirm(cfg)
 
@@ -86,13 +87,13 @@ def run_main(cfg: DictConfig) -> Any:
 
     _quiet_optuna()
     try:
-        if cfg.confirm.study:  # a mode of its own: retrain a sweep's winner over seeds
+        if cfg.confirm.study:  # anyq-confirm: retrain a sweep's winner over seeds
             return run_confirm(cfg)
         summary = run_job(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if HydraConfig.get().mode == RunMode.RUN:  # a single run: one clear line, exit 2
             log.error("%s", exc)
-            print(f"anyq-train: error: {exc}", file=sys.stderr)
+            print(f"{command()}: error: {exc}", file=sys.stderr)
             sys.exit(2)
         raise  # in a sweep the engine records the trial as failed and goes on
     log.info("test/crps=%.6g run_id=%s", summary.get("test/crps", float("nan")), summary.get("run_id"))
@@ -101,6 +102,13 @@ def run_main(cfg: DictConfig) -> Any:
 
         print_comparison(cfg, summary["run_id"])  # a single run: its baseline beside it, as `make run` shows
     return summary
+
+
+def command() -> str:
+    """The command's name in its error lines: ``anyq-confirm`` when that command runs this app."""
+    from anyq.app.confirm import PROG
+
+    return PROG if sys.argv[0] == PROG else "anyq-train"
 
 
 def cli() -> None:
@@ -127,7 +135,7 @@ def cli() -> None:
 
             open_existing_store(store)
     except (OverrideError, FileNotFoundError) as exc:
-        print(f"anyq-train: error: {exc}", file=sys.stderr)
+        print(f"{command()}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from anyq.interrupts import stop_on_signals
     from anyq.errors import StoreUnwritable
@@ -138,16 +146,16 @@ def cli() -> None:
             main()
     except SweepRefused as exc:
         log.error("%s", exc.error)
-        print(f"anyq-train: error: {exc.error}", file=sys.stderr)
+        print(f"{command()}: error: {exc.error}", file=sys.stderr)
         sys.exit(2)
     except StoreUnwritable as exc:
         logging.raiseExceptions = False  # a log file on the full disk must not bury the line
         log.error("%s", exc)
-        print(f"anyq-train: error: {exc}", file=sys.stderr)
+        print(f"{command()}: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_STORE_UNWRITABLE)
     except StudyFailed as exc:
         log.error("%s", exc.reason)
-        print(f"anyq-train: error: {exc.reason}", file=sys.stderr)
+        print(f"{command()}: error: {exc.reason}", file=sys.stderr)
         sys.exit(1)
 
 

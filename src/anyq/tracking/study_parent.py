@@ -23,7 +23,7 @@ STUDY_KIND_TAG = "study_kind"  # grid (an ablation), confirm; a sweep's parent c
 STORAGE_TAG = "optuna.storage"
 DIRECTIONS_TAG = "optuna.directions"
 OBJECTIVES_TAG = "optuna.objectives"
-# a sweep's winner retrained over seeds (anyq.app.confirm): tags linking the two studies
+# a sweep's winner retrained over seeds (anyq-confirm): tags linking the two studies
 CONFIRM_OF_TAG = "confirm_of"  # on the confirm parent: the sweep's study name
 CONFIRM_STUDY_TAG = "confirm_study"  # on the sweep parent: the confirm study's name
 CONFIRM_RUN_TAG = "confirm_parent_run_id"  # on the sweep parent

@@ -184,7 +184,8 @@ class Task(StrEnum):
 
 @dataclass
 class ConfirmConfig:
-    """``anyq-train confirm.study=<sweep>``: retrain a sweep's winner over seeds (anyq.app.confirm)."""
+    """``anyq-confirm <sweep>``, or ``anyq-train confirm.study=<sweep>``: retrain a sweep's winner
+    over seeds (anyq.app.confirm_study)."""
 
     study: Optional[str] = None  # the sweep's study name; None: an ordinary run
     seeds: int = ranged(5, ge=1)  # seeds 0 .. seeds-1

@@ -1,0 +1,90 @@
+"""``anyq-confirm``: its command line, and the overrides a confirm study takes and refuses."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from omegaconf import OmegaConf
+
+from anyq.app import confirm, train
+from anyq.app.confirm_study import command_line_keys
+from conftest import compose_config
+
+SWEEP = "adaptive_attention"
+
+
+def recorded_sweep(root: Path) -> MlflowClient:
+    """A finished sweep as the MLflow store holds it (all a confirm study reads): the parent run
+    naming trial 0 best, and that trial's FINISHED run with the config it logged."""
+    trial = compose_config(root, [f"sweep={SWEEP}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                                  "trainer.limit_val_batches=1", "tracking.log_model=false"], job="trial")
+    (root / "mlruns").mkdir()
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.create_experiment(SWEEP, artifact_location=(root / "mlruns" / "artifacts").as_uri())
+    parent = client.create_run(experiment, tags={"role": "study", "study_name": SWEEP, "best_trial": "0",
+                                                 "optuna.storage": f"sqlite:///{root}/mlruns/optuna.db"})
+    run = client.create_run(experiment, tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id, "optuna.trial_number": "0",
+                                              "variant": SWEEP, "recipe": "cpu_demo"})
+    client.log_text(run.info.run_id, OmegaConf.to_yaml(trial, resolve=True), "config.yaml")  # as a job logs it
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return client
+
+
+@pytest.fixture(scope="module")
+def sweep_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sweep")
+    recorded_sweep(root)
+    return root
+
+
+def error_lines(err: str, command: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith(f"{command}: error:")]
+
+
+@pytest.mark.parametrize("command, override", [
+    ("anyq-confirm", "trainer=fast"),
+    ("anyq-confirm", "model=nbeats_aq"),
+    ("anyq-confirm", "model/attention=plain"),
+    ("anyq-confirm", "experiment=guide_full"),
+    ("anyq-train", "optim=adam"),
+])
+def test_a_config_group_is_refused_before_anything_trains(sweep_root, capsys, monkeypatch, command, override):
+    """A group's file would replace the trial's settings and the sweep's recipe (trainer=fast drops
+    the weight averaging and early stopping, model/attention=plain the searched temperature)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = MlflowClient(f"sqlite:///{sweep_root}/mlruns/mlflow.db")
+    study = [SWEEP, "--seeds", "1"] if command == "anyq-confirm" else [f"confirm.study={SWEEP}", "confirm.seeds=1"]
+    monkeypatch.setattr(sys, "argv", [command, *study, override, f"paths.root={sweep_root}"])
+    with pytest.raises(SystemExit) as exit_:
+        confirm.main() if command == "anyq-confirm" else train.cli()
+    assert exit_.value.code == 2
+    assert error_lines(capsys.readouterr().err, command) == [
+        f"{command}: error: override {override!r}: anyq-confirm retrains the sweep's trial under the sweep's recipe, "
+        f"so it takes single settings (e.g. trainer.max_steps=4000), not a config group, whose file would replace "
+        f"the trial's settings"]
+    assert client.get_experiment_by_name(f"{SWEEP}-confirm") is None  # no study opened, no run trained
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 2
+
+
+def test_single_settings_apply_and_where_to_confirm_is_the_commands_own(tmp_path):
+    cfg = compose_config(tmp_path, [f"confirm.study={SWEEP}"])
+    overrides = [f"confirm.study={SWEEP}", "confirm.seeds=3", "trainer.max_steps=4000", "paths.root=/x", "seed=4",
+                 "+tracking.tags.note=a", "data.synthetic.n_series=3", "data.split.proportions=[0.7,0.15,0.15]"]
+    assert command_line_keys(overrides, cfg) == ["trainer.max_steps", "data.synthetic.n_series",
+                                                 "data.split.proportions"]
+
+
+def test_the_sweep_seeds_and_trial_are_the_confirm_keys(sweep_root, capsys, monkeypatch):
+    """``anyq-confirm <sweep> --seeds 3 --trial 2`` composes as ``anyq-train confirm.study=<sweep>
+    confirm.seeds=3 confirm.trial=2``; Hydra's own flags pass through."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["anyq-confirm"])  # the command sets it for Hydra
+    confirm.main([SWEEP, "--seeds", "3", "--trial", "2", "trainer.max_steps=4000", f"paths.root={sweep_root}",
+                  "--cfg", "job"])
+    printed = OmegaConf.create(capsys.readouterr().out)
+    assert OmegaConf.to_container(printed.confirm) == {"study": SWEEP, "seeds": 3, "trial": 2}
+    assert printed.trainer.max_steps == 4000
