@@ -57,7 +57,9 @@ def replace_holidays(values: np.ndarray, holiday: np.ndarray, period: int = WEEK
     return out
 
 
-def request_history(spec: CalendarSpec, ids: Sequence[str], origins: pd.DatetimeIndex, history: np.ndarray) -> np.ndarray:
+def request_history(
+    spec: CalendarSpec, ids: Sequence[str], origins: pd.DatetimeIndex, history: np.ndarray
+) -> np.ndarray:
     """The history input of served windows: ``history [N, T]`` holds the ``T`` hours before
     ``origins[i]`` (series ``ids[i]``; NaN where a row has no value); the same shape back."""
     n, t = history.shape
@@ -66,6 +68,7 @@ def request_history(spec: CalendarSpec, ids: Sequence[str], origins: pd.Datetime
     names = np.asarray(ids, dtype=object)
     for sid in dict.fromkeys(ids):  # one calendar look-up per distinct series
         rows = np.flatnonzero(names == sid)
-        stamps = pd.DatetimeIndex((pd.DatetimeIndex(origins)[rows].to_numpy()[:, None] + offsets[None, :]).reshape(-1))
+        origin = pd.DatetimeIndex(origins)[rows].to_numpy()[:, None]
+        stamps = pd.DatetimeIndex((origin + offsets[None, :]).reshape(-1))
         flags[rows] = spec.holiday_flags([sid], stamps)[0].reshape(len(rows), t) > 0
     return replace_holidays(history, flags)
