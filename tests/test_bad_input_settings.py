@@ -55,6 +55,10 @@ SINGLE_RUN_CASES = [
      "data.split.train_end=2015-02-30: '2015-02-30' is not a date (day is out of range for month: 2015-02-30)"),
     (["data.split.train_end=2015-10-31", *DATES],
      "data.split.val_end=2015-09-30 must come after data.split.train_end=2015-10-31"),
+    (["data.calendar.holidays=none", "data.calendar.holiday_history=week_before"],
+     "data.calendar.holiday_history=week_before needs a holiday calendar: set data.calendar.country (or "
+     "countries), or holidays=synthetic on synthetic data"),
+    (["data.calendar.holiday_history=weekly"], "data.calendar.holiday_history='weekly' is not one of keep, week_before"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus' is not one of auto, cpu, gpu, cuda, mps, tpu"),
     (["trainer.devices=0"], "trainer.devices=0 must be auto, a count >= 1 (or -1: all), or a list of device indices"),
     (["trainer.devices=-2"], "trainer.devices=-2 must be auto, a count >= 1 (or -1: all), or a list of device indices"),

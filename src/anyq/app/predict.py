@@ -81,7 +81,7 @@ def predict(args: argparse.Namespace) -> None:
     frame = read_long_frame(args.input)
     forecaster = load_forecaster(args)
     windows = history_windows(frame, forecaster.spec.history_length, args.origin,
-                              earlier=forecaster.calibrates_online)  # online: replays the file's earlier origins
+                              earlier=forecaster.reads_earlier_hours)  # online calibration, holiday hours
     forecast = forecaster.forecast(windows.history, levels, names=list(windows.ids), origins=windows.origin)
     out = forecasts_to_long(windows, forecast, levels)
     target = sys.stdout if args.output == "-" else args.output

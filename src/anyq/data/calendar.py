@@ -37,6 +37,9 @@ import pandas as pd
 from anyq.errors import DataError
 
 HOLIDAY_SOURCES = ("none", "synthetic", "country")
+#: ``data.calendar.holiday_history``: the history input as it is (``keep``), or each holiday hour
+#: by the same hour a week before (``week_before``, :mod:`anyq.data.holiday_history`)
+HOLIDAY_HISTORY = ("keep", "week_before")
 FEATURE_NAMES = (
     "hour_sin", "hour_cos", "dow_mon", "dow_tue", "dow_wed", "dow_thu", "dow_fri", "dow_sat", "dow_sun",
     "doy_sin", "doy_cos", "holiday",
@@ -65,6 +68,7 @@ class CalendarSpec:
     timezone: str | None = None
     national_days: dict[str, int] = field(default_factory=dict)  # synthetic: day of year per series id
     inputs: tuple[str, ...] = INPUTS  # the inputs the model takes (anyq.data.coverage decides)
+    holiday_history: str = "keep"  # keep | week_before: holiday hours of the history input (anyq.data.holiday_history)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.inputs if name not in INPUTS]
@@ -75,6 +79,12 @@ class CalendarSpec:
             raise DataError(f"data.calendar.holidays={self.holidays!r} must be one of {', '.join(HOLIDAY_SOURCES)}")
         if self.holidays == "country" and not (self.country or self.countries):
             raise DataError("data.calendar.holidays=country needs data.calendar.country or data.calendar.countries")
+        if self.holiday_history not in HOLIDAY_HISTORY:
+            raise DataError(f"data.calendar.holiday_history={self.holiday_history!r} must be one of "
+                            f"{', '.join(HOLIDAY_HISTORY)}")
+        if self.holiday_history != "keep" and self.holidays == "none":
+            raise DataError(f"data.calendar.holiday_history={self.holiday_history} needs a holiday calendar: set "
+                            "data.calendar.country (or countries), or holidays=synthetic on synthetic data")
         if self.timezone is not None:
             try:
                 pd.Timestamp("2020-01-01", tz=self.timezone)
@@ -87,7 +97,7 @@ class CalendarSpec:
         return {"holidays": self.holidays, "country": self.country, "countries": dict(self.countries),
                 "subdivision": self.subdivision, "timezone": self.timezone,
                 "national_days": {k: int(v) for k, v in self.national_days.items()},
-                "inputs": list(self.inputs)}
+                "inputs": list(self.inputs), "holiday_history": self.holiday_history}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CalendarSpec:
@@ -95,7 +105,8 @@ class CalendarSpec:
                    countries=dict(data.get("countries") or {}), subdivision=data.get("subdivision"),
                    timezone=data.get("timezone"), national_days=dict(data.get("national_days") or {}),
                    # specs written before inputs could be left out took all of them
-                   inputs=tuple(data.get("inputs", INPUTS)))
+                   inputs=tuple(data.get("inputs", INPUTS)),
+                   holiday_history=str(data.get("holiday_history", "keep")))
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -106,6 +117,11 @@ class CalendarSpec:
     def num_features(self) -> int:
         """``F``: per-hour features the model takes (0: no calendar input at all)."""
         return len(self.feature_names)
+
+    @property
+    def cleans_history(self) -> bool:
+        """Whether holiday hours of the history input are replaced (:mod:`anyq.data.holiday_history`)."""
+        return self.holiday_history != "keep"
 
     @property
     def has_holiday(self) -> bool:
@@ -176,13 +192,21 @@ class CalendarSpec:
 
 
 def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
-    """The calendar of a ``data`` config section (``data.calendar``); None when it is off.
+    """The calendar of a ``data`` config section (``data.calendar``); None when it is off and
+    the history is kept as it is.
 
     ``holidays: auto`` takes the generator's calendar for synthetic data, the ``holidays``
-    package for a file when a country is named, and no holidays otherwise.
+    package for a file when a country is named, and no holidays otherwise. With the calendar
+    off (``enabled: false``) but ``holiday_history`` other than ``keep``, the spec takes no input
+    (``inputs`` empty) and only says which hours are holidays.
+
+    Raises:
+        DataError: a setting no calendar can have, e.g. ``holiday_history=week_before`` with no
+            holiday calendar.
     """
     cal = data.get("calendar") if hasattr(data, "get") else None
-    if not cal or not cal.get("enabled", False):
+    history = str(cal.get("holiday_history", "keep")) if cal else "keep"
+    if not cal or not (cal.get("enabled", False) or history != "keep"):
         return None
     source = str(cal.get("holidays", "auto"))
     synthetic = data.get("source") == "synthetic"
@@ -196,9 +220,10 @@ def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
 
         syn = data["synthetic"]
         national_days = synthetic_national_days(int(syn["seed"]), int(syn["n_series"]) * int(syn["size"]))
-    inputs = cal.get("inputs")
+    inputs = cal.get("inputs") if cal.get("enabled", False) else ()
     return CalendarSpec(
         inputs=INPUTS if inputs is None else tuple(str(name) for name in inputs),
+        holiday_history=history,
         holidays=source,
         country=cal.get("country"),
         countries={str(k): str(v) for k, v in dict(cal.get("countries") or {}).items()},

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from anyq.data.panel import Panel
 from anyq.data.splits import SPLIT_NAMES, SplitRanges
+from anyq.data.holiday_history import replace_holidays
 from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, make_windows
 from anyq.errors import DataError
 
@@ -73,7 +74,10 @@ class ForecastDataModule(pl.LightningDataModule):
 
     Gaps are filled once for the whole panel (policy in :mod:`anyq.data.windows`);
     training windows every ``train_step`` hours from any hour, validation/test windows
-    every ``eval_step`` hours issued at ``origin_hour``.
+    every ``eval_step`` hours issued at ``origin_hour``. ``history_holidays`` (bool
+    ``[n_series, T]``, or None) marks hours the history input reads from a week before
+    (:mod:`anyq.data.holiday_history`): ``history_values`` is then the gap-filled panel with
+    those hours replaced, computed once; targets and ``filled_values`` stay the real values.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class ForecastDataModule(pl.LightningDataModule):
         settings: WindowSettings,
         seed: int,
         calendar: tuple[np.ndarray, np.ndarray | None] | None = None,
+        history_holidays: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.calendar = calendar  # (shared [T, S], holiday [n_series, T] or None) or None: anyq.data.calendar
@@ -92,6 +97,8 @@ class ForecastDataModule(pl.LightningDataModule):
         self.train_batch_size, self.eval_batch_size = settings.train_batch_size, settings.eval_batch_size
         self.num_workers, self.seed = settings.num_workers, seed
         self.filled_values, self.observed_mask = fill_gaps(panel.values)
+        self.history_values = (self.filled_values if history_holidays is None
+                               else replace_holidays(self.filled_values, history_holidays))
         common = dict(
             history_length=history_length, horizon_length=horizon_length, max_history_gap=settings.max_history_gap
         )
@@ -119,7 +126,8 @@ class ForecastDataModule(pl.LightningDataModule):
 
     def dataset(self, split: str) -> WindowDataset:
         if split not in self._datasets:
-            self._datasets[split] = WindowDataset(self.filled_values, self.windows(split), self.calendar)
+            self._datasets[split] = WindowDataset(self.filled_values, self.windows(split), self.calendar,
+                                                  history_values=self.history_values)
         return self._datasets[split]
 
     def summary(self) -> dict[str, dict[str, int | str]]:

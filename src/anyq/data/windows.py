@@ -181,6 +181,9 @@ class WindowDataset(Dataset):
     flag, else S; :mod:`anyq.data.calendar`);
     ``__getitem__`` with an int returns the same keys unbatched. The calendar is gathered
     through strided views like the values: no copy of the panel per window or epoch.
+    ``history_values`` (the panel's shape; default ``filled_values``) is what ``history`` is
+    gathered from, ``target`` always from ``filled_values``: a history input with holiday hours
+    replaced (:mod:`anyq.data.holiday_history`) leaves the targets real.
     """
 
     def __init__(
@@ -188,11 +191,15 @@ class WindowDataset(Dataset):
         filled_values: np.ndarray,
         windows: WindowSet,
         calendar: tuple[np.ndarray, np.ndarray | None] | None = None,
+        history_values: np.ndarray | None = None,
     ) -> None:
         values = np.ascontiguousarray(filled_values, dtype=np.float32)
         if np.isnan(values).any():
             raise ValueError("WindowDataset needs gap-filled values (see anyq.data.windows.fill_gaps)")
         self.values = values
+        history = values if history_values is None else np.ascontiguousarray(history_values, dtype=np.float32)
+        if history.shape != values.shape or (history is not values and np.isnan(history).any()):
+            raise ValueError("history_values must be gap-filled values of the panel's shape")
         self.windows = windows
         self.history_length = windows.history_length
         self.horizon_length = windows.horizon_length
@@ -204,6 +211,8 @@ class WindowDataset(Dataset):
             raise ValueError("a window reaches outside the panel")
         # [n_series, n_steps - width + 1, width]: row o - L of series s is window (s, o).
         self._view = sliding_window_view(values, width, axis=1) if values.shape[1] >= width else None
+        self._history_view = (self._view if history is values or self._view is None
+                              else sliding_window_view(history, self.history_length, axis=1))  # [n, T - L + 1, L]
         self._shared_view = self._holiday_view = None
         if calendar is not None:
             shared = np.ascontiguousarray(calendar[0], dtype=np.float32)
@@ -223,12 +232,18 @@ class WindowDataset(Dataset):
         start = self.windows.origin[indices] - self.history_length
         return self._view[series, start]
 
+    def _histories(self, indices: np.ndarray) -> np.ndarray:
+        """``[B, L]`` view of the history inputs of windows ``indices``."""
+        series = self.windows.series_idx[indices]
+        start = self.windows.origin[indices] - self.history_length
+        return self._history_view[series, start][:, : self.history_length]
+
     def __getitems__(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices, dtype=np.int64)
         block = self._block(idx)
         # Split with numpy: a torch copy here would start its thread pool for a tiny job.
         item = {
-            "history": torch.from_numpy(np.ascontiguousarray(block[:, : self.history_length])),
+            "history": torch.from_numpy(np.ascontiguousarray(self._histories(idx))),
             "target": torch.from_numpy(np.ascontiguousarray(block[:, self.history_length :])),
             "series_idx": torch.from_numpy(self.windows.series_idx[idx]),
             "origin": torch.from_numpy(self.windows.origin[idx]),
@@ -250,8 +265,10 @@ class WindowDataset(Dataset):
         return self.__getitems__(index)
 
     def history_array(self) -> np.ndarray:
-        """Histories of all windows, float32 [n_windows, L] (evaluation-sized splits only)."""
-        return self._all()[:, : self.history_length].copy()
+        """History inputs of all windows, float32 [n_windows, L] (evaluation-sized splits only)."""
+        if not len(self):
+            return np.empty((0, self.history_length), dtype=np.float32)
+        return self._histories(np.arange(len(self))).copy()
 
     def target_array(self) -> np.ndarray:
         """Targets of all windows, float32 [n_windows, H] (evaluation-sized splits only)."""

@@ -12,6 +12,13 @@ online calibration (:mod:`anyq.model.online`) replays them in time order from th
 split-conformal offsets; the forecast uses the offsets they lead to. A history of exactly
 ``history_length`` hours has no earlier origin, so it is forecast with the split-conformal
 offsets alone.
+
+A model trained with ``data.calendar.holiday_history=week_before`` reads each request's history
+as training did: every hour on a holiday of the series' calendar replaced by the same hour a week
+earlier in the request (:func:`anyq.data.holiday_history.request_history`; the calendar travels
+in the spec). Give the hours the rule reaches back to (for a holiday in the first week of the
+window, ``history_length + 168`` hours) and the forecast is the one training's windows got;
+replayed origins are scored against the real values.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import torch
 import yaml
 
 from anyq.data.calendar import CalendarSpec, spec_from_config, window_calendar
+from anyq.data.holiday_history import request_history
 from anyq.data.reader import parse_dates
 from anyq.errors import DataError, ModelFileError, RequestError, first_line, first_sentence
 from anyq.model.config import ONLINE_GAMMA_DEFAULT, SCALER_DEFAULT
@@ -195,6 +203,11 @@ class ForecasterSpec:
         spec = CalendarSpec.from_dict(self.calendar) if self.calendar else None
         return spec if spec is not None and spec.num_features else None
 
+    def holiday_history_spec(self) -> CalendarSpec | None:
+        """The calendar whose holiday hours the history input replaces, None when it is kept as is."""
+        spec = CalendarSpec.from_dict(self.calendar) if self.calendar else None
+        return spec if spec is not None and spec.cleans_history else None
+
 
 def _calendar_dict(spec: CalendarSpec | None) -> dict[str, Any] | None:
     return spec.to_dict() if spec is not None else None
@@ -272,13 +285,15 @@ class ServedForecaster:
         ``conformal=online`` also calibrates from the earlier hours (NaN where a row has none:
         windows touching them are not replayed; see the module docstring). ``names`` label
         windows in errors and, for a model with calendar inputs, pick each series' holidays. ``origins`` (the
-        first forecast hour of each window, timestamps) is required by such a model and
-        ignored otherwise; RequestError when it is missing or unreadable.
+        first forecast hour of each window, timestamps) is required by such a model and by one
+        that replaces holiday hours of its history (see the module docstring), and ignored
+        otherwise; RequestError when it is missing or unreadable.
         """
         full = self._checked_history(history, names)
-        x = full[:, -self.spec.history_length:]
+        inputs = self.history_input(full, names, origins)
+        x = inputs[:, -self.spec.history_length:]
         calendar = self._calendar(x.shape[0], names, origins)
-        offsets = self.replayed_offsets(full, names, origins) if self.calibrates_online else None
+        offsets = self.replayed_offsets(full, names, origins, inputs) if self.calibrates_online else None
         q = check_levels(levels)
         if q.ndim == 1:
             q = np.broadcast_to(q, (x.shape[0], q.shape[0]))
@@ -301,9 +316,29 @@ class ServedForecaster:
         """Whether forecasts are calibrated from the earlier hours of each history."""
         return self.model.conformal_mode == "online"
 
-    def replayed_offsets(self, history: np.ndarray, names: Sequence[str] | None, origins: Any) -> torch.Tensor:
+    @property
+    def reads_earlier_hours(self) -> bool:
+        """Whether hours before the last ``history_length`` of a history change the forecast
+        (online calibration replays them; holiday hours are replaced from them)."""
+        return self.calibrates_online or self.spec.holiday_history_spec() is not None
+
+    def history_input(self, history: np.ndarray, names: Sequence[str] | None, origins: Any) -> np.ndarray:
+        """What the model reads of ``history [N, T]``: the same array, or, for a model trained with
+        ``data.calendar.holiday_history`` other than ``keep``, holiday hours replaced by the hours
+        a week before them (:func:`anyq.data.holiday_history.request_history`); ``[N, T]``."""
+        spec = self.spec.holiday_history_spec()
+        if spec is None:
+            return history
+        stamps = self._origin_stamps(history.shape[0], origins, "this model replaces the holiday hours of its history")
+        ids = list(names) if names is not None else [""] * history.shape[0]
+        return request_history(spec, ids, stamps, history)
+
+    def replayed_offsets(self, history: np.ndarray, names: Sequence[str] | None, origins: Any,
+                         inputs: np.ndarray | None = None) -> torch.Tensor:
         """Per-window offsets ``[N, K]`` on the rearrangement grid from replaying the earlier
         origins of each history ``[N, T]`` (T >= history_length; NaN marks hours a row lacks).
+        ``inputs`` (``[N, T]``, default ``history``) is what the replayed windows read as their
+        history (:meth:`history_input`); their targets are ``history``'s real values.
 
         Replayed origins are ``T - m * origin_step`` hours into the history (m >= 1) with
         ``history_length`` hours before and ``horizon_length`` hours from them inside it; each
@@ -316,7 +351,7 @@ class ServedForecaster:
         m = back.size
         rows = np.repeat(np.arange(n), m)
         starts = np.tile(t - back, n)  # replayed origins as positions in the history
-        past = history[rows[:, None], starts[:, None] - big_l + np.arange(big_l)]
+        past = (history if inputs is None else inputs)[rows[:, None], starts[:, None] - big_l + np.arange(big_l)]
         target = history[rows[:, None], starts[:, None] + np.arange(h)]
         usable = np.isfinite(past).all(axis=1)
         target = np.where(usable[:, None], target, np.nan)  # a window with gaps updates nothing
@@ -355,9 +390,15 @@ class ServedForecaster:
         spec = self.spec.calendar_spec()
         if spec is None:
             return None
+        stamps = self._origin_stamps(n, origins, "this model takes calendar inputs")
+        ids = list(names) if names is not None else [""] * n
+        return window_calendar(spec, ids, stamps, self.spec.history_length, self.spec.horizon_length)
+
+    @staticmethod
+    def _origin_stamps(n: int, origins: Any, needs: str) -> pd.DatetimeIndex:
+        """``origins`` as ``n`` stamps; RequestError (``needs``: why the model asks for them)."""
         if origins is None:
-            raise RequestError("this model takes calendar inputs: give each window's forecast origin "
-                               "(the first forecast hour)")
+            raise RequestError(f"{needs}: give each window's forecast origin (the first forecast hour)")
         try:  # the data's rule: stamps with a UTC offset are converted to UTC, naive
             stamps = pd.DatetimeIndex(parse_dates(pd.Series(np.asarray(origins).reshape(-1)), "request",
                                                   column="origin"))
@@ -365,8 +406,7 @@ class ServedForecaster:
             raise RequestError(f"forecast origins must be timestamps ({first_line(exc)})") from None
         if len(stamps) != n or stamps.isna().any():
             raise RequestError(f"give one forecast origin per window: {len(stamps)} for {n} windows")
-        ids = list(names) if names is not None else [""] * n
-        return window_calendar(spec, ids, stamps, self.spec.history_length, self.spec.horizon_length)
+        return stamps
 
     def _checked_history(self, history: Any, names: Sequence[str] | None) -> np.ndarray:
         try:

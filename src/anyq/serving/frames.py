@@ -9,10 +9,13 @@ unique_id     string          a label, copied to the output rows of this window
 history       array<double>   the hours before the forecast, oldest first, in data units;
                               at least ``history_length`` values (the model's input is the
                               last of them; a model with ``conformal=online`` calibrates
-                              from the earlier ones, :mod:`anyq.serving.bundle`)
+                              from the earlier ones, and one trained with
+                              ``data.calendar.holiday_history=week_before`` reads holiday
+                              hours from a week before: :mod:`anyq.serving.bundle`)
 levels        array<double>   the quantile levels wanted for this window, each in (0, 1)
 origin        string          optional: the first forecast hour (ISO 8601); required by a
-                              model with calendar inputs, whose holidays follow unique_id
+                              model with calendar inputs or holiday_history, whose holidays
+                              follow unique_id
 ============  ==============  ===============================================================
 
 Response frame (long format), rows ordered by request row, then ``step``, then level order:
@@ -78,9 +81,9 @@ def predict_frame(forecaster: ServedForecaster, frame: pd.DataFrame) -> pd.DataF
         raise RequestError(f"row {ids[int(np.argmax(empty))]!r} asks for no levels")
     check_levels(level_flat)
     # the last `need` hours of each row (all of them, NaN-padded on the left, for a model that
-    # calibrates online from the history), gathered in one indexing call
+    # calibrates online from the history or replaces holiday hours from it), gathered in one indexing call
     ends = np.cumsum(hist_len)
-    width = int(hist_len.max()) if forecaster.calibrates_online else need
+    width = int(hist_len.max()) if forecaster.reads_earlier_hours else need
     back = np.arange(width) - width  # -width .. -1 hours before each row's end
     history = np.where(back[None, :] >= -hist_len[:, None],
                        hist_flat[np.clip(ends[:, None] + back[None, :], 0, None)], np.nan)

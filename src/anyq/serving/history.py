@@ -36,7 +36,7 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
     time axis. RequestError (one line) for an origin that is no date or off the hourly grid.
     ``earlier``: each history also holds every hour of the frame before those
     ``history_length`` (NaN where a series has none, and gaps there are kept as NaN), for a
-    model that calibrates online from them (:mod:`anyq.serving.bundle`).
+    model that calibrates online from them or replaces holiday hours from them (:mod:`anyq.serving.bundle`).
     """
     panel = Panel.from_long(frame, where="input")
     observed = ~np.isnan(panel.values)

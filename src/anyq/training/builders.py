@@ -73,9 +73,17 @@ def calendar_spec(data: DictConfig) -> Optional[CalendarSpec]:
 
 
 def build_datamodule(data: DictConfig, dataset: Dataset, seed: int) -> ForecastDataModule:
+    """The windows of ``dataset`` with the calendar inputs the model takes and, with
+    ``data.calendar.holiday_history`` other than ``keep``, the holiday hours the history input
+    replaces (the series' whole holiday calendar, whichever inputs the model takes)."""
+    panel = dataset.panel
     spec = calendar_spec(data)
-    calendar = spec.panel_features(dataset.panel.ids, dataset.panel.index) if spec is not None else None
-    return ForecastDataModule(dataset.panel, dataset.splits, data, seed=seed, calendar=calendar)
+    calendar = spec.panel_features(panel.ids, panel.index) if spec is not None else None
+    holidays = spec_from_config(data)
+    history_holidays = (holidays.holiday_flags(panel.ids, panel.index) > 0
+                        if holidays is not None and holidays.cleans_history else None)
+    return ForecastDataModule(panel, dataset.splits, data, seed=seed, calendar=calendar,
+                              history_holidays=history_holidays)
 
 
 def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
