@@ -188,3 +188,18 @@ def test_a_knob_fixed_by_override_leaves_the_recipe_studys_search_space() -> Non
     assert "model.scaler" not in space and "foo.bar" not in space
     assert space["optim.lr"].choices == (0.004, 0.008)
     assert set(space) == set(bench_recipe.SPACE) - {"model.scaler"}
+
+
+def test_diagnosis_summary_is_crps_median_bias_and_the_90_interval_by_hand() -> None:
+    import bench_diagnose
+
+    levels = np.array([0.05, 0.5, 0.95])
+    forecast = np.array([[[8.0, 12.0, 14.0], [0.0, 1.0, 2.0]]])  # [N=1, H=2, Q=3]
+    target = np.array([[10.0, 5.0]])
+    s = bench_diagnose.summary(forecast, target, levels, np.array([[True, False]]))
+    # pinball: 0.05 x 2, 0.5 x 2, 0.05 x 4 -> mean 1.3 / 3; CRPS is twice the mean pinball loss
+    assert s["crps"] == pytest.approx(2 * 1.3 / 3)
+    assert s["bias"] == 2.0 and s["bias_pct"] == pytest.approx(20.0)
+    assert s["width"] == 6.0 and s["cov"] == 1.0 and s["level"] == 10.0
+    both = bench_diagnose.summary(forecast, target, levels, np.ones((1, 2), dtype=bool))
+    assert both["cov"] == 0.5 and both["bias"] == pytest.approx((2.0 - 4.0) / 2)
