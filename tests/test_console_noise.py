@@ -62,3 +62,15 @@ def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
     for noise in ("Heartbeat", "deprecated", "logging interval"):
         assert noise not in console.getvalue()
     assert "a warning a user should read" in console.getvalue()
+
+
+def test_a_config_error_is_one_line_on_the_console_and_kept_in_the_log_file(tmp_path):
+    missing = tmp_path / "no_such.csv"
+    done = subprocess.run([str(BIN / "anyq-train"), "data=csv", f"data.path={missing}", f"paths.root={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    line = f"data.path={missing}: data file not found"
+    assert (done.stdout + done.stderr).count(line) == 1
+    assert done.stderr.strip() == f"anyq-train: error: {line}"
+    (log,) = (tmp_path / "outputs").rglob("*.log")
+    assert line in log.read_text()

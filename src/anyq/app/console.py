@@ -9,6 +9,9 @@ filter turns on ``logging.captureWarnings``, so Python warnings reach the log fi
 
 Dropped from the console:
 
+* a record logged with ``extra=FILE_ONLY`` (an error the command prints as its one
+  ``error:`` line on stderr);
+
 * Lightning's litlogger tip and its ``Trainer(limit_*_batches=1.0)`` lines (the default
   whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, and
   its two lines on loading the best checkpoint for testing (the run names that checkpoint);
@@ -35,6 +38,11 @@ NOISY_WARNINGS = re.compile(
     r"|is smaller than the logging interval", re.IGNORECASE)
 
 
+#: ``extra=`` of a record meant for the log file only: an error the command prints as its own
+#: ``error:`` line on stderr, which the console would otherwise show twice.
+FILE_ONLY = {"console": False}
+
+
 class ConsoleNoise(logging.Filter):
     """Keeps a record off the console when it is library noise (see the module doc)."""
 
@@ -43,6 +51,8 @@ class ConsoleNoise(logging.Filter):
         logging.captureWarnings(True)  # warnings become records of "py.warnings": the log file keeps them
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "console", True) is False:
+            return False
         message = record.getMessage()
         if record.name == "py.warnings":
             return not NOISY_WARNINGS.search(message)

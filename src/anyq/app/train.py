@@ -13,11 +13,12 @@ import multiprocessing
 import os
 import sys
 import warnings
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
+from anyq.app.console import FILE_ONLY
 from anyq.app.overrides import check_command_line, confirm_store
 from anyq.app.paths import config_dir
 from anyq.errors import ConfigError, OverrideError, StudyFailed, SweepRefused
@@ -92,9 +93,7 @@ def run_main(cfg: DictConfig) -> Any:
         summary = run_job(cfg)
     except (ConfigError, DataError, FileNotFoundError) as exc:
         if HydraConfig.get().mode == RunMode.RUN:  # a single run: one clear line, exit 2
-            log.error("%s", exc)
-            print(f"{command()}: error: {exc}", file=sys.stderr)
-            sys.exit(2)
+            fail(exc, 2)
         raise  # in a sweep the engine records the trial as failed and goes on
     log.info("test/crps=%.6g run_id=%s", summary.get("test/crps", float("nan")), summary.get("run_id"))
     if HydraConfig.get().mode == RunMode.RUN and summary.get("run_id") and cfg.task == "train":
@@ -102,6 +101,14 @@ def run_main(cfg: DictConfig) -> Any:
 
         print_comparison(cfg, summary["run_id"])  # a single run: its baseline beside it, as `make run` shows
     return summary
+
+
+def fail(message: object, status: int) -> NoReturn:
+    """End the command with ``<command>: error: <message>`` on stderr and exit ``status``; the
+    job's log file keeps the line too (``FILE_ONLY``: the console shows it once, as the error line)."""
+    log.error("%s", message, extra=FILE_ONLY)
+    print(f"{command()}: error: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 def command() -> str:
@@ -145,18 +152,12 @@ def cli() -> None:
         with stop_on_signals():
             main()
     except SweepRefused as exc:
-        log.error("%s", exc.error)
-        print(f"{command()}: error: {exc.error}", file=sys.stderr)
-        sys.exit(2)
+        fail(exc.error, 2)
     except StoreUnwritable as exc:
         logging.raiseExceptions = False  # a log file on the full disk must not bury the line
-        log.error("%s", exc)
-        print(f"{command()}: error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_STORE_UNWRITABLE)
+        fail(exc, EXIT_STORE_UNWRITABLE)
     except StudyFailed as exc:
-        log.error("%s", exc.reason)
-        print(f"{command()}: error: {exc.reason}", file=sys.stderr)
-        sys.exit(1)
+        fail(exc.reason, 1)
 
 
 if __name__ == "__main__":

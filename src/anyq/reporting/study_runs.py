@@ -81,7 +81,7 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
         named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
         where = " and ".join(x for x in named if x)
         raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store "
-                          f"(run `anyq-train -m ablation=variants` or a sweep first)")
+                          f"(train a study first: a sweep, `make sweep`, or an ablation, `make ablate`)")
     return runs[0]
 
 
