@@ -170,8 +170,11 @@ def objective_for(args: argparse.Namespace, panel: list[BenchData], space: dict,
 
 
 def report(study: optuna.Study, panel: list[BenchData], space: dict) -> str:
+    """The study's trials as a markdown table, best first: every parameter any trial searched
+    (``space``'s keys first, then those of earlier commands' ``--param``), then the scores."""
     names = [d.name for d in panel]
-    head = ["trial", "state", *space, "val gmean x naive", *(f"{n} val x naive" for n in names),
+    keys = list(dict.fromkeys([*space, *(k for t in study.trials for k in t.params)]))
+    head = ["trial", "state", *keys, "val gmean x naive", *(f"{n} val x naive" for n in names),
             *(f"{n} test x naive" for n in names), *(f"{n} cov-0.9" for n in names)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     trials = sorted(study.trials, key=lambda t: (t.value is None, t.value if t.value is not None else 0.0))
@@ -182,7 +185,7 @@ def report(study: optuna.Study, panel: list[BenchData], space: dict) -> str:
             return fmt.format(a[key]) if key in a else ""
 
         lines.append("| " + " | ".join([
-            str(t.number), t.state.name, *(str(t.params.get(k, "")) for k in space),
+            str(t.number), t.state.name, *(str(t.params.get(k, "")) for k in keys),
             "" if t.value is None else f"{t.value:.4f}",
             *(cell(f"{n}/ratio") for n in names), *(cell(f"{n}/test_naive_ratio") for n in names),
             *(cell(f"{n}/test_cov90") for n in names)]) + " |")

@@ -203,3 +203,19 @@ def test_diagnosis_summary_is_crps_median_bias_and_the_90_interval_by_hand() -> 
     assert s["width"] == 6.0 and s["cov"] == 1.0 and s["level"] == 10.0
     both = bench_diagnose.summary(forecast, target, levels, np.ones((1, 2), dtype=bool))
     assert both["cov"] == 0.5 and both["bias"] == pytest.approx((2.0 - 4.0) / 2)
+
+
+def test_recipe_report_lists_parameters_that_only_an_earlier_command_searched() -> None:
+    import bench_recipe
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    lr = CategoricalDistribution([0.004, 0.008])
+    extra = CategoricalDistribution(["keep", "week_before"])
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(
+        params={"optim.lr": 0.008, "data.calendar.holiday_history": "week_before"},
+        distributions={"optim.lr": lr, "data.calendar.holiday_history": extra}, value=0.6319))
+    head, _, row = bench_recipe.report(study, [], {"optim.lr": lr}).splitlines()
+    assert head == "| trial | state | optim.lr | data.calendar.holiday_history | val gmean x naive |"
+    assert row == "| 0 | COMPLETE | 0.008 | week_before | 0.6319 |"
