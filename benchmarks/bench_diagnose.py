@@ -42,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_panel import custom_data, resolve  # noqa: E402
-from bench_real import HERE, compose, evaluation_windows, write_peer_csv  # noqa: E402
+from bench_real import HERE, compose, evaluation_windows, peer_request  # noqa: E402
 
 #: per data set: days to flag in the date table, and segments of the test range (inclusive days)
 #: that the tables report on their own; the rest of the test range is one more segment
@@ -126,14 +126,7 @@ def lightgbm_forecast(windows, levels: np.ndarray, args: argparse.Namespace) -> 
     request ``bench_real.py`` would send it."""
     if args.lightgbm is not None:
         return np.load(args.lightgbm)["forecast"]
-    csv = args.out / "peer_data.csv"
-    write_peer_csv(windows, csv)
-    panel = windows["dataset"].panel
-    request = {"csv": str(csv), "train_end": windows["train_end"], "val_end": windows["val_end"],
-               "windows": {"unique_id": [str(panel.ids[k]) for k in windows["series_idx"]],
-                           "origin": windows["stamps"]},
-               "history_length": windows["history_length"], "horizon_length": windows["horizon_length"],
-               "levels": levels.tolist(), "max_steps": 0, "seed": args.seed, "threads": args.threads}
+    request = peer_request(windows, levels, args.out, 0, args.seed, args.threads)
     (args.out / "peer_request.json").write_text(json.dumps(request))
     result = args.out / "peer_lightgbm.npz"
     subprocess.run([args.peer_python, str(HERE / "bench_real_gbm.py"), str(args.out / "peer_request.json"),

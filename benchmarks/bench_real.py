@@ -259,6 +259,19 @@ def say(row: Row) -> None:
           f"({row.train_cpu_seconds:.0f} CPU s)", flush=True)
 
 
+def peer_request(windows, levels: np.ndarray, workdir: Path, max_steps: int, seed: int, threads: int) -> dict:
+    """What a peer is sent: the training data (written to ``workdir/peer_data.csv``), the split
+    ends, the test windows, the level grid and its budget (NBEATS steps; 0 where unused)."""
+    csv = workdir / "peer_data.csv"
+    write_peer_csv(windows, csv)
+    panel = windows["dataset"].panel
+    return {"csv": str(csv), "train_end": windows["train_end"], "val_end": windows["val_end"],
+            "windows": {"unique_id": [str(panel.ids[k]) for k in windows["series_idx"]],
+                        "origin": windows["stamps"]},
+            "history_length": windows["history_length"], "horizon_length": windows["horizon_length"],
+            "levels": levels.tolist(), "max_steps": max_steps, "seed": seed, "threads": threads}
+
+
 def run_dataset(data: BenchData, args: argparse.Namespace, workdir: Path, peers: list[str]) -> DatasetResult:
     """Every model on one data set."""
     workdir.mkdir(parents=True)
@@ -269,15 +282,7 @@ def run_dataset(data: BenchData, args: argparse.Namespace, workdir: Path, peers:
     say(rows[0])
     runner = None
     if peers:
-        csv = workdir / "peer_data.csv"
-        write_peer_csv(windows, csv)
-        panel = windows["dataset"].panel
-        request = {"csv": str(csv), "train_end": windows["train_end"], "val_end": windows["val_end"],
-                   "windows": {"unique_id": [str(panel.ids[k]) for k in windows["series_idx"]],
-                               "origin": windows["stamps"]},
-                   "history_length": windows["history_length"], "horizon_length": windows["horizon_length"],
-                   "levels": levels.tolist(), "max_steps": args.peer_steps, "seed": args.seed,
-                   "threads": args.threads}
+        request = peer_request(windows, levels, workdir, args.peer_steps, args.seed, args.threads)
         print(f"peers: {', '.join(peers)} started ...", flush=True)
         runner = PeerRunner(peers, request, workdir, args, windows)
         runner.start()
