@@ -300,3 +300,29 @@ def test_a_store_made_read_only_mid_run_is_one_line_and_resume_last_continues_it
         (after,) = runs(root)  # the same run, closed by the resume's opening, then continued
         assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
         assert after.data.tags["resumes"] == "1" and after.data.metrics["test/crps"] > 0
+
+
+STUDY_PARENT = """
+import os, sys
+from anyq.tracking.study_parent import open_study_parent
+study = open_study_parent(None, sys.argv[1], "x", "s", {}, fresh=True)
+print(study.run_id, flush=True)
+os.kill(os.getpid(), 9)
+"""
+
+
+def test_a_study_parent_whose_processes_all_died_is_closed_by_the_next_opener(tmp_path):
+    from anyq.tracking.orphans import hold_shared_run
+
+    mlruns = tmp_path / "mlruns"
+    done = subprocess.run([sys.executable, "-c", STUDY_PARENT, str(mlruns)], capture_output=True, text=True,
+                          timeout=120, env=clean_env(), cwd=REPO)
+    assert done.returncode == -9, done.stderr
+    dead = done.stdout.strip()
+    client, locks = MlflowClient(f"sqlite:///{mlruns / 'mlflow.db'}"), mlruns / "locks" / "runs"
+    assert client.get_run(dead).info.status == "RUNNING"
+    with hold_shared_run(locks, dead), hold_shared_run(locks, dead):  # workers of a shared study still live
+        assert close_orphaned_runs(client, locks) == []
+    assert close_orphaned_runs(client, locks) == [dead]
+    parent = client.get_run(dead)
+    assert parent.info.status == "FAILED" and parent.data.tags["error"] == ORPHAN_REASON

@@ -47,7 +47,7 @@ from anyq.settings import check_settings
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.recipe_tags import RECIPE_TAG, record_recipe
 from anyq.tracking.recording import JobStore
-from anyq.tracking.runs import git_commit, run_lifecycle
+from anyq.tracking.runs import git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study_parent import (
@@ -236,7 +236,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     })
     parent_id = study.run_id
     failures = 0
-    with run_lifecycle(client, parent_id) as parent_run:  # KILLED on a signal, FAILED on an error
+    with study.lifecycle() as parent_run:  # KILLED on a signal, FAILED on an error
         recipe_hash = record_recipe(client, parent_id, base, recipe)["recipe_hash"]
         store = JobStore(client, uri, study.experiment_id, mlruns)
         done = {r.data.tags.get(SIGNATURE_TAG) for r in child_runs(client, study.run(), "FINISHED")}

@@ -2,7 +2,8 @@
 
 Every run a job opens holds a lock file, ``<locks>/runs/<run id>.lock``, from before the run
 is opened until after it is closed (:func:`hold_run`, passed to
-:func:`anyq.tracking.runs.open_run`). The operating system releases the lock when the
+:func:`anyq.tracking.runs.open_run`); a study's parent run holds it shared by each process of
+the study (:func:`hold_shared_run`, :func:`anyq.tracking.study_parent.open_study_parent`). The operating system releases the lock when the
 process ends, however it ends: SIGKILL, an out-of-memory kill, or a store that could not be
 written even to close the run. A run whose lock can be taken while it reads RUNNING is
 orphaned: :func:`close_orphaned_runs` closes it FAILED with ``error`` = :data:`ORPHAN_REASON`.
@@ -18,7 +19,9 @@ states a lost trial leaves do not depend on which clean-up runs first.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -28,10 +31,34 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from anyq.tracking.runs import RunRecord, close_run
+from anyq.tracking.store import is_local_sqlite
 from anyq.tracking.trial_runs import OPENED_BY_TRIAL_TAG, TRIAL_NUMBER_TAG
 
 log = logging.getLogger(__name__)
 ORPHAN_REASON = "its process ended before closing the run (killed, or the store could not be written)"
+
+
+def run_lock_dir(uri: str, mlruns: Path) -> Path:
+    """Where open runs hold their locks: beside a local SQLite store (``mlruns/locks/runs``), this
+    machine's temporary folder for any other store."""
+    if is_local_sqlite(uri):
+        return Path(mlruns) / "locks" / "runs"
+    return Path(tempfile.gettempdir()) / "anyq-runs"
+
+
+@contextmanager
+def hold_shared_run(lock_dir: Path, run_id: str) -> Iterator[None]:
+    """:func:`hold_run` for a run several processes keep open at once (a study's parent, shared by
+    a sweep's workers): each holds the lock shared, so the run is orphaned only once every one of
+    them has ended. The lock file stays (another holder may still use it).
+
+    Raises:
+        OSError: the lock file cannot be created (a full or read-only disk).
+    """
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{run_id}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # the exclusive try of close_orphaned_runs fails while held
+        yield
 
 
 @contextmanager

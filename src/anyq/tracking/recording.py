@@ -29,7 +29,7 @@ from anyq.tracking.baseline import (
 )
 from anyq.tracking.datasets import log_dataset, panel_dataset
 from anyq.tracking.lightning import AttachedMLFlowLogger
-from anyq.tracking.orphans import close_orphaned_runs, hold_run
+from anyq.tracking.orphans import close_orphaned_runs, hold_run, run_lock_dir
 from anyq.tracking.readiness import REASON_TAG, readiness_tags
 from anyq.tracking.recipe_tags import recipe_tags
 from anyq.tracking.runs import RunRecord, StatusFor, git_commit, open_run, while_store_busy
@@ -88,8 +88,8 @@ class JobStore:
 
     @property
     def run_locks(self) -> Path:
-        """Where open runs hold their locks (:func:`anyq.tracking.orphans.hold_run`)."""
-        return self.lock_dir / "runs" if is_local_sqlite(self.uri) else self.lock_dir / "anyq-runs"
+        """Where open runs hold their locks (:func:`anyq.tracking.orphans.run_lock_dir`)."""
+        return run_lock_dir(self.uri, self.mlruns)
 
     def lock(self, name: str) -> FileLock:
         """A lock shared by the jobs of this machine (enough for SQLite; best effort elsewhere)."""

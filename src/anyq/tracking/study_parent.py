@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from anyq.tracking.runs import while_store_busy
+from anyq.tracking.orphans import hold_shared_run, run_lock_dir
+from anyq.tracking.runs import RunRecord, run_lifecycle, while_store_busy
 from anyq.tracking.store import artifact_root, ensure_store, get_or_create_experiment, resolve_tracking_uri
 from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 
@@ -41,8 +42,11 @@ def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -
 
 
 def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
-                    tags: Mapping[str, str], fresh: bool = False) -> str:
+                    tags: Mapping[str, str], held: ExitStack, lock_dir: Path, fresh: bool = False) -> str:
     """Reuse the study's parent run (a resumed or shared study) or create it; mark it RUNNING.
+    This process holds the run's lock shared in ``held`` from before it is marked RUNNING
+    (:func:`~anyq.tracking.orphans.hold_shared_run`), so a process that dies leaves a run the
+    next command closes.
 
     ``fresh``: always a new parent (the main job: each ``make run`` is a study of its own;
     reports take the newest parent of a study name). Callers hold the study lock, so two
@@ -55,7 +59,9 @@ def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
             run_name=study_name,
             tags={STUDY_TAG: study_name, ROLE_TAG: "study", MLFLOW_RUN_NAME: study_name, **tags},
         )
+        held.enter_context(hold_shared_run(lock_dir, created.info.run_id))
         return created.info.run_id
+    held.enter_context(hold_shared_run(lock_dir, run.info.run_id))
     if run.info.status != "RUNNING":
         client.update_run(run.info.run_id, status="RUNNING")
     return run.info.run_id
@@ -78,9 +84,17 @@ class StudyParent:
     experiment: str
     experiment_id: str
     run_id: str
+    held: ExitStack  # this process's shared hold of the run's lock
 
     def run(self) -> Run:
         return self.client.get_run(self.run_id)
+
+    @contextmanager
+    def lifecycle(self) -> Iterator[RunRecord]:
+        """The parent run in a :func:`~anyq.tracking.runs.run_lifecycle` (closed FINISHED, FAILED or
+        KILLED), its lock released once it is closed."""
+        with self.held, run_lifecycle(self.client, self.run_id) as record:
+            yield record
 
 
 def open_study_parent(tracking_uri: Optional[str], mlruns_dir: str | Path, experiment: str, study_name: str,
@@ -89,14 +103,16 @@ def open_study_parent(tracking_uri: Optional[str], mlruns_dir: str | Path, exper
     """Both sweepers' (and the confirm study's) set-up: resolve the store
     (:func:`~anyq.tracking.store.resolve_tracking_uri`), create it and the experiment if
     needed, then reuse or create the study's parent run under ``lock`` (the study lock of a
-    study shared by several workers) and mark it RUNNING. The caller closes it
-    (:func:`anyq.tracking.runs.close_run`)."""
+    study shared by several workers) and mark it RUNNING. The caller closes it in
+    :meth:`StudyParent.lifecycle`."""
     uri = resolve_tracking_uri(tracking_uri, mlruns_dir)
     client = ensure_store(uri, mlruns_dir)
     experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns_dir, experiment))
+    held = ExitStack()
     with lock or nullcontext():
-        run_id = open_parent_run(client, experiment_id, study_name, tags, fresh=fresh)
-    return StudyParent(client, uri, experiment, experiment_id, run_id)
+        run_id = open_parent_run(client, experiment_id, study_name, tags, held, run_lock_dir(uri, Path(mlruns_dir)),
+                                 fresh=fresh)
+    return StudyParent(client, uri, experiment, experiment_id, run_id, held)
 
 
 def record_summary(client: MlflowClient, parent_run_id: str, summary: dict[str, Any]) -> None:

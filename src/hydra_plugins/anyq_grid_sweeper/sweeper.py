@@ -30,7 +30,7 @@ from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, ru
 from anyq.sweeping.space import parent_link_overrides, quote
 from anyq.tracking.readiness import record_study_readiness, untrained_runs
 from anyq.tracking.recipe_tags import record_recipe
-from anyq.tracking.runs import git_commit, run_lifecycle
+from anyq.tracking.runs import git_commit
 from anyq.tracking.source import source_tags
 from anyq.tracking.study_parent import STUDY_KIND_TAG, child_runs, open_study_parent
 
@@ -125,7 +125,7 @@ class AnyqGridSweeper(Sweeper):
         failures: list[str] = []
         # joblib's workers hear of a signal this process got, and stop their jobs at a safe point
         forward = forward_to_children if runs_in_joblib(self.config) else lambda: None
-        with run_lifecycle(client, parent) as parent_run, on_request(forward):  # KILLED on a signal
+        with study.lifecycle() as parent_run, on_request(forward):  # KILLED on a signal
             if cell is not None:  # a cell's recipe (a grid over recipe keys: each run carries its own)
                 record_recipe(client, parent, cell)
             for start in range(0, len(todo), batch_size):

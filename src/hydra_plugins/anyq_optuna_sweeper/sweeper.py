@@ -47,7 +47,6 @@ from anyq.sweeping.space import (
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
 from anyq.tracking.recipe_tags import record_recipe
-from anyq.tracking.runs import run_lifecycle
 from anyq.tracking.study_parent import (
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
@@ -154,7 +153,7 @@ class AnyqOptunaSweeper(Sweeper):
                 progress(study, trial.number, trial.state)
 
         # the parent closes KILLED on a signal (once every trial of this worker is told), FAILED on an error
-        with run_lifecycle(client, parent) as parent_run, \
+        with study_parent.lifecycle() as parent_run, \
                 on_request(functools.partial(stop_jobs, self.launcher, self.config)):
             record_recipe(client, parent, base)  # the base config's: what the trials share
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
