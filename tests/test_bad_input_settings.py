@@ -58,7 +58,7 @@ SINGLE_RUN_CASES = [
     (["data.calendar.holidays=none", "data.calendar.holiday_history=week_before"],
      "data.calendar.holiday_history=week_before needs a holiday calendar: set data.calendar.country (or "
      "countries), or holidays=synthetic on synthetic data"),
-    (["data.calendar.holiday_history=weekly"], "data.calendar.holiday_history='weekly' is not one of keep, week_before"),
+    (["data.calendar.holiday_history=weekly"], "data.calendar.holiday_history='weekly' is not one of auto, keep, week_before"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus' is not one of auto, cpu, gpu, cuda, mps, tpu"),
     (["trainer.devices=0"], "trainer.devices=0 must be auto, a count >= 1 (or -1: all), or a list of device indices"),
     (["trainer.devices=-2"], "trainer.devices=-2 must be auto, a count >= 1 (or -1: all), or a list of device indices"),

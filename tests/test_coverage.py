@@ -47,11 +47,13 @@ def test_nine_months_of_training_drop_day_of_year_and_the_run_says_so(compose_cf
         summary = run_job(cfg)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("calendar inputs")]
     reason = "training covers 273 of 365 days of the year, the longest gap 92 in a row"
-    assert said == [f"calendar inputs: hour,dow,holiday, those the training range covers; doy left out: {reason}"]
+    assert said == [f"calendar inputs: hour,dow,holiday, those the training range covers; doy left out: {reason}"
+                    "; holiday history: week_before"]  # GB holidays named: auto cleans them
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     run = MlflowClient(uri).get_run(summary["run_id"])
     assert run.data.tags["calendar.inputs"] == "hour,dow,holiday"
     assert run.data.tags["calendar.dropped"] == f"doy: {reason}"
+    assert run.data.tags["calendar.holiday_history"] == "week_before"
     assert run.data.params["data.calendar.inputs"] == '["hour", "dow", "holiday"]'
     # the checkpoint records them, the model's input width follows, and the served model takes the same inputs
     best = next(Path(cfg.paths.checkpoints).glob("best-*.ckpt"))

@@ -12,6 +12,7 @@ import torch
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.frames import predict_frame
 from anyq.training.builders import build_datamodule, build_model, load_dataset
+from anyq.training.run import settle_calendar
 
 START = pd.Timestamp("2014-11-01 00:00")
 HOURS = 92 * 24  # 2014-11-01 .. 2015-01-31
@@ -98,3 +99,30 @@ def test_served_forecast_equals_the_in_process_one_with_holidays_in_the_history(
     with torch.no_grad():  # the real history would have given another forecast
         raw = model(torch.from_numpy(request[:, -length:]), levels, batch["calendar"]).double().numpy()
     assert np.abs(raw - in_process).max() > 1e-2
+
+
+@pytest.mark.parametrize(("overrides", "history"), [
+    ([], "week_before"),  # a file with a named country: its holidays are cleaned by default
+    (["data.calendar.country=null"], "keep"),  # no holiday calendar: nothing to clean
+    (["data.calendar.holiday_history=keep"], "keep"),
+])
+def test_auto_holiday_history_cleans_where_a_calendar_names_holidays(compose_cfg, us_file, overrides, history):
+    cfg = compose_cfg(*US_FILE, f"data.path={us_file}", "data.calendar.enabled=true",
+                      "data.calendar.inputs=[hour,dow]", *overrides)
+    assert cfg.data.calendar.holiday_history == ("keep" if "keep" in "".join(overrides) else "auto")
+    dataset = load_dataset(cfg.data)
+    dm = build_datamodule(cfg.data, dataset, seed=0)
+    christmas, source = _hour("2014-12-25"), _hour("2014-12-18")
+    want = 1000.0 + np.arange(24, dtype=np.float32) + (source if history == "week_before" else christmas)
+    np.testing.assert_array_equal(dm.history_values[0, christmas:christmas + 24], want)
+    settled = settle_calendar(cfg, dataset)
+    assert settled.tracking.tags["calendar.holiday_history"] == history
+
+
+def test_auto_holiday_history_cleans_the_synthetic_generators_holidays(compose_cfg):
+    cfg = compose_cfg("data.calendar.enabled=false", "data.synthetic.gaps=false")
+    dm = build_datamodule(cfg.data, load_dataset(cfg.data), seed=0)
+    assert (dm.history_values != dm.filled_values).any()  # Christmas and each series' national day
+    kept = compose_cfg("data.calendar.enabled=false", "data.synthetic.gaps=false", "data.calendar.holiday_history=keep")
+    dm_kept = build_datamodule(kept.data, load_dataset(kept.data), seed=0)
+    np.testing.assert_array_equal(dm_kept.history_values, dm_kept.filled_values)

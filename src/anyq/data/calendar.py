@@ -38,8 +38,12 @@ from anyq.errors import DataError
 
 HOLIDAY_SOURCES = ("none", "synthetic", "country")
 #: ``data.calendar.holiday_history``: the history input as it is (``keep``), or each holiday hour
-#: by the same hour a week before (``week_before``, :mod:`anyq.data.holiday_history`)
+#: by the same hour a week before (``week_before``, :mod:`anyq.data.holiday_history`); a spec holds
+#: one of these two, the config may also say ``auto`` (:func:`spec_from_config` resolves it)
 HOLIDAY_HISTORY = ("keep", "week_before")
+#: the values of ``data.calendar.holiday_history`` in a config: ``auto`` is ``week_before`` where the
+#: data has a holiday calendar (the generator's own, or a named country) and ``keep`` elsewhere
+HOLIDAY_HISTORY_SETTINGS = ("auto", *HOLIDAY_HISTORY)
 FEATURE_NAMES = (
     "hour_sin", "hour_cos", "dow_mon", "dow_tue", "dow_wed", "dow_thu", "dow_fri", "dow_sat", "dow_sun",
     "doy_sin", "doy_cos", "holiday",
@@ -196,7 +200,8 @@ def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
     the history is kept as it is.
 
     ``holidays: auto`` takes the generator's calendar for synthetic data, the ``holidays``
-    package for a file when a country is named, and no holidays otherwise. With the calendar
+    package for a file when a country is named, and no holidays otherwise; ``holiday_history:
+    auto`` is then ``week_before`` with a holiday calendar and ``keep`` without one. With the calendar
     off (``enabled: false``) but ``holiday_history`` other than ``keep``, the spec takes no input
     (``inputs`` empty) and only says which hours are holidays.
 
@@ -205,13 +210,17 @@ def spec_from_config(data: Mapping[str, Any]) -> CalendarSpec | None:
             holiday calendar.
     """
     cal = data.get("calendar") if hasattr(data, "get") else None
-    history = str(cal.get("holiday_history", "keep")) if cal else "keep"
-    if not cal or not (cal.get("enabled", False) or history != "keep"):
+    if not cal:
         return None
     source = str(cal.get("holidays", "auto"))
     synthetic = data.get("source") == "synthetic"
     if source == "auto":
         source = "synthetic" if synthetic else ("country" if cal.get("country") or cal.get("countries") else "none")
+    history = str(cal.get("holiday_history", "auto"))
+    if history == "auto":
+        history = "keep" if source == "none" else "week_before"
+    if not (cal.get("enabled", False) or history != "keep"):
+        return None
     national_days: dict[str, int] = {}
     if source == "synthetic":
         if not synthetic:

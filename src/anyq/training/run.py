@@ -121,12 +121,14 @@ def resolve_resume(cfg: DictConfig) -> Optional[str]:
 #: run tags of the calendar decision: the inputs taken, and each one left out with its reason
 CALENDAR_INPUTS_TAG = "calendar.inputs"
 CALENDAR_DROPPED_TAG = "calendar.dropped"
+#: what ``data.calendar.holiday_history`` came to (``auto`` resolved: keep | week_before)
+HOLIDAY_HISTORY_TAG = "calendar.holiday_history"
 
 
 def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
     """``cfg`` with ``data.calendar.inputs`` filled in and the calendar tags set
-    (:data:`CALENDAR_INPUTS_TAG`, :data:`CALENDAR_DROPPED_TAG` in ``tracking.tags``); ``cfg``
-    itself unchanged, and returned as is without a calendar.
+    (:data:`CALENDAR_INPUTS_TAG`, :data:`CALENDAR_DROPPED_TAG`, :data:`HOLIDAY_HISTORY_TAG` in
+    ``tracking.tags``); ``cfg`` itself unchanged, and returned as is without a calendar.
 
     The inputs are, first found: the ones ``data.calendar.inputs`` names; the ones the
     ``resume=`` checkpoint's model takes (all four for a checkpoint written before inputs could
@@ -156,11 +158,12 @@ def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
     with open_dict(out):
         out.data.calendar.inputs = list(inputs)
         out.tracking.tags[CALENDAR_INPUTS_TAG] = ",".join(inputs) or "none"
+        out.tracking.tags[HOLIDAY_HISTORY_TAG] = spec.holiday_history
         if dropped:
             out.tracking.tags[CALENDAR_DROPPED_TAG] = "; ".join(f"{k}: {v}" for k, v in dropped.items())
-    log.info("calendar inputs: %s, %s%s%s", ",".join(inputs) or "none", why,
+    log.info("calendar inputs: %s, %s%s%s; holiday history: %s", ",".join(inputs) or "none", why,
              "".join(f"; {name} left out: {reason}" for name, reason in dropped.items()),
-             f"; taken although not covered: {', '.join(uncovered)}" if uncovered else "")
+             f"; taken although not covered: {', '.join(uncovered)}" if uncovered else "", spec.holiday_history)
     return out
 
 

@@ -54,10 +54,11 @@ class CalendarConfig:
     # the inputs the model takes, of hour, dow, doy, holiday; null: those the training range covers
     # (anyq.data.coverage), filled in before training so the logged config says which
     inputs: Optional[List[str]] = None
-    # the history input's holiday hours: keep | week_before (each by the same hour 168 h earlier,
-    # recursively; targets, scores and the references keep the real values; anyq.data.holiday_history).
-    # Reads the holidays above even with enabled false; week_before needs a holiday calendar.
-    holiday_history: str = "keep"
+    # the history input's holiday hours: auto | keep | week_before (each by the same hour 168 h
+    # earlier, recursively; targets, scores and the references keep the real values;
+    # anyq.data.holiday_history). Reads the holidays above even with enabled false; week_before
+    # needs a holiday calendar; auto: week_before where there is one, keep where there is none.
+    holiday_history: str = "auto"
 
 
 @dataclass
@@ -245,7 +246,7 @@ _CHOICES = {
     "data.source": ("synthetic", "file"),
     "data.split.kind": ("proportions", "dates"),
     "data.calendar.holidays": ("auto", "none", "synthetic", "country"),
-    "data.calendar.holiday_history": ("keep", "week_before"),
+    "data.calendar.holiday_history": ("auto", "keep", "week_before"),
 }
 
 
