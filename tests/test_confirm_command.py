@@ -70,6 +70,30 @@ def test_a_config_group_is_refused_before_anything_trains(sweep_root, capsys, mo
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 2
 
 
+@pytest.mark.parametrize("command, flag", [
+    ("anyq-confirm", "-m"),
+    ("anyq-confirm", "--multirun"),
+    ("anyq-confirm", "hydra.mode=MULTIRUN"),
+    ("anyq-train", "-m"),
+])
+def test_a_multirun_is_refused_before_anything_runs(sweep_root, capsys, monkeypatch, command, flag):
+    """Under -m Hydra's sweeper would run the confirm study as a sweep's trial (and a sweep
+    over confirm.seeds=3,5 as several studies at once): one line, exit 2, no folder, no run."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = MlflowClient(f"sqlite:///{sweep_root}/mlruns/mlflow.db")
+    study = [SWEEP, "--seeds", "1"] if command == "anyq-confirm" else [f"confirm.study={SWEEP}", "confirm.seeds=1"]
+    monkeypatch.setattr(sys, "argv", [command, *study, f"paths.root={sweep_root}", flag])
+    with pytest.raises(SystemExit) as exit_:
+        confirm.main() if command == "anyq-confirm" else train.cli()
+    assert exit_.value.code == 2
+    assert error_lines(capsys.readouterr().err, command) == [
+        f"{command}: error: a confirm study is one job that trains its seeds itself (--seeds N, confirm.seeds=N); "
+        f"it takes no -m/--multirun (hydra.mode=MULTIRUN)"]
+    assert not (sweep_root / "multirun").exists()  # Hydra's sweep never started
+    assert client.get_experiment_by_name(f"{SWEEP}-confirm") is None
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 2
+
+
 def test_single_settings_apply_and_where_to_confirm_is_the_commands_own(tmp_path):
     cfg = compose_config(tmp_path, [f"confirm.study={SWEEP}"])
     overrides = [f"confirm.study={SWEEP}", "confirm.seeds=3", "trainer.max_steps=4000", "paths.root=/x", "seed=4",

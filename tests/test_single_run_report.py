@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from anyq.app import report as report_app
 from anyq.reporting.figures import fan_chart, pick_window, sampler_importance
+from anyq.reporting.table import print_runs
 from anyq.reporting.stats import StoredForecasts
 from anyq.training.builders import load_dataset
 from conftest import TINY, compose_config, run_cli
@@ -42,12 +43,27 @@ def test_csv_run_prints_its_baseline_comparison_and_make_report_writes_its_page(
     (baseline,) = [r for r in runs if r.data.tags["variant"] == "baseline_adaptive"]
     assert model.data.tags["baseline_run_id"] == baseline.info.run_id
     # the table that closes `make run`, with the run and its baseline, and the Δ in the data's units
-    assert f"Run {model.info.run_id} against its baseline" in printed
-    rows = {m.group(1): line for line in printed.splitlines()
-            if (m := re.match(r"\W*(adaptive_attention|baseline_adaptive)\s", line))}
-    assert model.info.run_id[:8] in rows["adaptive_attention"] and baseline.info.run_id[:8] in rows["baseline_adaptive"]
-    delta = model.data.metrics["delta/crps_vs_baseline"]
-    assert f"{delta:+.2f}" in rows["adaptive_attention"]
+    lines = printed.splitlines()
+    first = next(i for i, line in enumerate(lines) if f"Run {model.info.run_id} against its baseline" in line)
+    last = next(i for i, line in enumerate(lines) if line.startswith("Report: anyq-report"))
+    table = lines[first:last]
+    assert all(len(line) <= 80 for line in table), "\n".join(table)  # an 80-column terminal takes it whole
+    rows = {m.group(1): line.split() for line in table
+            if (m := re.match(r"(adaptive_attention|baseline_adaptive)\s", line))}
+    # variant, test CRPS, oracle, cov90, cov95, Δ CRPS, train s, run id: the headline is the model's own
+    # forecast (test), so no hl columns repeat the test ones
+    assert model.data.tags["headline"] == baseline.data.tags["headline"] == "test"
+    assert [len(row) for row in rows.values()] == [8, 8]
+    assert rows["adaptive_attention"][-1] == model.info.run_id[:8]
+    assert rows["baseline_adaptive"][-1] == baseline.info.run_id[:8]
+    assert rows["adaptive_attention"][2] == rows["baseline_adaptive"][2] == "-"  # no oracle for a CSV
+    test_crps, delta = rows["adaptive_attention"][1], rows["adaptive_attention"][5]
+    assert float(test_crps) == pytest.approx(model.data.metrics["test/crps"], abs=0.05)
+    # Δ is written to the CRPS columns' decimal places, rounded
+    assert len(delta.split(".")[-1]) == len(test_crps.split(".")[-1])
+    assert abs(float(delta) - model.data.metrics["delta/crps_vs_baseline"]) <= 0.5 * 10 ** -len(delta.split(".")[-1])
+    legend = " ".join(" ".join(table[table.index(next(line for line in table if line.startswith("test: "))):]).split())
+    assert "test: the model's own forecast, each run's headline" in legend and "negative = better" in legend
     assert "(make report EXPERIMENT=anyq)" in printed
 
     # `make report` with no name: the newest thing in the store is this single run
@@ -107,3 +123,47 @@ def test_one_importance_snapshot_is_drawn_over_the_levels_not_an_epoch_axis():
     many = sampler_importance(np.full((3, 10), 0.1), "adaptive attention").axes[0]
     assert many.get_ylabel() == "epoch (end of)"
     assert all(float(t).is_integer() for t in many.get_yticks() if 1 <= t <= 3)
+
+
+def stored_run(client: MlflowClient, experiment_id: str, variant: str, headline: str, metrics: dict[str, float]):
+    run = client.create_run(experiment_id, tags={"variant": variant, "headline": headline})
+    for key, value in metrics.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return client.get_run(run.info.run_id)
+
+
+def test_main_job_table_fits_80_columns_and_shows_both_families(tmp_path, capsys):
+    """`make run`'s two variants with split-conformal headlines: the headline family's CRPS and
+    coverage beside the model's own forecast's, every line within 80 columns."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("main", artifact_location=(tmp_path / "artifacts").as_uri())
+    scores = {"test/crps": 123.456, "test/oracle_ratio": 1.1834, "test/coverage-0.9": 0.8714,
+              "test/coverage-0.95": 0.9251, "test/crps_norm": 4.512, "test/marfe": 0.0213, "train_seconds": 187.4,
+              "test_conformal/crps": 121.981, "test_conformal/coverage-0.9": 0.9016}
+    baseline = stored_run(client, experiment, "baseline_adaptive", "test_conformal", scores)
+    model = stored_run(client, experiment, "adaptive_attention", "test_conformal",
+                       {**scores, "test/crps": 120.246, "test_conformal/crps": 119.004,
+                        "delta/crps_vs_baseline": 120.246 - 123.456, "train_seconds": 1210.6})
+    print_runs([baseline, model], title=f"Run {model.info.run_id} against its baseline (experiment 'main'): "
+                                        f"test split")
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("baseline_", "adaptive_"))}
+    # variant, hl CRPS, hl cov90, test CRPS, oracle, cov90, cov95, Δ CRPS, train s, run id
+    assert rows == {
+        "baseline_adaptive": ["baseline_adaptive", "121.98", "0.902", "123.46", "1.183", "0.871", "0.925", "-",
+                              "187", baseline.info.run_id[:8]],
+        "adaptive_attention": ["adaptive_attention", "119.00", "0.902", "120.25", "1.183", "0.871", "0.925", "-3.21",
+                               "1211", model.info.run_id[:8]]}
+    legend = " ".join(" ".join(lines).split())
+    assert "hl: the headline forecast (test_conformal); test: the model's own;" in legend
+
+    # runs that lead with different families: each row names its own
+    raw = stored_run(client, experiment, "baseline_adaptive", "test", {"test/crps": 2469.13, "test_conformal/crps": 1.0})
+    print_runs([raw, model])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("baseline_", "adaptive_"))}
+    assert rows["baseline_adaptive"][:4] == ["baseline_adaptive", "test", "2469.1", "-"]  # hl = test/ for this run
+    assert rows["adaptive_attention"][:5] == ["adaptive_attention", "test_conformal", "119.0", "0.902", "120.2"]
+    assert "hl: each run's headline forecast (column headline)" in " ".join(" ".join(lines).split())

@@ -25,7 +25,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         description="Retrain a sweep's best trial under the sweep's recipe with seeds 0 .. N-1 at the main job's "
                     "budget, beside the baseline, as the study <sweep>-confirm (a rerun trains only missing seeds).",
         epilog="Further arguments are Hydra overrides of single settings (trainer.max_steps=4000); "
-               "a config group (trainer=fast, model=..., experiment=...) is refused with exit 2.")
+               "a config group (trainer=fast, model=..., experiment=...) is refused with exit 2, "
+               "and so is -m/--multirun: the study trains its seeds itself.")
     parser.add_argument("sweep", help="the sweep's study name, e.g. adaptive_attention")
     parser.add_argument("--seeds", type=int, help="train seeds 0 .. N-1 (default 5)")
     parser.add_argument("--trial", type=int, help="the trial to confirm (default: the sweep's best)")

@@ -16,6 +16,7 @@ and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax (`
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from dataclasses import is_dataclass
 from functools import cache
@@ -52,8 +53,13 @@ def check_command_line(argv: Sequence[str], conf: str | Path) -> None:
         return
     if args.config_dir or args.config_path or args.config_name:
         return
-    multirun = bool(args.multirun) or any(o.replace(" ", "") == "hydra.mode=MULTIRUN" for o in args.overrides)
-    check_overrides(args.overrides, conf, multirun=multirun)
+    check_overrides(args.overrides, conf, multirun=is_multirun(args))
+
+
+def is_multirun(args: argparse.Namespace) -> bool:
+    """Whether Hydra's parsed command line ``args`` asks for a multirun (``-m``, ``--multirun``,
+    ``hydra.mode=MULTIRUN``)."""
+    return bool(args.multirun) or any(o.replace(" ", "") == "hydra.mode=MULTIRUN" for o in args.overrides)
 
 
 def check_overrides(overrides: Sequence[str], conf: str | Path, *, multirun: bool = False) -> None:
@@ -283,17 +289,28 @@ def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
     Read from the same files Hydra composes (``conf/config.yaml``'s ``paths`` and ``tracking``
     choices, their files, the command line's ``paths.*`` and ``tracking.*``), so that a missing
     store is reported before Hydra creates the run's output folder under ``paths.root``.
+
+    Raises:
+        OverrideError: a confirm command line that asks for a multirun (``-m``, ``--multirun``,
+            ``hydra.mode=MULTIRUN``): a confirm study is one job that trains its seeds itself,
+            and Hydra's sweeper would run it as a sweep's trial instead.
     """
     from anyq.tracking.store import resolve_tracking_uri  # loads MLflow: only for a confirm command
 
     args = command_line(argv)
-    if args is None or args.multirun or args.config_dir or args.config_path or args.config_name:
+    if args is None or args.config_dir or args.config_path or args.config_name:
         return None
     overrides = [o for o in OverridesParser.create().parse_overrides(args.overrides)
-                 if not o.is_delete() and not o.is_sweep_override() and not o.package]
-    values = {o.key_or_group: o.value() for o in overrides}
-    if not values.get("confirm.study"):
+                 if not o.is_delete() and not o.package]
+    study = next((o for o in overrides if o.key_or_group == "confirm.study"), None)
+    if study is None or not (study.is_sweep_override() or study.value()):
         return None
+    if is_multirun(args):
+        raise OverrideError("a confirm study is one job that trains its seeds itself (--seeds N, confirm.seeds=N); "
+                            "it takes no -m/--multirun (hydra.mode=MULTIRUN)")
+    if study.is_sweep_override():
+        return None  # refused by check_command_line
+    values = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
     root = Path(conf)
     defaults = OmegaConf.load(root / "config.yaml").get("defaults", [])
     chosen = {k: v for entry in defaults if isinstance(entry, DictConfig) for k, v in entry.items()}

@@ -1,48 +1,86 @@
-"""The side-by-side table that closes ``make run`` and heads every report."""
+"""The side-by-side table that closes ``make run`` and heads every report.
+
+It fits an 80-column terminal for the main job's two variants: short headers, explained by
+the legend below the table, and the scores a run is judged by (the headline family's CRPS and
+coverage, the model's own forecast's, the difference to the baseline, the training time);
+the HTML report and MLflow keep every other score (normalised CRPS, MARFE, MAPE, ...).
+"""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 from mlflow.entities import Run
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from anyq.metrics.families import headline_metric, headline_of
+from anyq.metrics.families import RAW, headline_metric, headline_of
 
+#: CRPS-scale columns are written with the table's decimal places (``{1}``, :func:`places`).
+CRPS_FORMAT, DELTA_FORMAT = "{0:.{1}f}", "{0:+.{1}f}"
 #: Read from each run's headline family (its ``headline`` tag): header, metric name, format.
 HEADLINE_COLUMNS = (
-    ("headline\nCRPS", "crps", "{:.2f}"),
-    ("headline\ncoverage\n90 %", "coverage-0.9", "{:.3f}"),
+    ("hl\nCRPS", "crps", CRPS_FORMAT),
+    ("hl\ncov90", "coverage-0.9", "{0:.3f}"),
 )
 COLUMNS = (
-    ("test\nCRPS", "test/crps", "{:.2f}"),
-    ("CRPS /\noracle", "test/oracle_ratio", "{:.3f}"),
-    ("CRPS\n%", "test/crps_norm", "{:.3f}"),
-    ("coverage\n90 %", "test/coverage-0.9", "{:.3f}"),
-    ("coverage\n95 %", "test/coverage-0.95", "{:.3f}"),
-    ("MARFE", "test/marfe", "{:.4f}"),
-    ("MAPE\n%", "test/mape", "{:.2f}"),
-    ("Δ CRPS vs\nbaseline\n(− = better)", "delta/crps_vs_baseline", "{:+.2f}"),
-    ("train\ns", "train_seconds", "{:.0f}"),
+    ("test\nCRPS", "test/crps", CRPS_FORMAT),
+    ("test\noracle", "test/oracle_ratio", "{0:.3f}"),
+    ("test\ncov90", "test/coverage-0.9", "{0:.3f}"),
+    ("test\ncov95", "test/coverage-0.95", "{0:.3f}"),
+    ("test\nΔ CRPS", "delta/crps_vs_baseline", DELTA_FORMAT),
+    ("train\ns", "train_seconds", "{0:.0f}"),
 )
-UNITS_NOTE = ("CRPS and Δ CRPS in the data's units (negative Δ = lower CRPS than the baseline = better); "
-              "coverage: share of targets inside the interval")
+UNITS_NOTE = ("oracle: test CRPS / the oracle's (1 is the floor); CRPS and Δ CRPS in the data's units, "
+              "Δ CRPS = test CRPS − the baseline's (negative = better); cov90, cov95: share of targets inside "
+              "the 90 %, 95 % interval. More scores (CRPS %, MARFE, MAPE): the report.")
+
+
+def legend(families: Sequence[str]) -> str:
+    """The lines below the table: what ``hl`` and ``test`` are for ``families`` (the runs'
+    headline families, :mod:`anyq.metrics.families`), then :data:`UNITS_NOTE`."""
+    if list(families) == [RAW]:
+        return f"test: the model's own forecast, each run's headline; {UNITS_NOTE}"
+    headline = (f"the headline forecast ({families[0]})" if len(families) == 1
+                else "each run's headline forecast (column headline)")
+    return f"hl: {headline}; test: the model's own; {UNITS_NOTE}"
+
+
+def places(crps: Sequence[float], digits: int = 5) -> int:
+    """Decimal places that show the largest of ``crps`` with ``digits`` significant digits in
+    fixed point (123.46, 2439.6, 12346), so the CRPS columns stay narrow on any data's scale."""
+    largest = max((abs(v) for v in crps), default=0.0)
+    return max(0, digits - len(str(int(largest))))
 
 
 def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
-    table = Table(title=title, caption=UNITS_NOTE)
-    table.add_column("variant")
-    table.add_column("headline")
-    for header, _, _ in (*HEADLINE_COLUMNS, *COLUMNS):
-        table.add_column(header, justify="right")
-    table.add_column("run id")
+    """One row per run. The ``hl`` columns read each run's headline family; they are left out
+    when that family is ``test`` for every run (they would repeat the ``test`` columns), and a
+    ``headline`` column names each run's family only when the runs differ in it."""
+    families = sorted({headline_of(run.data.tags) for run in runs})
+    headline_columns = () if families == [RAW] else HEADLINE_COLUMNS
+    rows: list[list[Optional[float]]] = []
     for run in runs:
         metrics, tags = run.data.metrics, run.data.tags
-        values = [headline_metric(tags, metrics, name) for _, name, _ in HEADLINE_COLUMNS]
-        cells = [fmt.format(v) if v is not None else "-" for (_, _, fmt), v in zip(HEADLINE_COLUMNS, values)]
-        cells += [fmt.format(metrics[key]) if key in metrics else "-" for _, key, fmt in COLUMNS]
-        table.add_row(tags.get("variant", "?"), headline_of(tags), *cells, run.info.run_id[:8])
+        rows.append([headline_metric(tags, metrics, name) for _, name, _ in headline_columns]
+                    + [metrics.get(key) for _, key, _ in COLUMNS])
+    columns = (*headline_columns, *COLUMNS)
+    decimals = places([v for row in rows for (_, _, fmt), v in zip(columns, row)
+                       if fmt == CRPS_FORMAT and v is not None])
+    table = Table(title=title, caption=legend(families), caption_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, padding=(0, 0))
+    table.add_column("\nvariant")
+    if len(families) > 1:
+        table.add_column("\nheadline")
+    for header, _, _ in columns:
+        table.add_column(header, justify="right")
+    table.add_column("\nrun id")
+    for run, row in zip(runs, rows):
+        tags = run.data.tags
+        cells = [fmt.format(v, decimals) if v is not None else "-" for (_, _, fmt), v in zip(columns, row)]
+        family = [headline_of(tags)] if len(families) > 1 else []
+        table.add_row(tags.get("variant", "?"), *family, *cells, run.info.run_id[:8])
     return table
 
 

@@ -1,0 +1,66 @@
+"""The recipe study (benchmarks/bench_recipe.py) stops on Ctrl-C as ``anyq-train`` does."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from scale_helpers import REPO, clean_env
+
+TINY_RECIPE = ["trainer.max_steps=40", "trainer.val_check_interval=20", "model.backbone.num_blocks=2",
+               "model.backbone.layer_width=32", "data.train_batch_size=64"]
+
+# Ctrl-C while trial 0 trains: SIGINT to the process itself at its third training step.
+CTRL_C_AT_STEP_3 = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, "benchmarks")
+    import bench_recipe
+    from anyq.training.stopping import StopOnRequest
+
+    at_step_end = StopOnRequest.on_train_batch_end
+
+    def ctrl_c_at_step_3(self, trainer, *rest):
+        if trainer.global_step == 3:
+            print("Ctrl-C at step 3", flush=True)
+            os.kill(os.getpid(), signal.SIGINT)
+        at_step_end(self, trainer, *rest)
+
+    StopOnRequest.on_train_batch_end = ctrl_c_at_step_3
+    bench_recipe.main(sys.argv[1:])
+""")
+
+
+def small_csv(path: Path) -> Path:
+    """Two hourly series, 2021-01-01 to 2021-03-31, a daily cycle plus noise."""
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2021-01-01", "2021-03-31 23:00", freq="h")
+    t = np.arange(len(stamps))
+    pd.concat([pd.DataFrame({"unique_id": f"s{k}", "ds": stamps,
+                             "y": 100 + 30 * k + 20 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 3, len(t))})
+               for k in range(2)]).to_csv(path, index=False)
+    return path
+
+
+def test_ctrl_c_fails_the_running_trial_and_ends_the_study_with_130(tmp_path):
+    """Lightning's own Ctrl-C handling (a graceful shutdown, exit 1) never sees the signal: the
+    fit stops at a step boundary, trial 0 is recorded FAIL and trials 1 and 2 never start."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    argv = ["--data", str(small_csv(tmp_path / "load.csv")), "--train-end", "2021-02-28", "--val-end", "2021-03-14",
+            "--test-end", "2021-03-31", "--n-trials", "3", "--study", "s", "--storage", storage,
+            "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            *(x for o in TINY_RECIPE for x in ("--override", o))]
+    done = subprocess.run([sys.executable, "-c", CTRL_C_AT_STEP_3, *argv], capture_output=True, text=True,
+                          env=clean_env(OMP_NUM_THREADS="1"), cwd=REPO, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode == 128 + signal.SIGINT, output[-3000:]
+    assert "Ctrl-C at step 3" in done.stdout and "Detected KeyboardInterrupt" not in output
+    assert "study 's' stopped by SIGINT" in done.stderr
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [(t.number, t.state) for t in study.trials] == [(0, optuna.trial.TrialState.FAIL)]
