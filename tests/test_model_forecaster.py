@@ -192,6 +192,15 @@ def test_standard_scaler_is_the_mean_and_the_sample_standard_deviation() -> None
     assert scale[0].item() == pytest.approx(math.sqrt(32 / 7)) and scale[1].item() == 1.0
 
 
+def test_mean_abs_scaler_is_the_mean_absolute_value() -> None:
+    from anyq.model.forecaster import location_scale
+
+    history = torch.tensor([[1.0, -2.0, 3.0, 10.0], [0.0] * 4])
+    loc, scale = location_scale(history, "mean_abs")
+    # (1 + 2 + 3 + 10) / 4 = 4; all zeros: scale 1
+    assert loc.abs().sum().item() == 0 and scale.squeeze(-1).tolist() == [4.0, 1.0]
+
+
 @pytest.mark.parametrize("scaler", ["robust", "standard"])
 @pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
 def test_centring_scalers_make_the_forecast_shift_and_scale_equivariant(variant: str, scaler: str) -> None:

@@ -46,7 +46,7 @@ from anyq.settings import check_choice, check_settings
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
 _MIN_SCALE = 1e-12
 #: ``model.scaler`` values: how each window is put on the normalised scale (:func:`location_scale`).
-SCALERS = ("max_abs", "robust", "standard")
+SCALERS = ("max_abs", "mean_abs", "robust", "standard")
 #: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
 _MAD_TO_STD = 0.6744897501960817
 
@@ -54,7 +54,9 @@ _MAD_TO_STD = 0.6744897501960817
 def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window location and scale ``([N, 1], [N, 1])`` of ``history [N, L]`` (data units).
 
-    ``max_abs`` (the authors'): location 0, scale max ``|history|``. ``robust`` (neuralforecast's
+    ``max_abs`` (the authors'): location 0, scale max ``|history|``. ``mean_abs``: location 0,
+    scale the mean of ``|history|`` (the window's level; one spike moves it by its share of the
+    window, where it sets ``max_abs`` alone). ``robust`` (neuralforecast's
     ``robust`` scaler, ``robust_statistics``): location the median, scale the median absolute
     deviation from it, or the standard deviation x 0.6745 where the MAD is 0. ``standard``
     (neuralforecast's ``standard`` scaler, ``std_statistics``): location the mean, scale the
@@ -64,6 +66,9 @@ def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple
     if scaler == "standard":
         loc = history.mean(dim=-1, keepdim=True)
         scale = history.std(dim=-1, keepdim=True)
+    elif scaler == "mean_abs":
+        loc = torch.zeros_like(history[..., :1])
+        scale = history.abs().mean(dim=-1, keepdim=True)
     elif scaler == "robust":
         loc = history.median(dim=-1, keepdim=True).values
         scale = (history - loc).abs().median(dim=-1, keepdim=True).values
