@@ -37,9 +37,12 @@ VENV_BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One tiny tracked run with its logged model; its config, run id, store and checkpoint."""
+    """One tiny tracked run with its logged model; its config, run id, store and checkpoint. A
+    model that reads no date (no calendar input, holidays of the history kept), so a request is
+    numbers only; the date-reading models: tests/test_holiday_history.py, tests/test_calendar.py."""
     root = tmp_path_factory.mktemp("serving")
-    cfg = compose_config(root, ["tracking.compare_to_baseline=false", "data.synthetic.gaps=false", "trainer.max_epochs=1"])
+    cfg = compose_config(root, ["tracking.compare_to_baseline=false", "data.synthetic.gaps=false", "trainer.max_epochs=1",
+                                "data.calendar.holiday_history=keep"])
     summary = run_job(cfg)
     uri = f"sqlite:///{root}/mlruns/mlflow.db"
     best = sorted(Path(cfg.paths.checkpoints).glob("best-*.ckpt"))
