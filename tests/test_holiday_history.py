@@ -123,6 +123,7 @@ def test_auto_holiday_history_cleans_the_synthetic_generators_holidays(compose_c
     cfg = compose_cfg("data.calendar.enabled=false", "data.synthetic.gaps=false")
     dm = build_datamodule(cfg.data, load_dataset(cfg.data), seed=0)
     assert (dm.history_values != dm.filled_values).any()  # Christmas and each series' national day
+    assert settle_calendar(cfg, load_dataset(cfg.data)).tracking.tags["calendar.holiday_history"] == "week_before"
     kept = compose_cfg("data.calendar.enabled=false", "data.synthetic.gaps=false", "data.calendar.holiday_history=keep")
     dm_kept = build_datamodule(kept.data, load_dataset(kept.data), seed=0)
     np.testing.assert_array_equal(dm_kept.history_values, dm_kept.filled_values)

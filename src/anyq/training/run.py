@@ -128,7 +128,8 @@ HOLIDAY_HISTORY_TAG = "calendar.holiday_history"
 def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
     """``cfg`` with ``data.calendar.inputs`` filled in and the calendar tags set
     (:data:`CALENDAR_INPUTS_TAG`, :data:`CALENDAR_DROPPED_TAG`, :data:`HOLIDAY_HISTORY_TAG` in
-    ``tracking.tags``); ``cfg`` itself unchanged, and returned as is without a calendar.
+    ``tracking.tags``); ``cfg`` itself unchanged. Without calendar inputs only the holiday
+    history's tag is set (the history rule reads holidays with the inputs off).
 
     The inputs are, first found: the ones ``data.calendar.inputs`` names; the ones the
     ``resume=`` checkpoint's model takes (all four for a checkpoint written before inputs could
@@ -139,9 +140,12 @@ def settle_calendar(cfg: DictConfig, dataset: Dataset) -> DictConfig:
         FileNotFoundError: ``resume=`` names no checkpoint.
         CheckpointError: that file is not a checkpoint.
     """
-    if not cfg.data.calendar.enabled:
-        return cfg
     spec = spec_from_config(cfg.data)
+    if not cfg.data.calendar.enabled:
+        out = copy.deepcopy(cfg)
+        with open_dict(out):
+            out.tracking.tags[HOLIDAY_HISTORY_TAG] = spec.holiday_history if spec is not None else "keep"
+        return out
     assert spec is not None
     windows = make_windows(dataset.panel, dataset.splits.train, cfg.data.history_length, cfg.data.horizon_length,
                            step=cfg.data.train_step, max_history_gap=cfg.data.max_history_gap)
