@@ -39,11 +39,9 @@ from anyq.errors import DataError
 HOLIDAY_SOURCES = ("none", "synthetic", "country")
 #: ``data.calendar.holiday_history``: the history input as it is (``keep``), or each holiday hour
 #: by the same hour a week before (``week_before``, :mod:`anyq.data.holiday_history`); a spec holds
-#: one of these two, the config may also say ``auto`` (:func:`spec_from_config` resolves it)
+#: one of these two, the config may also say ``auto`` (:func:`spec_from_config` resolves it; the
+#: schema's choices, which must not import this module's pandas, list all three)
 HOLIDAY_HISTORY = ("keep", "week_before")
-#: the values of ``data.calendar.holiday_history`` in a config: ``auto`` is ``week_before`` where the
-#: data has a holiday calendar (the generator's own, or a named country) and ``keep`` elsewhere
-HOLIDAY_HISTORY_SETTINGS = ("auto", *HOLIDAY_HISTORY)
 FEATURE_NAMES = (
     "hour_sin", "hour_cos", "dow_mon", "dow_tue", "dow_wed", "dow_thu", "dow_fri", "dow_sat", "dow_sun",
     "doy_sin", "doy_cos", "holiday",

@@ -16,7 +16,6 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
-from anyq.data.calendar import HOLIDAY_HISTORY_SETTINGS
 from anyq.errors import ConfigError, DataError, SettingError
 from anyq.model.config import AttentionConfig, BackboneConfig, OutputConfig, SamplerConfig
 from anyq.settings import check_settings, ranged
@@ -247,7 +246,7 @@ _CHOICES = {
     "data.source": ("synthetic", "file"),
     "data.split.kind": ("proportions", "dates"),
     "data.calendar.holidays": ("auto", "none", "synthetic", "country"),
-    "data.calendar.holiday_history": HOLIDAY_HISTORY_SETTINGS,
+    "data.calendar.holiday_history": ("auto", "keep", "week_before"),
 }
 
 
