@@ -95,8 +95,9 @@ def test_a_resumed_fit_continues_from_the_training_weights_and_the_average(compo
         def on_train_start(self, trainer, module):
             seen["module"] = {k: v.clone() for k, v in module.state_dict().items()}
             averaging = next(c for c in trainer.callbacks if isinstance(c, AveragedWeights))
-            seen["average"] = {k.removeprefix("module."): v.clone()
-                               for k, v in averaging._average_model.state_dict().items()}
+            saved = {"state_dict": module.state_dict()}  # the public hook puts the average in state_dict
+            averaging.on_save_checkpoint(trainer, module, saved)
+            seen["average"] = {k: v.clone() for k, v in saved["state_dict"].items()}
 
     fit_and_test(prepare(resumed, load_dataset(resumed.data)), callbacks=[Probe()])
     differs = [k for k in last["state_dict"]
