@@ -163,11 +163,10 @@ def test_recipe_study_measures_the_preset_first_and_scores_validation_against_se
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     # The preset's own values are measured first (cpu_demo: lr 0.008, EMA 0.995, calendar on, patience 3,
-    # max_abs scaling, a training window every 4 hours).
+    # max_abs scaling); the training windows' spacing is the data's own, not searched.
     assert trials[0].params == {"optim.lr": 0.008, "optim.weight_decay": 0.0, "model.backbone.dropout": 0.0,
                                 "trainer.ema_decay": 0.995, "data.calendar.enabled": True,
-                                "trainer.early_stopping.patience": 3, "model.scaler": "max_abs",
-                                "data.train_step": 4}
+                                "trainer.early_stopping.patience": 3, "model.scaler": "max_abs"}
     # The objective is validation CRPS over seasonal naive's on the same validation windows and grid.
     cfg = compose_job(["data=csv", f"data.path={csv}", "data.split.kind=dates", "data.split.train_end='2021-02-28'",
                        "data.split.val_end='2021-03-14'", "data.split.test_end='2021-03-31'",

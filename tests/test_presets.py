@@ -107,6 +107,28 @@ def test_paper_mhlv_splits_are_the_papers_boundaries(tmp_path):
     assert splits.test[1] == len(index) and index[-1] == pd.Timestamp("2018-12-31 23:00")
 
 
+def test_a_file_trains_on_every_hour_and_the_synthetic_panel_on_every_fourth(tmp_path):
+    """``data=csv`` sets ``train_step`` 1 (conf/data/csv.yaml), the schema's default is 4; the
+    main job's preset leaves both, so a user's file gets a training origin at every hour."""
+    from anyq.training.builders import build_datamodule
+
+    index = pd.date_range("2021-01-01", "2021-02-28 23:00", freq="h")
+    y = 100 + 10 * np.sin(2 * np.pi * np.arange(len(index)) / 24)
+    csv = tmp_path / "mine.csv"
+    pd.concat([pd.DataFrame({"unique_id": name, "ds": index, "y": y * k}) for k, name in ((1, "a"), (2, "b"))]
+              ).to_csv(csv, index=False)
+    for source, step in ((["data=csv", f"data.path={csv}"], 1), ([SHRINK["cpu_demo"][0]], 4)):
+        cfg = compose_preset(tmp_path, "experiment=cpu_demo", "tracking=none", *source)
+        assert cfg.data.train_step == step
+        windows = build_datamodule(cfg.data, load_dataset(cfg.data), 0).train_windows
+        origins = windows.origin[windows.series_idx == 0]
+        assert len(origins) > 100 and set(np.diff(origins)) == {step}
+    # the recipe's other knobs are the same for both sources
+    file_cfg = compose_preset(tmp_path, "experiment=cpu_demo", "data=csv", f"data.path={csv}")
+    synthetic_cfg = compose_preset(tmp_path, "experiment=cpu_demo")
+    assert file_cfg.optim == synthetic_cfg.optim and file_cfg.trainer == synthetic_cfg.trainer
+
+
 @pytest.mark.parametrize("preset", sorted(SHRINK))
 def test_preset_fast_dev_run(tmp_path, preset):
     overrides = [f"experiment={preset}", "trainer.fast_dev_run=true", "tracking=none",
