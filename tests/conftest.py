@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -96,3 +98,15 @@ def run_report(*argv: str) -> str:
     with contextlib.redirect_stdout(out):
         report.main(list(argv))
     return out.getvalue()
+
+
+def small_csv(path: Path) -> Path:
+    """A long-format file (``unique_id``, ``ds``, ``y``): two hourly series, 2021-01-01 to
+    2021-03-31, a daily cycle plus noise (levels 100 and 130, data units)."""
+    rng = np.random.default_rng(0)
+    stamps = pd.date_range("2021-01-01", "2021-03-31 23:00", freq="h")
+    t = np.arange(len(stamps))
+    pd.concat([pd.DataFrame({"unique_id": f"s{k}", "ds": stamps,
+                             "y": 100 + 30 * k + 20 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 3, len(t))})
+               for k in range(2)]).to_csv(path, index=False)
+    return path

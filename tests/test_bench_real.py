@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_real  # noqa: E402
+from conftest import small_csv  # noqa: E402
 from bench_peer_io import Series  # noqa: E402
 from bench_real_data import HOUSEHOLD_ID, aggregate_household, cut_to_year  # noqa: E402
 from bench_real_gbm import FIT_LEVELS, features, interpolate  # noqa: E402
@@ -21,18 +22,6 @@ from bench_real_report import DatasetResult, Row, summary_rows  # noqa: E402
 
 TINY_ANYQ = ["trainer.max_steps=12", "trainer.val_check_interval=6", "model.backbone.num_blocks=2",
              "model.backbone.layer_width=32", "data.train_batch_size=64"]
-
-
-def small_csv(path: Path) -> Path:
-    """Two hourly series, 2021-01-01 to 2021-03-31, daily and weekly cycles plus noise."""
-    rng = np.random.default_rng(0)
-    stamps = pd.date_range("2021-01-01", "2021-03-31 23:00", freq="h")
-    t = np.arange(len(stamps))
-    parts = [pd.DataFrame({"unique_id": f"s{k}", "ds": stamps,
-                           "y": 100 + 30 * k + 20 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 3, len(t))})
-             for k in range(2)]
-    pd.concat(parts).to_csv(path, index=False)
-    return path
 
 
 def test_data_file_runs_end_to_end_and_writes_the_tables(tmp_path: Path) -> None:

@@ -8,10 +8,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import optuna
-import pandas as pd
 
+from conftest import small_csv
 from scale_helpers import REPO, clean_env
 
 TINY_RECIPE = ["trainer.max_steps=40", "trainer.val_check_interval=20", "model.backbone.num_blocks=2",
@@ -35,17 +34,6 @@ CTRL_C_AT_STEP_3 = textwrap.dedent("""
     StopOnRequest.on_train_batch_end = ctrl_c_at_step_3
     bench_recipe.main(sys.argv[1:])
 """)
-
-
-def small_csv(path: Path) -> Path:
-    """Two hourly series, 2021-01-01 to 2021-03-31, a daily cycle plus noise."""
-    rng = np.random.default_rng(0)
-    stamps = pd.date_range("2021-01-01", "2021-03-31 23:00", freq="h")
-    t = np.arange(len(stamps))
-    pd.concat([pd.DataFrame({"unique_id": f"s{k}", "ds": stamps,
-                             "y": 100 + 30 * k + 20 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 3, len(t))})
-               for k in range(2)]).to_csv(path, index=False)
-    return path
 
 
 def test_ctrl_c_fails_the_running_trial_and_ends_the_study_with_130(tmp_path):

@@ -18,7 +18,7 @@ from anyq.app.job import run_job
 from anyq.app.paths import config_dir
 from anyq.training.builders import load_dataset
 from anyq.training.schema import register_configs
-from conftest import run_cli
+from conftest import run_cli, small_csv
 
 register_configs()
 
@@ -112,11 +112,7 @@ def test_a_file_trains_on_every_hour_and_the_synthetic_panel_on_every_fourth(tmp
     main job's preset leaves both, so a user's file gets a training origin at every hour."""
     from anyq.training.builders import build_datamodule
 
-    index = pd.date_range("2021-01-01", "2021-02-28 23:00", freq="h")
-    y = 100 + 10 * np.sin(2 * np.pi * np.arange(len(index)) / 24)
-    csv = tmp_path / "mine.csv"
-    pd.concat([pd.DataFrame({"unique_id": name, "ds": index, "y": y * k}) for k, name in ((1, "a"), (2, "b"))]
-              ).to_csv(csv, index=False)
+    csv = small_csv(tmp_path / "mine.csv")
     for source, step in ((["data=csv", f"data.path={csv}"], 1), ([SHRINK["cpu_demo"][0]], 4)):
         cfg = compose_preset(tmp_path, "experiment=cpu_demo", "tracking=none", *source)
         assert cfg.data.train_step == step
