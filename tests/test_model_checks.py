@@ -23,7 +23,7 @@ BAD = [
     (None, "monotone", "isotonic", "model.monotone='isotonic' must be one of"),
     (None, "monotone_grid", 1, "model.monotone_grid=1 must be >= 2"),
     (None, "conformal", "cqr", "model.conformal='cqr' must be one of"),
-    (None, "scaler", "minmax", "model.scaler='minmax' must be one of ['max_abs', 'mean_abs', 'robust', 'standard']"),
+    (None, "scaler", "minmax", "model.scaler='minmax' must be one of ['max_abs', 'mean_abs', 'level', 'robust', 'standard']"),
 ]
 
 

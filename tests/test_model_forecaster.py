@@ -201,6 +201,28 @@ def test_mean_abs_scaler_is_the_mean_absolute_value() -> None:
     assert loc.abs().sum().item() == 0 and scale.squeeze(-1).tolist() == [4.0, 1.0]
 
 
+def test_level_scaler_is_the_mean_and_the_mean_absolute_value() -> None:
+    from anyq.model.forecaster import location_scale
+
+    history = torch.tensor([[1.0, -2.0, 3.0, 10.0], [0.0] * 4, [2.0, 2.0, 2.0, 2.0]])
+    loc, scale = location_scale(history, "level")
+    # mean (1 - 2 + 3 + 10) / 4 = 3, mean |x| (1 + 2 + 3 + 10) / 4 = 4; all zeros: scale 1;
+    # flat at 2: centred on 2, scale 2 (not 1, as standard's would be)
+    assert loc.squeeze(-1).tolist() == [3.0, 0.0, 2.0] and scale.squeeze(-1).tolist() == [4.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
+def test_level_scaler_makes_the_forecast_scale_equivariant(variant: str) -> None:
+    torch.manual_seed(0)
+    sampler, attention = variant_config(variant, SAMPLER, ATTENTION)
+    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler="level").eval()
+    history, _ = _data()
+    q = torch.rand(history.shape[0], 5)
+    with torch.no_grad():
+        base, scaled = model(history, q), model(3.0 * history, q)
+    torch.testing.assert_close(scaled, 3.0 * base, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("scaler", ["robust", "standard"])
 @pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
 def test_centring_scalers_make_the_forecast_shift_and_scale_equivariant(variant: str, scaler: str) -> None:

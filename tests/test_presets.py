@@ -107,18 +107,22 @@ def test_paper_mhlv_splits_are_the_papers_boundaries(tmp_path):
     assert splits.test[1] == len(index) and index[-1] == pd.Timestamp("2018-12-31 23:00")
 
 
-def test_a_file_trains_on_every_hour_and_the_synthetic_panel_on_every_fourth(tmp_path):
-    """``data=csv`` sets ``train_step`` 1 (conf/data/csv.yaml), the schema's default is 4; the
-    main job's preset leaves both, so a user's file gets a training origin at every hour."""
-    from anyq.training.builders import build_datamodule
+def test_a_file_gets_the_file_recipe_and_the_synthetic_panel_the_schemas(tmp_path):
+    """``data=csv`` brings conf/data_recipe/csv.yaml: a training origin at every hour and the
+    ``level`` scaler; the synthetic generator keeps the schema's every 4th hour and ``max_abs``,
+    and an override on the command line still wins."""
+    from anyq.training.builders import build_datamodule, build_model
 
     csv = small_csv(tmp_path / "mine.csv")
-    for source, step in ((["data=csv", f"data.path={csv}"], 1), ([SHRINK["cpu_demo"][0]], 4)):
+    for source, step, scaler in ((["data=csv", f"data.path={csv}"], 1, "level"),
+                                 ([SHRINK["cpu_demo"][0]], 4, "max_abs")):
         cfg = compose_preset(tmp_path, "experiment=cpu_demo", "tracking=none", *source)
-        assert cfg.data.train_step == step
+        assert cfg.data.train_step == step and build_model(cfg).scaler == scaler
         windows = build_datamodule(cfg.data, load_dataset(cfg.data), 0).train_windows
         origins = windows.origin[windows.series_idx == 0]
         assert len(origins) > 100 and set(np.diff(origins)) == {step}
+    mine = compose_preset(tmp_path, "experiment=cpu_demo", "data=csv", f"data.path={csv}", "model.scaler=max_abs")
+    assert mine.model.scaler == "max_abs" and mine.data.train_step == 1
     # the recipe's other knobs are the same for both sources
     file_cfg = compose_preset(tmp_path, "experiment=cpu_demo", "data=csv", f"data.path={csv}")
     synthetic_cfg = compose_preset(tmp_path, "experiment=cpu_demo")

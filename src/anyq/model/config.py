@@ -68,6 +68,7 @@ class OutputConfig:
     # those as the seed of the online calibration from earlier origins' errors (anyq.model.online)
     conformal: str = CONFORMAL_DEFAULT
     online_gamma: float = ranged(ONLINE_GAMMA_DEFAULT, ge=0)  # online step as a share of the residuals' 90 % spread
-    # "max_abs" (divide by max |history|), "robust" (median and MAD) or "standard" (mean and std):
+    # "max_abs" (divide by max |history|), "mean_abs" (by mean |history|), "level" (mean, mean |history|),
+    # "robust" (median and MAD) or "standard" (mean and std):
     # anyq.model.forecaster.location_scale
     scaler: str = SCALER_DEFAULT

@@ -46,7 +46,7 @@ from anyq.settings import check_choice, check_settings
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
 _MIN_SCALE = 1e-12
 #: ``model.scaler`` values: how each window is put on the normalised scale (:func:`location_scale`).
-SCALERS = ("max_abs", "mean_abs", "robust", "standard")
+SCALERS = ("max_abs", "mean_abs", "level", "robust", "standard")
 #: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
 _MAD_TO_STD = 0.6744897501960817
 
@@ -56,7 +56,10 @@ def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple
 
     ``max_abs`` (the authors'): location 0, scale max ``|history|``. ``mean_abs``: location 0,
     scale the mean of ``|history|`` (the window's level; one spike moves it by its share of the
-    window, where it sets ``max_abs`` alone). ``robust`` (neuralforecast's
+    window, where it sets ``max_abs`` alone). ``level``: location the mean, scale the mean of
+    ``|history|``, so the networks read the window as deviations from its mean in shares of its
+    level (scale-equivariant, not shift-equivariant; a spike moves the scale by its share of the
+    window, where it moves ``standard``'s by its square). ``robust`` (neuralforecast's
     ``robust`` scaler, ``robust_statistics``): location the median, scale the median absolute
     deviation from it, or the standard deviation x 0.6745 where the MAD is 0. ``standard``
     (neuralforecast's ``standard`` scaler, ``std_statistics``): location the mean, scale the
@@ -66,6 +69,9 @@ def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple
     if scaler == "standard":
         loc = history.mean(dim=-1, keepdim=True)
         scale = history.std(dim=-1, keepdim=True)
+    elif scaler == "level":
+        loc = history.mean(dim=-1, keepdim=True)
+        scale = history.abs().mean(dim=-1, keepdim=True)
     elif scaler == "mean_abs":
         loc = torch.zeros_like(history[..., :1])
         scale = history.abs().mean(dim=-1, keepdim=True)
@@ -83,7 +89,8 @@ class AnyQuantileForecaster(nn.Module):
     """Forecasts any set of levels per window; data units in, data units out.
 
     Each window is put on a normalised scale before the networks see it, ``(history - loc) /
-    scale`` (``model.scaler``: ``max_abs``, the authors', divides by max ``|history|``; ``robust``
+    scale`` (``model.scaler``: ``max_abs``, the authors', divides by max ``|history|``; ``level``
+    centres on the mean and divides by the mean ``|history|``; ``robust``
     centres on the median and divides by the MAD, ``standard`` on the mean and divides by the
     standard deviation: :func:`location_scale`), and the forecast is
     mapped back. The training loss is computed on that normalised scale: it is the pinball loss
