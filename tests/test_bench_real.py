@@ -151,11 +151,11 @@ def test_recipe_study_measures_the_preset_first_and_scores_validation_against_se
     study = optuna.load_study(study_name="s", storage=storage)
     trials = sorted(study.trials, key=lambda t: t.number)
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    # The preset's own values are measured first (cpu_demo: lr 0.008, EMA 0.995, calendar on, patience 3,
-    # max_abs scaling); the training windows' spacing is the data's own, not searched.
+    # The preset's own values are measured first (cpu_demo: lr 0.008, EMA 0.995, calendar on, patience
+    # 3); the training windows' spacing and the scaler are the data's own (a file's recipe), not searched.
     assert trials[0].params == {"optim.lr": 0.008, "optim.weight_decay": 0.0, "model.backbone.dropout": 0.0,
                                 "trainer.ema_decay": 0.995, "data.calendar.enabled": True,
-                                "trainer.early_stopping.patience": 3, "model.scaler": "max_abs"}
+                                "trainer.early_stopping.patience": 3}
     # The objective is validation CRPS over seasonal naive's on the same validation windows and grid.
     cfg = compose_job(["data=csv", f"data.path={csv}", "data.split.kind=dates", "data.split.train_end='2021-02-28'",
                        "data.split.val_end='2021-03-14'", "data.split.test_end='2021-03-31'",
@@ -172,10 +172,10 @@ def test_recipe_study_measures_the_preset_first_and_scores_validation_against_se
 def test_a_knob_fixed_by_override_leaves_the_recipe_studys_search_space() -> None:
     import bench_recipe
 
-    space = bench_recipe.search_space(["optim.lr=choice(0.004,0.008)"], ["model.scaler=standard", "+foo.bar=1"])
-    assert "model.scaler" not in space and "foo.bar" not in space
+    space = bench_recipe.search_space(["optim.lr=choice(0.004,0.008)"], ["trainer.ema_decay=0.99", "+foo.bar=1"])
+    assert "trainer.ema_decay" not in space and "foo.bar" not in space
     assert space["optim.lr"].choices == (0.004, 0.008)
-    assert set(space) == set(bench_recipe.SPACE) - {"model.scaler"}
+    assert set(space) == set(bench_recipe.SPACE) - {"trainer.ema_decay"}
 
 
 def test_diagnosis_summary_is_crps_median_bias_and_the_90_interval_by_hand() -> None:

@@ -313,7 +313,9 @@ def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
     values = {o.key_or_group: o.value() for o in overrides if not o.is_sweep_override()}
     root = Path(conf)
     defaults = OmegaConf.load(root / "config.yaml").get("defaults", [])
-    chosen = {k: v for entry in defaults if isinstance(entry, DictConfig) for k, v in entry.items()}
+    # unresolved: a choice may interpolate another group's (``optional data_recipe: ${data}``)
+    chosen = {k: v for entry in defaults if isinstance(entry, DictConfig)
+              for k, v in OmegaConf.to_container(entry, resolve=False).items()}
     sections = {}
     for group in ("paths", "tracking"):
         node = OmegaConf.load(root / group / f"{values.get(group, chosen.get(group))}.yaml")
