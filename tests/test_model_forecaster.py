@@ -211,11 +211,13 @@ def test_level_scaler_is_the_mean_and_the_mean_absolute_value() -> None:
     assert loc.squeeze(-1).tolist() == [3.0, 0.0, 2.0] and scale.squeeze(-1).tolist() == [4.0, 1.0, 2.0]
 
 
+@pytest.mark.parametrize("scaler", ["max_abs", "mean_abs", "level"])
 @pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
-def test_level_scaler_makes_the_forecast_scale_equivariant(variant: str) -> None:
+def test_every_scaler_makes_the_forecast_scale_equivariant(variant: str, scaler: str) -> None:
+    """The scalers without a shift-equivariant location (the centring ones are tested below)."""
     torch.manual_seed(0)
     sampler, attention = variant_config(variant, SAMPLER, ATTENTION)
-    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler="level").eval()
+    model = build_forecaster(L, H, BACKBONE, sampler, attention, scaler=scaler).eval()
     history, _ = _data()
     q = torch.rand(history.shape[0], 5)
     with torch.no_grad():
