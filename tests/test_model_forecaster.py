@@ -76,6 +76,33 @@ def test_forecast_is_scale_equivariant(variant: str) -> None:
     torch.testing.assert_close(model(37.0 * history, q), 37.0 * model(history, q), rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("variant", ["baseline_adaptive", "adaptive_attention"])
+def test_evaluation_in_chunks_gives_the_forecast_of_one_call(variant: str) -> None:
+    """Without gradients on the CPU the windows go through the networks in chunks of
+    EVAL_CHUNK_ROWS // Q windows (here 1024 // 99 = 10: 5 calls for 47 windows, the last of 7),
+    calendar inputs sliced alike; the forecast is the one a single call gives."""
+    torch.manual_seed(0)
+    sampler, attention = variant_config(variant, SAMPLER, ATTENTION)
+    model = build_forecaster(L, H, BACKBONE, sampler, attention, calendar_features=3)
+    if model.attention is not None:  # open the zero-initialised head so the correction counts
+        with torch.no_grad():
+            model.attention.head.weight.normal_(0, 0.3)
+    model.eval()
+    n, q = 47, torch.linspace(0.01, 0.99, 99).expand(47, -1)
+    x = torch.randn(n, L)
+    calendar = torch.rand(n, L + H, 3)
+    calls: list[int] = []
+    model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    whole = model.forward_normalised(x, q, calendar)  # gradients on: one call
+    assert calls == [n]
+    calls.clear()
+    with torch.no_grad():
+        chunked = model.forward_normalised(x, q, calendar)
+    assert calls == [10, 10, 10, 10, 7]
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    assert (chunked[..., -1] - chunked[..., 0]).abs().max() > 0.01  # levels and windows differ
+
+
 def test_all_zero_history_gives_finite_forecast() -> None:
     model = _model("adaptive_attention").eval()
     out = model(torch.zeros(2, L), torch.rand(2, 3))

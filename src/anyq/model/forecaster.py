@@ -50,6 +50,10 @@ SCALERS = ("max_abs", "mean_abs", "level", "robust", "standard")
 #: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
 _MAD_TO_STD = 0.6744897501960817
 
+#: ``(window, level)`` rows per network call when evaluating on the CPU (``forward_normalised``):
+#: 1,024 measured fastest of 256-51,200 for both variants on 39 and 99 levels.
+EVAL_CHUNK_ROWS = 1024
+
 
 def location_scale(history: torch.Tensor, scaler: str = SCALER_DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window location and scale ``([N, 1], [N, 1])`` of ``history [N, L]`` (data units).
@@ -157,7 +161,24 @@ class AnyQuantileForecaster(nn.Module):
     def forward_normalised(self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None) -> torch.Tensor:
         """Forecast ``[N, H, Q]`` on the normalised scale from a normalised history ``x [N, L]``
         (and the window's calendar ``[N, L + H, F]`` if the model takes one), each level as the
-        networks give it (no rearrangement)."""
+        networks give it (no rearrangement).
+
+        Evaluated without gradients on the CPU, the windows go through the networks in chunks of
+        about :data:`EVAL_CHUNK_ROWS` ``(window, level)`` rows: every row is computed on its own,
+        so the forecast is the same, and activations that fit the CPU's caches make a 99-level
+        pass over 512 windows 2.2x faster (docs/design.md, "Evaluation in chunks").
+        """
+        n, num_q = q.shape
+        step = max(1, EVAL_CHUNK_ROWS // max(1, num_q))
+        recording = self.attention is not None and self.attention.record_attention
+        if n <= step or torch.is_grad_enabled() or x.device.type != "cpu" or recording:
+            return self._networks(x, q, calendar)
+        chunks = range(0, n, step)
+        return torch.cat([self._networks(x[i:i + step], q[i:i + step],
+                                         None if calendar is None else calendar[i:i + step]) for i in chunks])
+
+    def _networks(self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None) -> torch.Tensor:
+        """The backbone's forecast plus the attention's correction, ``[N, H, Q]`` (normalised)."""
         base = self.backbone(x, q, calendar)
         if self.attention is None:
             return base
