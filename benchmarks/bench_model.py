@@ -4,8 +4,11 @@ sampler update cost.
 Measures, for one configuration, the median time of a full training step (forward, backward,
 optimiser step, sampler update) per variant; the attention's cost as the ratio of the full
 variant's step to the backbone-only step (target <= 2x); the vectorised sampler update's share
-of a step (target < 5%); and the per-quantile loop update for comparison. When the attention
-ratio misses its target, smaller attention sizes are tried and those meeting it are listed.
+of a step (target < 5%); the per-quantile loop update for comparison; and an evaluation pass
+(``--eval-windows`` windows at the 99 test levels and the 39 validation levels, without
+gradients) in the model's chunks of ``EVAL_CHUNK_ROWS`` rows against one call (target: chunks
+faster). When the attention ratio misses its target, smaller attention sizes are tried and
+those meeting it are listed.
 
     python benchmarks/bench_model.py                 # defaults: 2 threads, batch 256
     python benchmarks/bench_model.py --threads 8 --repeats 20
@@ -21,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from anyq.model import QuantileSampler, build_forecaster
+from anyq.model import forecaster as forecaster_module
 from anyq.sweeping.cost import median_seconds
 from anyq.training.config_tree import VARIANTS, variant_config
 
@@ -53,6 +57,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=ATTENTION.patch_length, help="attention patch_length")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--eval-windows", type=int, default=512, help="windows of the evaluation pass (0: skip it)")
     p.add_argument("--no-search", action="store_true", help="skip the smaller-attention search")
     return p.parse_args()
 
@@ -103,6 +108,29 @@ def update_times(args: argparse.Namespace) -> tuple[float, float]:
     return fast, slow
 
 
+def evaluation_times(args: argparse.Namespace, variant: str, num_levels: int, attention: dict) -> tuple[float, float]:
+    """Seconds of one evaluation pass of ``variant`` over ``--eval-windows`` windows at
+    ``num_levels`` levels, without gradients: in the model's chunks, and as one call."""
+    sampler_cfg, attention_cfg = variant_config(variant, {"num_adaptive_quantiles": args.quantiles}, attention)
+    backbone = {"num_blocks": args.blocks, "num_layers": args.layers, "layer_width": args.width}
+    model = build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg).eval()
+    x = torch.randn(args.eval_windows, args.history)
+    q = torch.linspace(1 / (num_levels + 1), num_levels / (num_levels + 1), num_levels).expand(args.eval_windows, -1)
+    rows = forecaster_module.EVAL_CHUNK_ROWS
+
+    def one_pass(chunk_rows: int) -> Callable[[], None]:
+        def run() -> None:
+            forecaster_module.EVAL_CHUNK_ROWS = chunk_rows
+            try:
+                with torch.no_grad():
+                    model.forward_normalised(x, q)
+            finally:
+                forecaster_module.EVAL_CHUNK_ROWS = rows
+        return run
+
+    return median_seconds(one_pass(rows), 3, warmup=1), median_seconds(one_pass(x.shape[0] * num_levels), 3, warmup=1)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -136,6 +164,14 @@ def main() -> None:
     )
     print(f"sampler update: {1e3 * fast:.3f} ms = {100 * share:.2f}% of a full step (target < 5%)")
     print(f"loop update:    {1e3 * slow:.1f} ms ({slow / fast:.0f}x the vectorised update)")
+
+    if args.eval_windows:
+        print(f"\nevaluation pass, {args.eval_windows} windows, no gradients: chunks of "
+              f"{forecaster_module.EVAL_CHUNK_ROWS} rows vs one call (target: chunks faster)")
+        for variant in ("baseline_adaptive", "adaptive_attention"):
+            for levels in (99, 39):
+                chunked, whole = evaluation_times(args, variant, levels, attention)
+                print(f"  {variant:<20}{levels:>3} levels: {chunked:.2f} s vs {whole:.2f} s ({whole / chunked:.2f}x)")
 
     if ratio > ATTENTION_TARGET and not args.no_search:
         print("\nattention over target; smaller sizes (d_model, n_heads, num_blocks, d_ff), median ratio:")
