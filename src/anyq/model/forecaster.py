@@ -166,7 +166,7 @@ class AnyQuantileForecaster(nn.Module):
         Evaluated without gradients on the CPU, the windows go through the networks in chunks of
         about :data:`EVAL_CHUNK_ROWS` ``(window, level)`` rows: every row is computed on its own,
         so the forecast is the same, and activations that fit the CPU's caches make a 99-level
-        pass over 512 windows 2.2x faster (docs/design.md, "Evaluation in chunks").
+        pass over 512 windows 1.7-2.3x faster (docs/design.md, "Evaluation in chunks").
         """
         n, num_q = q.shape
         step = max(1, EVAL_CHUNK_ROWS // max(1, num_q))
