@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 
 from anyq.model import QuantileSampler, build_forecaster
-from anyq.model import forecaster as forecaster_module
+from anyq.model.forecaster import EVAL_CHUNK_ROWS
 from anyq.sweeping.cost import median_seconds
 from anyq.training.config_tree import VARIANTS, variant_config
 
@@ -116,19 +116,10 @@ def evaluation_times(args: argparse.Namespace, variant: str, num_levels: int, at
     model = build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg).eval()
     x = torch.randn(args.eval_windows, args.history)
     q = torch.linspace(1 / (num_levels + 1), num_levels / (num_levels + 1), num_levels).expand(args.eval_windows, -1)
-    rows = forecaster_module.EVAL_CHUNK_ROWS
-
-    def one_pass(chunk_rows: int) -> Callable[[], None]:
-        def run() -> None:
-            forecaster_module.EVAL_CHUNK_ROWS = chunk_rows
-            try:
-                with torch.no_grad():
-                    model.forward_normalised(x, q)
-            finally:
-                forecaster_module.EVAL_CHUNK_ROWS = rows
-        return run
-
-    return median_seconds(one_pass(rows), 3, warmup=1), median_seconds(one_pass(x.shape[0] * num_levels), 3, warmup=1)
+    with torch.no_grad():
+        chunked = median_seconds(lambda: model.forward_normalised(x, q), 3, warmup=1)
+        whole = median_seconds(lambda: model.forward_normalised(x, q, chunk_rows=None), 3, warmup=1)
+    return chunked, whole
 
 
 def main() -> None:
@@ -167,7 +158,7 @@ def main() -> None:
 
     if args.eval_windows:
         print(f"\nevaluation pass, {args.eval_windows} windows, no gradients: chunks of "
-              f"{forecaster_module.EVAL_CHUNK_ROWS} rows vs one call (target: chunks faster)")
+              f"{EVAL_CHUNK_ROWS} rows vs one call (target: chunks faster)")
         for variant in ("baseline_adaptive", "adaptive_attention"):
             for levels in (99, 39):
                 chunked, whole = evaluation_times(args, variant, levels, attention)

@@ -100,6 +100,10 @@ def test_evaluation_in_chunks_gives_the_forecast_of_one_call(variant: str) -> No
         chunked = model.forward_normalised(x, q, calendar)
     assert calls == [10, 10, 10, 10, 7]
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
+    calls.clear()
+    with torch.no_grad():
+        model.forward_normalised(x, q, calendar, chunk_rows=None)
+    assert calls == [n]
     assert (chunked[..., -1] - chunked[..., 0]).abs().max() > 0.01  # levels and windows differ
 
 

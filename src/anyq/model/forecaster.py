@@ -158,18 +158,22 @@ class AnyQuantileForecaster(nn.Module):
         """Per-hour calendar features the model takes (0: none; :mod:`anyq.data.calendar`)."""
         return self.backbone.calendar_features
 
-    def forward_normalised(self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_normalised(
+        self, x: torch.Tensor, q: torch.Tensor, calendar: torch.Tensor | None = None,
+        chunk_rows: int | None = EVAL_CHUNK_ROWS,
+    ) -> torch.Tensor:
         """Forecast ``[N, H, Q]`` on the normalised scale from a normalised history ``x [N, L]``
         (and the window's calendar ``[N, L + H, F]`` if the model takes one), each level as the
         networks give it (no rearrangement).
 
         Evaluated without gradients on the CPU, the windows go through the networks in chunks of
-        about :data:`EVAL_CHUNK_ROWS` ``(window, level)`` rows: every row is computed on its own,
-        so the forecast is the same, and activations that fit the CPU's caches make a 99-level
-        pass over 512 windows 1.7-2.3x faster (docs/design.md, "Evaluation in chunks").
+        about ``chunk_rows`` ``(window, level)`` rows (:data:`EVAL_CHUNK_ROWS`; None: one call):
+        every row is computed on its own, so the forecast is the same, and activations that fit
+        the CPU's caches make a 99-level pass over 512 windows 1.7-2.3x faster (docs/design.md,
+        "Evaluation in chunks").
         """
         n, num_q = q.shape
-        step = max(1, EVAL_CHUNK_ROWS // max(1, num_q))
+        step = n if chunk_rows is None else max(1, chunk_rows // max(1, num_q))
         recording = self.attention is not None and self.attention.record_attention
         if n <= step or torch.is_grad_enabled() or x.device.type != "cpu" or recording:
             return self._networks(x, q, calendar)
