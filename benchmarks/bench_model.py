@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 
 from anyq.model import QuantileSampler, build_forecaster
+from anyq.metrics.levels import evaluation_grid
 from anyq.model.forecaster import EVAL_CHUNK_ROWS
 from anyq.sweeping.cost import median_seconds
 from anyq.training.config_tree import VARIANTS, variant_config
@@ -62,14 +63,17 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def forecaster(args: argparse.Namespace, variant: str, attention: dict) -> torch.nn.Module:
+    """The forecaster of ``variant`` at the command line's sizes."""
+    sampler_cfg, attention_cfg = variant_config(variant, {"num_adaptive_quantiles": args.quantiles}, attention)
+    backbone = {"num_blocks": args.blocks, "num_layers": args.layers, "layer_width": args.width}
+    return build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg)
+
+
 def training_step(args: argparse.Namespace, variant: str, attention: dict) -> Callable[[], None]:
     """One training step of ``variant`` (forward, backward, optimiser step, sampler update)."""
     torch.manual_seed(0)
-    sampler_cfg, attention_cfg = variant_config(
-        variant, {"num_adaptive_quantiles": args.quantiles}, {**attention, "dropout": 0.1}
-    )
-    backbone = {"num_blocks": args.blocks, "num_layers": args.layers, "layer_width": args.width}
-    model = build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg).train()
+    model = forecaster(args, variant, {**attention, "dropout": 0.1}).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
     series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon)
     history, target = series[:, : args.history], series[:, args.history :]
@@ -111,11 +115,9 @@ def update_times(args: argparse.Namespace) -> tuple[float, float]:
 def evaluation_times(args: argparse.Namespace, variant: str, num_levels: int, attention: dict) -> tuple[float, float]:
     """Seconds of one evaluation pass of ``variant`` over ``--eval-windows`` windows at
     ``num_levels`` levels, without gradients: in the model's chunks, and as one call."""
-    sampler_cfg, attention_cfg = variant_config(variant, {"num_adaptive_quantiles": args.quantiles}, attention)
-    backbone = {"num_blocks": args.blocks, "num_layers": args.layers, "layer_width": args.width}
-    model = build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg).eval()
+    model = forecaster(args, variant, attention).eval()
     x = torch.randn(args.eval_windows, args.history)
-    q = torch.linspace(1 / (num_levels + 1), num_levels / (num_levels + 1), num_levels).expand(args.eval_windows, -1)
+    q = evaluation_grid(num_levels).expand(args.eval_windows, -1)
     with torch.no_grad():
         chunked = median_seconds(lambda: model.forward_normalised(x, q), 3, warmup=1)
         whole = median_seconds(lambda: model.forward_normalised(x, q, chunk_rows=None), 3, warmup=1)
