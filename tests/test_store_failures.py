@@ -186,9 +186,16 @@ def mounted(source: str, target: Path, *options: str) -> Iterator[None]:
 
 
 def read_only(path: Path) -> None:
-    """``path`` read-only from now on, for files opened after this (a read-only bind mount)."""
-    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-    subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+    """``path`` read-only from now on, for files opened after this: a read-only bind mount made
+    beside it and moved over it in one step. (Bound over itself, then remounted, it raced the run:
+    a file the run opened for writing between the two steps made the remount "busy".) ``path``'s
+    parent must be a mount point, which this file's tests make private so the move is allowed."""
+    staging = path.parent / f".{path.name}-read-only"
+    staging.mkdir()
+    subprocess.run(["mount", "--make-private", str(path.parent)], check=True)
+    subprocess.run(["mount", "--bind", str(path), str(staging)], check=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(staging)], check=True)
+    subprocess.run(["mount", "--move", str(staging), str(path)], check=True)
 
 
 def train(root: Path, *extra: str, background: bool = False):
