@@ -189,7 +189,8 @@ def read_only(path: Path) -> None:
     """``path`` read-only from now on, for files opened after this: a read-only bind mount made
     beside it and moved over it in one step. (Bound over itself, then remounted, it raced the run:
     a file the run opened for writing between the two steps made the remount "busy".) ``path``'s
-    parent must be a mount point, which this file's tests make private so the move is allowed."""
+    parent must be a mount point (the tests' tmpfs); it is made private here, as the kernel
+    refuses to move a mount under a shared one."""
     staging = path.parent / f".{path.name}-read-only"
     staging.mkdir()
     subprocess.run(["mount", "--make-private", str(path.parent)], check=True)
