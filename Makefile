@@ -12,7 +12,7 @@ ARGS ?=
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
-.PHONY: help env env-scale-out run test bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
+.PHONY: help env env-scale-out run test test-all bench sweep confirm ablate report ui ui-check dashboard tensorboard serve services services-stop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -44,6 +44,9 @@ run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic 
 TEST_JOBS ?= 4
 test: $(STAMP) ## run the test suite (PYTEST_ARGS="..." to pass pytest options, TEST_JOBS=1 for one process)
 	$(BIN)/pytest -q -n auto --maxprocesses=$(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+
+test-all: $(VENV)/.scale-out ## the suite with the integration tests (services, Ray, Submitit, Chromium), as CI runs it
+	ANYQ_INTEGRATION=1 $(MAKE) test
 
 bench: $(STAMP) ## model benchmarks (throughput, attention cost, sampler update share)
 	$(PY) benchmarks/bench_model.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,20 @@ from anyq.app.paths import config_dir
 from anyq.training.schema import register_configs
 
 register_configs()
+
+#: Set (by .ci/run, or `make test-all`) to run the tests marked ``integration``.
+INTEGRATION_ENV = "ANYQ_INTEGRATION"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``integration`` tests (their own PostgreSQL + MLflow server, Ray head, Submitit
+    jobs, or a browser installed as root) unless ``$ANYQ_INTEGRATION`` is set: CI sets it."""
+    if os.environ.get(INTEGRATION_ENV):
+        return
+    skip = pytest.mark.skip(reason=f"integration: {INTEGRATION_ENV}=1 runs it (`make test-all`; .ci/run does)")
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(skip)
 
 # A model and data small enough for a CPU test, with the real code paths.
 TINY = [

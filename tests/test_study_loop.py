@@ -125,7 +125,7 @@ def chromium():
         pytest.skip(f"no browser: {exc}")
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # Chromium, installed with apt-get when missing
 def test_mlflow_runs_page_in_a_real_browser(main_job, chromium):
     root, client = main_job["root"], main_job["client"]
     experiment = client.get_experiment_by_name("x")
