@@ -54,6 +54,18 @@ def test_block_without_modulation_equals_torch_transformer_encoder_layer() -> No
     torch.testing.assert_close(out, reference(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("last", [1, 2, 6])
+def test_block_computing_only_its_last_tokens_equals_the_full_block(last: int) -> None:
+    torch.manual_seed(5)
+    block = AttentionBlock(D, HEADS, FF, dropout=0.0, modulation=True, adaptive_temp=2.0).eval()
+    x, q_emb, w = torch.randn(5, 6, D), torch.randn(5, D), torch.rand(5)
+    full, _, factor = block(x, q_emb, w)
+    tail, _, tail_factor = block(x, q_emb, w, last=last)
+    assert tail.shape == (5, last, D)
+    torch.testing.assert_close(tail, full[:, 6 - last:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(tail_factor, factor)
+
+
 def test_modulated_logits_match_explicit_softmax_reference() -> None:
     torch.manual_seed(1)
     attn = ModulatedSelfAttention(D, HEADS, modulation=True, adaptive_temp=2.0)

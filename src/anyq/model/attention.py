@@ -55,12 +55,18 @@ class ModulatedSelfAttention(nn.Module):
         return 1.0 + self.adaptive_temp * w.unsqueeze(-1) * gate
 
     def forward(
-        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False
+        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False,
+        last: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``x [S, T, d]``, ``q_emb [S, d]``, ``w [S]`` -> (output, weights [S, h, T, T] or None,
-        logit factor [S, h] or None)."""
+        """``x [S, T, d]``, ``q_emb [S, d]``, ``w [S]`` -> (output ``[S, T', d]``, weights
+        ``[S, h, T', T]`` or None, logit factor ``[S, h]`` or None), where ``T'`` is ``last``
+        (only the last ``last`` tokens attend: the others' outputs are not computed) or ``T``."""
         s, t, d = x.shape
-        query, key, value = self.in_proj(x).view(s, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        t_out = t if last is None else last
+        w_query, w_kv = self.in_proj.weight.split([d, 2 * d])
+        b_query, b_kv = self.in_proj.bias.split([d, 2 * d])
+        query = F.linear(x[:, t - t_out:], w_query, b_query).view(s, t_out, self.n_heads, self.head_dim).transpose(1, 2)
+        key, value = F.linear(x, w_kv, b_kv).view(s, t, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         factor = self.logit_factor(q_emb, w)
         if factor is not None:
             query = query * factor[:, :, None, None]
@@ -71,7 +77,7 @@ class ModulatedSelfAttention(nn.Module):
             y = weights @ value
         else:
             y = F.scaled_dot_product_attention(query, key, value)
-        y = y.transpose(1, 2).reshape(s, t, d)
+        y = y.transpose(1, 2).reshape(s, t_out, d)
         return self.out_proj(y), weights, factor
 
 
@@ -92,10 +98,15 @@ class AttentionBlock(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model)
 
     def forward(
-        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False
+        self, x: torch.Tensor, q_emb: torch.Tensor, w: torch.Tensor, record: bool = False,
+        last: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``x [S, T, d]`` -> ``[S, T, d]``, or ``[S, last, d]``: the last ``last`` tokens only,
+        exactly as the full block computes them (every token still serves as key and value)."""
         p = self.dropout if self.training else 0.0
-        attended, weights, factor = self.self_attn(self.norm1(x), q_emb, w, record)
+        attended, weights, factor = self.self_attn(self.norm1(x), q_emb, w, record, last)
+        if last is not None:
+            x = x[:, x.shape[1] - last:]
         x = x + _dropout(attended, p)
         x = x + _dropout(self.linear2(_dropout(F.gelu(self.linear1(self.norm2(x))), p)), p)
         return x, weights, factor
@@ -204,14 +215,17 @@ class AdaptiveAttention(nn.Module):
         w_flat = w.detach().reshape(n * num_q).to(h.dtype)
         record = self.record_attention
         attention, modulation = [], []
-        for block in self.blocks:
-            h, weights, factor = block(h, q_flat, w_flat, record)
+        for i, block in enumerate(self.blocks):
+            # the correction reads the forecast tokens only: the last block computes just those
+            # (same output, a third less work at the defaults); recorded weights keep [T, T]
+            last = pf if i == len(self.blocks) - 1 and not record else None
+            h, weights, factor = block(h, q_flat, w_flat, record, last)
             if record:
                 attention.append(weights.detach().reshape(n, num_q, *weights.shape[1:]))
                 if factor is not None:
                     modulation.append(factor.detach().reshape(n, num_q, -1))
         self.last_attention, self.last_modulation = attention, modulation
-        correction = self.head(self.norm(h[:, ph:]))  # [N*Q, pf, patch]
+        correction = self.head(self.norm(h[:, -pf:]))  # [N*Q, pf, patch]
         return correction.reshape(n, num_q, pf * plen).transpose(1, 2)
 
 
