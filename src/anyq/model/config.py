@@ -36,7 +36,7 @@ class AttentionConfig:
     enabled: bool = True
     modulation: bool = True
     patch_length: int = ranged(24, ge=1)
-    d_model: int = ranged(32, ge=1)  # CPU default: attention costs 1.7x the backbone (benchmarks/bench_model.py)
+    d_model: int = ranged(32, ge=1)  # CPU default: a step with attention costs 1.5x the backbone-only step (make bench)
     n_heads: int = ranged(4, ge=1)
     num_blocks: int = ranged(2, ge=1)
     d_ff: int = ranged(64, ge=1)
