@@ -28,8 +28,9 @@ INTEGRATION_ENV = "ANYQ_INTEGRATION"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the ``integration`` tests (their own PostgreSQL + MLflow server, Ray head, Submitit
-    jobs, or a browser installed as root) unless ``$ANYQ_INTEGRATION`` is set: CI sets it."""
-    if os.environ.get(INTEGRATION_ENV):
+    jobs, or a browser installed as root) unless ``$ANYQ_INTEGRATION`` is set to anything but
+    ``0``: CI sets it."""
+    if os.environ.get(INTEGRATION_ENV, "0") not in ("", "0"):
         return
     skip = pytest.mark.skip(reason=f"integration: {INTEGRATION_ENV}=1 runs it (`make test-all`; .ci/run does)")
     for item in items:
