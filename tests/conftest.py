@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Callable
@@ -18,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from anyq.app.paths import config_dir
+from anyq.tracking import store
 from anyq.training.schema import register_configs
 
 register_configs()
@@ -26,16 +28,56 @@ register_configs()
 INTEGRATION_ENV = "ANYQ_INTEGRATION"
 
 
+def integration_enabled(environ: dict[str, str] | os._Environ[str]) -> bool:
+    """Whether ``environ`` switches the ``integration`` tests on: ``$ANYQ_INTEGRATION`` set to
+    anything but empty or ``0``."""
+    return environ.get(INTEGRATION_ENV, "0") not in ("", "0")
+
+
+#: The reason the ``integration`` tests are skipped with, shown by ``-ra``.
+INTEGRATION_SKIP = f"integration: {INTEGRATION_ENV}=1 runs it (`make test-all`; .ci/run does)"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the ``integration`` tests (their own PostgreSQL + MLflow server, Ray head, Submitit
-    jobs, or a browser installed as root) unless ``$ANYQ_INTEGRATION`` is set to anything but
-    ``0``: CI sets it."""
-    if os.environ.get(INTEGRATION_ENV, "0") not in ("", "0"):
+    jobs, or a browser installed as root) unless :func:`integration_enabled`: CI sets it."""
+    if integration_enabled(os.environ):
         return
-    skip = pytest.mark.skip(reason=f"integration: {INTEGRATION_ENV}=1 runs it (`make test-all`; .ci/run does)")
+    skip = pytest.mark.skip(reason=INTEGRATION_SKIP)
     for item in items:
         if item.get_closest_marker("integration"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty local store as ``anyq.tracking.store.ensure_store`` leaves it (MLflow's tables
+    created, its Default experiment), made once per test process."""
+    mlruns = tmp_path_factory.mktemp("empty-store")
+    store.ensure_store(f"sqlite:///{mlruns / 'mlflow.db'}", mlruns)
+    return mlruns / "mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def stores_from_a_copy(empty_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a job in this process would have MLflow create a new local store, it gets a copy of
+    :func:`empty_store` instead: MLflow runs its ~50 schema migrations on every new SQLite file
+    (about 2 s each time, a tenth of the suite). Only the creation is shortened: the store is
+    created at the same moment, under the same lock, and nothing is written where the code
+    would not write. Jobs in child processes still create theirs through MLflow."""
+    def client(tracking_uri: str) -> store.MlflowClient:
+        path = store.local_store_path(tracking_uri) if store.is_local_sqlite(tracking_uri) else None
+        if path is not None and not path.exists():
+            try:
+                with contextlib.closing(sqlite3.connect(empty_store)) as source, \
+                        contextlib.closing(sqlite3.connect(path)) as target:
+                    source.backup(target)
+            except (sqlite3.Error, OSError):  # an unwritable folder: MLflow meets it as it would
+                path.unlink(missing_ok=True)
+        return mlflow_client_class(tracking_uri=tracking_uri)
+
+    mlflow_client_class = store.MlflowClient
+    monkeypatch.setattr(store, "MlflowClient", client)
 
 # A model and data small enough for a CPU test, with the real code paths.
 TINY = [

@@ -29,7 +29,7 @@ def test_the_average_after_three_steps_is_the_warmed_up_formula_by_hand():
     # then t = 1 update in the average: d = min(0.9, 2/11) = 2/11 -> 2/11 * 1 + 9/11 * 2 = 20/11;
     # t = 2: d = min(0.9, 3/12) = 1/4 -> 1/4 * 20/11 + 3/4 * 4 = 38/11
     weight = torch.nn.Parameter(torch.tensor([0.0]))
-    average = torch.optim.swa_utils.AveragedModel(torch.nn.ParameterList([weight]), avg_fn=warmed_up_ema(0.9))
+    average = torch.optim.swa_utils.AveragedModel(torch.nn.ParameterList([weight]), multi_avg_fn=warmed_up_ema(0.9))
     seen = []
     for value in (1.0, 2.0, 4.0):
         weight.data.fill_(value)
@@ -38,6 +38,33 @@ def test_the_average_after_three_steps_is_the_warmed_up_formula_by_hand():
     assert seen == pytest.approx([1.0, 20 / 11, 38 / 11], rel=1e-6)
     # without the warm-up (a constant 0.9) the first weights would still weigh 0.81 at step 3
     assert 0.9 * (0.9 * 1 + 0.1 * 2) + 0.1 * 4 == pytest.approx(1.39)
+
+
+def test_a_group_update_keeps_constant_and_integer_buffers_and_averages_the_rest():
+    # one update with d = min(0.9, 2/11) = 2/11 after the first copy: 0 -> 9/11 * 11 = 9
+    model = torch.nn.Module()
+    model.weight = torch.nn.Parameter(torch.tensor([0.0, 0.0]))
+    model.register_buffer("levels", torch.tensor([0.1, 0.7]))  # a constant float buffer
+    model.register_buffer("count", torch.tensor([3]))  # an integer buffer
+    average = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, multi_avg_fn=warmed_up_ema(0.9))
+    average.update_parameters(model)
+    with torch.no_grad():
+        model.weight.fill_(11.0)
+        model.count.fill_(7)
+    average.update_parameters(model)
+    assert average.module.weight.tolist() == pytest.approx([9.0, 9.0], rel=1e-6)
+    assert torch.equal(average.module.levels, torch.tensor([0.1, 0.7]))  # bit for bit
+    assert average.module.count.tolist() == [7]  # the trained model's, not averaged
+
+
+def test_the_optimiser_is_adam_fused_on_the_cpu(compose_cfg):
+    cfg = compose_cfg("tracking=none")
+    plan = prepare(cfg, load_dataset(cfg.data))
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    plan.module.trainer = trainer
+    optimizer = plan.module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"] is True
+    assert optimizer.defaults["lr"] == cfg.optim.lr and optimizer.defaults["weight_decay"] == cfg.optim.weight_decay
 
 
 def test_the_tested_weights_are_the_average_and_follow_the_ema_formula(compose_cfg):

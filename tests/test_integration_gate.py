@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from conftest import INTEGRATION_ENV
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import INTEGRATION_ENV, INTEGRATION_SKIP, integration_enabled, pytest_collection_modifyitems
 
 
-@pytest.mark.parametrize("value", [None, "0"])
-def test_an_integration_test_is_skipped_with_its_reason_unless_switched_on(value: str | None) -> None:
-    env = {k: v for k, v in os.environ.items() if k != INTEGRATION_ENV}
-    if value is not None:
-        env[INTEGRATION_ENV] = value
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-                           "tests/test_study_loop.py", "-k", "real_browser"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "1 skipped" in done.stdout and " passed" not in done.stdout
-    assert f"integration: {INTEGRATION_ENV}=1 runs it" in done.stdout
+class Item:
+    """What the collection hook reads and writes of a collected test."""
+
+    def __init__(self, *markers: str) -> None:
+        self.markers = [pytest.Mark(name, (), {}) for name in markers]
+
+    def get_closest_marker(self, name: str) -> pytest.Mark | None:
+        return next((m for m in self.markers if m.name == name), None)
+
+    def add_marker(self, marker: pytest.MarkDecorator) -> None:
+        self.markers.append(marker.mark)
+
+
+@pytest.mark.parametrize(("value", "on"), [(None, False), ("", False), ("0", False), ("1", True), ("yes", True)])
+def test_the_variable_switches_the_integration_tests_on_unless_empty_or_0(value: str | None, on: bool) -> None:
+    environ = {} if value is None else {INTEGRATION_ENV: value}
+    assert integration_enabled(environ) is on
+
+
+@pytest.mark.parametrize(("value", "skipped"), [(None, True), ("0", True), ("1", False)])
+def test_an_integration_test_is_skipped_with_its_reason_unless_switched_on(
+    value: str | None, skipped: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if value is None:
+        monkeypatch.delenv(INTEGRATION_ENV, raising=False)
+    else:
+        monkeypatch.setenv(INTEGRATION_ENV, value)
+    integration, slow, plain = Item("integration", "slow"), Item("slow"), Item()
+    pytest_collection_modifyitems(None, [integration, slow, plain])  # type: ignore[arg-type]
+    skip = integration.get_closest_marker("skip")
+    assert (skip is not None) is skipped
+    if skipped:
+        assert skip.kwargs["reason"] == INTEGRATION_SKIP
+        assert INTEGRATION_SKIP.startswith(f"integration: {INTEGRATION_ENV}=1 runs it")
+    assert slow.get_closest_marker("skip") is None and plain.get_closest_marker("skip") is None

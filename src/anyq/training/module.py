@@ -22,6 +22,8 @@ from anyq.training.schema import EvaluationConfig, OptimConfig
 
 
 _OPTIM, _EVALUATION = OptimConfig(), EvaluationConfig()  # defaults declared once, in the schema
+#: Devices torch's fused Adam runs on (``torch.optim.Adam(fused=True)``).
+FUSED_ADAM_DEVICES = ("cpu", "cuda", "mps")
 
 
 class ForecastingModule(pl.LightningModule):
@@ -66,7 +68,12 @@ class ForecastingModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        """Adam, fused where torch has the kernel for every parameter's device: one pass over
+        the weights instead of a loop of per-tensor ops (10 ms less per step of the default
+        model on one CPU thread: 13.6 -> 3.9 ms, docs/design.md §3)."""
+        fused = all(p.device.type in FUSED_ADAM_DEVICES for p in self.parameters())
+        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
+                                     fused=True if fused else None)
         total = int(self.trainer.estimated_stepping_batches) if self.schedule == "cosine" else 0
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: lr_factor(self.schedule, step, self.warmup_updates, total, self.min_lr_ratio)
