@@ -47,7 +47,7 @@ def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tens
     average)``, so a tensor that does not change, like a buffer holding the evaluation levels,
     stays bit for bit what it is. An integer or boolean buffer (a count, a flag) is the trained
     model's own, not averaged. A tensor at a time (``avg_fn``) the update cost 9.4 ms a step of
-    the attention model on one CPU thread, the group at once 3.6 ms (docs/design.md §3).
+    the attention model on one CPU thread, the group at once 3.6 ms (docs/design.md §2).
     """
 
     @torch.no_grad()

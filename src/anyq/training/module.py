@@ -70,7 +70,7 @@ class ForecastingModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam, fused where torch has the kernel for every parameter's device: one pass over
         the weights instead of a loop of per-tensor ops (10 ms less per step of the default
-        model on one CPU thread: 13.6 -> 3.9 ms, docs/design.md §3)."""
+        model on one CPU thread: 13.6 -> 3.9 ms, docs/design.md §2)."""
         fused = all(p.device.type in FUSED_ADAM_DEVICES for p in self.parameters())
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                      fused=True if fused else None)
