@@ -10,21 +10,33 @@ gradients) in the model's chunks of ``EVAL_CHUNK_ROWS`` rows against one call (t
 faster). When the attention ratio misses its target, smaller attention sizes are tried and
 those meeting it are listed.
 
+On a GPU (``--device cuda``) the same table is timed in the chosen autocast precision, and
+``--sync-check`` runs each piece of a step under ``torch.cuda.set_sync_debug_mode("error")``:
+the sampler's draw, the forward pass with the loss and the sampler's update, the backward pass,
+the fused optimiser step, the weight average's update, a validation forecast and the scorer's
+update; any piece that makes the host wait for the device is named with the line that did.
+
     python benchmarks/bench_model.py                 # defaults: 2 threads, batch 256
     python benchmarks/bench_model.py --threads 8 --repeats 20
+    python benchmarks/bench_model.py --device cuda --precision bf16 --batch 1024 --sync-check
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from anyq.model import QuantileSampler, build_forecaster
 from anyq.metrics.levels import evaluation_grid
+from anyq.metrics.scorer import ForecastScorer
+from anyq.training.averaging import warmed_up_ema
 from anyq.model.forecaster import EVAL_CHUNK_ROWS
 from anyq.sweeping.cost import median_seconds
 from anyq.training.config_tree import VARIANTS, variant_config
@@ -60,7 +72,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--eval-windows", type=int, default=512, help="windows of the evaluation pass (0: skip it)")
     p.add_argument("--no-search", action="store_true", help="skip the smaller-attention search")
+    p.add_argument("--device", default="cpu", help="torch device of the timed steps (cpu, cuda)")
+    p.add_argument("--precision", default="32", choices=sorted(AUTOCAST), help="autocast dtype of the step")
+    p.add_argument("--sync-check", action="store_true", help="name the pieces of a step that wait for the device")
     return p.parse_args()
+
+
+#: ``--precision``: the autocast dtype of the forward pass (None: full precision).
+AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    dtype = AUTOCAST[args.precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(args.device).type, dtype=dtype)
+
+
+def wait(device: str) -> None:
+    """Let queued device work finish so that a timer reads the work, not the launch."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 def forecaster(args: argparse.Namespace, variant: str, attention: dict) -> torch.nn.Module:
@@ -73,18 +105,78 @@ def forecaster(args: argparse.Namespace, variant: str, attention: dict) -> torch
 def training_step(args: argparse.Namespace, variant: str, attention: dict) -> Callable[[], None]:
     """One training step of ``variant`` (forward, backward, optimiser step, sampler update)."""
     torch.manual_seed(0)
-    model = forecaster(args, variant, {**attention, "dropout": 0.1}).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4)
-    series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon)
+    model = forecaster(args, variant, {**attention, "dropout": 0.1}).train().to(args.device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as ForecastingModule
+    series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon, device=args.device)
     history, target = series[:, : args.history], series[:, args.history :]
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
-        loss, _, _ = model.training_loss(history, target)
+        with autocast(args):
+            loss, _, _ = model.training_loss(history, target)
         loss.backward()
         optimiser.step()
+        wait(args.device)
 
     return step
+
+
+def call_site(exc: BaseException) -> str:
+    """``file:line: code`` of the innermost Python frame of ``exc``, and of the innermost frame
+    in anyq's own code when that is another."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/anyq/" in f.filename]
+    where = [frames[-1]] + ([ours[-1]] if ours and ours[-1] is not frames[-1] else [])
+    return " <- ".join(f"{Path(f.filename).name}:{f.lineno}: {(f.line or '').strip()}" for f in where)
+
+
+def host_syncs(args: argparse.Namespace, variant: str, attention: dict) -> dict[str, str]:
+    """For each piece of one training step of ``variant`` on a CUDA device, ``""`` if it ran
+    without making the host wait, else where the operation that waited was called
+    (``torch.cuda.set_sync_debug_mode("error")`` raises there)."""
+    torch.manual_seed(0)
+    model = forecaster(args, variant, {**attention, "dropout": 0.1}).train().to(args.device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    average = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, multi_avg_fn=warmed_up_ema(0.995))
+    levels = evaluation_grid(39).to(args.device)  # the validation grid (EvaluationConfig.val_num_levels)
+    scorer = ForecastScorer(levels, num_series=4)
+    series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon, device=args.device)
+    history, target = series[:, : args.history], series[:, args.history :]
+    series_idx = torch.arange(args.batch, device=args.device) % 4
+    state: dict[str, torch.Tensor] = {}
+
+    def forward() -> None:
+        with autocast(args):
+            state["loss"] = model.training_loss(history, target)[0]
+
+    def evaluate() -> None:  # as ForecastingModule.validation_step
+        with torch.no_grad(), autocast(args):
+            state["forecast"] = model(history, levels.expand(args.batch, -1), raw=True).sort(dim=-1).values
+
+    pieces = {
+        "sampler draw": lambda: model.sampler.sample(args.batch),
+        "forward + loss + sampler update": forward,
+        "backward": lambda: state["loss"].backward(),
+        "fused Adam step": optimiser.step,
+        "weight average update": lambda: average.update_parameters(model),
+        "validation forecast (39 levels)": evaluate,
+        "scorer update": lambda: scorer.update(state["forecast"], target, series_idx),
+    }
+    for piece in pieces.values():  # once outside the check: first calls allocate and copy
+        piece()
+    optimiser.zero_grad(set_to_none=True)
+    wait(args.device)
+    found: dict[str, str] = {}
+    for name, piece in pieces.items():
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            piece()
+            found[name] = ""
+        except RuntimeError as exc:
+            found[name] = call_site(exc)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return found
 
 
 def step_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) -> dict[str, tuple[float, float]]:
@@ -104,10 +196,15 @@ def step_times(steps: dict[str, Callable[[], None]], warmup: int, repeats: int) 
 
 def update_times(args: argparse.Namespace) -> tuple[float, float]:
     """Median seconds of the vectorised and of the loop sampler update for one batch."""
-    sampler = QuantileSampler(num_adaptive_quantiles=args.quantiles)
+    sampler = QuantileSampler(num_adaptive_quantiles=args.quantiles).to(args.device)
     q = sampler.sample(args.batch)
     loss = torch.rand_like(q)
-    fast = median_seconds(lambda: sampler.update(q, loss), 200, warmup=20)
+
+    def update() -> None:
+        sampler.update(q, loss)
+        wait(args.device)
+
+    fast = median_seconds(update, 200, warmup=20)
     slow = median_seconds(lambda: sampler.update_loop(q, loss), 3, warmup=1)
     return fast, slow
 
@@ -115,12 +212,19 @@ def update_times(args: argparse.Namespace) -> tuple[float, float]:
 def evaluation_times(args: argparse.Namespace, variant: str, num_levels: int, attention: dict) -> tuple[float, float]:
     """Seconds of one evaluation pass of ``variant`` over ``--eval-windows`` windows at
     ``num_levels`` levels, without gradients: in the model's chunks, and as one call."""
-    model = forecaster(args, variant, attention).eval()
-    x = torch.randn(args.eval_windows, args.history)
-    q = evaluation_grid(num_levels).expand(args.eval_windows, -1)
-    with torch.no_grad():
-        chunked = median_seconds(lambda: model.forward_normalised(x, q), 3, warmup=1)
-        whole = median_seconds(lambda: model.forward_normalised(x, q, chunk_rows=None), 3, warmup=1)
+    model = forecaster(args, variant, attention).eval().to(args.device)
+    x = torch.randn(args.eval_windows, args.history, device=args.device)
+    q = evaluation_grid(num_levels).to(args.device).expand(args.eval_windows, -1)
+
+    def evaluate(chunk_rows: int | None) -> Callable[[], None]:
+        def run() -> None:
+            with torch.no_grad(), autocast(args):
+                model.forward_normalised(x, q, **({} if chunk_rows else {"chunk_rows": None}))
+            wait(args.device)
+        return run
+
+    chunked = median_seconds(evaluate(EVAL_CHUNK_ROWS), 3, warmup=1)
+    whole = median_seconds(evaluate(None), 3, warmup=1)
     return chunked, whole
 
 
@@ -134,14 +238,26 @@ def main() -> None:
         "num_blocks": args.attn_blocks,
         "d_ff": args.d_ff,
     }
+    where = torch.cuda.get_device_name(args.device) if torch.device(args.device).type == "cuda" else "cpu"
     print(
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch} windows x "
-        f"{args.quantiles} levels, history {args.history}, horizon {args.horizon}"
+        f"torch {torch.__version__}, {where}, precision {args.precision}, threads {torch.get_num_threads()}, "
+        f"batch {args.batch} windows x {args.quantiles} levels, history {args.history}, horizon {args.horizon}"
     )
     print(
         f"backbone {args.blocks}x{args.layers}x{args.width}; attention d_model {args.d_model}, heads {args.n_heads}, "
         f"blocks {args.attn_blocks}, d_ff {args.d_ff}, patch {args.patch}; median of {args.repeats}\n"
     )
+    if args.sync_check and torch.device(args.device).type != "cuda":
+        print("--sync-check needs a CUDA device (--device cuda); skipped\n")
+    elif args.sync_check:
+        print("host syncs inside a training step (torch.cuda.set_sync_debug_mode('error')):")
+        for variant in VARIANTS:
+            found = host_syncs(args, variant, attention)
+            waits = {name: err for name, err in found.items() if err}
+            print(f"  {variant:<20}{'none' if not waits else ''}")
+            for name, err in waits.items():
+                print(f"    {name}: {err}")
+        print()
     times = step_times({name: training_step(args, name, attention) for name in VARIANTS}, args.warmup, args.repeats)
     print(f"{'variant':<20}{'median ms':>10}{'min ms':>9}{'windows/s':>11}")
     for name, (median, best) in times.items():

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.precision import MixedPrecision
 
 from anyq.errors import NonFiniteLossError
 from anyq.metrics.functional import pinball_loss
@@ -70,8 +71,12 @@ class ForecastingModule(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam, fused where torch has the kernel for every parameter's device: one pass over
         the weights instead of a loop of per-tensor ops (10 ms less per step of the default
-        model on one CPU thread: 13.6 -> 3.9 ms, docs/design.md §2)."""
-        fused = all(p.device.type in FUSED_ADAM_DEVICES for p in self.parameters())
+        model on one CPU thread: 13.6 -> 3.9 ms, docs/design.md §2). Not fused when the
+        gradients are clipped in mixed precision (``trainer.precision=16-mixed`` or
+        ``bf16-mixed`` with ``gradient_clip_val``): a fused Adam unscales the gradients inside
+        its step, after Lightning would clip them, and Lightning refuses the pair."""
+        fused = all(p.device.type in FUSED_ADAM_DEVICES for p in self.parameters()) and not (
+            isinstance(self.trainer.precision_plugin, MixedPrecision) and bool(self.trainer.gradient_clip_val))
         optimizer = torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay,
                                      fused=True if fused else None)
         total = int(self.trainer.estimated_stepping_batches) if self.schedule == "cosine" else 0
