@@ -92,6 +92,22 @@ def test_streaming_float32_matches_functional():
         assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_an_enclosing_autocast_does_not_lower_the_scores_precision(dtype):
+    # Lightning's 16-mixed and bf16-mixed run validation_step, and so the update, inside
+    # torch.autocast; a batch of 512 windows in data units (thousands) summed in float16
+    # overflowed (val/crps inf), and bfloat16 kept three digits
+    forecast, target, levels, series = panel(n=512, h=48, dtype=torch.float32, seed=5)
+    forecast, target = 1000 * forecast, 1000 * target
+    want = stream(forecast, target, series, levels, [512]).compute()
+    scorer = ForecastScorer(levels, NUM_SERIES)
+    with torch.autocast("cpu", dtype=dtype):
+        scorer.update(forecast, target, series)
+    got = scorer.compute()
+    for key in KEYS:
+        assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
+
+
 def test_score_one_shot_equals_streaming_and_accepts_numpy():
     forecast, target, levels, series = panel(seed=1)
     streamed = stream(forecast, target, series, levels, [20, 21]).compute()

@@ -90,8 +90,20 @@ class ForecastScorer:
         }
 
     def update(self, forecast, target, series_idx) -> None:
-        """Add one batch: ``forecast [N, H, Q]``, ``target [N, H]``, ``series_idx [N]``."""
+        """Add one batch: ``forecast [N, H, Q]``, ``target [N, H]``, ``series_idx [N]``.
+
+        Always in full precision: inside a mixed-precision step (Lightning's ``16-mixed`` or
+        ``bf16-mixed`` wrap ``validation_step`` in ``torch.autocast``) a float32 product would
+        run in half precision, and a batch's pinball sum in data units overflows float16
+        (``val/crps`` inf) or keeps three digits in bfloat16.
+        """
         f = torch.as_tensor(forecast).detach()
+        if not torch.amp.is_autocast_available(f.device.type):  # meta tensors, for one
+            return self._add(f, target, series_idx)
+        with torch.autocast(f.device.type, enabled=False):
+            self._add(f, target, series_idx)
+
+    def _add(self, f: torch.Tensor, target, series_idx) -> None:
         if not f.is_floating_point():
             f = f.to(torch.get_default_dtype())
         elif f.dtype in (torch.float16, torch.bfloat16):
