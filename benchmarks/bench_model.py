@@ -102,13 +102,18 @@ def forecaster(args: argparse.Namespace, variant: str, attention: dict) -> torch
     return build_forecaster(args.history, args.horizon, backbone, sampler_cfg, attention_cfg)
 
 
-def training_step(args: argparse.Namespace, variant: str, attention: dict) -> Callable[[], None]:
-    """One training step of ``variant`` (forward, backward, optimiser step, sampler update)."""
+def training_setup(args: argparse.Namespace, variant: str, attention: dict):
+    """``(model, optimiser, history [B, L], target [B, H])`` of ``variant`` on ``--device``."""
     torch.manual_seed(0)
     model = forecaster(args, variant, {**attention, "dropout": 0.1}).train().to(args.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)  # as ForecastingModule
     series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon, device=args.device)
-    history, target = series[:, : args.history], series[:, args.history :]
+    return model, optimiser, series[:, : args.history], series[:, args.history :]
+
+
+def training_step(args: argparse.Namespace, variant: str, attention: dict) -> Callable[[], None]:
+    """One training step of ``variant`` (forward, backward, optimiser step, sampler update)."""
+    model, optimiser, history, target = training_setup(args, variant, attention)
 
     def step() -> None:
         optimiser.zero_grad(set_to_none=True)
@@ -134,14 +139,10 @@ def host_syncs(args: argparse.Namespace, variant: str, attention: dict) -> dict[
     """For each piece of one training step of ``variant`` on a CUDA device, ``""`` if it ran
     without making the host wait, else where the operation that waited was called
     (``torch.cuda.set_sync_debug_mode("error")`` raises there)."""
-    torch.manual_seed(0)
-    model = forecaster(args, variant, {**attention, "dropout": 0.1}).train().to(args.device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    model, optimiser, history, target = training_setup(args, variant, attention)
     average = torch.optim.swa_utils.AveragedModel(model, use_buffers=True, multi_avg_fn=warmed_up_ema(0.995))
     levels = evaluation_grid(39).to(args.device)  # the validation grid (EvaluationConfig.val_num_levels)
     scorer = ForecastScorer(levels, num_series=4)
-    series = 1000 + 100 * torch.randn(args.batch, args.history + args.horizon, device=args.device)
-    history, target = series[:, : args.history], series[:, args.history :]
     series_idx = torch.arange(args.batch, device=args.device) % 4
     state: dict[str, torch.Tensor] = {}
 
@@ -219,7 +220,7 @@ def evaluation_times(args: argparse.Namespace, variant: str, num_levels: int, at
     def evaluate(chunk_rows: int | None) -> Callable[[], None]:
         def run() -> None:
             with torch.no_grad(), autocast(args):
-                model.forward_normalised(x, q, **({} if chunk_rows else {"chunk_rows": None}))
+                model.forward_normalised(x, q, chunk_rows=chunk_rows)
             wait(args.device)
         return run
 

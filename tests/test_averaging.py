@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from anyq.errors import ConfigError
-from anyq.training.averaging import AveragedWeights, lerp_with_device_decay, warmed_up_ema
+from anyq.training.averaging import AveragedWeights, warmed_up_ema
 from anyq.training.builders import build_model, load_dataset, validate_config
 from anyq.training.checkpoints import read_checkpoint
 from anyq.training.run import fit_and_test, prepare
@@ -55,19 +55,6 @@ def test_a_group_update_keeps_constant_and_integer_buffers_and_averages_the_rest
     assert average.module.weight.tolist() == pytest.approx([9.0, 9.0], rel=1e-6)
     assert torch.equal(average.module.levels, torch.tensor([0.1, 0.7]))  # bit for bit
     assert average.module.count.tolist() == [7]  # the trained model's, not averaged
-
-
-@pytest.mark.parametrize(("count", "decay", "expected"), [
-    (1, 0.9, 9.0),  # d = min(0.9, 2/11) = 2/11: 0 + 9/11 * (11 - 0)
-    (2, 0.9, 8.25),  # d = min(0.9, 3/12) = 1/4: 0 + 3/4 * 11
-    (100, 0.9, 1.1),  # d = min(0.9, 101/110) = 0.9: 0 + 0.1 * 11
-])
-def test_the_accelerator_form_of_the_update_computes_the_decay_from_the_count_tensor(count, decay, expected):
-    # the form used where the count lives on an accelerator: no host read of the count
-    averages, currents = [torch.zeros(2), torch.zeros(1)], [torch.full((2,), 11.0), torch.full((1,), 11.0)]
-    lerp_with_device_decay(averages, currents, torch.tensor(count), decay)
-    assert [a.tolist() for a in averages] == [pytest.approx([expected] * 2, rel=1e-6), pytest.approx([expected], rel=1e-6)]
-    assert [c.tolist() for c in currents] == [[11.0, 11.0], [11.0]]
 
 
 def test_the_optimiser_is_adam_fused_on_the_cpu(compose_cfg):

@@ -56,27 +56,11 @@ def warmed_up_ema(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tens
             for average, current in zip(averages, currents):
                 average.copy_(current)
             return
-        if num_averaged.device.type == "cpu":
-            torch._foreach_lerp_(averages, currents, 1.0 - warmed_up_decay(decay, int(num_averaged)))
-        else:
-            lerp_with_device_decay(averages, currents, num_averaged, decay)
+        # On an accelerator torch has just copied the count, kept on the host, to the device
+        # (AveragedModel.update_parameters), so reading it back waits for nothing more.
+        torch._foreach_lerp_(averages, currents, 1.0 - warmed_up_decay(decay, int(num_averaged)))
 
     return update
-
-
-@torch.no_grad()
-def lerp_with_device_decay(averages: list[torch.Tensor], currents: list[torch.Tensor],
-                           num_averaged: torch.Tensor, decay: float) -> None:
-    """The update of :func:`warmed_up_ema` with the decay computed where ``num_averaged``
-    lives: on an accelerator, reading the count on the host (``int(num_averaged)``, what a
-    ``lerp`` with a number needs) would wait for the device at every step. Three passes
-    (``average += (1 - d) * (current - average)``) instead of one ``lerp``; the same value up to
-    rounding."""
-    n = num_averaged.to(averages[0].dtype)
-    weight = 1.0 - torch.clamp((1.0 + n) / (10.0 + n), max=decay)
-    deltas = torch._foreach_sub(currents, averages)
-    torch._foreach_mul_(deltas, weight)
-    torch._foreach_add_(averages, deltas)
 
 
 class AveragedWeights(WeightAveraging):
