@@ -120,6 +120,26 @@ def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
     assert files_under(tmp_path) == []
 
 
+@pytest.mark.parametrize("argv, shows", [(["--help"], "== Configuration groups =="), (["--cfg", "job"], "horizon_length:")])
+def test_help_and_cfg_load_no_torch_lightning_or_mlflow(tmp_path, argv, shows):
+    """Hydra scans every plugin module (anyq's sweepers and launchers) before it prints help or
+    a composed config: their heavy imports wait for a sweep."""
+    code = (
+        "import sys\n"
+        "from anyq.app import train\n"
+        f"sys.argv = ['anyq-train', *{argv!r}]\n"
+        "try:\n"
+        "    train.cli()\n"
+        "finally:\n"
+        "    print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'mlflow', 'pandas')"
+        " if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert shows in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 GOOD_COMMAND_LINES = [
     TINY,
     ABLATION,

@@ -295,8 +295,6 @@ def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
             ``hydra.mode=MULTIRUN``): a confirm study is one job that trains its seeds itself,
             and Hydra's sweeper would run it as a sweep's trial instead.
     """
-    from anyq.tracking.store import resolve_tracking_uri  # loads MLflow: only for a confirm command
-
     args = command_line(argv)
     if args is None or args.config_dir or args.config_path or args.config_name:
         return None
@@ -325,4 +323,6 @@ def confirm_store(argv: Sequence[str], conf: str | Path) -> Optional[str]:
     for key, value in values.items():
         if key.startswith(("paths.", "tracking.")):
             OmegaConf.update(cfg, key, value, merge=True)
+    from anyq.tracking.store import resolve_tracking_uri  # loads MLflow: only for a confirm command
+
     return resolve_tracking_uri(cfg.tracking.get("tracking_uri"), str(cfg.paths.mlruns))

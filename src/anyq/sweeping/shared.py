@@ -16,7 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import ConfigError
 from anyq.interrupts import forward_to_children
-from anyq.training.builders import validate_config
 
 _ABSENT = object()
 
@@ -32,6 +31,8 @@ def check_shared(configs: Sequence[DictConfig], searched: Iterable[str], *, here
     Raises:
         ConfigError: one line, from a setting every trial shares.
     """
+    from anyq.training.builders import validate_config  # Lightning: not at Hydra's plugin scan
+
     searched = [key.lstrip("+~") for key in searched]
     for cfg in configs:
         if any(OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT for key in searched):

@@ -23,16 +23,9 @@ from omegaconf import DictConfig
 
 from anyq.errors import ConfigError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import forward_to_children, on_request, stop_if_requested
-from anyq.reporting.study_progress import CellProgress
-from anyq.reporting.table import print_runs
 from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, runs_in_process
 from anyq.sweeping.space import parent_link_overrides, quote
-from anyq.tracking.readiness import record_study_readiness, untrained_runs
-from anyq.tracking.recipe_tags import record_recipe
-from anyq.tracking.runs import git_commit
-from anyq.tracking.source import source_tags
-from anyq.tracking.study_parent import STUDY_KIND_TAG, child_runs, open_study_parent
 
 log = logging.getLogger(__name__)
 CELL_TAG = "study_cell"
@@ -108,6 +101,15 @@ class AnyqGridSweeper(Sweeper):
         return []
 
     def _sweep(self, arguments: List[str], cells: List[List[str]], cell: Optional[DictConfig]) -> None:
+        # MLflow and rich load here, not when Hydra's plugin scan imports this module
+        from anyq.reporting.study_progress import CellProgress
+        from anyq.reporting.table import print_runs
+        from anyq.tracking.readiness import record_study_readiness, untrained_runs
+        from anyq.tracking.recipe_tags import record_recipe
+        from anyq.tracking.runs import git_commit
+        from anyq.tracking.source import source_tags
+        from anyq.tracking.study_parent import STUDY_KIND_TAG, child_runs, open_study_parent
+
         tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
         study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),
                                   self.experiment, self.study_name, tags, fresh=self.fresh)

@@ -22,8 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from anyq.errors import ConfigError, SpaceError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import on_request, stop_if_requested
-from anyq.reporting.study_progress import TrialProgress, print_summary, print_trials
-from anyq.sweeping.cost import estimate
 from anyq.sweeping.engine import (
     JobObjective,
     SweepSettings,
@@ -46,15 +44,6 @@ from anyq.sweeping.space import (
 )
 from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
-from anyq.tracking.recipe_tags import record_recipe
-from anyq.tracking.study_parent import (
-    DIRECTIONS_TAG,
-    OBJECTIVES_TAG,
-    STORAGE_TAG,
-    open_study_parent,
-    record_summary,
-)
-from anyq.tracking.trial_runs import close_trial_runs
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +93,18 @@ class AnyqOptunaSweeper(Sweeper):
             raise SweepRefused(exc) from exc
 
     def _sweep(self, arguments: List[str]) -> None:
+        # MLflow and rich load here, not when Hydra's plugin scan imports this module
+        from anyq.reporting.study_progress import TrialProgress, print_summary, print_trials
+        from anyq.tracking.recipe_tags import record_recipe
+        from anyq.tracking.study_parent import (
+            DIRECTIONS_TAG,
+            OBJECTIVES_TAG,
+            STORAGE_TAG,
+            open_study_parent,
+            record_summary,
+        )
+        from anyq.tracking.trial_runs import close_trial_runs
+
         check_sweep_settings({name: getattr(self, name) for name in
                               ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry")})
         space, fixed = parse_search_space(self.params, arguments)
@@ -174,6 +175,8 @@ class AnyqOptunaSweeper(Sweeper):
     def _print_cost(self, base: DictConfig, study: Any, slots: int) -> None:
         """The cost estimate of the trials left (:mod:`anyq.sweeping.cost`), before the first
         one starts; an estimate that cannot be made is a warning, never the sweep's end."""
+        from anyq.sweeping.cost import estimate  # torch and Lightning
+
         left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
         if left <= 0:
             return
