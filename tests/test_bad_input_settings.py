@@ -55,6 +55,15 @@ SINGLE_RUN_CASES = [
      "data.split.train_end=2015-02-30: '2015-02-30' is not a date (day is out of range for month: 2015-02-30)"),
     (["data.split.train_end=2015-10-31", *DATES],
      "data.split.val_end=2015-09-30 must come after data.split.train_end=2015-10-31"),
+    (["data.split.train_end=2015-02-30"],  # without kind=dates the proportions split would ignore it
+     "data.split.train_end=2015-02-30: split dates are read only with data.split.kind=dates (now proportions, "
+     "which splits by data.split.proportions); add data.split.kind=dates"),
+    (["data.split.val_end=2015-09-30", "data.split.test_end=2015-12-31"],
+     "data.split.val_end=2015-09-30, data.split.test_end=2015-12-31: split dates are read only with "
+     "data.split.kind=dates (now proportions, which splits by data.split.proportions); add data.split.kind=dates"),
+    (["trainer.max_epochs=null", "trainer.max_steps=1000", "trainer.val_check_interval=300"],
+     "trainer.max_steps=1000 x accumulate_grad_batches=1 batches is not a multiple of trainer.val_check_interval=300: "
+     "the last steps would never be validated (trainer.val_check_interval=250 fits)"),
     (["data.calendar.holidays=none", "data.calendar.holiday_history=week_before"],
      "data.calendar.holiday_history=week_before needs a holiday calendar: set data.calendar.country (or "
      "countries), or holidays=synthetic on synthetic data"),
@@ -184,7 +193,8 @@ def test_an_ablation_whose_budget_cannot_be_validated_is_refused_before_its_pare
     message = refused(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0,1"', "trainer.max_epochs=null",
                       "trainer.max_steps=100", "trainer.val_check_interval=200")
     assert message == ("trainer.max_steps=100 x accumulate_grad_batches=1 batches is not a multiple of "
-                       "trainer.val_check_interval=200: the last steps would never be validated")
+                       "trainer.val_check_interval=200: the last steps would never be validated "
+                       "(trainer.val_check_interval=100 fits)")
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -196,7 +206,8 @@ def test_a_refused_ablation_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch
     assert caught.value.code == 2
     assert error_lines(capsys.readouterr().err) == [
         "anyq-train: error: trainer.max_steps=100 x accumulate_grad_batches=1 batches is not a multiple of "
-        "trainer.val_check_interval=200: the last steps would never be validated"]
+        "trainer.val_check_interval=200: the last steps would never be validated "
+        "(trainer.val_check_interval=100 fits)"]
 
 
 def test_only_settings_no_trial_changes_refuse_a_study(compose_cfg):

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from anyq.errors import Terminated
-from anyq.tracking.runs import RunRecord, run_lifecycle
+from anyq.tracking.runs import RunRecord, open_run, run_lifecycle
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,17 @@ def test_more_params_than_one_store_call_takes_are_all_recorded(store):
     assert len(data.params) == 250 and data.params["p249"] == "249"
     assert len(data.metrics) == 1200 and data.metrics["m1199"] == 1199.0
     assert {k: v for k, v in data.tags.items() if k.startswith("t")} == {f"t{i}": str(i) for i in range(150)}
+
+
+def test_a_resumed_run_that_finishes_carries_no_error_of_the_segment_before(store):
+    client, experiment_id = store
+    with pytest.raises(Terminated):
+        with open_run(client, experiment_id, run_name="r", tags={"task": "train"}) as record:
+            run_id = record.run_id
+            raise Terminated(signal.SIGTERM)
+    assert closed(client, run_id) == ("KILLED", "Terminated: stopped by SIGTERM")
+    with open_run(client, experiment_id, run_name="r", tags={"task": "train"}, resume_run_id=run_id):
+        assert "error" not in client.get_run(run_id).data.tags  # the reopened run is not in error
+    tags = client.get_run(run_id).data.tags
+    assert closed(client, run_id) == ("FINISHED", None)
+    assert tags["resume1.previous_error"] == "Terminated: stopped by SIGTERM" and tags["resumes"] == "1"

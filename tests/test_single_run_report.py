@@ -15,6 +15,7 @@ from anyq.app import report as report_app
 from anyq.reporting.figures import fan_chart, pick_window, sampler_importance
 from anyq.reporting.table import print_runs
 from anyq.reporting.stats import StoredForecasts
+from anyq.reporting.study_runs import load_runs_study
 from anyq.training.builders import load_dataset
 from conftest import TINY, compose_config, run_cli
 
@@ -92,6 +93,21 @@ def test_report_by_experiment_name_finds_its_single_runs(single_run, capsys):
     report_app.main(["--study", "anyq", "--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db",
                      "--out", str(root / "reports" / "by-study"), "--no-log"])
     assert "trained outside a study in experiment 'anyq'" in capsys.readouterr().out
+
+
+def test_a_command_run_again_with_the_same_seed_counts_as_one_seed(tmp_path):
+    """Two runs of one command and seed are one seed of the report's comparison, the newer one."""
+    for _ in range(2):
+        with contextlib.redirect_stdout(io.StringIO()):
+            run_cli(tmp_path, *QUICK)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("anyq")
+    runs = client.search_runs([experiment.experiment_id], "tags.variant = 'adaptive_attention'",
+                              order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2 and runs[0].info.start_time >= runs[1].info.start_time
+    study = load_runs_study(client, f"sqlite:///{tmp_path}/mlruns/mlflow.db", runs[0])
+    assert [r.info.run_id for r in study.groups["adaptive_attention"]] == [runs[0].info.run_id]
+    assert len(study.groups["baseline_adaptive"]) == 1  # the baseline trained once, reused by the rerun
 
 
 def test_stored_windows_carry_series_names_and_dates_for_the_fan_chart(single_run, tmp_path):

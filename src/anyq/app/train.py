@@ -145,12 +145,17 @@ def cli() -> None:
         print(f"{command()}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     from anyq.interrupts import stop_on_signals
-    from anyq.errors import StoreUnwritable
+    from anyq.errors import StoreUnwritable, Terminated
 
     _quiet_optuna()
     try:
         with stop_on_signals():
             main()
+    except Terminated as exc:  # exit 128 + the signal, after one line saying what is left
+        log.warning("%s", exc, extra=FILE_ONLY)
+        print(f"{command()}: {exc}: the runs it had open are closed KILLED; the same command continues "
+              "(a study trains what it lacks; a single run: add resume=last)", file=sys.stderr)
+        raise
     except SweepRefused as exc:
         fail(exc.error, 2)
     except StoreUnwritable as exc:

@@ -113,11 +113,16 @@ def _configuration(run: Run) -> tuple[str, str]:
 def load_runs_study(client: MlflowClient, tracking_uri: str, anchor: Run, *,
                     baseline: str = BASELINE_VARIANT) -> Study:
     """The single runs of ``anchor``'s experiment trained like it (same data, same command line
-    but for ``seed=`` and ``model=``), grouped by variant, with the baselines they name."""
+    but for ``seed=`` and ``model=``), grouped by variant, with the baselines they name. A
+    command run again with the same seed is one seed, not two: its newest run stands for it."""
     experiment = client.get_experiment(anchor.info.experiment_id).name
     key = _configuration(anchor)
-    runs = [r for r in client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
-                                          max_results=10000) if is_loose_run(r) and _configuration(r) == key]
+    newest: dict[tuple[str, int], Run] = {}
+    for run in sorted(client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
+                                         max_results=10000), key=lambda r: (r.info.start_time, r.info.run_id)):
+        if is_loose_run(run) and _configuration(run) == key:
+            newest[(run.data.tags.get("variant", "?"), _seed(run))] = run
+    runs = list(newest.values())
     groups: dict[str, list[Run]] = {}
     for run in sorted(runs, key=_seed):
         groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)

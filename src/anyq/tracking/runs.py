@@ -234,10 +234,15 @@ def open_run(
             run_id = run.info.run_id
         with run_lifecycle(client, run_id, status_for) as record:
             if resume_run_id:
-                segment = record.resume_count() + 1
+                tags_before = while_store_busy(lambda: client.get_run(run_id)).data.tags
+                segment = int(tags_before.get(RESUMES_TAG, "0")) + 1
                 # the first command line stays; each resume's own is kept beside it
                 resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
+                if "error" in tags_before:  # how the last segment ended; `error` is this segment's
+                    resumed[f"resume{segment}.previous_error"] = tags_before["error"]
                 record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
+                if "error" in tags_before:
+                    while_store_busy(lambda: client.delete_tag(run_id, "error"))
             else:
                 held.enter_context(hold(run_id))
             yield record

@@ -312,6 +312,11 @@ def check_data(data: DictConfig, *, here: bool = True) -> None:
                 raise ConfigError(f"data.split.{after}={split[after]} must come after "
                                   f"data.split.{before}={split[before]}", (f"data.split.{before}", f"data.split.{after}"))
     else:
+        dates = [f"data.split.{name}={split[name]}" for name in ("train_end", "val_end", "test_end") if split[name]]
+        if dates:  # a date the proportions split would silently ignore
+            raise ConfigError(f"{', '.join(dates)}: split dates are read only with data.split.kind=dates "
+                              f"(now {split.kind}, which splits by data.split.proportions); add data.split.kind=dates",
+                              ("data.split.kind", *(d.split("=")[0] for d in dates)))
         try:
             check_proportions(list(split.proportions))
         except DataError as exc:
@@ -365,8 +370,10 @@ def check_budget(t: DictConfig) -> None:
                           ("trainer.max_epochs", "trainer.val_check_interval"))
     batches = t.max_steps * t.accumulate_grad_batches  # Lightning counts the interval in batches
     if batches % interval:
+        fits = max(d for d in range(1, min(interval, batches) + 1) if batches % d == 0)
         raise ConfigError(
             f"trainer.max_steps={t.max_steps} x accumulate_grad_batches={t.accumulate_grad_batches} batches "
-            f"is not a multiple of trainer.val_check_interval={interval}: the last steps would never be validated",
+            f"is not a multiple of trainer.val_check_interval={interval}: the last steps would never be validated "
+            f"(trainer.val_check_interval={fits} fits)",
             ("trainer.max_steps", "trainer.accumulate_grad_batches", "trainer.val_check_interval"),
         )
