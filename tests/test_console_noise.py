@@ -37,6 +37,16 @@ def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
     assert served.spec.horizon_length == 48
 
 
+def test_lightning_and_hydra_status_lines_stay_off_the_console():
+    noise = ConsoleNoise()
+    record = lambda text: logging.LogRecord("x", logging.INFO, __file__, 1, text, None, None)  # noqa: E731
+    for text in ("`Trainer.fit` stopped: `max_steps=2000` reached.", "Restored all states from the checkpoint at a.ckpt",
+                 "Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes) is launching 2 jobs"):
+        assert not noise.filter(record(text)), text
+    for text in ("Launching jobs, sweep output dir : multirun/x", "`Trainer.fit` stopped: the loss is NaN"):
+        assert noise.filter(record(text)), text  # what a user acts on stays
+
+
 def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
     console, kept = io.StringIO(), io.StringIO()
     to_console, to_file = logging.StreamHandler(console), logging.StreamHandler(kept)
@@ -52,6 +62,10 @@ def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
             warnings.warn("`x` is deprecated and will be removed", FutureWarning)
             warnings.warn("The number of training batches (3) is smaller than the logging interval "
                           "Trainer(log_every_n_steps=50).", UserWarning)
+            warnings.warn("The dirpath has changed from 'a/checkpoints' to 'b/checkpoints', therefore "
+                          "`best_model_score` will not be reloaded", UserWarning)
+            warnings.warn("You're resuming from a checkpoint that ended before the epoch ended and your dataloader "
+                          "is not resumable. This can cause unreliable results if further training is done.")
             warnings.warn("a warning a user should read", UserWarning)
     finally:
         logger.removeHandler(to_console)
@@ -59,7 +73,8 @@ def test_noisy_warnings_reach_the_file_handler_but_not_the_console():
         logging.captureWarnings(False)
     assert "Heartbeat" in kept.getvalue() and "deprecated" in kept.getvalue()
     assert "logging interval" in kept.getvalue()
-    for noise in ("Heartbeat", "deprecated", "logging interval"):
+    for noise in ("Heartbeat", "deprecated", "logging interval", "dirpath has changed", "resuming from"):
+        assert noise in kept.getvalue()
         assert noise not in console.getvalue()
     assert "a warning a user should read" in console.getvalue()
 

@@ -10,6 +10,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from anyq.data import DataError, ForecastDataModule, Panel, SplitRanges, WindowDataset, fill_gaps, make_windows
 from anyq.data.datamodule import IndexBatchSampler
+from anyq.data.windows import gap_notice
 from anyq.training.schema import DataConfig
 
 
@@ -135,6 +136,22 @@ def _module(test=(24 * 35, 24 * 40), **kwargs) -> ForecastDataModule:
     options = dict(history_length=48, horizon_length=24, train_step=6, train_batch_size=16, eval_batch_size=8)
     seed = kwargs.pop("seed", 0)
     return ForecastDataModule(panel, splits, DataConfig(**(options | kwargs)), seed=seed)
+
+
+def test_a_split_that_loses_windows_to_gaps_says_so_and_names_the_thin_series():
+    values = np.ones((3, 100))
+    values[0, 10:16] = np.nan
+    values[2, :30] = np.nan  # the panel of test_train_windows_and_history_rules: 35 of 228 left out
+    ws = make_windows(_panel(values), (0, 100), history_length=20, horizon_length=5, step=1, max_history_gap=0.25)
+    assert gap_notice("train", ws, ("s0", "s1", "s2")) == (
+        "train split: 35 of 228 windows left out for gaps (4 missing a target hour, 31 missing too much history)")
+    values = np.ones((2, 100))
+    values[0, ::4] = np.nan  # every 5-hour target of s0 misses an hour
+    ws = make_windows(_panel(values), (0, 100), history_length=20, horizon_length=5, step=1, max_history_gap=0.25)
+    assert gap_notice("train", ws, ("s0", "s1")) == (
+        "train split: 76 of 152 windows left out for gaps (76 missing a target hour, 0 missing too much history); "
+        "fewest windows: s0 0, against 76 for the fullest series")
+    assert gap_notice("val", make_windows(_panel(np.ones((2, 100))), (0, 100), 20, 5, step=1), ("s0", "s1")) is None
 
 
 def test_datamodule_windows_summary_and_loaders():

@@ -13,13 +13,17 @@ Dropped from the console:
   ``error:`` line on stderr);
 
 * Lightning's litlogger tip and its ``Trainer(limit_*_batches=1.0)`` lines (the default
-  whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, and
-  its two lines on loading the best checkpoint for testing (the run names that checkpoint);
+  whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, its
+  lines on loading the best checkpoint for testing (the run names that checkpoint) or a
+  resumed one, and ``Trainer.fit stopped: max_steps=N reached`` (the progress line says it);
+  Hydra's joblib launcher's ``Joblib.Parallel(...)`` settings line;
 * warnings about deprecations (``DeprecationWarning``, ``FutureWarning``, Lightning's own),
   Optuna's ``ExperimentalWarning`` and its heartbeat ``UserWarning`` (a heartbeat is what lets
   several workers share a study, :mod:`anyq.sweeping.engine`), and Lightning's warning that an
   epoch has fewer batches than ``log_every_n_steps`` (small data; the metrics are logged per
-  validation check and epoch anyway).
+  validation check and epoch anyway); on a resume, that the checkpoint folder changed (each
+  job has its own) and that a mid-epoch checkpoint restarts its epoch's batches (README.md,
+  "Resuming").
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ NOISE = re.compile(
     r"Tip: .*litlogger"
     r"|^`Trainer\(limit_(train|val|test|predict)_batches=1\.0\)` was configured"
     r"|^(GPU|TPU) available: False"
-    r"|^(Restoring states from|Loaded model weights from) the checkpoint"
+    r"|^(Restoring states from|Loaded model weights from|Restored all states from) the checkpoint"
+    r"|^`Trainer\.fit` stopped: `max_(steps|epochs)=\d+` reached"
+    r"|^Joblib\.Parallel\("
 )
 NOISY_WARNINGS = re.compile(
     r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used"
-    r"|is smaller than the logging interval", re.IGNORECASE)
+    r"|is smaller than the logging interval|The dirpath has changed from"
+    r"|resuming from a checkpoint that ended before the epoch ended", re.IGNORECASE)
 
 
 #: ``extra=`` of a record meant for the log file only: an error the command prints as its own

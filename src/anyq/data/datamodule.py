@@ -11,6 +11,7 @@ per-item fetch and no collate step. (The alternative, ``batch_sampler=`` with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Optional, Protocol
 
@@ -21,8 +22,10 @@ from torch.utils.data import DataLoader, Sampler
 from anyq.data.panel import Panel
 from anyq.data.splits import SPLIT_NAMES, SplitRanges
 from anyq.data.holiday_history import replace_holidays
-from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, make_windows
+from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, gap_notice, make_windows
 from anyq.errors import DataError
+
+log = logging.getLogger(__name__)
 
 
 class WindowSettings(Protocol):
@@ -117,6 +120,9 @@ class ForecastDataModule(pl.LightningDataModule):
                     f"{windows.n_skipped_history_gaps} with history gaps, "
                     f"{windows.n_outside_span} outside their series' span"
                 )
+            notice = gap_notice(name, windows, panel.ids)
+            if notice:
+                log.warning("%s", notice)
         self._datasets: dict[str, WindowDataset] = {}
 
     def windows(self, split: str) -> WindowSet:

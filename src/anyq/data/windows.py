@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -93,6 +94,26 @@ class WindowSet:
             "skipped_history_gaps": self.n_skipped_history_gaps,
             "outside_span": self.n_outside_span,
         }
+
+
+#: A split that loses more than this share of its candidate windows to gaps says so in a log line.
+GAP_NOTICE_SHARE = 0.1
+
+
+def gap_notice(split: str, windows: WindowSet, ids: Sequence[str]) -> Optional[str]:
+    """One line when gaps leave out more than :data:`GAP_NOTICE_SHARE` of ``split``'s candidate
+    windows, naming up to three series left with under half the windows of the fullest one;
+    None otherwise (the counts are in every run's ``evaluation/data_summary.json``)."""
+    gaps = windows.n_skipped_target_gaps + windows.n_skipped_history_gaps
+    if gaps <= GAP_NOTICE_SHARE * windows.n_candidates:
+        return None
+    per_series = np.bincount(windows.series_idx, minlength=len(ids))
+    thin = [f"{ids[i]} {per_series[i]}" for i in np.argsort(per_series, kind="stable")
+            if per_series[i] < per_series.max() / 2][:3]
+    where = f"; fewest windows: {', '.join(thin)}, against {per_series.max()} for the fullest series" if thin else ""
+    return (f"{split} split: {gaps} of {windows.n_candidates} windows left out for gaps "
+            f"({windows.n_skipped_target_gaps} missing a target hour, {windows.n_skipped_history_gaps} "
+            f"missing too much history){where}")
 
 
 def candidate_origins(
