@@ -407,3 +407,20 @@ def test_report_errors_are_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_report("--tracking-uri", uri, "--parent-run-id", run.info.run_id)
     assert "is not a study parent run" in capsys.readouterr().err
+
+
+def test_a_misspelt_study_or_experiment_name_gets_the_name_it_meant(tmp_path):
+    from anyq.errors import ReportError
+    from anyq.reporting.study_runs import find_parent
+    from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    sweeps = client.create_experiment("sweeps")
+    client.create_run(sweeps, tags={ROLE_TAG: "study", STUDY_TAG: "adaptive_attention"})
+    with pytest.raises(ReportError, match=r"no study parent run for study 'adaptive_atention' in the store "
+                                          r"\(did you mean adaptive_attention\? train a study first"):
+        find_parent(client, study="adaptive_atention")
+    with pytest.raises(ReportError, match=r"\(did you mean sweeps\? "):
+        find_parent(client, study="sweps")  # an experiment's name works as well
+    with pytest.raises(ReportError, match=r"in the store \(train a study first"):
+        find_parent(client, study="zzz")

@@ -72,7 +72,8 @@ def test_make_run_follows_overrides_and_is_a_study(main_job):
     assert f"parent run {parent.info.run_id}" in done.stdout
     assert "cells 2/2 done" in done.stdout  # progress of the grid study
     # piped: one plain line per epoch instead of a redrawn bar
-    assert len(re.findall(r"^epoch 1/1  train/loss=\S+ .*val/crps=\S+ .*ETA 0:00:00$", done.stdout, re.M)) == 2
+    lines = re.findall(r"^(\w+): epoch 1/1  train/loss=\S+ .*val/crps=\S+ .*ETA 0:00:00$", done.stdout, re.M)
+    assert sorted(lines) == ["adaptive_attention", "baseline_adaptive"]  # each line says whose it is
     assert not re.search(r"(Epoch \d+/\d+|Testing) +━", done.stdout)
     assert "\r" not in done.stdout
     assert str(main_job["root"]) in done.stdout  # the store it wrote to

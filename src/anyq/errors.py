@@ -5,14 +5,24 @@ without importing it; grouped below by the layer that raises them. Library code 
 with a first line that says what is wrong; only ``anyq.app`` (and the Hydra plugins at its
 level) turns them into exit statuses and one ``error:`` line (docs/design.md §6).
 :func:`first_line` is the one place that cuts a message to that line: on a run's ``error``
-tag, a trial's fail reason, a log line or a command's ``error:`` line.
+tag, a trial's fail reason, a log line or a command's ``error:`` line; :func:`closest` is the
+one place that picks the name a misspelt one meant (``did you mean …?``).
 """
 
 from __future__ import annotations
 
+import difflib
 import signal
+from collections.abc import Iterable
+from typing import Optional
 
 LIMIT = 500  # characters: MLflow tags and Optuna attributes stay readable
+
+
+def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate ``word`` most likely misspells (difflib's ratio >= 0.6), or None."""
+    found = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 def first_line(exc: BaseException | str, *, with_type: bool = False, limit: int = LIMIT) -> str:

@@ -17,11 +17,10 @@ and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax (`
 from __future__ import annotations
 
 import argparse
-import difflib
 from dataclasses import is_dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Override
@@ -29,7 +28,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from anyq.errors import OverrideError, first_line
+from anyq.errors import OverrideError, closest, first_line
 from anyq.sweeping.hydra_private import command_line
 from anyq.training.schema import AppConfig
 
@@ -49,7 +48,13 @@ def check_command_line(argv: Sequence[str], conf: str | Path) -> None:
     if "--version" in argv:
         return
     args = command_line(argv)
-    if args is None or args.help or args.hydra_help or args.shell_completion:
+    if args is None:  # a flag Hydra refuses; one it takes only before the overrides is said so here
+        late = next((i for i, a in enumerate(argv) if a in ("-m", "--multirun") and i > 0 and "=" in argv[i - 1]), None)
+        if late is not None:
+            rest = " ".join(a for i, a in enumerate(argv) if i != late)
+            raise OverrideError(f"{argv[late]} goes before the overrides: {argv[late]} {rest}")
+        return
+    if args.help or args.hydra_help or args.shell_completion:
         return
     if args.config_dir or args.config_path or args.config_name:
         return
@@ -125,7 +130,7 @@ def _hydra_problem(override: Override, exc: Exception, conf: str | Path, selecti
     if isinstance(exc, MissingConfigException) and "/" in key:
         option = str(override.value())
         options = [o for o in (exc.options or []) if not o.endswith("_schema")]
-        near = _closest(option, options)
+        near = closest(option, options)
         hint = f"did you mean {near}? " if near else ""
         return f"override {text!r}: {option!r} is not an option of {key} ({hint}options: {', '.join(sorted(options))})"
     if "." in key:
@@ -137,7 +142,7 @@ def _hydra_problem(override: Override, exc: Exception, conf: str | Path, selecti
         finally:
             GlobalHydra.instance().clear()
         if isinstance(node, DictConfig) and leaf not in node:
-            near = _closest(leaf, node.keys())
+            near = closest(leaf, node.keys())
             hint = f"did you mean {parent}.{near}?" if near else f"keys: {', '.join(sorted(map(str, node.keys())))}"
             return f"override {text!r}: no key {leaf!r} in {parent}; {hint}"
     return f"override {text!r} does not compose: {first_line(exc)}"
@@ -175,11 +180,6 @@ def _schema() -> DictConfig:
     return OmegaConf.structured(AppConfig)
 
 
-def _closest(word: str, candidates: Iterable[str]) -> Optional[str]:
-    found = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
 def _values(override: Override) -> Optional[list[Any]]:
     """The plain values an override sets: one, each of a choice sweep; None for ranges and globs."""
     if not override.is_sweep_override():
@@ -209,7 +209,7 @@ def _check(override: Override, groups: dict[str, tuple[str, ...]], multirun: boo
         _check_choice(text, key, groups[key], _values(override))
         return
     if "/" in key:
-        near = _closest(key, groups)
+        near = closest(key, groups)
         hint = f"; did you mean {near}?" if near else f"; groups: {', '.join(sorted(groups))}"
         raise OverrideError(f"override {text!r}: no config group {key!r}{hint}")
     declared = _walk(text, key, groups)
@@ -236,7 +236,7 @@ def _check_choice(text: str, group: str, options: tuple[str, ...], values: Optio
     for value in values or []:
         if value is None or (isinstance(value, str) and value in options):
             continue
-        near = _closest(str(value), options) if isinstance(value, str) else None
+        near = closest(str(value), options) if isinstance(value, str) else None
         hint = f"did you mean {near}? " if near else ""
         raise OverrideError(f"override {text!r}: {value!r} is not an option of {group} "
                             f"({hint}options: {', '.join(options)})")
@@ -258,7 +258,7 @@ def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> bool:
             raise OverrideError(f"override {text!r}: {where} is a value, not a section")
         if part not in node:
             candidates = list(node.keys()) + ([g for g in groups if "/" not in g] if i == 0 else [])
-            near = _closest(part, candidates)
+            near = closest(part, candidates)
             inside = f" in {where}" if where else ""
             hint = f"; did you mean {'.'.join([*parts[:i], near]) if near not in groups else near}?" if near else ""
             raise OverrideError(f"override {text!r}: no key {part!r}{inside}{hint}")

@@ -25,8 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from anyq.errors import first_line
-from anyq.errors import ReportError
+from anyq.errors import ReportError, closest, first_line
 from anyq.reporting.stats import StoredForecasts
 from anyq.reporting.sweep_trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
@@ -80,9 +79,18 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
     if not runs:
         named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
         where = " and ".join(x for x in named if x)
-        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store "
-                          f"(train a study first: a sweep, `make sweep`, or an ablation, `make ablate`)")
+        near = closest(study or experiment or "", _study_names(client)) if (study or experiment) else None
+        hint = f"did you mean {near}? " if near else ""
+        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store ({hint}"
+                          f"train a study first: a sweep, `make sweep`, or an ablation, `make ablate`)")
     return runs[0]
+
+
+def _study_names(client: MlflowClient) -> set[str]:
+    """Every experiment's name and every study parent's study name in the store."""
+    experiments = client.search_experiments()
+    parents = _search(client, [e.experiment_id for e in experiments], f"tags.{ROLE_TAG} = 'study'", 1000)
+    return {e.name for e in experiments} | {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG)}
 
 
 def is_loose_run(run: Run) -> bool:

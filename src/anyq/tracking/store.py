@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import errno
 import logging
 import os
@@ -18,7 +17,7 @@ from filelock import FileLock
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from anyq.errors import StoreNotFoundError, StoreUnwritable, first_line
+from anyq.errors import StoreNotFoundError, StoreUnwritable, closest, first_line
 from anyq.tracking.view import prepare_experiment
 
 # MLflow logs every SQLite error with its traceback before raising it with the same message:
@@ -121,9 +120,9 @@ def open_existing_store(uri: str) -> MlflowClient:
     """
     scheme = urlparse(uri).scheme.split("+", 1)[0].lower()
     if len(scheme) > 1 and scheme not in STORE_SCHEMES:
-        near = difflib.get_close_matches(scheme, STORE_SCHEMES, n=1)
+        near = closest(scheme, STORE_SCHEMES)
         raise StoreNotFoundError(f"tracking URI {uri}: {scheme!r} is not a kind of MLflow store"
-                                 f"{f' (did you mean {near[0]}?)' if near else ''}; one of {', '.join(STORE_SCHEMES)}")
+                                 f"{f' (did you mean {near}?)' if near else ''}; one of {', '.join(STORE_SCHEMES)}")
     path = local_store_path(uri)
     if path is not None and not (path.is_file() if is_local_sqlite(uri) else path.is_dir()):
         raise StoreNotFoundError(f"no MLflow store at {path}: nothing to read there, nothing created "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
-from anyq.errors import ConfigError
+from anyq.errors import ConfigError, closest
 from anyq.model.forecaster import AnyQuantileForecaster, check_model_config, forecaster_from_config
 from anyq.training.averaging import AveragedWeights
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
@@ -156,8 +155,8 @@ def check_trainer_values(t: DictConfig) -> None:
     """``trainer.devices`` and ``trainer.precision`` are values Lightning reads, on any machine. ConfigError."""
     check_devices(t.devices)
     if str(t.precision) not in PRECISIONS:
-        near = difflib.get_close_matches(str(t.precision), PRECISIONS, n=1)
-        hint = f"did you mean {near[0]}? " if near else ""
+        near = closest(str(t.precision), PRECISIONS)
+        hint = f"did you mean {near}? " if near else ""
         raise ConfigError(f"trainer.precision={t.precision!r} is not a precision Lightning knows ({hint}"
                           f"one of {', '.join(PRECISIONS[:6])})", ("trainer.precision",))
 
@@ -225,8 +224,9 @@ def build_trainer(
 ) -> pl.Trainer:
     """The Lightning trainer of ``cfg.trainer``; ``checkpoints=False`` writes none (scoring only)."""
     t = cfg.trainer
+    # jobs print side by side (make run's two models, a sweep's trials): each line says whose it is
     label = (f"{cfg.model.variant}, trial {cfg.trial.number}" if cfg.trial.number is not None
-             else str(cfg.model.variant) if t.progress_lines else "")  # side by side: whose line
+             else str(cfg.model.variant))
     lines = progress_callbacks(t.enable_progress_bar, t.progress_lines, t.progress_every_s, label)
     all_callbacks: list[Callback] = [*callbacks, *lines]
     all_loggers = list(loggers)
