@@ -124,7 +124,7 @@ def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
     assert files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("argv, shows", [(["--help"], "== Configuration groups =="), (["--cfg", "job"], "horizon_length:")])
+@pytest.mark.parametrize("argv, shows", [(["--help"], "== Config groups (group=option) =="), (["--cfg", "job"], "horizon_length:")])
 def test_help_and_cfg_load_no_torch_lightning_or_mlflow(tmp_path, argv, shows):
     """Hydra scans every plugin module (anyq's sweepers and launchers) before it prints help or
     a composed config: their heavy imports wait for a sweep."""

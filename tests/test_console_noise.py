@@ -41,7 +41,9 @@ def test_lightning_and_hydra_status_lines_stay_off_the_console():
     noise = ConsoleNoise()
     record = lambda text: logging.LogRecord("x", logging.INFO, __file__, 1, text, None, None)  # noqa: E731
     for text in ("`Trainer.fit` stopped: `max_steps=2000` reached.", "Restored all states from the checkpoint at a.ckpt",
-                 "Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes) is launching 2 jobs"):
+                 "Joblib.Parallel(n_jobs=2,backend=loky,prefer=processes) is launching 2 jobs",
+                 "A new study created in RDB with name: adaptive_attention",
+                 "Using an existing study with `study_name='adaptive_attention'` instead of creating a new one."):
         assert not noise.filter(record(text)), text
     for text in ("Launching jobs, sweep output dir : multirun/x", "`Trainer.fit` stopped: the loss is NaN"):
         assert noise.filter(record(text)), text  # what a user acts on stays

@@ -66,7 +66,8 @@ def test_search_space_follows_hydra_grammar():
 
 def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     # the cost of what is left, before the first trial trains; every trial's progress lines name it
     assert "Cost estimate: 4 jobs (3 trials + 1 baseline) x (" in out
     assert out.index("Cost estimate: ") < out.index("adaptive_attention, trial 0: epoch 1/2  ")
@@ -79,7 +80,12 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     assert recipe == recipe_hash(compose_config(tmp_path, ["experiment=cpu_demo"]))
     assert {(k.data.tags["recipe"], k.data.tags["recipe_hash"]) for k in kids} == {("cpu_demo", recipe)}
     assert parent.data.tags["recipe"] == "cpu_demo"
-    assert sorted(int(k.data.tags["optuna.trial_number"]) for k in kids) == [0, 1, 2]
+    name = parent.data.tags["study_name"]  # the last line says how to report it and confirm its best trial
+    assert out.rstrip().splitlines()[-1] == (f"Report: anyq-report --study {name}   (make report STUDY={name}); "
+                                             f"its best trial over seeds: anyq-confirm {name} --seeds 5")
+    assert "A new study created" not in out + captured.err  # Optuna's own line is the log file's
+    sorted_numbers = sorted(int(k.data.tags["optuna.trial_number"]) for k in kids)
+    assert sorted_numbers == [0, 1, 2]
     assert all(k.info.status == "FINISHED" for k in kids)
     assert sum(k.data.tags.get("best_trial") == "true" for k in kids) == 1
     assert "best_value" in parent.data.metrics

@@ -16,7 +16,8 @@ Dropped from the console:
   whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, its
   lines on loading the best checkpoint for testing (the run names that checkpoint) or a
   resumed one, and ``Trainer.fit stopped: max_steps=N reached`` (the progress line says it);
-  Hydra's joblib launcher's ``Joblib.Parallel(...)`` settings line;
+  Hydra's joblib launcher's ``Joblib.Parallel(...)`` settings line; Optuna's lines on creating
+  or loading a study (the sweeper's own line names the study, its storage and its total);
 * warnings about deprecations (``DeprecationWarning``, ``FutureWarning``, Lightning's own),
   Optuna's ``ExperimentalWarning`` and its heartbeat ``UserWarning`` (a heartbeat is what lets
   several workers share a study, :mod:`anyq.sweeping.engine`), and Lightning's warning that an
@@ -38,6 +39,7 @@ NOISE = re.compile(
     r"|^(Restoring states from|Loaded model weights from|Restored all states from) the checkpoint"
     r"|^`Trainer\.fit` stopped: `max_(steps|epochs)=\d+` reached"
     r"|^Joblib\.Parallel\("
+    r"|^A new study created in \w+ with name: |^Using an existing study with `study_name="
 )
 NOISY_WARNINGS = re.compile(
     r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used"

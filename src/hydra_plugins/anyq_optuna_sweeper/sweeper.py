@@ -169,6 +169,8 @@ class AnyqOptunaSweeper(Sweeper):
             parent_run.conclude("FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
+        print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
+              f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
         if failed:
             raise StudyFailed(failed)
 
