@@ -284,7 +284,7 @@ def test_a_run_records_whether_it_is_trained_enough_and_a_resume_can_clear_it(co
     log_outcome(record, cfg, outcome(0.0))
     tags = client.get_run(run_id).data.tags
     assert tags["trained_enough"] == "false"
-    assert tags["trained_enough_reason"] == "coverage-0.9 0.000 outside [0.5, 0.99]"
+    assert tags["trained_enough_reason"] == "test/coverage-0.9 0.000 outside [0.5, 0.99]"
     log_outcome(record, cfg, outcome(0.9))  # the same run, resumed and trained on
     tags = client.get_run(run_id).data.tags
     assert tags["trained_enough"] == "true" and "trained_enough_reason" not in tags

@@ -111,8 +111,8 @@ def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     assert untrained_reasons({"test/coverage-0.9": 0.9, "test/oracle_ratio": 1.2, "test/naive_ratio": 0.8}) == []
     assert readiness_tags({"test/coverage-0.9": 0.9}) == {"trained_enough": "true"}
     reasons = untrained_reasons({"test/coverage-0.9": 0.0, "test/oracle_ratio": 25.0, "test/naive_ratio": 1.4})
-    assert reasons == ["coverage-0.9 0.000 outside [0.5, 0.99]", "oracle ratio 25 above 2",
-                       "CRPS 1.4 x seasonal naive's on the same windows"]
+    assert reasons == ["test/coverage-0.9 0.000 outside [0.5, 0.99]", "test/oracle_ratio 25 above 2",
+                       "test/naive_ratio 1.4: CRPS above seasonal naive's on the same windows"]
     tags = readiness_tags({"test/coverage-0.9": 0.995})
     assert tags["trained_enough"] == "false" and "0.995 outside" in tags["trained_enough_reason"]
     clear = group_test(group(0.0, 0.05, 0.1), group(0.5, 0.5, 0.5), 0.95)  # "better" if it were judged

@@ -9,7 +9,9 @@ not the difference of the variants, so such a run gets no better/worse verdict
   its CRPS is more than twice the floor;
 * ``test/naive_ratio`` above 1: seasonal naive beats it on the same test windows.
 
-A metric the run did not log is not held against it. The run carries the answer as the tag
+The rules read the model's own forecast (``test/*``), not the calibrated headline family a
+report's tables show beside it: calibration must not hide an untrained network. Each reason
+names its metric key. A metric the run did not log is not held against it. The run carries the answer as the tag
 ``trained_enough`` (``true``/``false``) and, when false, ``trained_enough_reason``; a study's
 parent run carries the same two tags for all its groups (:func:`record_study_readiness`).
 """
@@ -36,13 +38,13 @@ def untrained_reasons(metrics: Mapping[str, float]) -> list[str]:
     coverage = metrics.get("test/coverage-0.9", math.nan)
     low, high = COVERAGE_BOUNDS
     if math.isfinite(coverage) and not low <= coverage <= high:
-        reasons.append(f"coverage-0.9 {coverage:.3f} outside [{low:g}, {high:g}]")
+        reasons.append(f"test/coverage-0.9 {coverage:.3f} outside [{low:g}, {high:g}]")
     oracle = metrics.get("test/oracle_ratio", math.nan)
     if math.isfinite(oracle) and oracle > MAX_ORACLE_RATIO:
-        reasons.append(f"oracle ratio {oracle:.3g} above {MAX_ORACLE_RATIO:g}")
+        reasons.append(f"test/oracle_ratio {oracle:.3g} above {MAX_ORACLE_RATIO:g}")
     naive = metrics.get("test/naive_ratio", math.nan)
     if math.isfinite(naive) and naive > MAX_NAIVE_RATIO:
-        reasons.append(f"CRPS {naive:.3g} x seasonal naive's on the same windows")
+        reasons.append(f"test/naive_ratio {naive:.3g}: CRPS above seasonal naive's on the same windows")
     return reasons
 
 
