@@ -70,12 +70,14 @@ def hold_run(lock_dir: Path, run_id: str) -> Iterator[None]:
     """
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / f"{run_id}.lock"
-    with FileLock(str(path)):
-        yield
     try:
-        path.unlink(missing_ok=True)
-    except OSError:  # a read-only disk: the next command finds the run closed and skips it
-        pass
+        with FileLock(str(path)):
+            yield
+    finally:  # however the block ends (a signal's Terminated included)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a read-only disk: the next command finds the run closed and skips it
+            pass
 
 
 def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
