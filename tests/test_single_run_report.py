@@ -72,6 +72,7 @@ def test_csv_run_prints_its_baseline_comparison_and_make_report_writes_its_page(
     report_app.main(["--tracking-uri", f"sqlite:///{root}/mlruns/mlflow.db", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "Found 2 runs trained outside a study in experiment 'anyq'" in printed
+    assert f"logging it on run {model.info.run_id}" in printed  # no parent run: the newest run keeps it
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "<h1>Experiment anyq</h1>" in page
     assert model.info.run_id in page and baseline.info.run_id in page

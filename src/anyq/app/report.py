@@ -219,7 +219,8 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
         figures = render_figures(comparison, artifacts, out)
         stage("writing the page")
         path = write_report(comparison, figures, out)
-        stage("logging it on the parent run" if not args.no_log else "done")
+        where = f"run {study.parent_run_id}" if study.kind == "runs" else "the study's parent run"  # runs: the newest
+        stage(f"logging it on {where}" if not args.no_log else "done")
         if not args.no_log:
             log_report(client, study.parent_run_id, out, comparison)
     view = save_view(client, study.parent.info.experiment_id)
