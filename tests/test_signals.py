@@ -56,7 +56,6 @@ def test_a_signal_during_fit_stops_at_a_step_and_closes_the_run_killed(tmp_path,
     assert runs[0].data.tags["error"] == f"Terminated: stopped by {signal.Signals(sig).name}"
     assert "test/crps" not in runs[0].data.metrics  # stopped after the fit: nothing was tested
     assert "Traceback" not in log_tail(tmp_path)
-    assert list((tmp_path / "mlruns" / "locks" / "runs").glob("*.lock")) == []  # the run's process lock, removed
     assert log_tail(tmp_path).strip().splitlines()[-1] == (
         f"anyq-train: stopped by {signal.Signals(sig).name}: the runs it had open are closed KILLED; the same "
         "command continues (a study trains what it lacks; a single run: add resume=last)")

@@ -70,14 +70,16 @@ def hold_run(lock_dir: Path, run_id: str) -> Iterator[None]:
     """
     lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / f"{run_id}.lock"
+    with FileLock(str(path)):
+        yield
+    # Removed only when the block ended normally. After an exception the run may still be
+    # RUNNING (a store that could not be written could not close it): the free lock file is
+    # how the next command that opens the store finds it, closes it FAILED, and removes the
+    # file (close_orphaned_runs), as it removes the file of a run that was closed.
     try:
-        with FileLock(str(path)):
-            yield
-    finally:  # however the block ends (a signal's Terminated included)
-        try:
-            path.unlink(missing_ok=True)
-        except OSError:  # a read-only disk: the next command finds the run closed and skips it
-            pass
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only disk: the next command finds the run closed and skips it
+        pass
 
 
 def close_orphaned_runs(client: MlflowClient, lock_dir: Path) -> list[str]:
