@@ -53,6 +53,10 @@ BAD_OVERRIDES = [
     (["model.attention.n_head=4"],
      "override 'model.attention.n_head=4': no key 'n_head' in model.attention; did you mean model.attention.n_heads?"),
     (["+model.attention.n_head=4"], "no key 'n_head' in model.attention; did you mean model.attention.n_heads?"),
+    (["+foo=bar"], "override '+foo=bar': no key 'foo'; the schema declares every key at the top, so '+' cannot "
+                   "add one here"),
+    (["+model.attention.foo=1"], "override '+model.attention.foo=1': no key 'foo' in model.attention; the schema "
+                                 "declares every key in model.attention, so '+' cannot add one here"),
     (["experimnet=cpu_demo"], "override 'experimnet=cpu_demo': no key 'experimnet'; did you mean experiment?"),
     (["model/attenton=plain"], "no config group 'model/attenton'; did you mean model/attention?"),
     (["resume=outputs/x/best-epoch=07.ckpt"],

@@ -261,6 +261,8 @@ def _walk(text: str, key: str, groups: dict[str, tuple[str, ...]]) -> bool:
             near = closest(part, candidates)
             inside = f" in {where}" if where else ""
             hint = f"; did you mean {'.'.join([*parts[:i], near]) if near not in groups else near}?" if near else ""
+            if not near and text.startswith("+"):  # '+' adds keys only to open sections (tracking.tags)
+                hint = f"; the schema declares every key{inside or ' at the top'}, so '+' cannot add one here"
             raise OverrideError(f"override {text!r}: no key {part!r}{inside}{hint}")
         node = None if OmegaConf.is_missing(node, part) else node[part]
     return True
