@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import ast
 import socket
 import subprocess
 import sys
@@ -110,20 +111,28 @@ def test_bad_override_is_one_line_before_anything_is_created(tmp_path, capsys, m
     assert files_under(tmp_path) == []  # no outputs/, no mlruns/, no log
 
 
-def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
+HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "pandas")
+
+
+def cli_loading(tmp_path, argv: list[str], modules=HEAVY) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """``anyq-train argv`` in a fresh interpreter; which of ``modules`` it loaded (the last stdout line)."""
     code = (
         "import sys\n"
         "from anyq.app import train\n"
-        f"sys.argv = ['anyq-train', 'model.attention.n_head=4', 'paths.root={tmp_path}']\n"
+        f"sys.argv = ['anyq-train', *{argv!r}]\n"
         "try:\n"
         "    train.cli()\n"
         "finally:\n"
-        "    print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'mlflow', 'optuna', 'pandas')"
-        " if m in sys.modules))\n"
+        f"    print(sorted(m for m in {tuple(modules)!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    return done, ast.literal_eval(done.stdout.strip().splitlines()[-1])
+
+
+def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
+    done, loaded = cli_loading(tmp_path, ["model.attention.n_head=4", f"paths.root={tmp_path}"], (*HEAVY, "optuna"))
     assert done.returncode == 2, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert loaded == []
     assert one_error_line(done.stderr, "anyq-train").endswith("did you mean model.attention.n_heads?")
     assert files_under(tmp_path) == []
 
@@ -132,20 +141,10 @@ def test_bad_override_stops_before_torch_lightning_and_mlflow_load(tmp_path):
 def test_help_and_cfg_load_no_torch_lightning_or_mlflow(tmp_path, argv, shows):
     """Hydra scans every plugin module (anyq's sweepers and launchers) before it prints help or
     a composed config: their heavy imports wait for a sweep."""
-    code = (
-        "import sys\n"
-        "from anyq.app import train\n"
-        f"sys.argv = ['anyq-train', *{argv!r}]\n"
-        "try:\n"
-        "    train.cli()\n"
-        "finally:\n"
-        "    print(sorted(m for m in ('torch', 'lightning', 'pytorch_lightning', 'mlflow', 'pandas')"
-        " if m in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done, loaded = cli_loading(tmp_path, argv)
     assert done.returncode == 0, done.stderr
     assert shows in done.stdout
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert loaded == []
 
 
 GOOD_COMMAND_LINES = [
