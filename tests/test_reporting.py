@@ -163,7 +163,9 @@ def test_cut_budget_ablation_is_flagged_and_judged_by_no_one(ablation):
     assert all(v in parent.data.tags["trained_enough_reason"] for v in flagged)
     html = (ablation["out"] / "index.html").read_text(encoding="utf-8")
     assert "<h2>Not trained enough to judge</h2>" in html
-    assert "not trained enough to judge" in html.split("<h2>Verdicts</h2>")[1].split("</ul>")[0]
+    verdicts = html.split("<h2>Verdicts</h2>")[1].split("</ul>")[0]
+    assert "not trained enough to judge" in verdicts
+    assert "reasons above" not in verdicts and "test/" in verdicts  # each verdict line gives its reasons
     assert not re.search(r"is (better|worse) than|<td>(better|worse)</td>|class=\"(better|worse)\"", html)
     assert not re.search(r"\d+ better, \d+ worse", html)  # nor seed by seed
     table = pd.read_csv(ablation["out"] / "comparison.csv", index_col="group")

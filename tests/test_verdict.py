@@ -124,4 +124,5 @@ def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     # an untrained baseline: no verdict for anyone
     verdicts = study_verdicts({"variant": clear, **others}, baseline_reason="seed 1: oracle ratio 31 above 2")
     assert {v.verdict for v in verdicts.values()} == {NOT_TRAINED}
-    assert {v.reason for v in verdicts.values()} == {"the baseline is not trained enough to judge"}
+    assert {v.reason for v in verdicts.values()} == {"the baseline is not trained enough to judge: seed 1: "
+                                                     "oracle ratio 31 above 2"}

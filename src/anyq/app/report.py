@@ -228,8 +228,6 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
         console.print(table)
     console.print("[bold]Verdicts[/] (seed-mean CRPS against the baseline, interval over seeds and test "
                   "windows, p Holm-adjusted over the variants; n.s. = no detectable difference):")
-    for group, why in comparison.untrained.items():
-        console.print(f"  [yellow]not trained enough to judge[/]: {group}: {why}", soft_wrap=True)
     for line in comparison.verdicts():
         console.print(f"  - {line}", soft_wrap=True)
     if study.sweep is not None:

@@ -155,7 +155,7 @@ class StudyComparison:
                     f"{pair['candidate_seeds']} vs {pair['reference_seeds']} seeds over {pair['n_origins']} origins")
             verdict = pair["verdict"]
             if verdict == NOT_TRAINED:
-                why = pair["reason"] if group not in self.untrained else "reasons above"
+                why = pair["reason"]  # the reasons themselves: a confirm prints no list above its verdict
                 lines.append(f"{group} against {self.baseline}: no verdict, not trained enough to judge "
                              f"({why}); {crps}.")
             elif verdict == TOO_FEW_SEEDS:

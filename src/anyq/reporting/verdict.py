@@ -189,7 +189,8 @@ def study_verdicts(tests: Mapping[str, SeedWindowTest], alpha: float = 0.05,
     adjusted = holm(judged)
     out = {}
     for group, test in tests.items():
-        reason = "the baseline is not trained enough to judge" if baseline_reason else not_trained.get(group, "")
+        reason = (f"the baseline is not trained enough to judge: {baseline_reason}" if baseline_reason
+                  else not_trained.get(group, ""))
         p_adj = adjusted.get(group, math.nan)
         verdict = decide(test.relative_difference, p_adj, alpha, enough_seeds=test.enough_seeds,
                          trained_enough=not reason)
