@@ -236,7 +236,9 @@ def test_a_sweep_whose_trials_all_fail_exits_1_with_its_parent_failed(tmp_path, 
     with pytest.raises(SystemExit) as caught:
         train.cli()
     assert caught.value.code == 1
-    (line,) = error_lines(capsys.readouterr().err)
+    captured = capsys.readouterr()
+    assert "Report: anyq-report" not in captured.out  # no trial finished: nothing to report or confirm
+    (line,) = error_lines(captured.err)
     assert line.startswith("anyq-train: error: study 'adaptive_attention': none of its 2 trials finished "
                            "(2 FAIL); trial 0: ")
     assert "column 'y' has 1 infinite" in line

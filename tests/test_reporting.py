@@ -426,3 +426,21 @@ def test_a_misspelt_study_or_experiment_name_gets_the_name_it_meant(tmp_path):
         find_parent(client, study="sweps")  # an experiment's name works as well
     with pytest.raises(ReportError, match=r"in the store \(train a study first"):
         find_parent(client, study="zzz")
+
+
+def test_a_cell_or_seed_trained_twice_counts_once_the_newest(tmp_path):
+    from anyq.reporting.study_runs import newest_per_seed
+    from anyq.tracking.study_parent import CELL_TAG
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.create_experiment("twice")
+
+    def run(start: int, **tags: str):
+        return client.get_run(client.create_run(experiment, start_time=start, tags=tags).info.run_id)
+
+    cell = {CELL_TAG: "model=baseline_adaptive seed=0", "variant": "baseline_adaptive", "seed": "0"}
+    first, second = run(1, **cell), run(2, **cell)  # two workers of one ablation trained the same cell
+    other_lr = run(3, **{**cell, CELL_TAG: "model=baseline_adaptive optim.lr=0.01 seed=0"})  # another cell
+    loose_old, loose_new = run(4, variant="nbeats_aq", seed="1"), run(5, variant="nbeats_aq", seed="1")
+    kept = {r.info.run_id for r in newest_per_seed([second, loose_new, first, other_lr, loose_old])}
+    assert kept == {second.info.run_id, other_lr.info.run_id, loose_new.info.run_id}

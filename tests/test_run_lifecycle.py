@@ -103,3 +103,14 @@ def test_a_resumed_run_that_finishes_carries_no_error_of_the_segment_before(stor
     tags = client.get_run(run_id).data.tags
     assert closed(client, run_id) == ("FINISHED", None)
     assert tags["resume1.previous_error"] == "Terminated: stopped by SIGTERM" and tags["resumes"] == "1"
+
+
+def test_a_run_closed_fine_after_a_failed_close_carries_no_old_error(store):
+    client, run_id = opened(store)
+    with run_lifecycle(client, run_id) as record:
+        record.conclude("FAILED", "1 of 4 cells failed")
+    assert closed(client, run_id) == ("FAILED", "1 of 4 cells failed")
+    client.update_run(run_id, status="RUNNING")  # the study's rerun reopens its parent
+    with run_lifecycle(client, run_id):
+        pass  # every cell finished this time
+    assert closed(client, run_id) == ("FINISHED", None)

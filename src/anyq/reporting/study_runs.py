@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 from mlflow.artifacts import download_artifacts
@@ -30,6 +30,7 @@ from anyq.reporting.stats import StoredForecasts
 from anyq.reporting.sweep_trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.study_parent import (
+    CELL_TAG,
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
     ROLE_TAG,
@@ -118,6 +119,18 @@ def _configuration(run: Run) -> tuple[str, str]:
     return run.data.tags.get("data_fingerprint", ""), " ".join(rest)
 
 
+def newest_per_seed(runs: Iterable[Run]) -> list[Run]:
+    """One run per grid cell (its ``study_cell`` tag), else per (variant, seed), the newest: a
+    command run again, or a cell two workers of one ablation both trained, is one seed of a
+    comparison, not two identical ones."""
+    newest: dict[tuple[str, ...], Run] = {}
+    for run in sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id)):
+        tags = run.data.tags
+        key = (tags[CELL_TAG],) if tags.get(CELL_TAG) else (tags.get("variant", "?"), str(_seed(run)))
+        newest[key] = run
+    return list(newest.values())
+
+
 def load_runs_study(client: MlflowClient, tracking_uri: str, anchor: Run, *,
                     baseline: str = BASELINE_VARIANT) -> Study:
     """The single runs of ``anchor``'s experiment trained like it (same data, same command line
@@ -125,12 +138,9 @@ def load_runs_study(client: MlflowClient, tracking_uri: str, anchor: Run, *,
     command run again with the same seed is one seed, not two: its newest run stands for it."""
     experiment = client.get_experiment(anchor.info.experiment_id).name
     key = _configuration(anchor)
-    newest: dict[tuple[str, int], Run] = {}
-    for run in sorted(client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
-                                         max_results=10000), key=lambda r: (r.info.start_time, r.info.run_id)):
-        if is_loose_run(run) and _configuration(run) == key:
-            newest[(run.data.tags.get("variant", "?"), _seed(run))] = run
-    runs = list(newest.values())
+    runs = newest_per_seed(r for r in client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
+                                                         max_results=10000)
+                           if is_loose_run(r) and _configuration(r) == key)
     groups: dict[str, list[Run]] = {}
     for run in sorted(runs, key=_seed):
         groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
@@ -232,7 +242,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         pruned_values = {int(r.data.tags[TRIAL_NUMBER_TAG]): best_validation(client, r, metric, direction) for r in pruned}
         every = sweep_trials(client, parent, child_runs(client, parent))
     else:
-        for run in sorted(children, key=_seed):
+        for run in sorted(newest_per_seed(children), key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
         base_runs = groups.pop(baseline, None) or _baseline_runs(client, children)
         order = list(VARIANTS)  # conf/ablation/variants.yaml's order of the variants; unknown names after, by name

@@ -191,6 +191,9 @@ def run_lifecycle(client: MlflowClient, run_id: str, status_for: Optional[Status
         status, error = record.ending
         if error:
             record.set_tags({"error": error})
+        elif "error" in while_store_busy(lambda: client.get_run(run_id)).data.tags:
+            # a study's parent reopened by a rerun that finished what the last one could not
+            while_store_busy(lambda: client.delete_tag(run_id, "error"))
         close_run(client, run_id, status)
 
 

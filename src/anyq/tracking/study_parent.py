@@ -20,6 +20,7 @@ from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
 STUDY_TAG = "study_name"
 ROLE_TAG = "role"  # "study" on a parent run
 STUDY_KIND_TAG = "study_kind"  # grid (an ablation), confirm; a sweep's parent carries STORAGE_TAG
+CELL_TAG = "study_cell"  # on a grid study's run: its cell, the sorted overrides that make it
 # a sweep's parent run: where its Optuna study lives and what it optimises
 STORAGE_TAG = "optuna.storage"
 DIRECTIONS_TAG = "optuna.directions"

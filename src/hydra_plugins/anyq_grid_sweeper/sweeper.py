@@ -28,7 +28,6 @@ from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, ru
 from anyq.sweeping.space import parent_link_overrides, quote
 
 log = logging.getLogger(__name__)
-CELL_TAG = "study_cell"
 
 
 def cell_key(overrides: List[str]) -> str:
@@ -108,7 +107,7 @@ class AnyqGridSweeper(Sweeper):
         from anyq.tracking.recipe_tags import record_recipe
         from anyq.tracking.runs import git_commit
         from anyq.tracking.source import source_tags
-        from anyq.tracking.study_parent import STUDY_KIND_TAG, child_runs, open_study_parent
+        from anyq.tracking.study_parent import CELL_TAG, STUDY_KIND_TAG, child_runs, open_study_parent
 
         tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
         study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),

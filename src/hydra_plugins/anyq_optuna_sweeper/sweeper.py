@@ -169,10 +169,10 @@ class AnyqOptunaSweeper(Sweeper):
             parent_run.conclude("FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
-        print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
-              f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
         if failed:
             raise StudyFailed(failed)
+        print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
+              f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
 
     def _print_cost(self, base: DictConfig, study: Any, slots: int) -> None:
         """The cost estimate of the trials left (:mod:`anyq.sweeping.cost`), before the first
