@@ -68,7 +68,8 @@ def test_sigterm_to_a_joblib_grid_kills_the_running_cells_at_once_and_keeps_the_
     once every cell has answered. Cells: one short, three long; two workers."""
     proc = start(tmp_path, "-m", "ablation=variants", *TINY, "hydra.sweeper.params.model=adaptive_attention",
                  "hydra.sweeper.params.seed=0", "trainer.max_steps=6,99999,99996,99993",
-                 "trainer.val_check_interval=3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                 "trainer.val_check_interval=3", "trainer.early_stopping.enabled=false",  # long cells run until stopped
+                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                  "tracking.compare_to_baseline=false", "tracking.log_model=false", "tracking.experiment=grid",
                  "hydra.sweeper.study_name=grid", "hydra.sweep.subdir=cell${hydra.job.num}")
 
