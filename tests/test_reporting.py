@@ -429,7 +429,7 @@ def test_a_misspelt_study_or_experiment_name_gets_the_name_it_meant(tmp_path):
 
 
 def test_a_cell_or_seed_trained_twice_counts_once_the_newest(tmp_path):
-    from anyq.reporting.study_runs import newest_per_seed
+    from anyq.reporting.study_runs import newest_per_cell
     from anyq.tracking.study_parent import CELL_TAG
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -442,5 +442,5 @@ def test_a_cell_or_seed_trained_twice_counts_once_the_newest(tmp_path):
     first, second = run(1, **cell), run(2, **cell)  # two workers of one ablation trained the same cell
     other_lr = run(3, **{**cell, CELL_TAG: "model=baseline_adaptive optim.lr=0.01 seed=0"})  # another cell
     loose_old, loose_new = run(4, variant="nbeats_aq", seed="1"), run(5, variant="nbeats_aq", seed="1")
-    kept = {r.info.run_id for r in newest_per_seed([second, loose_new, first, other_lr, loose_old])}
+    kept = {r.info.run_id for r in newest_per_cell([second, loose_new, first, other_lr, loose_old])}
     assert kept == {second.info.run_id, other_lr.info.run_id, loose_new.info.run_id}

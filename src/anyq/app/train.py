@@ -33,14 +33,14 @@ warnings.filterwarnings("ignore", message=".*treespec.*")  # Lightning vs. torch
 
 
 def _quiet_optuna() -> None:
-    """Optuna's log records through Hydra's handlers (its "A new study created" lines go to the
-    log file only, :mod:`anyq.app.console`), and its warnings once each, through logging: the TPE settings of hydra-optuna-sweeper's
-    vocabulary that Optuna deprecates, its experimental features, and the heartbeat it wants
-    from Study.optimize (the engine asks and tells itself). Hydra's logging config keeps them
+    """Optuna's log records through Hydra's handlers, and its warnings once each, through
+    logging: the TPE settings of hydra-optuna-sweeper's vocabulary that Optuna deprecates, its
+    experimental features, and the heartbeat it wants from Study.optimize (the engine asks and
+    tells itself). Hydra's logging config keeps them, and Optuna's "A new study created" lines,
     off the console and in the log file (:mod:`anyq.app.console`)."""
     import optuna
 
-    optuna.logging.disable_default_handler()  # its records through Hydra's handlers: the log file keeps them
+    optuna.logging.disable_default_handler()
     optuna.logging.enable_propagation()
     warnings.filterwarnings("once", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("once", category=FutureWarning, module=r"optuna\.")

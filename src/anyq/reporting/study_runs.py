@@ -119,7 +119,7 @@ def _configuration(run: Run) -> tuple[str, str]:
     return run.data.tags.get("data_fingerprint", ""), " ".join(rest)
 
 
-def newest_per_seed(runs: Iterable[Run]) -> list[Run]:
+def newest_per_cell(runs: Iterable[Run]) -> list[Run]:
     """One run per grid cell (its ``study_cell`` tag), else per (variant, seed), the newest: a
     command run again, or a cell two workers of one ablation both trained, is one seed of a
     comparison, not two identical ones."""
@@ -138,9 +138,8 @@ def load_runs_study(client: MlflowClient, tracking_uri: str, anchor: Run, *,
     command run again with the same seed is one seed, not two: its newest run stands for it."""
     experiment = client.get_experiment(anchor.info.experiment_id).name
     key = _configuration(anchor)
-    runs = newest_per_seed(r for r in client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'",
-                                                         max_results=10000)
-                           if is_loose_run(r) and _configuration(r) == key)
+    finished = client.search_runs([anchor.info.experiment_id], "attributes.status = 'FINISHED'", max_results=10000)
+    runs = newest_per_cell(r for r in finished if is_loose_run(r) and _configuration(r) == key)
     groups: dict[str, list[Run]] = {}
     for run in sorted(runs, key=_seed):
         groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
@@ -242,7 +241,7 @@ def load_study(client: MlflowClient, tracking_uri: str, parent: Run, *, baseline
         pruned_values = {int(r.data.tags[TRIAL_NUMBER_TAG]): best_validation(client, r, metric, direction) for r in pruned}
         every = sweep_trials(client, parent, child_runs(client, parent))
     else:
-        for run in sorted(newest_per_seed(children), key=_seed):
+        for run in sorted(newest_per_cell(children), key=_seed):
             groups.setdefault(run.data.tags.get("variant", "?"), []).append(run)
         base_runs = groups.pop(baseline, None) or _baseline_runs(client, children)
         order = list(VARIANTS)  # conf/ablation/variants.yaml's order of the variants; unknown names after, by name

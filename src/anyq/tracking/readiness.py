@@ -11,9 +11,9 @@ not the difference of the variants, so such a run gets no better/worse verdict
 
 The rules read the model's own forecast (``test/*``), not the calibrated headline family a
 report's tables show beside it: calibration must not hide an untrained network. Each reason
-names its metric key. A metric the run did not log is not held against it. The run carries the answer as the tag
-``trained_enough`` (``true``/``false``) and, when false, ``trained_enough_reason``; a study's
-parent run carries the same two tags for all its groups (:func:`record_study_readiness`).
+names its metric key. A metric the run did not log is not held against it. The run carries
+the answer as the tag ``trained_enough`` (``true``/``false``) and, when false,
+``trained_enough_reason``; a study's parent run carries the same two tags for all its groups (:func:`record_study_readiness`).
 """
 
 from __future__ import annotations

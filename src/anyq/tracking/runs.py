@@ -192,7 +192,7 @@ def run_lifecycle(client: MlflowClient, run_id: str, status_for: Optional[Status
         if error:
             record.set_tags({"error": error})
         elif "error" in while_store_busy(lambda: client.get_run(run_id)).data.tags:
-            # a study's parent reopened by a rerun that finished what the last one could not
+            # a reopened run (a resume, a study's rerun) that ended well: the old reason no longer holds
             while_store_busy(lambda: client.delete_tag(run_id, "error"))
         close_run(client, run_id, status)
 
@@ -241,11 +241,9 @@ def open_run(
                 segment = int(tags_before.get(RESUMES_TAG, "0")) + 1
                 # the first command line stays; each resume's own is kept beside it
                 resumed = {(f"resume{segment}.{k}" if k == "overrides" else k): v for k, v in all_tags.items()}
-                if "error" in tags_before:  # how the last segment ended; `error` is this segment's
+                if "error" in tags_before:  # how the last segment ended; closing this one FINISHED drops it
                     resumed[f"resume{segment}.previous_error"] = tags_before["error"]
                 record.set_tags({**resumed, "resumed": "true", RESUMES_TAG: str(segment)})
-                if "error" in tags_before:
-                    while_store_busy(lambda: client.delete_tag(run_id, "error"))
             else:
                 held.enter_context(hold(run_id))
             yield record

@@ -312,7 +312,8 @@ def check_data(data: DictConfig, *, here: bool = True) -> None:
                 raise ConfigError(f"data.split.{after}={split[after]} must come after "
                                   f"data.split.{before}={split[before]}", (f"data.split.{before}", f"data.split.{after}"))
     else:
-        dates = [f"data.split.{name}={split[name]}" for name in ("train_end", "val_end", "test_end") if split[name]]
+        dates = [f"data.split.{name}={split[name]}" for name in ("train_end", "val_end", "test_end")
+                 if split[name]]
         if dates:  # a date the proportions split would silently ignore
             raise ConfigError(f"{', '.join(dates)}: split dates are read only with data.split.kind=dates "
                               f"(now {split.kind}, which splits by data.split.proportions); add data.split.kind=dates",
