@@ -109,8 +109,10 @@ tensorboard: $(STAMP) ## TensorBoard on 127.0.0.1:6006 for runs trained with tra
 
 serve: $(STAMP) ## serve a run's logged model on 127.0.0.1:5001 (RUN=<run id>)
 	@test -n "$(RUN)" || { echo "usage: make serve RUN=<mlflow run id>" >&2; exit 2; }
-	@# PATH: the scoring server is started as `uvicorn`, which lives in the environment
-	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}" \
+	@# PATH: the scoring server is started as `uvicorn`, which lives in the environment;
+	@# the run is checked first, so a wrong id is one line instead of MLflow's traceback
+	export PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}"; \
+	  $(PY) -m anyq.serving.publish $(RUN) && \
 	  $(BIN)/mlflow models serve -m runs:/$(RUN)/model --env-manager local -h $(HOST) -p 5001
 
 services: $(STAMP) ## PostgreSQL + MLflow server on loopback for shared sweeps (docs/scale-out.md)

@@ -89,7 +89,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     os.environ.setdefault("ANYQ_ROOT", str(ROOT))
-    from anyq.training.builders import load_dataset, validate_config
+    from anyq.training.builders import load_dataset
+    from anyq.training.validation import validate_config
     from anyq.training.run import fit_and_test, prepare
 
     gammas = [float(g) for g in args.gammas.split(",") if g]

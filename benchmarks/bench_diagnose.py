@@ -86,7 +86,8 @@ def anyq_forecasts(data, args: argparse.Namespace, windows) -> tuple[dict[str, n
     """anyq's test forecasts per family, aligned with ``windows``, and the run's own metrics."""
     from pytorch_lightning.callbacks import Callback
 
-    from anyq.training.builders import load_dataset, validate_config
+    from anyq.training.builders import load_dataset
+    from anyq.training.validation import validate_config
     from anyq.training.run import fit_and_test, prepare
 
     class Keep(Callback):

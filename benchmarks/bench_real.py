@@ -114,7 +114,8 @@ def run_anyq(variant: str, data: BenchData, args: argparse.Namespace, workdir: P
     others as anyq's scorer reported them on the same test loader)."""
     from pytorch_lightning.callbacks import Callback
 
-    from anyq.training.builders import load_dataset, validate_config
+    from anyq.training.builders import load_dataset
+    from anyq.training.validation import validate_config
     from anyq.training.run import fit_and_test, prepare
 
     class FitCPUClock(Callback):

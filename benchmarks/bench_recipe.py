@@ -118,7 +118,8 @@ def validation_ratio(data: BenchData, overrides: list[str], args: argparse.Names
     and the headline family's test CRPS and 90 % coverage (recorded, not optimised)."""
     from anyq.metrics import evaluation_grid
     from anyq.metrics.families import headline_family
-    from anyq.training.builders import load_dataset, validate_config
+    from anyq.training.builders import load_dataset
+    from anyq.training.validation import validate_config
     from anyq.training.run import fit_and_test, naive_crps, prepare
 
     cfg = compose_job([*data.overrides, *data.split_overrides(), f"experiment={args.experiment}",

@@ -10,6 +10,7 @@ from hydra.errors import ConfigCompositionException
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
+from anyq.app.train import run_job as validated_job
 from anyq.errors import ConfigError, NonFiniteLossError
 from anyq.training.config_tree import VARIANTS
 
@@ -34,7 +35,7 @@ def test_fast_dev_run_of_every_variant(compose_cfg, variant):
 def test_impossible_heads_fail_before_training(compose_cfg):
     cfg = compose_cfg("model.attention.d_model=10", "model.attention.n_heads=4", "tracking=none")
     with pytest.raises(ConfigError, match="d_model=10 is not divisible by model.attention.n_heads=4"):
-        run_job(cfg)
+        validated_job(cfg)
 
 
 def test_misspelled_override_fails_at_composition(compose_cfg):
@@ -50,7 +51,7 @@ def test_wrong_type_fails_at_composition(compose_cfg):
 def test_missing_data_file_is_one_line(compose_cfg, tmp_path):
     cfg = compose_cfg("data=csv", f"data.path={tmp_path}/nope.csv", "tracking=none")
     with pytest.raises(ConfigError) as err:  # found by validation, before any data is read
-        run_job(cfg)
+        validated_job(cfg)
     assert str(err.value) == f"data.path={tmp_path}/nope.csv: data file not found"
     assert err.value.keys == ("data.path",)
 

@@ -8,7 +8,8 @@ import torch
 
 from anyq.errors import ConfigError
 from anyq.training.averaging import AveragedWeights, warmed_up_ema
-from anyq.training.builders import build_model, load_dataset, validate_config
+from anyq.training.builders import build_model, load_dataset
+from anyq.training.validation import validate_config
 from anyq.training.checkpoints import read_checkpoint
 from anyq.training.run import fit_and_test, prepare
 

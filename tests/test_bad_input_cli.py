@@ -79,6 +79,12 @@ BAD_OVERRIDES = [
      """string the sweeper reads; quote the value: 'hydra.sweeper.params.model="baseline_adaptive,adaptive_attention"'"""),
     (["-m", "ablation=variants", 'hydra.sweeper.params.model="baseline_adaptive,adaptve_attention"'],
      "search space: 'adaptve_attention' is not an option of model (did you mean adaptive_attention?"),
+    (["-m", "sweep=adaptive_attention", "hydra.sweeper.params=null", "model.attention.n_heads=choice(3,5)"],
+     "search space: no trial could run: none of its 2 combinations of every choice and both ends of every range is "
+     "a valid config; model.attention.d_model=32 is not divisible by model.attention.n_heads=3"),
+    (["-m", "sweep=adaptive_attention", "hydra.sweeper.params=null", "model.attention.n_heads=choice(3,5)",
+      "model.backbone.dropout=interval(1.0,1.5)"],
+     "search space: no trial could run: none of its 4 combinations"),
     # Hydra's own settings: composed with Hydra's compose API, the same one line
     (["-m", "sweep=adaptive_attention", "hydra/sweeper/sampler=tpee"],
      "override 'hydra/sweeper/sampler=tpee': 'tpee' is not an option of hydra/sweeper/sampler (did you mean tpe?"),
@@ -144,6 +150,21 @@ def test_help_and_cfg_load_no_torch_lightning_or_mlflow(tmp_path, argv, shows):
     done, loaded = cli_loading(tmp_path, argv)
     assert done.returncode == 0, done.stderr
     assert shows in done.stdout
+    assert loaded == []
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["optim.lr=nan"], "optim.lr=nan must be a finite number > 0"),
+    (["model.attention.n_heads=3"], "model.attention.d_model=32 is not divisible by model.attention.n_heads=3"),
+    (["evaluation.num_levels=9"], "evaluation.coverage=0.9 needs level 0.05, outside the grid of "
+                                  "evaluation.num_levels=9 (0.1..0.9)"),
+])
+def test_a_bad_setting_is_refused_without_loading_torch_lightning_or_mlflow(tmp_path, argv, line):
+    """The one validation pass (anyq.training.validation) runs before the job's pipeline is
+    imported: a range or combination error costs no torch import."""
+    done, loaded = cli_loading(tmp_path, [*argv, f"paths.root={tmp_path}"], modules=HEAVY[:4])
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"anyq-train: error: {line}"]
     assert loaded == []
 
 

@@ -2,7 +2,7 @@
 or any run, study or parent run is opened; a study in which nothing finished fails.
 
 Every numeric setting declares its range in the schema (:mod:`anyq.settings`), and one pass
-(:func:`anyq.training.builders.validate_config`) checks them all, with the split dates and the
+(:func:`anyq.training.validation.validate_config`) checks them all, with the split dates and the
 device; sweeps and grids check the settings their trials share once, before launching.
 """
 
@@ -28,7 +28,7 @@ from anyq.errors import ConfigError, StudyFailed, SweepRefused
 from anyq.settings import declared_range
 from anyq.sweeping.engine import SweepSettings
 from anyq.sweeping.shared import check_shared
-from anyq.training.builders import validate_config
+from anyq.training.validation import validate_config
 from anyq.training.schema import AppConfig
 from conftest import ABLATION, TINY, run_cli
 from scale_helpers import REPO, clean_env, study_runs, study_trials
@@ -68,6 +68,8 @@ SINGLE_RUN_CASES = [
      "data.calendar.holiday_history=week_before needs a holiday calendar: set data.calendar.country (or "
      "countries), or holidays=synthetic on synthetic data"),
     (["data.calendar.holiday_history=weekly"], "data.calendar.holiday_history='weekly' is not one of auto, keep, week_before"),
+    (["evaluation.val_num_levels=19"], "evaluation.coverage=0.95 needs level 0.025, outside the grid of "
+                                       "evaluation.val_num_levels=19 (0.05..0.95)"),
     (["trainer.accelerator=gpus"], "trainer.accelerator='gpus' is not one of auto, cpu, gpu, cuda, mps, tpu"),
     (["trainer.devices=0"], "trainer.devices=0 must be auto, a count >= 1 (or -1: all), or a list of device indices"),
     (["trainer.devices=-2"], "trainer.devices=-2 must be auto, a count >= 1 (or -1: all), or a list of device indices"),

@@ -112,3 +112,21 @@ def test_the_sweep_seeds_and_trial_are_the_confirm_keys(sweep_root, capsys, monk
     printed = OmegaConf.create(capsys.readouterr().out)
     assert OmegaConf.to_container(printed.confirm) == {"study": SWEEP, "seeds": 3, "trial": 2}
     assert printed.trainer.max_steps == 4000
+
+
+@pytest.mark.parametrize("name, hint", [
+    ("ablatoin", ""),  # near the ablation's name, which confirm does not take
+    ("adaptive_atention", f"did you mean {SWEEP}? "),
+])
+def test_an_unknown_sweep_is_matched_against_sweeps_only(tmp_path, capsys, monkeypatch, name, hint):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = recorded_sweep(tmp_path)
+    ablation = client.create_experiment("ablation", artifact_location=(tmp_path / "mlruns" / "a").as_uri())
+    client.create_run(ablation, tags={"role": "study", "study_name": "ablation", "study_kind": "grid"})
+    monkeypatch.setattr(sys, "argv", ["anyq-confirm"])
+    with pytest.raises(SystemExit) as exit_:
+        confirm.main([name, "--seeds", "1", f"paths.root={tmp_path}"])
+    assert exit_.value.code == 2
+    assert error_lines(capsys.readouterr().err, "anyq-confirm") == [
+        f"anyq-confirm: error: no study parent run for study {name!r} in the store ({hint}train a sweep first, "
+        f"`make sweep`)"]

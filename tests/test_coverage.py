@@ -19,7 +19,8 @@ from anyq.data.windows import make_windows
 from anyq.errors import ConfigError
 from anyq.serving.publish import load_served
 from anyq.tracking.baseline import config_signature
-from anyq.training.builders import load_dataset, validate_config
+from anyq.training.builders import load_dataset
+from anyq.training.validation import validate_config
 from anyq.training.checkpoints import read_checkpoint, recorded_history
 from anyq.training.run import settle_calendar
 

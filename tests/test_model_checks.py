@@ -6,7 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from anyq.model.forecaster import check_model_config, forecaster_from_config
+from anyq.model.checks import check_model_config
+from anyq.model.forecaster import forecaster_from_config
 from anyq.training.config_tree import compose_model
 
 BAD = [
@@ -62,7 +63,7 @@ def test_attention_knobs_are_not_checked_when_attention_is_off():
 
 
 def test_validate_config_builds_no_network(compose_cfg, monkeypatch):
-    from anyq.training.builders import validate_config
+    from anyq.training.validation import validate_config
     from anyq.errors import ConfigError
 
     cfg = compose_cfg("model=adaptive_attention")

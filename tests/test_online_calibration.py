@@ -284,7 +284,7 @@ def test_logged_model_calibrates_from_the_request_history(tracked):
     ("model.online_gamma=-0.1", "model.online_gamma=-0.1 must be >= 0"),
 ])
 def test_bad_calibration_settings_fail_before_training(compose_cfg, override, message):
-    from anyq.training.builders import validate_config
+    from anyq.training.validation import validate_config
     from anyq.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):

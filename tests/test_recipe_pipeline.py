@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from anyq.app.job import run_job
 from anyq.errors import ConfigError, RequestError
 from anyq.serving.publish import load_served
-from anyq.training.builders import validate_config
+from anyq.training.validation import validate_config
 from conftest import STEP_BUDGET, compose_config
 
 

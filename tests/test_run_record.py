@@ -19,6 +19,7 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from mlflow.tracking import MlflowClient
 
 from anyq.app.job import run_job
+from anyq.app.train import run_job as validated_job
 from anyq.errors import CheckpointError, ConfigError
 from anyq.training.builders import load_dataset
 from anyq.training.checkpoints import override
@@ -232,7 +233,7 @@ def test_task_test_untracked_and_misuses(compose_cfg, tmp_path):
         compose_cfg("task=tset")
     assert "tset" in str(info.value) or "tset" in str(info.value.__cause__)
     with pytest.raises(ConfigError, match="task=test scores a checkpoint: add resume="):
-        run_job(compose_cfg("tracking=none", "task=test"))
+        validated_job(compose_cfg("tracking=none", "task=test"))
     with pytest.raises(CheckpointError, match="does not fit the configured model"):
         run_job(compose_cfg("tracking=none", "task=test", "model=nbeats_aq", f"resume={best}"))
     # scoring on other data is allowed (only training on needs the same data)

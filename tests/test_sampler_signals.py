@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy import stats
 
-from anyq.model.sampler import SIGNALS, QuantileSampler, calibrated_gaussian_loss
+from anyq.model.checks import SIGNALS
+from anyq.model.sampler import QuantileSampler, calibrated_gaussian_loss
 
 
 def _constructed(signal: str, losses: list[float], below: list[float], **kwargs) -> QuantileSampler:

@@ -27,6 +27,7 @@ from anyq.app.job import run_job
 from anyq.errors import RequestError
 from anyq.reporting.browser import wait_for_http
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
+from anyq.serving.publish import main as publish_main
 from anyq.tracking.store import tracking_uri
 from anyq.training.builders import build_model
 from conftest import compose_config
@@ -217,12 +218,15 @@ def run_predict(*argv: str) -> None:
     predict_app.main(list(argv))
 
 
-def test_predict_round_trips_a_csv(trained, tmp_path, monkeypatch):
+def test_predict_round_trips_a_csv(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     frame = write_series(tmp_path / "load.csv")
     out_csv = tmp_path / "forecast.csv"
+    capsys.readouterr()
     run_predict("--run", trained["run_id"], "--tracking-uri", trained["uri"], "--input", str(tmp_path / "load.csv"),
                 "--levels", "0.1,0.5,0.9", "--output", str(out_csv))
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"anyq-predict: wrote 288 rows (2 series x 48 hours x 3 levels) to {out_csv}")
     out = pd.read_csv(out_csv, parse_dates=["ds"])
     assert list(out.columns) == ["unique_id", "ds", "level", "value"]
     assert len(out) == 2 * 48 * 3
@@ -314,3 +318,22 @@ def test_the_served_spec_keeps_the_scaler_and_reads_an_old_spec_as_max_abs(compo
     assert ForecasterSpec.from_dict(data).scaler == "robust"
     del data["model"]["scaler"]  # a spec written before model.scaler existed
     assert ForecasterSpec.from_dict(data).scaler == "max_abs"
+
+
+def test_make_serve_checks_the_run_before_mlflow_starts_its_server(trained, tmp_path, capsys, monkeypatch):
+    """``python -m anyq.serving.publish <run id>``, what ``make serve`` runs first: silent and
+    exit 0 for a run with a logged model, else one line and exit 2."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
+    publish_main([trained["run_id"]])
+    client = MlflowClient(trained["uri"])
+    no_model = client.create_run(client.create_experiment("no_model")).info.run_id
+    for run_id, message in [
+        ("0123456789abcdef", f"no run '0123456789abcdef' in {trained['uri']} (run ids: anyq-compare, or `make ui`)"),
+        (no_model, f"run {no_model} logged no model (a fast dev run, a run without a best checkpoint or one "
+                   f"with tracking.log_model=false logs none)"),
+    ]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            publish_main([run_id])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == f"make serve: error: {message}\n"

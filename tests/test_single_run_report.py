@@ -142,8 +142,9 @@ def test_one_importance_snapshot_is_drawn_over_the_levels_not_an_epoch_axis():
     assert all(float(t).is_integer() for t in many.get_yticks() if 1 <= t <= 3)
 
 
-def stored_run(client: MlflowClient, experiment_id: str, variant: str, headline: str, metrics: dict[str, float]):
-    run = client.create_run(experiment_id, tags={"variant": variant, "headline": headline})
+def stored_run(client: MlflowClient, experiment_id: str, variant: str, headline: str, metrics: dict[str, float],
+               seed: int = 0):
+    run = client.create_run(experiment_id, tags={"variant": variant, "headline": headline, "seed": str(seed)})
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id, "FINISHED")
@@ -184,3 +185,15 @@ def test_main_job_table_fits_80_columns_and_shows_both_families(tmp_path, capsys
     assert rows["baseline_adaptive"][:4] == ["baseline_adaptive", "test", "2469.1", "-"]  # hl = test/ for this run
     assert rows["adaptive_attention"][:5] == ["adaptive_attention", "test_conformal", "119.0", "0.902", "120.2"]
     assert "hl: each run's headline forecast (column headline)" in " ".join(" ".join(lines).split())
+
+
+def test_a_study_table_names_each_rows_seed_when_the_seeds_differ(tmp_path, capsys):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("ablation", artifact_location=(tmp_path / "artifacts").as_uri())
+    runs = [stored_run(client, experiment, variant, "test", {"test/crps": crps}, seed=seed)
+            for variant, seed, crps in [("baseline_adaptive", 0, 115.1), ("baseline_adaptive", 1, 114.2),
+                                        ("sampler_off", 2, 116.3)]]
+    print_runs(runs)
+    rows = [line.split()[:3] for line in capsys.readouterr().out.splitlines() if line.startswith(("baseline_", "sampler_"))]
+    assert rows == [["baseline_adaptive", "0", "115.10"], ["baseline_adaptive", "1", "114.20"],
+                    ["sampler_off", "2", "116.30"]]

@@ -10,7 +10,7 @@ import pytest
 from anyq.app import compare as compare_app
 from anyq.errors import first_line
 from anyq.errors import ReportError
-from anyq.reporting.latest_runs import experiment_id
+from anyq.reporting.latest_runs import experiment_id, latest_runs
 from anyq.tracking.runs import close_run, open_run
 from anyq.tracking.store import tracking_uri
 from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG, child_runs, open_study_parent, record_summary
@@ -93,3 +93,18 @@ def test_unknown_experiment_is_a_report_error_and_compare_exits_with_its_line(tm
     with pytest.raises(SystemExit) as exited:
         compare_app.main(["--experiment", "absent", "--tracking-uri", study.uri])
     assert exited.value.code == f"no MLflow experiment named 'absent' in {study.uri}"  # printed, exit 1
+
+
+def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_empty_table(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = open_study_parent(None, tmp_path / "mlruns", "adaptive_attention", "sweep_a", {})
+    with open_run(study.client, study.experiment_id, run_name="trial", parent_run_id=study.run_id, tags={}):
+        pass
+    close_run(study.client, study.run_id, "FINISHED")
+    with pytest.raises(SystemExit) as exited:
+        compare_app.main(["--experiment", "adaptive_attention", "--tracking-uri", study.uri])
+    assert exited.value.code == ("experiment 'adaptive_attention' has no finished run outside a study: its runs "
+                                 "belong to studies (sweep_a); compare a study's runs with: anyq-report --study sweep_a")
+    study.client.create_experiment("none")
+    with pytest.raises(ReportError, match=r"^experiment 'none' has no finished run outside a study: train one"):
+        latest_runs(study.client, "none", 2)

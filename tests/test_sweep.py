@@ -96,6 +96,7 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     assert len(study(tmp_path).get_trials()) == 3
     assert "Cost estimate" not in capsys.readouterr().out
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=4")  # the total grows by one
+    assert "Cost estimate: 1 jobs (1 trials; their baseline is in the store) x (" in capsys.readouterr().out
     assert len(study(tmp_path).get_trials()) == 4
     assert len(children(tmp_path)[1]) == 4
 

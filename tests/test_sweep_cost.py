@@ -33,3 +33,10 @@ def test_estimate_adds_the_baseline_and_spreads_jobs_over_slots():
     one_slot = SweepCost(trials=8, slots=1, steps=300, checks=3, step_s=0.2, validation_s=5.0, test_s=20.0,
                          threads=2, batch=256)
     assert one_slot.wall_s == 9 * job and "2 torch threads" in one_slot.lines()[1]
+
+
+def test_a_baseline_the_store_holds_is_not_priced_again():
+    cost = SweepCost(trials=3, slots=2, steps=300, checks=3, step_s=0.2, validation_s=5.0, test_s=20.0,
+                     threads=1, batch=256, baseline=0)
+    assert cost.jobs == 3 and cost.wall_s == 2 * cost.job_s  # 3 jobs on 2 slots: 2 rounds
+    assert cost.lines()[0].startswith("Cost estimate: 3 jobs (3 trials; their baseline is in the store) x (300 steps")

@@ -219,4 +219,5 @@ class RequestError(ValueError):
 
 
 class ModelFileError(ValueError):
-    """A checkpoint, spec or weights file that does not hold a forecaster this config builds."""
+    """A checkpoint, spec or weights file that does not hold a forecaster this config builds, or
+    a run that logged no model."""

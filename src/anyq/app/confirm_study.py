@@ -62,7 +62,8 @@ from anyq.tracking.study_parent import (
     open_study_parent,
 )
 from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG
-from anyq.training.builders import load_dataset, validate_config
+from anyq.training.builders import load_dataset
+from anyq.training.validation import validate_config
 from anyq.training.recipe import BUDGET_KEYS, DEFAULT_NAME
 from anyq.training.run import settle_calendar
 from anyq.training.schema import AppConfig, ConfirmConfig
@@ -215,7 +216,7 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
     client = open_existing_store(uri)  # the sweep must be there: a missing store is not created
     try:
-        sweep_parent = find_parent(client, study=sweep)
+        sweep_parent = find_parent(client, study=sweep, sweep=True)
     except ReportError as exc:
         raise ConfigError(str(exc)) from None
     if STORAGE_TAG not in sweep_parent.data.tags:

@@ -22,7 +22,7 @@ from anyq.sweeping.storage import load_trial
 from anyq.tracking.baseline import is_baseline
 from anyq.tracking.baseline_comparison import BASELINE_ERROR_TAG, BASELINE_RUN_TAG, compare_with_baseline, own_baseline_lock
 from anyq.tracking.recording import JobStore, log_outcome, mlflow_logger, open_job_run
-from anyq.training.builders import Dataset, load_dataset, validate_config
+from anyq.training.builders import Dataset, load_dataset
 from anyq.training.checkpoints import override
 from anyq.training.run import TrainOutcome, fit_and_test, prepare, settle_calendar
 from anyq.training.schema import Task
@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 
 def run_job(cfg: DictConfig, pruner: Optional[optuna.pruners.BasePruner] = None) -> dict[str, Any]:
     """Train (or score) the run ``cfg`` describes; returns the best ``val/*`` scores, the test
-    metrics and ``run_id`` (None untracked), what the sweep engine reads.
+    metrics and ``run_id`` (None untracked), what the sweep engine reads. ``cfg`` is valid:
+    :func:`anyq.app.train.run_job`, every job's way in, validated it before torch was imported.
 
     Raises:
         Terminated: a signal asked the process to stop (:mod:`anyq.interrupts`), checked
             before the data load, before the run opens and after the fit.
     """
     stop_if_requested()  # a job started after a stop was asked (a worker's next job) stops here
-    validate_config(cfg)
     pruner = pruner or configured_pruner()
     dataset = load_dataset(cfg.data)
     cfg = settle_calendar(cfg, dataset)  # before any signature: the inputs decide the numbers

@@ -48,7 +48,16 @@ def _quiet_optuna() -> None:
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """:func:`anyq.app.job.run_job`, imported on first use (it loads torch and Lightning)."""
+    """One job: ``cfg`` validated (:func:`anyq.training.validation.validate_config`, without
+    torch, so a bad setting is refused in about a second), then :func:`anyq.app.job.run_job`,
+    imported only then (it loads torch, Lightning and MLflow).
+
+    Raises:
+        ConfigError: a setting that cannot work, before any data is read.
+    """
+    from anyq.training.validation import validate_config
+
+    validate_config(cfg)
     from anyq.app.job import run_job as pipeline
 
     return pipeline(cfg)

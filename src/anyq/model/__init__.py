@@ -1,7 +1,8 @@
 """Any-quantile forecasting models: NBEATS-AQ backbone, quantile sampler, adaptive attention.
 
 The classes load on first use (PEP 562), so ``anyq.model.config`` (the settings the schema
-types) imports without torch: a command line is checked before torch is loaded.
+types) and ``anyq.model.checks`` (their checks) import without torch: a command line and a
+config are checked before torch is loaded.
 """
 
 from __future__ import annotations

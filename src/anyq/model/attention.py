@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anyq.errors import SettingError
 from anyq.model.backbone import QuantileEmbedding
 from anyq.model.config import AttentionConfig
-from anyq.settings import check_settings
+from anyq.model.checks import check_attention
 
 
 class ModulatedSelfAttention(nn.Module):
@@ -227,32 +226,3 @@ class AdaptiveAttention(nn.Module):
         self.last_attention, self.last_modulation = attention, modulation
         correction = self.head(self.norm(h[:, -pf:]))  # [N*Q, pf, patch]
         return correction.reshape(n, num_q, pf * plen).transpose(1, 2)
-
-
-def check_attention(
-    history_length: int,
-    horizon_length: int,
-    patch_length: int,
-    d_model: int,
-    n_heads: int,
-    num_blocks: int,
-    d_ff: int,
-    dropout: float,
-    adaptive_temp: float,
-) -> None:
-    """The ``model.attention.*`` checks, patch length against the window lengths included
-    (ValueError naming the key); :class:`AdaptiveAttention` runs them, and config validation
-    runs them without building one."""
-    check_settings(AttentionConfig, dict(patch_length=patch_length, d_model=d_model, n_heads=n_heads,
-                                         num_blocks=num_blocks, d_ff=d_ff, dropout=dropout,
-                                         adaptive_temp=adaptive_temp), "model.attention.", only=_RANGED)
-    if d_model % n_heads:
-        raise SettingError(f"model.attention.d_model={d_model} is not divisible by model.attention.n_heads={n_heads}",
-                           ("model.attention.d_model", "model.attention.n_heads"))
-    for name, length in (("history_length", history_length), ("horizon_length", horizon_length)):
-        if length % patch_length:
-            raise SettingError(f"{name}={length} is not divisible by model.attention.patch_length={patch_length}",
-                               (f"data.{name}", "model.attention.patch_length"))
-
-
-_RANGED = {"patch_length", "d_model", "n_heads", "num_blocks", "d_ff", "dropout", "adaptive_temp"}

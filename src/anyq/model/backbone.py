@@ -15,10 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anyq.model.config import BackboneConfig
-from anyq.settings import check_choice, check_settings
-
-CONDITIONINGS = ("cat", "film")
-
+from anyq.model.checks import check_backbone
 
 class QuantileEmbedding(nn.Module):
     """Cosine features of ``q`` followed by a linear map and ReLU (as in IQN, Dabney et al.).
@@ -179,23 +176,3 @@ class NBeatsAQ(nn.Module):
         terms = self.calendar(vector).view(n, 1, len(self.blocks), self.layer_width)
         terms = terms.expand(n, num_q, -1, -1).reshape(n * num_q, len(self.blocks), self.layer_width)
         return list(terms.unbind(dim=1))
-
-
-
-def check_backbone(history_length: int, horizon_length: int, num_blocks: int, num_layers: int, layer_width: int,
-                   conditioning: str, dropout: float) -> None:
-    """The ``model.backbone.*`` and window-length checks (ValueError naming the key); :class:`NBeatsAQ`
-    runs them, and config validation runs them without building one."""
-    _check_positive("", history_length=history_length, horizon_length=horizon_length)
-    check_settings(BackboneConfig, dict(num_blocks=num_blocks, num_layers=num_layers, layer_width=layer_width,
-                                        dropout=dropout), "model.backbone.", only=_RANGED)
-    check_choice("model.backbone.conditioning", conditioning, CONDITIONINGS)
-
-
-_RANGED = {"num_blocks", "num_layers", "layer_width", "dropout"}
-
-
-def _check_positive(prefix: str, **values: int) -> None:
-    for key, value in values.items():
-        if value < 1:
-            raise ValueError(f"{prefix}{key}={value} must be a positive integer")

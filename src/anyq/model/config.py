@@ -27,7 +27,7 @@ class SamplerConfig:
     num_bins: int = ranged(100, ge=1)
     momentum: float = ranged(0.99, ge=0, lt=1)
     temperature: float = ranged(1.0, gt=0)
-    min_prob: float = ranged(0.002, ge=0)  # and min_prob x num_bins <= 1 (anyq.model.sampler.check_sampler)
+    min_prob: float = ranged(0.002, ge=0)  # and min_prob x num_bins <= 1 (anyq.model.checks.check_sampler)
     signal: str = "calibration"  # or "relative", or "raw" (the guide's bin loss): anyq.model.sampler, docs/experiments.md
 
 

@@ -31,11 +31,6 @@ from torch import nn
 
 from anyq.model.online import interpolate_offsets, residual_spread
 
-#: ``model.conformal``: none, split conformal per level, or split conformal as the seed of the
-#: online calibration (anyq.model.online).
-CONFORMAL = ("none", "per_level", "online")
-
-
 class ConformalOffsets(nn.Module):
     """Per-level offsets ``[K]`` on the normalised scale, read at any level."""
 

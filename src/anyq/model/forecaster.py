@@ -8,16 +8,15 @@ exactly one thing (docs/design.md §2).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from anyq.errors import SettingError
 from anyq.metrics.functional import pinball_loss
-from anyq.model.attention import AdaptiveAttention, check_attention
-from anyq.model.backbone import NBeatsAQ, check_backbone
+from anyq.model.attention import AdaptiveAttention
+from anyq.model.backbone import NBeatsAQ
+from anyq.model.checks import check_output, checked_settings, without
 from anyq.model.config import (
     CONFORMAL_DEFAULT,
     MONOTONE_DEFAULT,
@@ -26,27 +25,21 @@ from anyq.model.config import (
     SCALER_DEFAULT,
     AttentionConfig,
     BackboneConfig,
-    OutputConfig,
     SamplerConfig,
 )
-from anyq.model.conformal import CONFORMAL, ConformalOffsets
+from anyq.model.conformal import ConformalOffsets
 from anyq.model.monotone import (
-    MONOTONE,
-    check_grid,
     interpolate_sorted,
     is_grid,
     rearrangement_grid,
     sort_levels,
 )
 from anyq.model.online import interpolate_offsets
-from anyq.model.sampler import QuantileSampler, check_sampler
-from anyq.settings import check_choice, check_settings
+from anyq.model.sampler import QuantileSampler
 
 #: A window whose history is all zeros keeps scale 1 (as the authors' code does) rather than a
 #: tiny epsilon, which would blow the normalised target, and hence the loss, up.
 _MIN_SCALE = 1e-12
-#: ``model.scaler`` values: how each window is put on the normalised scale (:func:`location_scale`).
-SCALERS = ("max_abs", "mean_abs", "level", "robust", "standard")
 #: MAD / this is the normal's standard deviation (the robust scaler's fallback for a flat window).
 _MAD_TO_STD = 0.6744897501960817
 
@@ -418,15 +411,15 @@ def build_forecaster(
     ValueError for a key the dataclass does not declare or a backbone kind other than
     ``nbeats_aq`` (and the networks' own range checks).
     """
-    backbone_cfg, sampler_cfg, attention_cfg = _checked_settings(backbone, sampler, attention)
+    backbone_cfg, sampler_cfg, attention_cfg = checked_settings(backbone, sampler, attention)
     module = None
     if attention_cfg.enabled:
         module = AdaptiveAttention(history_length, horizon_length, calendar_features=calendar_features,
-                                   **_without(attention_cfg, "enabled"))
+                                   **without(attention_cfg, "enabled"))
     return AnyQuantileForecaster(
         backbone=NBeatsAQ(history_length, horizon_length, calendar_features=calendar_features,
-                          calendar_holiday=calendar_holiday, **_without(backbone_cfg, "kind")),
-        sampler=QuantileSampler(**_without(sampler_cfg)),
+                          calendar_holiday=calendar_holiday, **without(backbone_cfg, "kind")),
+        sampler=QuantileSampler(**without(sampler_cfg)),
         attention=module,
         monotone=monotone,
         monotone_grid=monotone_grid,
@@ -459,67 +452,3 @@ def forecaster_from_config(
         calendar_holiday=calendar_holiday,
         scaler=model.get("scaler", SCALER_DEFAULT),
     )
-
-
-def check_model_config(model: Mapping[str, Any], history_length: int, horizon_length: int) -> None:
-    """Every check :func:`forecaster_from_config` would make, without building the networks:
-    unknown keys, the backbone kind, each part's ranges (the same functions the constructors
-    run) and the forecaster's own settings (:func:`check_output`). ValueError naming the setting."""
-    backbone, sampler, attention = _checked_settings(model["backbone"], model["sampler"], model["attention"])
-    check_backbone(history_length, horizon_length, **_without(backbone, "kind"))
-    check_sampler(**_without(sampler))
-    if attention.enabled:
-        check_attention(history_length, horizon_length, **_without(attention, "enabled", "modulation"))
-    check_output(model.get("monotone", MONOTONE_DEFAULT), model.get("monotone_grid", MONOTONE_GRID_DEFAULT),
-                 model.get("conformal", CONFORMAL_DEFAULT), model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
-                 model.get("scaler", SCALER_DEFAULT))
-
-
-def check_output(monotone: str, monotone_grid: int, conformal: str, online_gamma: float, scaler: str) -> None:
-    """The forecaster's own settings (:class:`anyq.model.config.OutputConfig`): the options of
-    ``model.monotone``, ``model.conformal`` and ``model.scaler``, the ranges of
-    ``model.monotone_grid`` and ``model.online_gamma``. SettingError (a ValueError) naming the key."""
-    check_choice("model.monotone", monotone, MONOTONE)
-    check_choice("model.conformal", conformal, CONFORMAL)
-    check_choice("model.scaler", scaler, SCALERS)
-    check_online_gamma(online_gamma)
-    check_grid(monotone_grid)
-
-
-def check_online_gamma(gamma: float) -> None:
-    """SettingError (a ValueError) unless ``model.online_gamma`` lies in its declared range
-    (:class:`anyq.model.config.OutputConfig`) and is a finite number."""
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)):
-        raise SettingError(f"model.online_gamma={gamma!r} must be a finite number >= 0", ("model.online_gamma",))
-    check_settings(OutputConfig, {"online_gamma": gamma}, "model.", only={"online_gamma"})
-
-
-def _checked_settings(
-    backbone: BackboneConfig | Mapping[str, Any],
-    sampler: SamplerConfig | Mapping[str, Any],
-    attention: AttentionConfig | Mapping[str, Any],
-) -> tuple[BackboneConfig, SamplerConfig, AttentionConfig]:
-    backbone_cfg = _settings(BackboneConfig, backbone, "model.backbone")
-    if backbone_cfg.kind != "nbeats_aq":
-        raise SettingError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'",
-                           ("model.backbone.kind",))
-    return backbone_cfg, _settings(SamplerConfig, sampler, "model.sampler"), _settings(AttentionConfig, attention, "model.attention")
-
-
-_Settings = TypeVar("_Settings", BackboneConfig, SamplerConfig, AttentionConfig)
-
-
-def _settings(cls: type[_Settings], values: _Settings | Mapping[str, Any], prefix: str) -> _Settings:
-    if isinstance(values, cls):
-        return values
-    given = dict(values)
-    allowed = sorted(f.name for f in fields(cls))
-    unknown = sorted(set(given) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; allowed: {allowed}")
-    return cls(**given)
-
-
-def _without(settings: BackboneConfig | SamplerConfig | AttentionConfig, *names: str) -> dict[str, Any]:
-    """The dataclass as constructor keywords, less the fields that select rather than configure."""
-    return {f.name: getattr(settings, f.name) for f in fields(settings) if f.name not in names}

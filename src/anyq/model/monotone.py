@@ -23,15 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from anyq.errors import SettingError
+from anyq.model.checks import check_grid
 
-MONOTONE = ("rearrange", "none")
-
-
-def check_grid(num_levels: int) -> None:
-    """``model.monotone_grid`` needs two levels at least (ValueError)."""
-    if num_levels < 2:
-        raise SettingError(f"model.monotone_grid={num_levels} must be >= 2", ("model.monotone_grid",))
 
 
 def rearrangement_grid(num_levels: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:

@@ -36,12 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from anyq.errors import SettingError
 from anyq.model.config import SamplerConfig
-from anyq.settings import check_choice, check_settings
-
-KINDS = ("adaptive", "uniform")
-SIGNALS = ("raw", "relative", "calibration")
+from anyq.model.checks import check_sampler
 
 #: Drawn levels are clamped to ``[Q_EPS, 1 - Q_EPS]``: a level of exactly 0 or 1 asks for an
 #: unbounded quantile. 1e-6 is far below a bin width and representable next to 1 in float32.
@@ -251,22 +247,3 @@ def calibrated_gaussian_loss(edges: torch.Tensor) -> torch.Tensor:
     z = torch.special.ndtri(edges)  # -inf at 0, +inf at 1: erf is +-1 there
     integral = (torch.erf(z[1:]) - torch.erf(z[:-1])) / (4.0 * math.sqrt(math.pi))
     return integral / (edges[1:] - edges[:-1])
-
-
-def check_sampler(kind: str, num_adaptive_quantiles: int, num_bins: int, momentum: float, temperature: float,
-                  min_prob: float, signal: str) -> None:
-    """The ``model.sampler.*`` range checks (ValueError naming the key); :class:`QuantileSampler`
-    runs them, and config validation runs them without building one."""
-    check_choice("model.sampler.kind", kind, KINDS)
-    check_choice("model.sampler.signal", signal, SIGNALS)
-    check_settings(SamplerConfig, dict(num_adaptive_quantiles=num_adaptive_quantiles, num_bins=num_bins,
-                                       momentum=momentum, temperature=temperature, min_prob=min_prob),
-                   "model.sampler.", only=_RANGED)
-    if not 0.0 <= min_prob * num_bins <= 1.0:
-        raise SettingError(
-            f"model.sampler.min_prob={min_prob} times model.sampler.num_bins={num_bins} must lie in [0, 1]",
-            ("model.sampler.min_prob", "model.sampler.num_bins"),
-        )
-
-
-_RANGED = {"num_adaptive_quantiles", "num_bins", "momentum", "temperature", "min_prob"}

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.errors import ReportError
-from anyq.tracking.study_parent import ROLE_TAG
+from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -19,13 +19,27 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def latest_runs(client: MlflowClient, experiment: str, last: int) -> list[Run]:
-    """The ``last`` newest finished top-level runs, oldest first."""
+    """The ``last`` newest finished top-level runs, oldest first.
+
+    Raises:
+        ReportError: no such experiment, or none of its finished runs is outside a study
+            (the message names its studies and the command that reports them).
+    """
+    found = experiment_id(client, experiment)
     runs = client.search_runs(
-        [experiment_id(client, experiment)],
+        [found],
         filter_string="attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=max(10 * last, 100),
     )
     top = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags and ROLE_TAG not in r.data.tags]
+    if not top:
+        studies = client.search_runs([found], filter_string=f"tags.{ROLE_TAG} = 'study'",
+                                     order_by=["attributes.start_time DESC"], max_results=100)
+        names = list(dict.fromkeys(r.data.tags.get(STUDY_TAG, "?") for r in studies))
+        where = (f"its runs belong to studies ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); "
+                 f"compare a study's runs with: anyq-report --study {names[0]}" if names
+                 else "train one with `make run` or `anyq-train`")
+        raise ReportError(f"experiment {experiment!r} has no finished run outside a study: {where}")
     return list(reversed(top[:last]))
 

@@ -51,8 +51,15 @@ def _search(client: MlflowClient, experiment_ids: list[str], flt: str, max_resul
 
 
 def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study: Optional[str] = None,
-                parent_run_id: Optional[str] = None) -> Run:
-    """The study's parent run: by id, else the newest study parent matching experiment/study name."""
+                parent_run_id: Optional[str] = None, sweep: bool = False) -> Run:
+    """The study's parent run: by id, else the newest study parent matching experiment/study name.
+
+    ``sweep``: the caller takes only a sweep (``anyq-confirm``), so a name that is not found
+    is matched against sweeps' study names only, and the way out is a sweep.
+
+    Raises:
+        ReportError: no such run, experiment or study (the closest name, when one is near).
+    """
     if parent_run_id:
         try:
             run = client.get_run(parent_run_id)
@@ -80,17 +87,21 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
     if not runs:
         named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
         where = " and ".join(x for x in named if x)
-        near = closest(study or experiment or "", _study_names(client)) if (study or experiment) else None
+        near = closest(study or experiment or "", _study_names(client, sweep)) if (study or experiment) else None
         hint = f"did you mean {near}? " if near else ""
-        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store ({hint}"
-                          f"train a study first: a sweep, `make sweep`, or an ablation, `make ablate`)")
+        first = ("a sweep first, `make sweep`" if sweep
+                 else "a study first: a sweep, `make sweep`, or an ablation, `make ablate`")
+        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store ({hint}train {first})")
     return runs[0]
 
 
-def _study_names(client: MlflowClient) -> set[str]:
-    """Every experiment's name and every study parent's study name in the store."""
+def _study_names(client: MlflowClient, sweeps_only: bool = False) -> set[str]:
+    """Every experiment's name and every study parent's study name in the store; ``sweeps_only``:
+    the study names of sweeps (parents with an Optuna study behind them)."""
     experiments = client.search_experiments()
     parents = _search(client, [e.experiment_id for e in experiments], f"tags.{ROLE_TAG} = 'study'", 1000)
+    if sweeps_only:
+        return {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG) and STORAGE_TAG in r.data.tags}
     return {e.name for e in experiments} | {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG)}
 
 

@@ -57,7 +57,8 @@ def places(crps: Sequence[float], digits: int = 5) -> int:
 def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
     """One row per run. The ``hl`` columns read each run's headline family; they are left out
     when that family is ``test`` for every run (they would repeat the ``test`` columns), and a
-    ``headline`` column names each run's family only when the runs differ in it."""
+    ``headline`` column names each run's family and a ``seed`` column each run's seed, each
+    only when the runs differ in it."""
     families = sorted({headline_of(run.data.tags) for run in runs})
     headline_columns = () if families == [RAW] else HEADLINE_COLUMNS
     rows: list[list[Optional[float]]] = []
@@ -70,7 +71,10 @@ def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
                        if fmt == CRPS_FORMAT and v is not None])
     table = Table(title=title, caption=legend(families), caption_justify="left", box=box.SIMPLE_HEAD,
                   show_edge=False, pad_edge=False, padding=(0, 0))
+    seeds = len({run.data.tags.get("seed") for run in runs}) > 1  # a study's seeds: which row is which
     table.add_column("\nvariant")
+    if seeds:
+        table.add_column("\nseed", justify="right")
     if len(families) > 1:
         table.add_column("\nheadline")
     for header, _, _ in columns:
@@ -79,8 +83,9 @@ def runs_table(runs: Sequence[Run], title: str = "Test scores") -> Table:
     for run, row in zip(runs, rows):
         tags = run.data.tags
         cells = [fmt.format(v, decimals) if v is not None else "-" for (_, _, fmt), v in zip(columns, row)]
+        seed = [tags.get("seed", "-")] if seeds else []
         family = [headline_of(tags)] if len(families) > 1 else []
-        table.add_row(tags.get("variant", "?"), *family, *cells, run.info.run_id[:8])
+        table.add_row(tags.get("variant", "?"), *seed, *family, *cells, run.info.run_id[:8])
     return table
 
 

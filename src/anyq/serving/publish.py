@@ -26,7 +26,7 @@ import yaml
 from mlflow.models import Model
 from omegaconf import DictConfig
 
-from anyq.errors import first_line
+from anyq.errors import ModelFileError, first_line
 import anyq
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster
 from anyq.serving.frames import example_request
@@ -124,3 +124,51 @@ def load_served(model_uri: str, uri: Optional[str] = None) -> ServedForecaster:
     if not isinstance(python_model, AnyQuantilePyfunc):
         raise ValueError(f"{model_uri} is not an anyq forecaster model ({type(python_model).__name__})")
     return python_model.forecaster
+
+
+def check_logged_model(run_id: str, uri: str) -> None:
+    """What ``make serve`` checks before MLflow starts its server: run ``run_id`` of the store
+    ``uri`` exists and logged a model (its ``MLmodel`` file is read, not the weights).
+
+    Raises:
+        ModelFileError: one line naming the run and why it cannot be served.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from anyq.tracking.store import open_existing_store
+
+    client = open_existing_store(uri)  # a missing store is said so, not created
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ModelFileError(f"no run {run_id!r} in {uri} (run ids: anyq-compare, or `make ui`)") from None
+    with tracking_uri(uri):
+        try:
+            mlflow.models.get_model_info(f"runs:/{run_id}/{MODEL_NAME}")
+        except MlflowException:
+            raise ModelFileError(f"run {run_id} logged no model (a fast dev run, a run without a best "
+                                 f"checkpoint or one with tracking.log_model=false logs none)") from None
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m anyq.serving.publish <run id>``: exit 2 with one line unless the run can be
+    served (:func:`check_logged_model`; the store: ``MLFLOW_TRACKING_URI``, which ``make serve``
+    sets, else ``./mlruns``)."""
+    import os
+    import sys
+
+    from anyq.errors import StoreNotFoundError
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        sys.exit("usage: python -m anyq.serving.publish <run id>")
+    try:
+        check_logged_model(args[0], resolve_tracking_uri(None, Path("mlruns")))
+    except (ModelFileError, StoreNotFoundError) as exc:
+        print(f"make serve: error: {first_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

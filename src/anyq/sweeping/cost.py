@@ -12,7 +12,8 @@ model sizes, batch, calendar and threads; the searched settings at their base va
   test and the conformal fit (the test and validation batches once each).
 
 The data module is built once for the split sizes (no training). The estimate counts every
-trial left plus one baseline (trained once per seed, shared by the trials), at the full budget
+trial left plus one baseline (trained once per seed, shared by the trials; none when the store
+holds the base config's baseline already), at the full budget
 (pruning only shortens it) and without early stopping, spread over the sweep's parallel
 slots; it leaves out each job's start-up and logging (:data:`STARTUP_S` per job, a stored
 figure).
@@ -26,9 +27,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from anyq.tracking.baseline import baseline_signature, find_baseline_run
 from anyq.training.builders import build_datamodule, build_model, load_dataset
+from anyq.training.run import settle_calendar
 
 #: Seconds of start-up and logging per job beside training and evaluation (data, MLflow run,
 #: checkpoints, forecasts, model artifact, baseline comparison): measured with the default
@@ -53,10 +57,11 @@ class SweepCost:
     test_s: float  # the test and the conformal fit
     threads: int  # torch threads the steps were timed with
     batch: int  # windows per training step
+    baseline: int = 1  # 0: the store holds the baseline the trials compare with
 
     @property
     def jobs(self) -> int:
-        return self.trials + 1  # and the baseline
+        return self.trials + self.baseline
 
     @property
     def job_s(self) -> float:
@@ -68,7 +73,8 @@ class SweepCost:
 
     def lines(self) -> list[str]:
         return [
-            f"Cost estimate: {self.jobs} jobs ({self.trials} trials + 1 baseline) x ({self.steps} steps x "
+            f"Cost estimate: {self.jobs} jobs ({self.trials} trials"
+            f"{' + 1 baseline' if self.baseline else '; their baseline is in the store'}) x ({self.steps} steps x "
             f"{self.step_s:.3g} s + {self.checks} validations x {self.validation_s:.3g} s + test "
             f"{self.test_s:.3g} s + start-up {STARTUP_S:.0f} s) = {self.job_s / 60:.1f} min a job; "
             f"{self.slots} side by side: about {self.wall_s / 60:.0f} min wall at most (pruning stops trials early)",
@@ -102,13 +108,17 @@ def budget_of(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int]:
     return steps, int(t.max_epochs)
 
 
-def estimate(cfg: DictConfig, trials: int, slots: int) -> SweepCost:
-    """Measure the base config ``cfg`` (see the module) and price ``trials`` trials on ``slots``."""
+def estimate(cfg: DictConfig, trials: int, slots: int, client: MlflowClient | None = None) -> SweepCost:
+    """Measure the base config ``cfg`` (see the module) and price ``trials`` trials on ``slots``;
+    ``client``: the study's store, where a baseline already trained is not counted again."""
     before = torch.get_num_threads()
     threads = int(cfg.trainer.num_threads or before)
     torch.set_num_threads(threads)
     try:
         dataset = load_dataset(cfg.data)
+        cfg = settle_calendar(cfg, dataset)  # the calendar inputs the jobs will take
+        trained = client is not None and find_baseline_run(
+            client, baseline_signature(cfg, dataset.fingerprint), dataset.fingerprint) is not None
         datamodule = build_datamodule(cfg.data, dataset, int(cfg.seed))
         datamodule.setup("fit")
         datamodule.setup("test")
@@ -151,4 +161,4 @@ def estimate(cfg: DictConfig, trials: int, slots: int) -> SweepCost:
     return SweepCost(trials=trials, slots=max(1, slots), steps=steps, checks=checks, step_s=step_s,
                      validation_s=val_batches * eval_s,
                      test_s=(test_batches + val_batches) * eval_s * test_levels / val_levels,
-                     threads=threads, batch=batch)
+                     threads=threads, batch=batch, baseline=0 if trained else 1)

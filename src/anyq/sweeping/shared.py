@@ -10,6 +10,7 @@ business: a trial whose values cannot work is FAIL and the study goes on.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Optional
 
 from hydra.plugins.launcher import Launcher
 from omegaconf import DictConfig, OmegaConf
@@ -20,28 +21,36 @@ from anyq.interrupts import forward_to_children
 _ABSENT = object()
 
 
-def check_shared(configs: Sequence[DictConfig], searched: Iterable[str], *, here: bool) -> None:
+def check_shared(configs: Sequence[DictConfig], searched: Iterable[str], *,
+                 here: bool) -> Optional[list[Optional[ConfigError]]]:
     """Validate ``configs`` (composed points of the study: its base, a cell, each end of the
     space) and raise the first error that names only settings no trial changes.
 
     ``here``: the jobs run on this machine (its files and accelerator are theirs), as in
-    :func:`anyq.training.builders.validate_config`. An error naming a searched setting, or
+    :func:`anyq.training.validation.validate_config`. An error naming a searched setting, or
     naming no setting, is left to the trials.
 
+    Returns:
+        Per config, the error left to its trial (None: a valid config); None when a searched
+        key is a config group, which may change anything (then no config is judged).
     Raises:
         ConfigError: one line, from a setting every trial shares.
     """
-    from anyq.training.builders import validate_config  # Lightning: not at Hydra's plugin scan
+    from anyq.training.validation import validate_config  # the model's checks: not at Hydra's plugin scan
 
     searched = [key.lstrip("+~") for key in searched]
+    left: list[Optional[ConfigError]] = []
     for cfg in configs:
         if any(OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT for key in searched):
-            return  # a searched group outside the config's keys (e.g. experiment=): it may change anything
+            return None  # a searched group outside the config's keys (e.g. experiment=): it may change anything
         try:
             validate_config(cfg, here=here)
+            left.append(None)
         except ConfigError as exc:
             if exc.keys and not any(_related(key, named) for key in searched for named in exc.keys):
                 raise
+            left.append(exc)
+    return left
 
 
 def _related(searched: str, named: str) -> bool:

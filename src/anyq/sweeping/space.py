@@ -10,7 +10,9 @@ trial unchanged.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import itertools
+import math
+from typing import Any, Mapping, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import (
@@ -155,15 +157,26 @@ def _integer(key: str, dist: FloatDistribution) -> IntDistribution:
                      f"use int(interval(a, b)) or range(a, b) with whole ends")
 
 
+def _values(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
+    """Every choice of a categorical, both ends of a range."""
+    return {name: list(dist.choices) if isinstance(dist, CategoricalDistribution)
+            else [dist.low, dist.high] for name, dist in space.items()}  # type: ignore[attr-defined]
+
+
 def representative_overrides(space: dict[str, BaseDistribution]) -> list[list[str]]:
     """Overrides that together try every choice and both ends of every range, for a dry run
     of the composition (as many sets as the longest list of values)."""
-    values: dict[str, list[Any]] = {}
-    for name, dist in space.items():
-        if isinstance(dist, CategoricalDistribution):
-            values[name] = list(dist.choices)
-        else:
-            values[name] = [dist.low, dist.high]  # type: ignore[attr-defined]
+    values = _values(space)
     rounds = max((len(v) for v in values.values()), default=0)
     return [[as_override(name, vals[min(i, len(vals) - 1)]) for name, vals in values.items()]
             for i in range(rounds)]
+
+
+def corner_overrides(space: dict[str, BaseDistribution], limit: int) -> Optional[list[list[str]]]:
+    """Every combination of the values :func:`representative_overrides` tries (every choice
+    and both ends of every range, crossed), or None when there are more than ``limit``."""
+    values = _values(space)
+    if math.prod(len(v) for v in values.values()) > limit:
+        return None
+    return [[as_override(name, value) for name, value in zip(values, combination)]
+            for combination in itertools.product(*values.values())]

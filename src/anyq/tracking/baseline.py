@@ -36,6 +36,8 @@ _BUDGET_KEYS_IF_SET = ("ema_decay",)
 EMA_WARMUP = "min(decay, (1 + t) / (10 + t))"
 SIGNATURE_TAG = "config_signature"
 BASELINE_SIGNATURE_TAG = "baseline_signature"
+#: The top-level keys whose values a signature hashes (:func:`config_signature`).
+SIGNED = ("data", "model", "optim", "trainer", "evaluation", "seed")
 #: Tags naming the baseline variant and the settings the baseline takes from it.
 BASELINE_VARIANT_TAG = "baseline_variant"
 BASELINE_OWN_TAG = "baseline_own_settings"
@@ -65,11 +67,20 @@ def baseline_config(cfg: DictConfig) -> DictConfig:
     return base
 
 
+def baseline_signature(cfg: DictConfig, data_fingerprint: str) -> str:
+    """The signature of ``cfg``'s baseline, read from the sections a signature hashes
+    (:data:`SIGNED`), each resolved on its own: a sweep's own config also holds ``hydra`` and
+    paths that resolve only inside a job."""
+    signed = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+              for key in SIGNED}
+    return config_signature(baseline_config(OmegaConf.create(signed)), data_fingerprint)
+
+
 def baseline_tags(cfg: DictConfig, data_fingerprint: str) -> dict[str, str]:
     """Tags recording a run's baseline: its signature, the variant, and the model settings
     it takes from that variant (the rest it shares with the run)."""
     return {
-        BASELINE_SIGNATURE_TAG: config_signature(baseline_config(cfg), data_fingerprint),
+        BASELINE_SIGNATURE_TAG: baseline_signature(cfg, data_fingerprint),
         BASELINE_VARIANT_TAG: BASELINE_VARIANT,
         BASELINE_OWN_TAG: ",".join(f"model.{key}" for key in FROM_BASELINE_VARIANT),
     }

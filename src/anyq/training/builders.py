@@ -9,13 +9,6 @@ from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.accelerators import (
-    Accelerator,
-    CPUAccelerator,
-    CUDAAccelerator,
-    MPSAccelerator,
-    XLAAccelerator,
-)
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from anyq.data.calendar import CalendarSpec, spec_from_config
@@ -24,14 +17,12 @@ from anyq.data.panel import Panel
 from anyq.data.reader import read_long_frame
 from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
 from anyq.data.synthetic import SyntheticData, generate_synthetic
-from anyq.errors import ConfigError, closest
-from anyq.model.forecaster import AnyQuantileForecaster, check_model_config, forecaster_from_config
+from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.training.averaging import AveragedWeights
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.epoch_progress import progress_callbacks, show_bar
 from anyq.training.module import ForecastingModule
-from anyq.training.schema import check_config
 
 
 @dataclass(frozen=True)
@@ -96,91 +87,6 @@ def build_model(cfg: DictConfig) -> AnyQuantileForecaster:
 def step_budget(t: DictConfig) -> bool:
     """Whether the budget is in optimiser steps (``max_epochs`` null) rather than epochs."""
     return t.max_epochs is None
-
-
-def validate_config(cfg: DictConfig, *, here: bool = True) -> None:
-    """The one validation pass, before any data is read or run opened: every setting's range
-    and the data settings (:func:`anyq.training.schema.check_config`), then the model's own
-    checks (d_model divisible by n_heads, lengths divisible by the patch, ...: the same
-    functions the networks' constructors run, without building them), the calendar, and the
-    device. ``here=False`` (a job that will run on another machine) skips what only that
-    machine can tell: whether the data file exists and the accelerator is there.
-
-    Raises:
-        ConfigError: one line naming the setting.
-    """
-    check_config(cfg, here=here)
-    try:
-        model = OmegaConf.to_container(cfg.model, resolve=True)
-        assert isinstance(model, dict)
-        check_model_config(model, cfg.data.history_length, cfg.data.horizon_length)
-        spec_from_config(cfg.data)
-    except ValueError as exc:
-        raise ConfigError(str(exc), getattr(exc, "keys", ())) from None
-    check_trainer_values(cfg.trainer)
-    if here:
-        check_device(cfg.trainer)
-
-
-#: ``trainer.accelerator`` values and Lightning's accelerators behind them (``gpu``: CUDA or
-#: Apple's MPS, as Lightning reads it; ``auto`` picks whatever is there and is not checked).
-ACCELERATORS: dict[str, tuple[type[Accelerator], ...]] = {
-    "cpu": (CPUAccelerator,), "gpu": (CUDAAccelerator, MPSAccelerator), "cuda": (CUDAAccelerator,),
-    "mps": (MPSAccelerator,), "tpu": (XLAAccelerator,),
-}
-
-
-#: ``trainer.precision`` values Lightning 2 accepts (``Trainer(precision=…)``), aliases included.
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
-              "transformer-engine", "transformer-engine-float16")
-
-
-def check_devices(devices: Any) -> None:
-    """``trainer.devices`` is what Lightning reads as devices: ``auto``, a count ``>= 1`` (or -1,
-    all of them), or a non-empty list of device indices ``>= 0``. ConfigError."""
-    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        ok = len(devices) > 0 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
-    elif isinstance(devices, bool):
-        ok = False
-    elif isinstance(devices, int):
-        ok = devices >= 1 or devices == -1
-    else:
-        ok = str(devices) == "auto"
-    if not ok:
-        raise ConfigError(f"trainer.devices={devices} must be auto, a count >= 1 (or -1: all), or a list of "
-                          "device indices", ("trainer.devices",))
-
-
-def check_trainer_values(t: DictConfig) -> None:
-    """``trainer.devices`` and ``trainer.precision`` are values Lightning reads, on any machine. ConfigError."""
-    check_devices(t.devices)
-    if str(t.precision) not in PRECISIONS:
-        near = closest(str(t.precision), PRECISIONS)
-        hint = f"did you mean {near}? " if near else ""
-        raise ConfigError(f"trainer.precision={t.precision!r} is not a precision Lightning knows ({hint}"
-                          f"one of {', '.join(PRECISIONS[:6])})", ("trainer.precision",))
-
-
-def check_device(t: DictConfig) -> None:
-    """``trainer.accelerator`` is on this machine, with ``trainer.devices`` of it. ConfigError."""
-    name = str(t.accelerator)
-    if name == "auto":
-        return
-    if name not in ACCELERATORS:
-        raise ConfigError(f"trainer.accelerator={name!r} is not one of auto, {', '.join(ACCELERATORS)}",
-                          ("trainer.accelerator",))
-    usable = [kind for kind in ACCELERATORS[name] if kind.is_available()]
-    if not usable:
-        raise ConfigError(f"trainer.accelerator={name}: this machine has no {name} that torch can use; "
-                          "train on the CPU with trainer=cpu", ("trainer.accelerator",))
-    if name == "cpu":
-        return  # devices=N on the CPU is N processes, not N chips
-    count = usable[0].auto_device_count()
-    devices = t.devices
-    wanted = len(devices) if OmegaConf.is_list(devices) else devices if isinstance(devices, int) else None
-    if wanted is not None and wanted != -1 and not 1 <= wanted <= count:
-        raise ConfigError(f"trainer.devices={devices}: this machine has {count} {name} device(s)",
-                          ("trainer.devices",))
 
 
 def build_module(cfg: DictConfig, num_series: int) -> ForecastingModule:

@@ -262,7 +262,7 @@ def check_config(cfg: DictConfig, *, here: bool = True) -> None:
     range of each numeric setting (:func:`anyq.settings.check_settings`: NaN and inf never
     pass), the choices, the data source and its file, the split (dates that parse and
     increase, or shares), the window grid, the budget and the evaluation grids. The model's
-    cross-field rules and the device are checked beside it (:func:`anyq.training.builders.validate_config`).
+    cross-field rules and the device are checked beside it (:func:`anyq.training.validation.validate_config`).
     ``here=False``: the job runs on another machine, whose files this one cannot see.
 
     Raises:
@@ -333,20 +333,20 @@ def check_data(data: DictConfig, *, here: bool = True) -> None:
 
 
 def check_evaluation(evaluation: DictConfig) -> None:
-    """Each coverage interval's bounds lie on or between levels of both evaluation grids; ConfigError."""
-    from anyq.metrics.levels import evaluation_grid, level_bracket  # torch: loaded once a config is checked
-
+    """Each coverage interval's bounds lie on or between levels of both evaluation grids
+    (:func:`anyq.metrics.levels.evaluation_grid`: ``i / (n + 1)``, ``i = 1..n``, the span
+    :func:`~anyq.metrics.levels.level_bracket` reads), checked without torch; ConfigError."""
+    tol = 1e-6  # level_bracket's
     for key in ("num_levels", "val_num_levels"):
-        grid = evaluation_grid(evaluation[key])
+        n = int(evaluation[key])
+        low, high = 1 / (n + 1), n / (n + 1)
         for p in evaluation.coverage:
             for level in ((1.0 - p) / 2.0, (1.0 + p) / 2.0):
-                try:
-                    level_bracket(grid, level)
-                except ValueError:
+                if not low - tol <= level <= high + tol:
                     raise ConfigError(
                         f"evaluation.coverage={p} needs level {level:.6g}, outside the grid of "
-                        f"evaluation.{key}={evaluation[key]} ({float(grid[0]):.6g}..{float(grid[-1]):.6g})",
-                        ("evaluation.coverage", f"evaluation.{key}")) from None
+                        f"evaluation.{key}={evaluation[key]} ({low:.6g}..{high:.6g})",
+                        ("evaluation.coverage", f"evaluation.{key}"))
 
 
 SCHEDULES = ("inverse_sqrt", "cosine", "constant")

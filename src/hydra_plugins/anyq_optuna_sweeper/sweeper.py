@@ -36,6 +36,7 @@ from anyq.sweeping.engine import (
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_process, stop_jobs
 from anyq.sweeping.space import (
+    corner_overrides,
     fit_space_to_config,
     grid_of,
     parent_link_overrides,
@@ -46,6 +47,9 @@ from anyq.sweeping.storage import redacted, resolve_storage_url
 from anyq.sweeping.summary import summarize
 
 log = logging.getLogger(__name__)
+#: The most combinations of a search space's values composed to see that none can run (each
+#: takes about 0.1 s); a larger space that cannot run fails trial by trial.
+CORNERS = 64
 
 
 class AnyqOptunaSweeper(Sweeper):
@@ -160,7 +164,7 @@ class AnyqOptunaSweeper(Sweeper):
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
-            self._print_cost(base, study, settings.n_jobs)
+            self._print_cost(base, study, settings.n_jobs, client)
             run_study(study, objective, callbacks=[print_progress])
             stop_if_requested()
             summary = summarize(study, self.objectives)
@@ -174,7 +178,7 @@ class AnyqOptunaSweeper(Sweeper):
         print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
               f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
 
-    def _print_cost(self, base: DictConfig, study: Any, slots: int) -> None:
+    def _print_cost(self, base: DictConfig, study: Any, slots: int, client: Any) -> None:
         """The cost estimate of the trials left (:mod:`anyq.sweeping.cost`), before the first
         one starts; an estimate that cannot be made is a warning, never the sweep's end."""
         from anyq.sweeping.cost import estimate  # torch and Lightning
@@ -183,7 +187,7 @@ class AnyqOptunaSweeper(Sweeper):
         if left <= 0:
             return
         try:
-            cost = estimate(base, left, slots)
+            cost = estimate(base, left, slots, client)
         except Exception as exc:  # noqa: BLE001 - the sweep does not depend on its estimate
             log.warning("no cost estimate: %s", first_line(exc))
             return
@@ -209,11 +213,27 @@ class AnyqOptunaSweeper(Sweeper):
             except (ConfigCompositionException, OverrideParseException) as exc:
                 cause = f" ({first_line(exc.__cause__)})" if exc.__cause__ else ""
                 raise SpaceError(f"search space: {first_line(exc)}{cause}") from None
-        check_shared(points, space, here=jobs_run_here(self.config))
+        left = check_shared(points, space, here=jobs_run_here(self.config))
+        if left and len(left) > 1 and all(left[1:]):  # every point tried fails: is any valid?
+            self._refuse_impossible(space, fixed, left[1])
         preflight = getattr(self.launcher, "preflight", None)
         if callable(preflight):
             preflight(base)
         return space, base
+
+    def _refuse_impossible(self, space: dict, fixed: List[str], first: ConfigError) -> None:
+        """Raise :class:`SpaceError` when no combination of every choice and both ends of every
+        range (at most :data:`CORNERS` of them) is a valid config: every trial would fail the
+        same way. A space with more combinations is left to its trials."""
+        corners = corner_overrides(space, CORNERS)
+        if corners is None:
+            return
+        for overrides in corners:
+            left = check_shared([self._compose([*fixed, *overrides])], space, here=jobs_run_here(self.config))
+            if not left or left[0] is None:
+                return
+        raise SpaceError(f"search space: no trial could run: none of its {len(corners)} combinations of every "
+                         f"choice and both ends of every range is a valid config; {first_line(first)}")
 
     def _make_sampler(self, space: dict) -> Any:
         """Hydra has instantiated the sampler already; GridSampler arrives as a partial."""
