@@ -9,6 +9,9 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 ARGS ?=
+# set on the commands that take $(ARGS): a quoting hint then gives the ARGS="..." form, since
+# the recipe's shell removes one level of quotes before the app sees them
+VIA_MAKE := ANYQ_ARGS_FROM_MAKE=1
 HOST ?= 127.0.0.1
 export ANYQ_ROOT := $(CURDIR)
 
@@ -37,7 +40,7 @@ env-scale-out: $(VENV)/.scale-out ## add the Ray and Submitit launchers (pins: r
 
 run: $(STAMP) ## main job: baseline adaptive vs adaptive attention on synthetic data, one study, then the table
 	@# the two models train side by side, one torch thread each (experiment=cpu_demo)
-	$(BIN)/anyq-train -m experiment=cpu_demo study=main hydra/launcher=joblib hydra.launcher.n_jobs=2 $(ARGS)
+	$(VIA_MAKE) $(BIN)/anyq-train -m experiment=cpu_demo study=main hydra/launcher=joblib hydra.launcher.n_jobs=2 $(ARGS)
 
 # Test files run in parallel, one pytest-xdist worker per core up to TEST_JOBS (a file's tests stay
 # on one worker, so module fixtures such as the PostgreSQL + MLflow services start once per file).
@@ -80,14 +83,14 @@ bench-cost: $(STAMP) ## data preparation time, windows/s and peak memory against
 
 sweep: $(STAMP) ## Optuna sweep (default sweep=adaptive_attention, 8 trials x 300 steps, 2 at a time)
 	@# two trials side by side, one torch thread each (the sweep sets trainer.num_threads=1)
-	$(BIN)/anyq-train -m sweep=adaptive_attention hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweeper.n_jobs=2 $(ARGS)
+	$(VIA_MAKE) $(BIN)/anyq-train -m sweep=adaptive_attention hydra/launcher=joblib hydra.launcher.n_jobs=2 hydra.sweeper.n_jobs=2 $(ARGS)
 
 confirm: $(STAMP) ## retrain a sweep's best trial over seeds vs the baseline: STUDY=<sweep> [SEEDS=5]
 	@test -n "$(STUDY)" || { echo "usage: make confirm STUDY=<sweep study name> [SEEDS=5]" >&2; exit 2; }
-	$(BIN)/anyq-confirm $(STUDY) --seeds $(or $(SEEDS),5) $(ARGS)
+	$(VIA_MAKE) $(BIN)/anyq-confirm $(STUDY) --seeds $(or $(SEEDS),5) $(ARGS)
 
 ablate: $(STAMP) ## ablation study: every variant x 3 seeds at a demo budget
-	$(BIN)/anyq-train -m ablation=variants $(ARGS)
+	$(VIA_MAKE) $(BIN)/anyq-train -m ablation=variants $(ARGS)
 
 report: $(STAMP) ## compare the newest study (or single runs), write reports/<name>/index.html (STUDY=<name> or EXPERIMENT=<name>)
 	$(BIN)/anyq-report $(if $(STUDY),--study $(STUDY),) $(if $(EXPERIMENT),--experiment $(EXPERIMENT),) $(REPORT_ARGS)

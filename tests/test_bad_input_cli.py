@@ -117,6 +117,28 @@ def test_bad_override_is_one_line_before_anything_is_created(tmp_path, capsys, m
     assert files_under(tmp_path) == []  # no outputs/, no mlruns/, no log
 
 
+@pytest.mark.parametrize("value", ["outputs/x/best-epoch=07.ckpt", 'a "b" c=d'])
+def test_through_make_the_quoting_hint_is_the_args_that_reach_the_app_quoted(tmp_path, capsys, monkeypatch, value):
+    """``make run ARGS=...``: the recipe's shell removes one level of quotes, so the hint gives
+    ARGS="..." as typed at the user's shell; followed as printed (the user's shell, then the
+    value pasted into the recipe's command line), the app gets the quoted override."""
+    monkeypatch.setenv("ANYQ_ARGS_FROM_MAKE", "1")
+    monkeypatch.setattr(sys, "argv", ["anyq-train", f"resume={value}", f"paths.root={tmp_path}"])
+    with pytest.raises(SystemExit):
+        train.cli()
+    line = one_error_line(capsys.readouterr().err, "anyq-train")
+    hint = line.split("quote the value, once for make's shell too: ", 1)[1]
+    assert hint.startswith('ARGS="')
+    typed = subprocess.run(["bash", "-c", f'{hint}; printf %s "$ARGS"'], capture_output=True, text=True).stdout
+    argv = subprocess.run(["bash", "-c", f"printf '%s\\n' {typed}"], capture_output=True, text=True).stdout
+    assert argv.splitlines() == [f"resume='{value}'" if '"' in value else f'resume="{value}"']
+    monkeypatch.delenv("ANYQ_ARGS_FROM_MAKE")
+    with pytest.raises(SystemExit):
+        train.cli()
+    plain = f"""quote the value: "resume='{value}'\"""" if '"' in value else f"""quote the value: 'resume="{value}"'"""
+    assert one_error_line(capsys.readouterr().err, "anyq-train").endswith(plain)  # at a shell of one's own
+
+
 HEAVY = ("torch", "lightning", "pytorch_lightning", "mlflow", "pandas")
 
 

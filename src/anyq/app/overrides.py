@@ -17,6 +17,8 @@ and packaged group overrides (``group@pkg=``) are left to Hydra; sweep syntax (`
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 from dataclasses import is_dataclass
 from functools import cache
 from pathlib import Path
@@ -149,13 +151,17 @@ def _hydra_problem(override: Override, exc: Exception, conf: str | Path, selecti
 
 
 def quoting(text: str) -> str:
-    """How to pass ``text``'s value as one string (Hydra splits on ``=``, ``,``, brackets, quotes)."""
+    """How to pass ``text``'s value as one string (Hydra splits on ``=``, ``,``, brackets, quotes).
+    Through the Makefile's ``ARGS`` (``ANYQ_ARGS_FROM_MAKE`` set) the recipe's shell takes one
+    more level of quotes, so the hint is the ``ARGS`` that reaches the app with them."""
     key, sep, value = text.partition("=")
     if not sep:
         return "an override is key=value, +key=value or ~key"
-    if '"' in value:
-        return f"""quote the value: "{key}='{value}'" """.rstrip()
-    return f"""quote the value: '{key}="{value}"'"""
+    inner, outer = ("'", '"') if '"' in value else ('"', "'")
+    override = f"{key}={inner}{value}{inner}"
+    if os.environ.get("ANYQ_ARGS_FROM_MAKE"):
+        return "quote the value, once for make's shell too: ARGS=\"" + shlex.quote(override).replace('"', '\\"') + '"'
+    return f"quote the value: {outer}{override}{outer}"
 
 
 @cache
