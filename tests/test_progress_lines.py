@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 from types import SimpleNamespace
 
+import optuna
 import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import create_trial
 
+from anyq.reporting.study_progress import print_trials, short_names
 from anyq.training.epoch_progress import EpochLines
 
 
@@ -95,3 +99,30 @@ def test_progress_lines_replace_the_bar_on_a_terminal(monkeypatch):
     (line,) = epoch_progress.progress_callbacks(False, lines=True, every=30.0, label="x")
     assert isinstance(line, EpochLines) and line.every == 30.0 and line.label == "x: "
     assert epoch_progress.progress_callbacks(False) == []
+
+
+def test_a_sweeps_trial_table_has_a_column_per_setting_and_fits_80_columns(capsys):
+    """The default sweep's four settings: a column each, headed by the key's shortest unique
+    ending (two lines when long), the full keys in the caption; within 80 columns."""
+    study = optuna.create_study(study_name="adaptive_attention")
+    space = {"model.sampler.num_adaptive_quantiles": IntDistribution(1, 16),
+             "model.attention.adaptive_temp": FloatDistribution(0.1, 2.0),
+             "model.attention.n_heads": CategoricalDistribution([2, 4, 8]),
+             "model.attention.num_blocks": IntDistribution(1, 3)}
+    for number, (values, crps) in enumerate([((8, 1.18765, 2, 3), 1209.5), ((5, 0.21234, 4, 1), 1201.1)]):
+        study.add_trial(create_trial(params=dict(zip(space, values)), distributions=space, value=crps))
+    print_trials(study, ["val/crps"])
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line.rstrip()) for line in lines if "─" not in line) <= 80
+    rows = [line.split() for line in lines if line.strip().startswith(("0 ", "1 "))]
+    assert rows == [["0", "COMPLETE", "1209.5", "-", "8", "1.188", "2", "3"],
+                    ["1", "*", "COMPLETE", "1201.1", "-", "5", "0.2123", "4", "1"]]
+    headers = " ".join(lines[1:3])
+    assert all(part in headers for part in ("num_adaptive_", "quantiles", "adaptive_", "temp", "n_heads", "num_"))
+    caption = " ".join(" ".join(lines).split())
+    assert ("* best trial; num_adaptive_quantiles: model.sampler.num_adaptive_quantiles, adaptive_temp: "
+            "model.attention.adaptive_temp, n_heads: model.attention.n_heads, num_blocks: "
+            "model.attention.num_blocks") in caption
+    assert short_names(["model.attention.num_blocks", "model.backbone.num_blocks", "optim.lr"]) == {
+        "model.attention.num_blocks": "attention.num_blocks", "model.backbone.num_blocks": "backbone.num_blocks",
+        "optim.lr": "lr"}

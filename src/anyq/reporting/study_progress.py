@@ -102,21 +102,56 @@ def best_text(study: optuna.Study) -> str:
     return f"{best.value:.5g} (trial {best.number})"
 
 
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """Each dotted key's shortest ending that no other key ends with (``model.attention.n_heads``
+    → ``n_heads``; ``attention.num_blocks`` beside ``backbone.num_blocks``)."""
+    short = {}
+    for key in keys:
+        parts = key.split(".")
+        for size in range(1, len(parts) + 1):
+            ending = ".".join(parts[-size:])
+            if not any(other != key and (other == ending or other.endswith("." + ending)) for other in keys):
+                break
+        short[key] = ending
+    return short
+
+
 def trials_table(study: optuna.Study, objectives: Sequence[str]) -> Table:
-    """Every trial of the study: number, state, objective values, duration, parameters."""
-    table = Table(title=f"Study {study.study_name!r}: trials", box=box.SIMPLE_HEAD)
-    for name in ("trial", "state", "/".join(objectives), "seconds", "parameters"):
-        table.add_column(name, justify="right" if name in ("trial", "seconds") else "left")
-    best = {t.number for t in study.best_trials} if any(
-        t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else set()
-    for trial in study.get_trials(deepcopy=False):
+    """Every trial of the study: number, state, objective values, duration, and a column per
+    searched setting, headed by its shortest unique ending (the caption gives the full keys)."""
+    table = Table(title=f"Study {study.study_name!r}: trials", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False, collapse_padding=True, caption_justify="left")
+    trials = study.get_trials(deepcopy=False)
+    keys = list(dict.fromkeys(k for t in trials for k in t.params))
+    names = short_names(keys)
+    for name in ("trial", "state", "/".join(objectives), "seconds"):
+        table.add_column(name, justify="left" if name == "state" else "right")
+    for key in keys:
+        table.add_column(_header(names[key]), justify="right")
+    best = {t.number for t in study.best_trials} if any(t.state == TrialState.COMPLETE for t in trials) else set()
+    for trial in trials:
         seconds = trial.duration.total_seconds() if trial.duration else math.nan
-        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        params = [_param(trial.params[k]) if k in trial.params else "-" for k in keys]
         mark = " *" if trial.number in best else ""
         table.add_row(f"{trial.number}{mark}", trial.state.name, _value(trial.values),
-                      "-" if math.isnan(seconds) else f"{seconds:.0f}", params)
-    table.caption = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
+                      "-" if math.isnan(seconds) else f"{seconds:.0f}", *params)
+    caption = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
+    renamed = [f"{names[k]}: {k}" for k in keys if names[k] != k]
+    table.caption = f"{caption}; {', '.join(renamed)}" if renamed else caption
     return table
+
+
+def _header(name: str, width: int = 8) -> str:
+    """``name`` on two lines, split after the ``_`` or ``.`` nearest its middle, when longer than ``width``."""
+    cuts = [i + 1 for i, ch in enumerate(name) if ch in "_." and 0 < i < len(name) - 1]
+    if len(name) <= width or not cuts:
+        return name
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    return f"{name[:cut]}\n{name[cut:]}"
+
+
+def _param(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def print_trials(study: optuna.Study, objectives: Sequence[str]) -> None:
