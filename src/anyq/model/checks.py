@@ -11,17 +11,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 from anyq.errors import SettingError
-from anyq.model.config import (
-    CONFORMAL_DEFAULT,
-    MONOTONE_DEFAULT,
-    MONOTONE_GRID_DEFAULT,
-    ONLINE_GAMMA_DEFAULT,
-    SCALER_DEFAULT,
-    AttentionConfig,
-    BackboneConfig,
-    OutputConfig,
-    SamplerConfig,
-)
+from anyq.model.config import AttentionConfig, BackboneConfig, OutputConfig, SamplerConfig
 from anyq.settings import check_choice, check_settings
 
 #: ``model.backbone.conditioning``: how the level enters each block (concatenated, or FiLM).
@@ -48,9 +38,8 @@ def check_model_config(model: Mapping[str, Any], history_length: int, horizon_le
     check_sampler(**without(sampler))
     if attention.enabled:
         check_attention(history_length, horizon_length, **without(attention, "enabled", "modulation"))
-    check_output(model.get("monotone", MONOTONE_DEFAULT), model.get("monotone_grid", MONOTONE_GRID_DEFAULT),
-                 model.get("conformal", CONFORMAL_DEFAULT), model.get("online_gamma", ONLINE_GAMMA_DEFAULT),
-                 model.get("scaler", SCALER_DEFAULT))
+    defaults = OutputConfig()  # a model section of an older config lacks the newer settings
+    check_output(**{f.name: model.get(f.name, getattr(defaults, f.name)) for f in fields(OutputConfig)})
 
 
 def check_output(monotone: str, monotone_grid: int, conformal: str, online_gamma: float, scaler: str) -> None:
