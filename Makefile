@@ -115,8 +115,8 @@ serve: $(STAMP) ## serve a run's logged model on 127.0.0.1:5001 (RUN=<run id>)
 	@# PATH: the scoring server is started as `uvicorn`, which lives in the environment;
 	@# the run is checked first, so a wrong id is one line instead of MLflow's traceback
 	export PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns/mlflow.db}"; \
-	  $(PY) -m anyq.serving.publish $(RUN) && \
-	  $(BIN)/mlflow models serve -m runs:/$(RUN)/model --env-manager local -h $(HOST) -p 5001
+	  run=$$($(PY) -m anyq.serving.publish $(RUN)) && \
+	  $(BIN)/mlflow models serve -m runs:/$$run/model --env-manager local -h $(HOST) -p 5001
 
 services: $(STAMP) ## PostgreSQL + MLflow server on loopback for shared sweeps (docs/scale-out.md)
 	scripts/services.sh start

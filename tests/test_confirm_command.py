@@ -11,7 +11,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import OmegaConf
 
 from anyq.app import confirm, train
-from anyq.app.confirm_study import command_line_keys
+from anyq.app.confirm_study import command_line_keys, crps_line
 from conftest import compose_config
 
 SWEEP = "adaptive_attention"
@@ -130,3 +130,29 @@ def test_an_unknown_sweep_is_matched_against_sweeps_only(tmp_path, capsys, monke
     assert error_lines(capsys.readouterr().err, "anyq-confirm") == [
         f"anyq-confirm: error: no study parent run for study {name!r} in the store ({hint}train a sweep first, "
         f"`make sweep`)"]
+
+
+@pytest.mark.parametrize("override", ['resume="outputs/x/best-epoch=07.ckpt"', "task=test"])
+def test_resume_and_task_are_refused_not_ignored(sweep_root, capsys, monkeypatch, override):
+    """A confirm study trains each seed from the start: resume= or task= would be silently
+    dropped, so they are one line and exit 2, before anything trains."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = MlflowClient(f"sqlite:///{sweep_root}/mlruns/mlflow.db")
+    monkeypatch.setattr(sys, "argv", ["anyq-confirm"])
+    with pytest.raises(SystemExit) as exit_:
+        confirm.main([SWEEP, "--seeds", "1", override, f"paths.root={sweep_root}"])
+    assert exit_.value.code == 2
+    key = override.split("=")[0]
+    assert error_lines(capsys.readouterr().err, "anyq-confirm") == [
+        f"anyq-confirm: error: override {override!r}: anyq-confirm trains every seed from the start (a rerun "
+        f"trains only the seeds that did not finish), so it takes no {key}=; to score a checkpoint: anyq-train "
+        f"task=test resume=<path>"]
+    assert client.get_experiment_by_name(f"{SWEEP}-confirm") is None
+
+
+def test_the_crps_line_gives_an_interval_only_from_two_seeds_or_more():
+    verdict = {"seeds": 1, "crps_mean": 2656.31, "crps_ci_low": float("nan"), "crps_ci_high": float("nan"),
+               "baseline_crps_mean": 2701.0}
+    assert crps_line(verdict) == "test CRPS over 1 seed: 2656.3 (no interval from one seed); baseline 2701"
+    verdict.update(seeds=3, crps_ci_low=2601.04, crps_ci_high=2711.58)
+    assert crps_line(verdict) == "test CRPS over 3 seeds: 2656.3 (95 % CI 2601 .. 2711.6); baseline 2701"

@@ -184,8 +184,8 @@ def test_dropout_active_only_in_training_mode() -> None:
     ("kwargs", "message"),
     [
         ({"d_model": 100, "n_heads": 8}, "model.attention.d_model=100 is not divisible by model.attention.n_heads=8"),
-        ({"patch_length": 10}, "history_length=48 is not divisible by model.attention.patch_length=10"),
-        ({"patch_length": 16}, "horizon_length=24 is not divisible by model.attention.patch_length=16"),
+        ({"patch_length": 10}, "data.history_length=48 is not divisible by model.attention.patch_length=10"),
+        ({"patch_length": 16}, "data.horizon_length=24 is not divisible by model.attention.patch_length=16"),
         ({"n_heads": 0}, "model.attention.n_heads=0 must be >= 1"),
         ({"dropout": -0.1}, "model.attention.dropout=-0.1 must be in [0, 1)"),
         ({"adaptive_temp": -1.0}, "model.attention.adaptive_temp=-1.0 must be >= 0"),

@@ -12,7 +12,7 @@ from anyq.training.config_tree import compose_model
 
 BAD = [
     ("attention", "n_heads", 5, "model.attention.d_model=32 is not divisible by model.attention.n_heads=5"),
-    ("attention", "patch_length", 5, "history_length=168 is not divisible by model.attention.patch_length=5"),
+    ("attention", "patch_length", 5, "data.history_length=168 is not divisible by model.attention.patch_length=5"),
     ("attention", "dropout", 1.0, "model.attention.dropout=1.0 must be in [0, 1)"),
     ("sampler", "num_adaptive_quantiles", 0, "model.sampler.num_adaptive_quantiles=0 must be >= 1"),
     ("sampler", "temperature", 0.0, "model.sampler.temperature=0.0 must be > 0"),

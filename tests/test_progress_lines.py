@@ -10,7 +10,7 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import create_trial
 
-from anyq.reporting.study_progress import print_trials, short_names
+from anyq.reporting.study_progress import print_summary, print_trials, short_names
 from anyq.training.epoch_progress import EpochLines
 
 
@@ -119,10 +119,19 @@ def test_a_sweeps_trial_table_has_a_column_per_setting_and_fits_80_columns(capsy
                     ["1", "*", "COMPLETE", "1201.1", "-", "5", "0.2123", "4", "1"]]
     headers = " ".join(lines[1:3])
     assert all(part in headers for part in ("num_adaptive_", "quantiles", "adaptive_", "temp", "n_heads", "num_"))
-    caption = " ".join(" ".join(lines).split())
-    assert ("* best trial; num_adaptive_quantiles: model.sampler.num_adaptive_quantiles, adaptive_temp: "
-            "model.attention.adaptive_temp, n_heads: model.attention.n_heads, num_blocks: "
-            "model.attention.num_blocks") in caption
+    assert [line.strip() for line in lines[-5:]] == [
+        "* best trial", "num_adaptive_quantiles: model.sampler.num_adaptive_quantiles",
+        "adaptive_temp: model.attention.adaptive_temp", "n_heads: model.attention.n_heads",
+        "num_blocks: model.attention.num_blocks"]
+    print_summary({"study_name": "adaptive_attention", "objectives": ["val/crps"],
+                   "trials_by_state": {"COMPLETE": 2, "FAIL": 1},
+                   "best": {"number": 1, "value": 1201.1, "params": dict(zip(space, (5, 0.21234, 4, 1)))},
+                   "importances": {"model.attention.adaptive_temp": 0.6, "model.attention.n_heads": 0.4}})
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["Study adaptive_attention: 3 trials, 2 COMPLETE, 1 FAIL",
+                       "best trial #1: val/crps = 1201.1  num_adaptive_quantiles=5 adaptive_temp=0.2123 n_heads=4 "
+                       "num_blocks=1"]
+    assert "parameter importance (from 2 trials: a rough guide below 10)" in " ".join(" ".join(out[2:4]).split())
     assert short_names(["model.attention.num_blocks", "model.backbone.num_blocks", "optim.lr"]) == {
         "model.attention.num_blocks": "attention.num_blocks", "model.backbone.num_blocks": "backbone.num_blocks",
         "optim.lr": "lr"}

@@ -324,16 +324,30 @@ def test_make_serve_checks_the_run_before_mlflow_starts_its_server(trained, tmp_
     """``python -m anyq.serving.publish <run id>``, what ``make serve`` runs first: silent and
     exit 0 for a run with a logged model, else one line and exit 2."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["uri"])
-    publish_main([trained["run_id"]])
+    full = trained["run_id"]
+    capsys.readouterr()
+    publish_main([full])
+    publish_main([full[:8]])  # the tables print 8 characters: a prefix names the run
+    assert capsys.readouterr().out.split() == [full, full]
     client = MlflowClient(trained["uri"])
-    no_model = client.create_run(client.create_experiment("no_model")).info.run_id
+    experiment = client.create_experiment("no_model")
+    no_model = client.create_run(experiment).info.run_id
+    parent = client.create_run(experiment, tags={"role": "study", "study_name": "s"}).info.run_id
     for run_id, message in [
         ("0123456789abcdef", f"no run '0123456789abcdef' in {trained['uri']} (run ids: anyq-compare, or `make ui`)"),
+        ("", f"no run '' in {trained['uri']} (run ids: anyq-compare, or `make ui`)"),
         (no_model, f"run {no_model} logged no model (a fast dev run, a run without a best checkpoint or one "
                    f"with tracking.log_model=false logs none)"),
+        (parent[:10], f"run {parent} is the parent run of study 's', which logs no model; its runs do (the best "
+                      f"one: anyq-report --study s)"),
     ]:
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
             publish_main([run_id])
         assert exit_.value.code == 2
         assert capsys.readouterr().err == f"make serve: error: {message}\n"
+    write_series(tmp_path / "load.csv")
+    with pytest.raises(SystemExit) as exit_:  # anyq-predict checks the same way
+        run_predict("--run", parent, "--tracking-uri", trained["uri"], "--input", str(tmp_path / "load.csv"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"anyq-predict: error: run {parent} is the parent run of study 's'")

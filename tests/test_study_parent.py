@@ -92,7 +92,8 @@ def test_unknown_experiment_is_a_report_error_and_compare_exits_with_its_line(tm
         experiment_id(study.client, "absent")
     with pytest.raises(SystemExit) as exited:
         compare_app.main(["--experiment", "absent", "--tracking-uri", study.uri])
-    assert exited.value.code == f"no MLflow experiment named 'absent' in {study.uri}"  # printed, exit 1
+    assert exited.value.code == (f"no MLflow experiment named 'absent' in {study.uri} "
+                                 f"(did you mean present?)")  # printed, exit 1
 
 
 def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_empty_table(tmp_path, monkeypatch):
@@ -108,3 +109,36 @@ def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_
     study.client.create_experiment("none")
     with pytest.raises(ReportError, match=r"^experiment 'none' has no finished run outside a study: train one"):
         latest_runs(study.client, "none", 2)
+
+
+def test_compare_lists_each_runs_baseline_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = open_study_parent(None, tmp_path / "mlruns", "anyq", "s", {})  # a store with experiment anyq
+    client, experiment = study.client, study.experiment_id
+    baseline = client.create_run(experiment, tags={"variant": "baseline_adaptive", "role": "baseline"}).info.run_id
+    model = client.create_run(experiment, tags={"variant": "adaptive_attention",
+                                                "baseline_run_id": baseline}).info.run_id
+    for run_id, crps in ((baseline, 120.5), (model, 118.25)):
+        client.log_metric(run_id, "test/crps", crps)
+        client.set_terminated(run_id, "FINISHED")
+    compare_app.main(["--experiment", "anyq", "--tracking-uri", study.uri])
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("baseline_", "adaptive_"))]
+    assert rows == [["baseline_adaptive", "120.50"], ["adaptive_attention", "118.25"]]
+
+
+def test_a_mistyped_experiment_is_one_line_with_the_closest_name(tmp_path, monkeypatch, capsys):
+    """anyq-compare and anyq-report --experiment: the closest experiment or study name, and no
+    second clause about runs of an experiment that does not exist."""
+    from anyq.app import report as report_app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    study = open_study_parent(None, tmp_path / "mlruns", "present", "sweep_a", {})
+    with pytest.raises(SystemExit) as exited:
+        compare_app.main(["--experiment", "presnt", "--tracking-uri", study.uri])
+    assert exited.value.code == f"no MLflow experiment named 'presnt' in {study.uri} (did you mean present?)"
+    with pytest.raises(SystemExit) as exited:
+        report_app.main(["--experiment", "presnt", "--tracking-uri", study.uri, "--out", str(tmp_path / "r")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "anyq-report: error: no MLflow experiment named 'presnt' (did you mean present?)"]

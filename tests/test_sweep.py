@@ -69,7 +69,7 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     captured = capsys.readouterr()
     out = captured.out
     # the cost of what is left, before the first trial trains; every trial's progress lines name it
-    assert "Cost estimate: 4 jobs (3 trials + 1 baseline) x (" in out
+    assert "Cost estimate: 4 jobs (3 trials + 1 baseline), " in out
     assert out.index("Cost estimate: ") < out.index("adaptive_attention, trial 0: epoch 1/2  ")
     trials = study(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
@@ -96,7 +96,7 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     assert len(study(tmp_path).get_trials()) == 3
     assert "Cost estimate" not in capsys.readouterr().out
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=4")  # the total grows by one
-    assert "Cost estimate: 1 jobs (1 trials; their baseline is in the store) x (" in capsys.readouterr().out
+    assert "Cost estimate: 1 job (1 trial; their baseline is in the store), " in capsys.readouterr().out
     assert len(study(tmp_path).get_trials()) == 4
     assert len(children(tmp_path)[1]) == 4
 

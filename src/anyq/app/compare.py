@@ -1,4 +1,5 @@
-"""``anyq-compare``: print the latest runs of an experiment side by side."""
+"""``anyq-compare``: print the latest runs of an experiment side by side, each run's baseline
+first (the reference of its Δ CRPS column)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ from anyq.app.paths import project_root
 from anyq.errors import ReportError, StoreNotFoundError
 from anyq.reporting.latest_runs import latest_runs
 from anyq.reporting.table import print_runs
+from anyq.tracking.baseline_comparison import BASELINE_RUN_TAG
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--experiment", default="anyq")
-    parser.add_argument("--last", type=int, default=2, help="how many of the newest runs")
-    parser.add_argument("--tracking-uri", default=None)
+    parser.add_argument("--experiment", default="anyq",
+                        help="MLflow experiment whose runs trained outside a study are listed (default anyq)")
+    parser.add_argument("--last", type=int, default=2, help="how many of the newest runs (default 2)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: MLFLOW_TRACKING_URI, else <project>/mlruns)")
     args = parser.parse_args(argv)
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
     try:
@@ -24,6 +28,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = latest_runs(client, args.experiment, args.last)
     except (ReportError, StoreNotFoundError) as exc:  # no store, no such experiment: the message, exit 1
         sys.exit(str(exc))
+    shown = {run.info.run_id for run in runs}
+    baseline_ids = dict.fromkeys(r.data.tags[BASELINE_RUN_TAG] for r in runs if r.data.tags.get(BASELINE_RUN_TAG))
+    runs = [client.get_run(run_id) for run_id in baseline_ids if run_id not in shown] + runs
     print_runs(runs, title=f"Experiment {args.experiment!r}: test split")
     experiment = client.get_experiment_by_name(args.experiment)
     print(f"MLflow store: {uri}  experiment id {experiment.experiment_id if experiment else '?'}")

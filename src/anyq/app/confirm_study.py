@@ -70,7 +70,9 @@ from anyq.training.schema import AppConfig, ConfirmConfig
 
 log = logging.getLogger(__name__)
 # overrides that say where and how to confirm, not what to train
-_OWN_KEYS = ("confirm", "hydra", "paths", "tracking", "trial", "seed", "resume")
+_OWN_KEYS = ("confirm", "hydra", "paths", "tracking", "trial", "seed")
+#: What a confirm study decides itself: each seed trains from the start.
+_NOT_FOR_CONFIRM = ("resume", "task")
 
 
 def confirm_name(sweep: str) -> str:
@@ -120,10 +122,15 @@ def command_line_keys(overrides: list[str], cfg: DictConfig) -> list[str]:
             (``trainer=fast``, ``model=nbeats_aq``, ``experiment=guide_full``). The runs retrain
             the trial's logged config under its sweep's recipe (:mod:`anyq.training.recipe`); the
             group's file would replace the trial's settings and the recipe's, not add to them.
+            Or it sets ``resume`` or ``task``: every seed is trained from the start.
     """
     keys = []
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group.lstrip("+~")
+        if key in _NOT_FOR_CONFIRM:
+            raise ConfigError(f"override {override.input_line!r}: anyq-confirm trains every seed from the start "
+                              f"(a rerun trains only the seeds that did not finish), so it takes no {key}=; "
+                              f"to score a checkpoint: anyq-train task=test resume=<path>", (key,))
         if key.split(".")[0].split("/")[0] in _OWN_KEYS:
             continue
         # a group's choice names a section (trainer=, model/attention=) or no key at all (experiment=)
@@ -204,6 +211,16 @@ def report_dir(root: str, study_name: str) -> Path:
     return Path(root) / "reports" / report_folder(study_name)
 
 
+def crps_line(verdict: dict[str, Any]) -> str:
+    """The confirm study's test CRPS over seeds with its interval (none from one seed), and the
+    baseline's, in data units."""
+    low, high = verdict["crps_ci_low"], verdict["crps_ci_high"]
+    interval = "no interval from one seed" if math.isnan(low) else f"95 % CI {low:.5g} .. {high:.5g}"
+    seeds = f"{verdict['seeds']} seed{'' if verdict['seeds'] == 1 else 's'}"
+    return (f"test CRPS over {seeds}: {verdict['crps_mean']:.5g} ({interval}); "
+            f"baseline {verdict['baseline_crps_mean']:.5g}")
+
+
 def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     """Train the missing seeds of the confirm study, then compare; returns the verdict."""
     sweep = str(cfg.confirm.study)
@@ -271,8 +288,6 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
     verdict = verdict_of(comparison)
     record_verdict(client, parent_id, sweep_parent.info.run_id, name, verdict)
     print(verdict["sentence"], flush=True)
-    print(f"test CRPS over {verdict['seeds']} seeds: {verdict['crps_mean']:.5g} "
-          f"(95 % CI {verdict['crps_ci_low']:.5g} .. {verdict['crps_ci_high']:.5g}); "
-          f"baseline {verdict['baseline_crps_mean']:.5g}", flush=True)
+    print(crps_line(verdict), flush=True)
     print(f"Report: {out / 'index.html'}", flush=True)
     return {**verdict, "trained": len(todo), "failed": failures, "parent_run_id": parent_id}

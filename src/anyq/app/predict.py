@@ -68,12 +68,12 @@ def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
     if args.checkpoint is not None:
         weights = checkpoint_weights(args.checkpoint)
         return ServedForecaster(checkpoint_spec(args.checkpoint, args.config), weights)
-    from anyq.serving.publish import load_served
-    from anyq.tracking.store import open_existing_store, resolve_tracking_uri
+    from anyq.serving.publish import check_logged_model, load_served
+    from anyq.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
-    open_existing_store(uri)  # reading must not create an empty store
-    return load_served(f"runs:/{args.run}/model", uri)
+    run_id = check_logged_model(args.run, uri)  # one line for a wrong id, a study parent, no model
+    return load_served(f"runs:/{run_id}/model", uri)
 
 
 def predict(args: argparse.Namespace) -> None:

@@ -186,9 +186,11 @@ def pick_target(client: MlflowClient, args: argparse.Namespace) -> tuple[Optiona
         experiment = client.get_experiment_by_name(named) if named else None
         ids = ([experiment.experiment_id] if experiment is not None else
                [] if named else [e.experiment_id for e in client.search_experiments()])
+        if named and experiment is None:
+            raise  # no study and no experiment of that name: find_parent's line, with its suggestion
         loose = newest_loose_run(client, ids)
         if loose is None:
-            raise ReportError(f"{exc}; no single run compared with its baseline either") from None
+            raise ReportError(f"{exc}; nor any run trained outside a study and compared with its baseline") from None
         return None, loose
     if args.experiment or args.study:
         return parent, None

@@ -70,7 +70,8 @@ def checked_settings(
     if backbone_cfg.kind != "nbeats_aq":
         raise SettingError(f"model.backbone.kind={backbone_cfg.kind!r} is not supported; use 'nbeats_aq'",
                            ("model.backbone.kind",))
-    return backbone_cfg, _settings(SamplerConfig, sampler, "model.sampler"), _settings(AttentionConfig, attention, "model.attention")
+    return (backbone_cfg, _settings(SamplerConfig, sampler, "model.sampler"),
+            _settings(AttentionConfig, attention, "model.attention"))
 
 
 _Settings = TypeVar("_Settings", BackboneConfig, SamplerConfig, AttentionConfig)
@@ -96,7 +97,7 @@ def check_backbone(history_length: int, horizon_length: int, num_blocks: int, nu
                    conditioning: str, dropout: float) -> None:
     """The ``model.backbone.*`` and window-length checks (ValueError naming the key); :class:`NBeatsAQ`
     runs them, and config validation runs them without building one."""
-    _check_positive("", history_length=history_length, horizon_length=horizon_length)
+    _check_positive("data.", history_length=history_length, horizon_length=horizon_length)
     check_settings(BackboneConfig, dict(num_blocks=num_blocks, num_layers=num_layers, layer_width=layer_width,
                                         dropout=dropout), "model.backbone.", only=_BACKBONE_RANGED)
     check_choice("model.backbone.conditioning", conditioning, CONDITIONINGS)
@@ -152,7 +153,8 @@ def check_attention(
                            ("model.attention.d_model", "model.attention.n_heads"))
     for name, length in (("history_length", history_length), ("horizon_length", horizon_length)):
         if length % patch_length:
-            raise SettingError(f"{name}={length} is not divisible by model.attention.patch_length={patch_length}",
+            raise SettingError(f"data.{name}={length} is not divisible by "
+                               f"model.attention.patch_length={patch_length}",
                                (f"data.{name}", "model.attention.patch_length"))
 
 

@@ -6,7 +6,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from anyq.errors import ReportError
+from anyq.errors import ReportError, closest
 from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
 
 
@@ -14,7 +14,9 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     """The id of the experiment ``name``; :class:`ReportError` when the store has none."""
     found = client.get_experiment_by_name(name)
     if found is None:
-        raise ReportError(f"no MLflow experiment named {name!r} in {client.tracking_uri}")
+        near = closest(name, [e.name for e in client.search_experiments()])
+        raise ReportError(f"no MLflow experiment named {name!r} in {client.tracking_uri}"
+                          + (f" (did you mean {near}?)" if near else ""))
     return found.experiment_id
 
 

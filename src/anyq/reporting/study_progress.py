@@ -136,8 +136,7 @@ def trials_table(study: optuna.Study, objectives: Sequence[str]) -> Table:
         table.add_row(f"{trial.number}{mark}", trial.state.name, _value(trial.values),
                       "-" if math.isnan(seconds) else f"{seconds:.0f}", *params)
     caption = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
-    renamed = [f"{names[k]}: {k}" for k in keys if names[k] != k]
-    table.caption = f"{caption}; {', '.join(renamed)}" if renamed else caption
+    table.caption = "\n".join([caption, *(f"{names[k]}: {k}" for k in keys if names[k] != k)])
     return table
 
 
@@ -148,6 +147,12 @@ def _header(name: str, width: int = 8) -> str:
         return name
     cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
     return f"{name[:cut]}\n{name[cut:]}"
+
+
+def _settings(params: dict[str, Any]) -> str:
+    """``n_heads=2 adaptive_temp=1.09``: each setting by its shortest unique ending."""
+    names = short_names(list(params))
+    return " ".join(f"{names[k]}={_param(v)}" for k, v in params.items())
 
 
 def _param(value: object) -> str:
@@ -218,17 +223,21 @@ class Stages:
 def print_summary(summary: dict[str, Any]) -> None:
     """The summary of :func:`anyq.sweeping.summary.summarize` as lines and a table."""
     console = wide_console()
-    console.print(f"[bold]Study {summary['study_name']}[/]  trials by state: {summary['trials_by_state']}")
+    states = summary["trials_by_state"]
+    console.print(f"[bold]Study {summary['study_name']}[/]: {sum(states.values())} trials, "
+                  + ", ".join(f"{n} {state}" for state, n in states.items()))
     if summary.get("best"):
         best = summary["best"]
-        console.print(f"best trial #{best['number']}: {summary['objectives'][0]} = {best['value']:.6g}")
-        console.print(f"best params: {best['params']}")
+        console.print(f"best trial #{best['number']}: {summary['objectives'][0]} = {best['value']:.6g}  "
+                      f"{_settings(best['params'])}")
     for point in summary.get("pareto_front", []):
         console.print(f"Pareto trial #{point['number']}: "
                       + ", ".join(f"{o}={v:.5g}" for o, v in zip(summary["objectives"], point["values"]))
-                      + f"  {point['params']}")
+                      + f"  {_settings(point['params'])}")
     if summary.get("importances"):
-        table = Table(title="parameter importance")
+        complete = states.get("COMPLETE", 0)
+        table = Table(title="parameter importance" + (f" (from {complete} trials: a rough guide below 10)"
+                                                      if complete < 10 else ""))
         table.add_column("parameter")
         table.add_column("importance", justify="right")
         for name, value in summary["importances"].items():

@@ -71,7 +71,9 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            raise ReportError(f"no MLflow experiment named {experiment!r}")
+            near = closest(experiment, _study_names(client))
+            raise ReportError(f"no MLflow experiment named {experiment!r}"
+                              + (f" (did you mean {near}?)" if near else ""))
         experiment_ids = [found.experiment_id]
     else:
         experiment_ids = [e.experiment_id for e in client.search_experiments()]

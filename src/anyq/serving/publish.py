@@ -13,6 +13,7 @@ active run would close the job's run before its own end).
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -126,34 +127,52 @@ def load_served(model_uri: str, uri: Optional[str] = None) -> ServedForecaster:
     return python_model.forecaster
 
 
-def check_logged_model(run_id: str, uri: str) -> None:
-    """What ``make serve`` checks before MLflow starts its server: run ``run_id`` of the store
-    ``uri`` exists and logged a model (its ``MLmodel`` file is read, not the weights).
+def check_logged_model(run_id: str, uri: str) -> str:
+    """What ``make serve`` and ``anyq-predict --run`` check before loading: ``run_id`` (a full
+    id, or a prefix of one, as the tables print 8 characters) names one run of the store
+    ``uri``, and that run logged a model (its ``MLmodel`` file is read, not the weights).
+    Returns the full run id.
 
     Raises:
-        ModelFileError: one line naming the run and why it cannot be served.
+        ModelFileError: one line naming the run and why it cannot be served (none or several
+            runs with that id or prefix, a study's parent run, no model logged).
     """
     from mlflow.exceptions import MlflowException
 
     from anyq.tracking.store import open_existing_store
+    from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
 
     client = open_existing_store(uri)  # a missing store is said so, not created
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
-        raise ModelFileError(f"no run {run_id!r} in {uri} (run ids: anyq-compare, or `make ui`)") from None
+        found = [] if not re.fullmatch(r"[0-9a-f]{1,31}", run_id) else client.search_runs(
+            [e.experiment_id for e in client.search_experiments()], f"attributes.run_id LIKE '{run_id}%'",
+            max_results=10)
+        if not found:
+            raise ModelFileError(f"no run {run_id!r} in {uri} (run ids: anyq-compare, or `make ui`)") from None
+        if len(found) > 1:
+            raise ModelFileError(f"run id {run_id!r} begins {len(found)} runs' ids in {uri} "
+                                 f"({', '.join(r.info.run_id for r in found[:3])}, ...): give more of it") from None
+        run = found[0]
+    full = run.info.run_id
+    if run.data.tags.get(ROLE_TAG) == "study":
+        study = run.data.tags.get(STUDY_TAG, "?")
+        raise ModelFileError(f"run {full} is the parent run of study {study!r}, which logs no model; its runs "
+                             f"do (the best one: anyq-report --study {study})")
     with tracking_uri(uri):
         try:
-            mlflow.models.get_model_info(f"runs:/{run_id}/{MODEL_NAME}")
+            mlflow.models.get_model_info(f"runs:/{full}/{MODEL_NAME}")
         except MlflowException:
-            raise ModelFileError(f"run {run_id} logged no model (a fast dev run, a run without a best "
+            raise ModelFileError(f"run {full} logged no model (a fast dev run, a run without a best "
                                  f"checkpoint or one with tracking.log_model=false logs none)") from None
+    return full
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    """``python -m anyq.serving.publish <run id>``: exit 2 with one line unless the run can be
-    served (:func:`check_logged_model`; the store: ``MLFLOW_TRACKING_URI``, which ``make serve``
-    sets, else ``./mlruns``)."""
+    """``python -m anyq.serving.publish <run id or prefix>``: the run's full id on stdout, or
+    one line and exit 2 when the run cannot be served (:func:`check_logged_model`; the store:
+    ``MLFLOW_TRACKING_URI``, which ``make serve`` sets, else ``./mlruns``)."""
     import os
     import sys
 
@@ -164,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if len(args) != 1:
         sys.exit("usage: python -m anyq.serving.publish <run id>")
     try:
-        check_logged_model(args[0], resolve_tracking_uri(None, Path("mlruns")))
+        print(check_logged_model(args[0], resolve_tracking_uri(None, Path("mlruns"))))  # the full id, for make
     except (ModelFileError, StoreNotFoundError) as exc:
         print(f"make serve: error: {first_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -72,16 +72,22 @@ class SweepCost:
         return math.ceil(self.jobs / self.slots) * self.job_s
 
     def lines(self) -> list[str]:
+        wall = "under 1 min" if self.wall_s < 60 else f"about {self.wall_s / 60:.0f} min"
         return [
-            f"Cost estimate: {self.jobs} jobs ({self.trials} trials"
-            f"{' + 1 baseline' if self.baseline else '; their baseline is in the store'}) x ({self.steps} steps x "
-            f"{self.step_s:.3g} s + {self.checks} validations x {self.validation_s:.3g} s + test "
-            f"{self.test_s:.3g} s + start-up {STARTUP_S:.0f} s) = {self.job_s / 60:.1f} min a job; "
-            f"{self.slots} side by side: about {self.wall_s / 60:.0f} min wall at most (pruning stops trials early)",
+            f"Cost estimate: {_count(self.jobs, 'job')} ({_count(self.trials, 'trial')}"
+            f"{' + 1 baseline' if self.baseline else '; their baseline is in the store'}), "
+            f"{self.job_s / 60:.1f} min a job, {self.slots} side by side: {wall} wall at most "
+            f"(pruning stops trials early)",
+            f"  a job: {self.steps} steps x {self.step_s:.3g} s + {_count(self.checks, 'validation')} x "
+            f"{self.validation_s:.3g} s + test {self.test_s:.3g} s + start-up {STARTUP_S:.0f} s",
             f"  step time measured now: median of {STEPS_TIMED} optimiser steps of the base config "
-            f"(batch {self.batch}, {self.threads} torch thread{'s' if self.threads != 1 else ''}); "
+            f"(batch {self.batch}, {_count(self.threads, 'torch thread')}); "
             f"start-up: a stored figure (anyq.sweeping.cost.STARTUP_S)",
         ]
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
