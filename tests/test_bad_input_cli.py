@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from anyq.app import compare as compare_app
@@ -188,6 +190,31 @@ def test_a_bad_setting_is_refused_without_loading_torch_lightning_or_mlflow(tmp_
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"anyq-train: error: {line}"]
     assert loaded == []
+
+
+@pytest.mark.parametrize("command, call, line", [
+    ("anyq-report", "from anyq.app import report; report.main(['tinny', '--tracking-uri', URI])",
+     "anyq-report: error: no study parent run for study 'tinny' in the store (did you mean tiny? train a study "
+     "first: a sweep, `make sweep`, or an ablation, `make ablate`)"),
+    ("anyq-confirm", "from anyq.app import confirm; confirm.main(['tinny', 'paths.root=' + ROOT])",
+     "anyq-confirm: error: no study parent run for study 'tinny' in the store (did you mean tiny? train a sweep "
+     "first, `make sweep`)"),
+])
+def test_a_mistyped_study_is_refused_before_torch_loads(tmp_path, command, call, line):
+    """anyq-report and anyq-confirm look the study up (MLflow only) before they load the
+    comparison or the confirm study's training (torch, Lightning)."""
+    (tmp_path / "mlruns").mkdir()
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("tiny", artifact_location=(tmp_path / "mlruns" / "a").as_uri())
+    client.create_run(experiment, tags={"role": "study", "study_name": "tiny", "optuna.storage": "sqlite://"})
+    code = (f"import sys\nURI, ROOT = {uri!r}, {str(tmp_path)!r}\nsys.argv = [{command!r}]\ntry:\n    {call}\n"
+            f"finally:\n    print(sorted(m for m in {HEAVY[:3]!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == line
+    assert ast.literal_eval(done.stdout.strip().splitlines()[-1]) == []
 
 
 GOOD_COMMAND_LINES = [

@@ -413,7 +413,7 @@ def test_report_errors_are_one_clear_line(tmp_path, capsys):
 
 def test_a_misspelt_study_or_experiment_name_gets_the_name_it_meant(tmp_path):
     from anyq.errors import ReportError
-    from anyq.reporting.study_runs import find_parent
+    from anyq.reporting.study_lookup import find_parent
     from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

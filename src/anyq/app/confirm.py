@@ -12,11 +12,44 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from omegaconf import DictConfig
 
 from anyq.app import train
 
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
 PROG = "anyq-confirm"
+
+
+def find_sweep(cfg: DictConfig) -> tuple[str, Any, "Run"]:
+    """The store URI, its client and the parent run of the sweep ``confirm.study`` names, looked
+    up before the confirm study's modules (torch, Lightning) load: a mistyped or wrong name is
+    one line in about 3 s.
+
+    Raises:
+        ConfigError: no such sweep (the closest sweep's name, when one is near), or a study
+            that is not a sweep.
+        StoreNotFoundError: no store at the configured place (none is created).
+    """
+    from anyq.errors import ConfigError, ReportError
+    from anyq.reporting.study_lookup import find_parent
+    from anyq.tracking.store import open_existing_store, resolve_tracking_uri
+    from anyq.tracking.study_parent import STORAGE_TAG
+
+    sweep = str(cfg.confirm.study)
+    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, Path(cfg.paths.mlruns))
+    client = open_existing_store(uri)  # the sweep must be there: a missing store is not created
+    try:
+        parent = find_parent(client, study=sweep, sweep=True)
+    except ReportError as exc:
+        raise ConfigError(str(exc)) from None
+    if STORAGE_TAG not in parent.data.tags:
+        raise ConfigError(f"study {sweep!r} is not a sweep (no Optuna study behind its parent run)")
+    return uri, client, parent
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -37,25 +37,23 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import hydra_overrides, train_tracked
-from anyq.errors import ConfigError, ReportError, SettingError, first_line
+from anyq.errors import ConfigError, SettingError, first_line
 from anyq.interrupts import stop_if_requested
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
 from anyq.reporting.study_comparison import StudyComparison, compare_study
-from anyq.reporting.study_runs import Artifacts, find_parent, load_study, objective_of
+from anyq.reporting.study_runs import Artifacts, load_study, objective_of
 from anyq.settings import check_settings
 from anyq.tracking.baseline import SIGNATURE_TAG, config_signature
 from anyq.tracking.recipe_tags import RECIPE_TAG, record_recipe
 from anyq.tracking.recording import JobStore
 from anyq.tracking.runs import git_commit
 from anyq.tracking.source import source_tags
-from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study_parent import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
     CONFIRM_STUDY_TAG,
     CONFIRM_VERDICT_TAG,
-    STORAGE_TAG,
     STUDY_KIND_TAG,
     STUDY_TAG,
     child_runs,
@@ -221,8 +219,10 @@ def crps_line(verdict: dict[str, Any]) -> str:
             f"baseline {verdict['baseline_crps_mean']:.5g}")
 
 
-def run_confirm(cfg: DictConfig) -> dict[str, Any]:
-    """Train the missing seeds of the confirm study, then compare; returns the verdict."""
+def run_confirm(cfg: DictConfig, uri: str, client: MlflowClient, sweep_parent: Run) -> dict[str, Any]:
+    """Train the missing seeds of the confirm study of the sweep whose parent run is
+    ``sweep_parent`` (in the store ``uri``, :func:`anyq.app.confirm.find_sweep`), then compare;
+    returns the verdict."""
     sweep = str(cfg.confirm.study)
     try:  # the declared ranges of confirm.* (the trial's own config is validated below)
         check_settings(ConfirmConfig, cfg.confirm, "confirm.")
@@ -230,14 +230,6 @@ def run_confirm(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(str(exc), exc.keys) from None
     keys = command_line_keys(hydra_overrides(), cfg)
     mlruns = Path(cfg.paths.mlruns)
-    uri = resolve_tracking_uri(cfg.tracking.tracking_uri, mlruns)
-    client = open_existing_store(uri)  # the sweep must be there: a missing store is not created
-    try:
-        sweep_parent = find_parent(client, study=sweep, sweep=True)
-    except ReportError as exc:
-        raise ConfigError(str(exc)) from None
-    if STORAGE_TAG not in sweep_parent.data.tags:
-        raise ConfigError(f"study {sweep!r} is not a sweep (no Optuna study behind its parent run)")
     number = chosen_trial(client, sweep_parent, cfg.confirm.trial)
     source = trial_run(client, sweep_parent, number)
     base = trial_config(client, source)

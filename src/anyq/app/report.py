@@ -23,7 +23,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -34,14 +34,8 @@ from rich.table import Table
 from anyq.app.paths import project_root
 from anyq.errors import ReportError, StoreNotFoundError, WindowMismatchError
 from anyq.interrupts import stop_on_signals
-from anyq.reporting.figures import render_figures
-from anyq.reporting.html import log_report, mean_ci, write_report
-from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE
-from anyq.reporting.study_comparison import StudyComparison, compare, compare_study
-from anyq.reporting.study_progress import Stages
-from anyq.reporting.study_runs import Artifacts, Study, find_parent, load_runs_study, newest_loose_run
+from anyq.reporting.study_lookup import find_parent, newest_loose_run
 from anyq.reporting.table import wide_console
-from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
 from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study_parent import (
@@ -54,6 +48,12 @@ from anyq.tracking.study_parent import (
 )
 from anyq.tracking.view import VIEW_COLUMNS, save_view
 
+if TYPE_CHECKING:
+    from anyq.reporting.study_comparison import StudyComparison
+    from anyq.reporting.study_runs import Study
+
+# The comparison, its statistics and figures (torch, SciPy, statsmodels, matplotlib) are
+# imported once the study or run is found: a mistyped name is one line in about 2 s.
 UI_URL = "http://127.0.0.1:5000"
 
 
@@ -82,6 +82,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def _cell(mean: float, half: float, fmt: str) -> str:
+    from anyq.reporting.html import mean_ci
+
     return mean_ci(mean, half, fmt, sep="±").replace("–", "-")
 
 
@@ -96,8 +98,11 @@ def _relative(delta: float, low: float, high: float) -> str:
     return f"{delta:+.1f}" + ("" if math.isnan(low) else f" ({low:+.1f}..{high:+.1f})")
 
 
-def comparison_tables(comparison: StudyComparison) -> tuple[Table, Table]:
+def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
     """Scores and verdicts first, calibration and cost second: each fits an 80-column terminal."""
+    from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE
+    from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
+
     table = comparison.table()
     study = comparison.study
     ci = f"seed mean ± {100 * comparison.confidence:g} % CI half-width"
@@ -164,7 +169,7 @@ def found_line(client: MlflowClient, parent: Run) -> str:
             f"started {started}")
 
 
-def runs_found_line(client: MlflowClient, study: Study) -> str:
+def runs_found_line(client: MlflowClient, study: "Study") -> str:
     """What a report of single runs is about: the experiment, its runs and the newest one."""
     variants = ", ".join(f"{g} ({len(r)})" for g, r in study.groups.items())
     return (f"Found {sum(len(r) for r in study.groups.values())} runs trained outside a study in experiment "
@@ -203,6 +208,12 @@ def pick_target(client: MlflowClient, args: argparse.Namespace) -> tuple[Optiona
 def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Console) -> Path:
     started = time.perf_counter()
     parent, anchor = pick_target(client, args)
+    from anyq.reporting.figures import render_figures
+    from anyq.reporting.html import log_report, write_report
+    from anyq.reporting.study_comparison import compare, compare_study
+    from anyq.reporting.study_progress import Stages
+    from anyq.reporting.study_runs import Artifacts, load_runs_study
+
     if parent is not None:
         console.print(found_line(client, parent), soft_wrap=True)
     with Artifacts(uri) as artifacts, Stages("report", 4, console) as stage:

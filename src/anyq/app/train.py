@@ -64,10 +64,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run_confirm(cfg: DictConfig) -> dict[str, Any]:
-    """:func:`anyq.app.confirm_study.run_confirm`, imported on first use."""
+    """The sweep looked up (:func:`anyq.app.confirm.find_sweep`, MLflow only), then
+    :func:`anyq.app.confirm_study.run_confirm`, imported only then (torch, Lightning)."""
+    from anyq.app.confirm import find_sweep
+
+    found = find_sweep(cfg)
     from anyq.app.confirm_study import run_confirm as confirm
 
-    return confirm(cfg)
+    return confirm(cfg, *found)
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")

@@ -43,7 +43,8 @@ from anyq.reporting.stats import (
     paired_crps_test,
     seed_summary,
 )
-from anyq.reporting.study_runs import Artifacts, Study, find_parent, load_study
+from anyq.reporting.study_lookup import find_parent
+from anyq.reporting.study_runs import Artifacts, Study, load_study
 from anyq.reporting.verdict import (
     NOT_TRAINED,
     TOO_FEW_SEEDS,

@@ -23,9 +23,9 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from anyq.errors import ReportError, closest, first_line
+from anyq.errors import ReportError
+from anyq.reporting.study_lookup import is_loose_run
 from anyq.reporting.stats import StoredForecasts
 from anyq.reporting.sweep_trials import SweepTrials, best_validation, sweep_trials
 from anyq.tracking.baseline import BASELINE_VARIANT
@@ -33,7 +33,6 @@ from anyq.tracking.study_parent import (
     CELL_TAG,
     DIRECTIONS_TAG,
     OBJECTIVES_TAG,
-    ROLE_TAG,
     STORAGE_TAG,
     STUDY_TAG,
     child_runs,
@@ -43,86 +42,6 @@ from anyq.training.config_tree import VARIANTS
 
 FORECASTS = "evaluation/test_forecasts.npz"
 IMPORTANCE = "evaluation/sampler_importance.npz"
-
-
-def _search(client: MlflowClient, experiment_ids: list[str], flt: str, max_results: int = 1) -> list[Run]:
-    return list(client.search_runs(experiment_ids, filter_string=flt, order_by=["attributes.start_time DESC"],
-                                   max_results=max_results))
-
-
-def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study: Optional[str] = None,
-                parent_run_id: Optional[str] = None, sweep: bool = False) -> Run:
-    """The study's parent run: by id, else the newest study parent matching experiment/study name.
-
-    ``sweep``: the caller takes only a sweep (``anyq-confirm``), so a name that is not found
-    is matched against sweeps' study names only, and the way out is a sweep.
-
-    Raises:
-        ReportError: no such run, experiment or study (the closest name, when one is near).
-    """
-    if parent_run_id:
-        try:
-            run = client.get_run(parent_run_id)
-        except MlflowException as exc:
-            raise ReportError(f"no run {parent_run_id} in the store: {first_line(exc)}") from exc
-        if run.data.tags.get(ROLE_TAG) != "study":
-            raise ReportError(f"run {parent_run_id} is not a study parent run (tag {ROLE_TAG}=study missing)")
-        return run
-    if experiment:
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            near = closest(experiment, _study_names(client))
-            raise ReportError(f"no MLflow experiment named {experiment!r}"
-                              + (f" (did you mean {near}?)" if near else ""))
-        experiment_ids = [found.experiment_id]
-    else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    flt = f"tags.{ROLE_TAG} = 'study'" + (f" and tags.{STUDY_TAG} = '{study}'" if study else "")
-    runs = _search(client, experiment_ids, flt) if experiment_ids else []
-    if not runs and study and not experiment:  # any experiment name works too
-        named = client.get_experiment_by_name(study)
-        if named is not None:
-            runs = _search(client, [named.experiment_id], f"tags.{ROLE_TAG} = 'study'")
-            if not runs:
-                raise ReportError(f"MLflow experiment {study!r} has no study parent run (runs trained "
-                                  f"outside a study: rerun them with `make run` or a sweep/ablation)")
-    if not runs:
-        named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
-        where = " and ".join(x for x in named if x)
-        near = closest(study or experiment or "", _study_names(client, sweep)) if (study or experiment) else None
-        hint = f"did you mean {near}? " if near else ""
-        first = ("a sweep first, `make sweep`" if sweep
-                 else "a study first: a sweep, `make sweep`, or an ablation, `make ablate`")
-        raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store ({hint}train {first})")
-    return runs[0]
-
-
-def _study_names(client: MlflowClient, sweeps_only: bool = False) -> set[str]:
-    """Every experiment's name and every study parent's study name in the store; ``sweeps_only``:
-    the study names of sweeps (parents with an Optuna study behind them)."""
-    experiments = client.search_experiments()
-    parents = _search(client, [e.experiment_id for e in experiments], f"tags.{ROLE_TAG} = 'study'", 1000)
-    if sweeps_only:
-        return {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG) and STORAGE_TAG in r.data.tags}
-    return {e.name for e in experiments} | {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG)}
-
-
-def is_loose_run(run: Run) -> bool:
-    """A FINISHED run trained outside any study and compared with its baseline: what
-    ``anyq-train`` without ``-m`` leaves (a baseline, a scored checkpoint or a study's run is not)."""
-    tags = run.data.tags
-    return (run.info.status == "FINISHED" and MLFLOW_PARENT_RUN_ID not in tags and bool(tags.get("baseline_run_id"))
-            and tags.get(ROLE_TAG) not in ("study", "baseline") and tags.get("variant") != BASELINE_VARIANT
-            and tags.get("task", "train") == "train")
-
-
-def newest_loose_run(client: MlflowClient, experiment_ids: list[str]) -> Optional[Run]:
-    """The newest run trained outside a study (:func:`is_loose_run`) in these experiments."""
-    if not experiment_ids:
-        return None
-    runs = client.search_runs(experiment_ids, "attributes.status = 'FINISHED'",
-                              order_by=["attributes.start_time DESC"], max_results=500)
-    return next((r for r in runs if is_loose_run(r)), None)
 
 
 def _configuration(run: Run) -> tuple[str, str]:
