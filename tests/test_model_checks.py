@@ -72,3 +72,29 @@ def test_validate_config_builds_no_network(compose_cfg, monkeypatch):
     cfg.model.attention.n_heads = 5
     with pytest.raises(ConfigError, match="not divisible by model.attention.n_heads=5"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("num", [1, 9, 19, 39, 99])
+def test_the_torch_free_coverage_check_agrees_with_the_grid_the_scorer_reads(num):
+    """``check_evaluation`` computes the grid's span itself (no torch); it refuses exactly the
+    coverage levels :func:`anyq.metrics.levels.level_bracket` cannot read off ``evaluation_grid``."""
+    from omegaconf import OmegaConf
+
+    from anyq.errors import ConfigError
+    from anyq.metrics.levels import evaluation_grid, level_bracket
+    from anyq.training.schema import check_evaluation
+
+    for p in (0.5, 0.8, 0.9, 0.95, 0.98):
+        try:
+            level_bracket(evaluation_grid(num), (1 - p) / 2)
+            level_bracket(evaluation_grid(num), (1 + p) / 2)
+            readable = True
+        except ValueError:
+            readable = False
+        config = OmegaConf.create({"num_levels": num, "val_num_levels": num, "coverage": [p]})
+        try:
+            check_evaluation(config)
+            accepted = True
+        except ConfigError:
+            accepted = False
+        assert accepted == readable, (num, p)

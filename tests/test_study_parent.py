@@ -118,13 +118,16 @@ def test_compare_lists_each_runs_baseline_first(tmp_path, monkeypatch, capsys):
     baseline = client.create_run(experiment, tags={"variant": "baseline_adaptive", "role": "baseline"}).info.run_id
     model = client.create_run(experiment, tags={"variant": "adaptive_attention",
                                                 "baseline_run_id": baseline}).info.run_id
-    for run_id, crps in ((baseline, 120.5), (model, 118.25)):
+    gone = client.create_run(experiment, tags={"variant": "adaptive_attention",
+                                               "baseline_run_id": "0" * 32}).info.run_id  # its baseline is gone
+    for run_id, crps in ((gone, 119.0), (baseline, 120.5), (model, 118.25)):
         client.log_metric(run_id, "test/crps", crps)
         client.set_terminated(run_id, "FINISHED")
-    compare_app.main(["--experiment", "anyq", "--tracking-uri", study.uri])
+    compare_app.main(["--experiment", "anyq", "--tracking-uri", study.uri, "--last", "3"])
     rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()
             if line.startswith(("baseline_", "adaptive_"))]
-    assert rows == [["baseline_adaptive", "120.50"], ["adaptive_attention", "118.25"]]
+    assert rows[0] == ["baseline_adaptive", "120.50"]  # the one baseline there is, first
+    assert sorted(rows[1:]) == [["adaptive_attention", "118.25"], ["adaptive_attention", "119.00"]]
 
 
 def test_a_mistyped_experiment_is_one_line_with_the_closest_name(tmp_path, monkeypatch, capsys):

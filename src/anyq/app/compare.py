@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     except (ReportError, StoreNotFoundError) as exc:  # no store, no such experiment: the message, exit 1
         sys.exit(str(exc))
     shown = {run.info.run_id for run in runs}
-    baseline_ids = dict.fromkeys(r.data.tags[BASELINE_RUN_TAG] for r in runs if r.data.tags.get(BASELINE_RUN_TAG))
-    runs = [client.get_run(run_id) for run_id in baseline_ids if run_id not in shown] + runs
+    wanted = sorted({r.data.tags[BASELINE_RUN_TAG] for r in runs if r.data.tags.get(BASELINE_RUN_TAG)} - shown)
+    if wanted:  # one query in every experiment (a baseline is reused across them); a deleted one is left out
+        ids = ", ".join(f"'{run_id}'" for run_id in wanted)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  f"attributes.run_id IN ({ids})") + runs
     print_runs(runs, title=f"Experiment {args.experiment!r}: test split")
     experiment = client.get_experiment_by_name(args.experiment)
     print(f"MLflow store: {uri}  experiment id {experiment.experiment_id if experiment else '?'}")
