@@ -20,8 +20,9 @@ LIMIT = 500  # characters: MLflow tags and Optuna attributes stay readable
 
 
 def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
-    """The candidate ``word`` most likely misspells (difflib's ratio >= 0.6), or None."""
-    found = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
+    """The candidate ``word`` most likely misspells (difflib's ratio >= 0.6), or None; never
+    ``word`` itself (a name that exists but is the wrong kind is no misspelling)."""
+    found = difflib.get_close_matches(word, [str(c) for c in candidates if str(c) != word], n=1, cutoff=0.6)
     return found[0] if found else None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from anyq.app.paths import project_root
+from anyq.app.paths import work_root
 from anyq.errors import ReportError, StoreNotFoundError
 from anyq.reporting.latest_runs import latest_runs
 from anyq.reporting.table import print_runs
@@ -20,9 +20,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="MLflow experiment whose runs trained outside a study are listed (default anyq)")
     parser.add_argument("--last", type=int, default=2, help="how many of the newest runs (default 2)")
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow store (default: MLFLOW_TRACKING_URI, else <project>/mlruns)")
+                        help="MLflow store (default: MLFLOW_TRACKING_URI, else ./mlruns, or $ANYQ_ROOT/mlruns)")
     args = parser.parse_args(argv)
-    uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
+    uri = resolve_tracking_uri(args.tracking_uri, work_root() / "mlruns")
     try:
         client = open_existing_store(uri)
         runs = latest_runs(client, args.experiment, args.last)

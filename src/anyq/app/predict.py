@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from anyq.app.paths import project_root
+from anyq.app.paths import work_root
 from anyq.data.reader import read_long_frame
 from anyq.errors import DataError, ModelFileError, RequestError, first_line
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels, checkpoint_weights
@@ -40,7 +40,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     source.add_argument("--run", help="MLflow run id whose logged model forecasts")
     source.add_argument("--checkpoint", type=Path, help="anyq-train checkpoint (.ckpt)")
     p.add_argument("--config", type=Path, help="run config for --checkpoint (default: <run dir>/.hydra/config.yaml)")
-    p.add_argument("--tracking-uri", help="MLflow store for --run (default: MLFLOW_TRACKING_URI, else <project>/mlruns)")
+    p.add_argument("--tracking-uri", help="MLflow store for --run (default: MLFLOW_TRACKING_URI, else ./mlruns, or $ANYQ_ROOT/mlruns)")
     p.add_argument("--input", required=True, type=Path, help="long-format file: unique_id, ds, y")
     p.add_argument("--levels", default=DEFAULT_LEVELS, help=f"comma-separated levels in (0, 1) (default {DEFAULT_LEVELS})")
     p.add_argument("--origin", help="first forecast hour for every series (default: after each series' last observation)")
@@ -71,7 +71,7 @@ def load_forecaster(args: argparse.Namespace) -> ServedForecaster:
     from anyq.serving.publish import check_logged_model, load_served
     from anyq.tracking.store import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
+    uri = resolve_tracking_uri(args.tracking_uri, work_root() / "mlruns")
     run_id = check_logged_model(args.run, uri)  # one line for a wrong id, a study parent, no model
     return load_served(f"runs:/{run_id}/model", uri)
 

@@ -31,7 +31,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from anyq.app.paths import project_root
+from anyq.app.paths import work_root
 from anyq.errors import ReportError, StoreNotFoundError, WindowMismatchError
 from anyq.interrupts import stop_on_signals
 from anyq.reporting.study_lookup import find_parent, newest_loose_run
@@ -227,7 +227,7 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
             console.print(runs_found_line(client, single), soft_wrap=True)
             comparison = compare_study(single, artifacts, alpha=args.alpha)
         study = comparison.study
-        out = args.out or project_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
+        out = args.out or work_root() / "reports" / re.sub(r"[^\w.-]+", "_", study.name)
         stage("drawing figures")
         figures = render_figures(comparison, artifacts, out)
         stage("writing the page")
@@ -262,7 +262,7 @@ def report(client: MlflowClient, uri: str, args: argparse.Namespace, console: Co
 def main(argv: Optional[list[str]] = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = resolve_tracking_uri(args.tracking_uri, project_root() / "mlruns")
+    uri = resolve_tracking_uri(args.tracking_uri, work_root() / "mlruns")
     console = wide_console()
     try:
         # a signal stops the report at its next stage and exits 128 + its number (143, 130)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from anyq.app.paths import project_root
+from anyq.app.paths import work_root
 from anyq.errors import BrowserError, StoreNotFoundError
 from anyq.reporting.browser import capture, capture_runs_page, ensure_chromium, measure_tables
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
@@ -47,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--report", type=Path,
                         help="also screenshot this report page (e.g. reports/main/index.html) beside --out")
     args = parser.parse_args(argv)
-    mlruns = project_root() / "mlruns"
+    mlruns = work_root() / "mlruns"
     uri = resolve_tracking_uri(args.tracking_uri, mlruns)
     try:
         client = open_existing_store(uri)
@@ -62,7 +62,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", max_results=50)
     datasets = {i.dataset.name for r in runs for i in (r.inputs.dataset_inputs if r.inputs else [])}
     artifact_root = args.artifact_root or (mlruns / "artifacts").resolve().as_uri()
-    out = args.out or project_root() / "reports" / "ui" / f"{args.experiment}_runs.png"
+    out = args.out or work_root() / "reports" / "ui" / f"{args.experiment}_runs.png"
     try:
         page = capture_runs_page(uri, artifact_root, experiment.experiment_id, out)
     except BrowserError as exc:

@@ -172,18 +172,20 @@ def check_logged_model(run_id: str, uri: str) -> str:
 def main(argv: Optional[list[str]] = None) -> None:
     """``python -m anyq.serving.publish <run id or prefix>``: the run's full id on stdout, or
     one line and exit 2 when the run cannot be served (:func:`check_logged_model`; the store:
-    ``MLFLOW_TRACKING_URI``, which ``make serve`` sets, else ``./mlruns``)."""
+    ``MLFLOW_TRACKING_URI``, which ``make serve`` sets, else the ``mlruns`` of
+    :func:`anyq.training.config_tree.work_root`)."""
     import os
     import sys
 
     from anyq.errors import StoreNotFoundError
+    from anyq.training.config_tree import work_root
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         sys.exit("usage: python -m anyq.serving.publish <run id>")
     try:
-        print(check_logged_model(args[0], resolve_tracking_uri(None, Path("mlruns"))))  # the full id, for make
+        print(check_logged_model(args[0], resolve_tracking_uri(None, work_root() / "mlruns")))  # the full id, for make
     except (ModelFileError, StoreNotFoundError) as exc:
         print(f"make serve: error: {first_line(exc)}", file=sys.stderr)
         sys.exit(2)

@@ -36,6 +36,14 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def work_root() -> Path:
+    """Where runs, outputs and reports go: ``ANYQ_ROOT`` if set, else the current directory,
+    as ``paths.root`` (``conf/paths/default.yaml``) resolves for ``anyq-train``. Every command
+    that reads the store (``anyq-report``, ``anyq-compare``, ``anyq-predict``) looks here, so it
+    finds what a job started in the same directory wrote."""
+    return Path(os.environ.get("ANYQ_ROOT") or ".").resolve()
+
+
 def config_dir() -> str:
     """``ANYQ_CONFIG_DIR`` if set, else ``conf/`` under :func:`project_root`."""
     return str(Path(os.environ.get("ANYQ_CONFIG_DIR", project_root() / "conf")).resolve())
