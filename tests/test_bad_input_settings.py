@@ -231,19 +231,30 @@ def broken_csv(root: Path) -> Path:
     return path
 
 
-def test_a_sweep_whose_trials_all_fail_exits_1_with_its_parent_failed(tmp_path, capsys, monkeypatch):
-    path = broken_csv(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["anyq-train", *SWEEP, "data=csv", f"data.path={path}",
-                                      "hydra.sweeper.n_trials=2", f"paths.root={tmp_path}"])
-    with pytest.raises(SystemExit) as caught:
+#: Data that reads, with a history no training window of it can hold: every job fails on it.
+NO_WINDOW = "data.history_length=7992"
+
+
+def sweep_cli(tmp_path: Path, capsys, monkeypatch, *argv: str) -> tuple[int, str, str]:
+    """``anyq-train`` on ``argv`` (a sweep): exit status, stdout, and its one error line."""
+    monkeypatch.setattr(sys, "argv", ["anyq-train", *argv, f"paths.root={tmp_path}"])
+    try:
         train.cli()
-    assert caught.value.code == 1
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
     captured = capsys.readouterr()
-    assert "Report: anyq-report" not in captured.out  # no trial finished: nothing to report or confirm
-    (line,) = error_lines(captured.err)
+    lines = error_lines(captured.err)
+    return code, captured.out, lines[0] if len(lines) == 1 else "\n".join(lines)
+
+
+def test_a_sweep_whose_trials_all_fail_exits_1_with_its_parent_failed(tmp_path, capsys, monkeypatch):
+    code, out, line = sweep_cli(tmp_path, capsys, monkeypatch, *SWEEP, NO_WINDOW, "hydra.sweeper.n_trials=2")
+    assert code == 1
+    assert "Report: anyq-report" not in out  # no trial finished: nothing to report or confirm
     assert line.startswith("anyq-train: error: study 'adaptive_attention': none of its 2 trials finished "
                            "(2 FAIL); trial 0: ")
-    assert "column 'y' has 1 infinite" in line
+    assert "has no complete window with history_length=7992" in line
     assert [t.state for t in study_trials(tmp_path)] == [TrialState.FAIL, TrialState.FAIL]
     parent, _, everything = study_runs(tmp_path)
     assert parent.info.status == "FAILED"
@@ -252,9 +263,8 @@ def test_a_sweep_whose_trials_all_fail_exits_1_with_its_parent_failed(tmp_path, 
 
 
 def test_an_ablation_whose_cells_all_fail_exits_1_with_its_parent_failed(tmp_path):
-    path = broken_csv(tmp_path)
     with pytest.raises(StudyFailed) as caught:
-        run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0"', "data=csv", f"data.path={path}")
+        run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0"', NO_WINDOW)
     assert caught.value.reason.startswith("study 'ablation': none of the 2 cells run finished; "
                                           "cell model=baseline_adaptive: DataError: ")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
@@ -263,3 +273,47 @@ def test_an_ablation_whose_cells_all_fail_exits_1_with_its_parent_failed(tmp_pat
     assert parent.info.status == "FAILED" and parent.data.tags["error"] == caught.value.reason
     assert [r for r in runs if r.info.status == "RUNNING"] == []
 
+
+
+def test_the_same_command_after_every_trial_failed_says_how_to_run_again(tmp_path, capsys, monkeypatch):
+    """Failed trials count toward ``n_trials``: the rerun has none left and says so, with the two ways on."""
+    args = (*SWEEP, NO_WINDOW, "hydra.sweeper.n_trials=2")
+    assert sweep_cli(tmp_path, capsys, monkeypatch, *args)[0] == 1
+    code, _, line = sweep_cli(tmp_path, capsys, monkeypatch, *args)
+    assert code == 1
+    assert line.startswith("anyq-train: error: study 'adaptive_attention' had no trial left to run: its 2 trials "
+                           "(hydra.sweeper.n_trials) all ran before and none finished; raise hydra.sweeper.n_trials "
+                           "or start a new study (hydra.sweeper.study_name=<new name>). study 'adaptive_attention': "
+                           "none of its 2 trials finished (2 FAIL)")
+    assert len(study_trials(tmp_path)) == 2  # nothing ran
+
+
+# ------------------------------------------------------------ a study's data
+def test_a_study_on_a_file_that_cannot_be_read_is_refused_before_it_exists(tmp_path, capsys, monkeypatch):
+    path = broken_csv(tmp_path)
+    code, _, line = sweep_cli(tmp_path, capsys, monkeypatch, *SWEEP, "data=csv", f"data.path={path}",
+                              "hydra.sweeper.n_trials=2")
+    assert code == 2
+    assert line.startswith("anyq-train: error: ") and "column 'y' has 1 infinite" in line
+    assert not (tmp_path / "mlruns").exists()  # no Optuna study, no MLflow store
+    with pytest.raises(SweepRefused, match="column 'y' has 1 infinite"):
+        run_cli(tmp_path, *ABLATION, 'hydra.sweeper.params.seed="0"', "data=csv", f"data.path={path}")
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_study_resumed_on_other_data_is_refused_and_left_as_it_was(tmp_path, capsys, monkeypatch):
+    assert sweep_cli(tmp_path, capsys, monkeypatch, *SWEEP, "hydra.sweeper.n_trials=1")[0] == 0
+    parent, _, _ = study_runs(tmp_path)
+    assert parent.data.tags["dataset"] == "synthetic" and parent.data.tags["data_fingerprint"]
+    code, _, line = sweep_cli(tmp_path, capsys, monkeypatch, *SWEEP, "data.synthetic.seed=1", "hydra.sweeper.n_trials=2")
+    assert code == 2
+    assert line.startswith(f"anyq-train: error: study 'adaptive_attention' was run on other data (data_fingerprint "
+                           f"{parent.data.tags['data_fingerprint']}; this command's: data_fingerprint ")
+    assert line.endswith("give this data a study of its own (hydra.sweeper.study_name=<new name>)")
+    again, _, _ = study_runs(tmp_path)
+    assert again.info.status == parent.info.status == "FINISHED" and len(study_trials(tmp_path)) == 1
+    # an ablation resumed on other data: the same refusal
+    run_cli(tmp_path / "grid", *ABLATION, 'hydra.sweeper.params.seed="0"', 'hydra.sweeper.params.model="baseline_adaptive"')
+    with pytest.raises(SweepRefused, match="study 'ablation' was run on other data"):
+        run_cli(tmp_path / "grid", *ABLATION, 'hydra.sweeper.params.seed="0"',
+                'hydra.sweeper.params.model="baseline_adaptive"', "data.synthetic.seed=1")

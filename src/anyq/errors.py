@@ -169,13 +169,14 @@ class WorkerLost(Exception):
 
 
 class SweepRefused(BaseException):
-    """A sweep stopped before its first trial by a :class:`ConfigError` (``error``).
+    """A sweep stopped before its first trial by a :class:`ConfigError` or, its data unreadable,
+    a :class:`DataError` (``error``).
 
     A ``BaseException`` so that it passes Hydra's error printer (which catches ``Exception``
     and exits 1) and reaches ``anyq-train``, which reports config errors in one line, exit 2.
     """
 
-    def __init__(self, error: ConfigError) -> None:
+    def __init__(self, error: ConfigError | DataError) -> None:
         super().__init__(str(error))
         self.error = error
 

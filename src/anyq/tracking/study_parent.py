@@ -11,6 +11,9 @@ from typing import Any, Iterator, Mapping, Optional
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from omegaconf import DictConfig
+
+from anyq.errors import ConfigError
 
 from anyq.tracking.orphans import hold_shared_run, run_lock_dir
 from anyq.tracking.runs import RunRecord, run_lifecycle, while_store_busy
@@ -27,15 +30,49 @@ DIRECTIONS_TAG = "optuna.directions"
 OBJECTIVES_TAG = "optuna.objectives"
 # a sweep's winner retrained over seeds (anyq-confirm): tags linking the two studies
 CONFIRM_OF_TAG = "confirm_of"  # on the confirm parent: the sweep's study name
+CONFIRM_TRIAL_TAG = "confirm_trial"  # on the confirm parent and its runs: the sweep's trial confirmed
 CONFIRM_STUDY_TAG = "confirm_study"  # on the sweep parent: the confirm study's name
 CONFIRM_RUN_TAG = "confirm_parent_run_id"  # on the sweep parent
 CONFIRM_VERDICT_TAG = "confirm_verdict"  # on the sweep parent: the verdict in one sentence
 
 
-def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -> Optional[Run]:
+#: Tags naming the data a study's trials train on, as every run carries them
+#: (:func:`anyq.tracking.recording.run_tags`): a study resumed on other data is refused.
+DATA_TAGS = ("dataset", "data_fingerprint")
+
+
+def data_identity(data: DictConfig) -> dict[str, str]:
+    """``{"dataset": …, "data_fingerprint": …}`` of the data settings ``data``: what a study's
+    parent records and what a command that resumes the study must match.
+
+    Raises:
+        DataError: the data cannot be read (a malformed file), before any study or run exists.
+    """
+    from anyq.data.dataset import load_dataset  # pandas: only when a study opens
+
+    dataset = load_dataset(data)
+    return dict(zip(DATA_TAGS, (dataset.name, dataset.fingerprint)))
+
+
+def check_identity(run: Run, identity: Mapping[str, str], study_name: str) -> None:
+    """Raise :class:`ConfigError` when the study's parent ``run`` recorded other values of
+    ``identity``'s tags (a parent from before they were recorded matches anything)."""
+    differs = {key: value for key, value in identity.items() if run.data.tags.get(key, value) != value}
+    if differs:
+        recorded = ", ".join(f"{key} {run.data.tags[key]}" for key in differs)
+        given = ", ".join(f"{key} {value}" for key, value in differs.items())
+        raise ConfigError(f"study {study_name!r} was run on other data ({recorded}; this command's: {given}), "
+                          f"and its trials would mix the two: give this data a study of its own "
+                          f"(hydra.sweeper.study_name=<new name>)")
+
+
+def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
+                    select: Optional[Mapping[str, str]] = None) -> Optional[Run]:
+    """The first parent run of ``study_name`` that carries every tag of ``select``, or None."""
+    extra = "".join(f" and tags.`{key}` = '{value}'" for key, value in (select or {}).items())
     runs = client.search_runs(
         [experiment_id],
-        filter_string=f"tags.{STUDY_TAG} = '{study_name}' and tags.{ROLE_TAG} = 'study'",
+        filter_string=f"tags.{STUDY_TAG} = '{study_name}' and tags.{ROLE_TAG} = 'study'{extra}",
         order_by=["attributes.start_time ASC"],
         max_results=1,
     )
@@ -43,8 +80,13 @@ def find_parent_run(client: MlflowClient, experiment_id: str, study_name: str) -
 
 
 def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
-                    tags: Mapping[str, str], held: ExitStack, lock_dir: Path, fresh: bool = False) -> str:
+                    tags: Mapping[str, str], held: ExitStack, lock_dir: Path, fresh: bool = False,
+                    identity: Optional[Mapping[str, str]] = None, select: Optional[Mapping[str, str]] = None) -> str:
     """Reuse the study's parent run (a resumed or shared study) or create it; mark it RUNNING.
+    ``identity`` (tags such as :func:`data_identity`'s) is recorded on a new parent and must
+    match a reused one's (:func:`check_identity`: ConfigError, the parent left as it was);
+    ``select``: only a parent with these tags is reused, else a new one is created beside the
+    others (a confirm study per confirmed trial; reports take the newest parent of a name).
     This process holds the run's lock shared in ``held`` from before it is marked RUNNING
     (:func:`~anyq.tracking.orphans.hold_shared_run`), so a process that dies leaves a run the
     next command closes.
@@ -53,15 +95,21 @@ def open_parent_run(client: MlflowClient, experiment_id: str, study_name: str,
     reports take the newest parent of a study name). Callers hold the study lock, so two
     workers never create two parents.
     """
-    run = None if fresh else find_parent_run(client, experiment_id, study_name)
+    identity = identity or {}
+    run = None if fresh else find_parent_run(client, experiment_id, study_name, select)
     if run is None:
         created = client.create_run(
             experiment_id,
             run_name=study_name,
-            tags={STUDY_TAG: study_name, ROLE_TAG: "study", MLFLOW_RUN_NAME: study_name, **tags},
+            tags={STUDY_TAG: study_name, ROLE_TAG: "study", MLFLOW_RUN_NAME: study_name, **tags, **identity,
+                  **(select or {})},
         )
         held.enter_context(hold_shared_run(lock_dir, created.info.run_id))
         return created.info.run_id
+    check_identity(run, identity, study_name)
+    for key, value in identity.items():
+        if key not in run.data.tags:
+            client.set_tag(run.info.run_id, key, value)
     held.enter_context(hold_shared_run(lock_dir, run.info.run_id))
     if run.info.status != "RUNNING":
         client.update_run(run.info.run_id, status="RUNNING")
@@ -99,20 +147,21 @@ class StudyParent:
 
 
 def open_study_parent(tracking_uri: Optional[str], mlruns_dir: str | Path, experiment: str, study_name: str,
-                      tags: Mapping[str, str], *, fresh: bool = False,
+                      tags: Mapping[str, str], *, fresh: bool = False, identity: Optional[Mapping[str, str]] = None,
+                      select: Optional[Mapping[str, str]] = None,
                       lock: Optional[AbstractContextManager] = None) -> StudyParent:
     """Both sweepers' (and the confirm study's) set-up: resolve the store
     (:func:`~anyq.tracking.store.resolve_tracking_uri`), create it and the experiment if
     needed, then reuse or create the study's parent run under ``lock`` (the study lock of a
-    study shared by several workers) and mark it RUNNING. The caller closes it in
-    :meth:`StudyParent.lifecycle`."""
+    study shared by several workers) and mark it RUNNING; a reused parent must have been run on
+    ``identity`` (:func:`check_identity`) and carry ``select`` (:func:`open_parent_run`). The caller closes it in :meth:`StudyParent.lifecycle`."""
     uri = resolve_tracking_uri(tracking_uri, mlruns_dir)
     client = ensure_store(uri, mlruns_dir)
     experiment_id = get_or_create_experiment(client, experiment, artifact_root(uri, mlruns_dir, experiment))
     held = ExitStack()
     with lock or nullcontext():
         run_id = open_parent_run(client, experiment_id, study_name, tags, held, run_lock_dir(uri, Path(mlruns_dir)),
-                                 fresh=fresh)
+                                 fresh=fresh, identity=identity, select=select)
     return StudyParent(client, uri, experiment, experiment_id, run_id, held)
 
 

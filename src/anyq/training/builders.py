@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
@@ -12,46 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from anyq.data.calendar import CalendarSpec, spec_from_config
+from anyq.data.dataset import Dataset, load_dataset  # noqa: F401 - the pipeline's names, defined with the data
 from anyq.data.datamodule import ForecastDataModule
-from anyq.data.panel import Panel
-from anyq.data.reader import read_long_frame
-from anyq.data.splits import SplitRanges, split_by_dates, split_by_proportions
-from anyq.data.synthetic import SyntheticData, generate_synthetic
 from anyq.model.forecaster import AnyQuantileForecaster, forecaster_from_config
 from anyq.training.averaging import AveragedWeights
 from anyq.training.checkpoints import BEST_FILENAME, BEST_STEP_FILENAME
 from anyq.training.diagnostics import diagnostic_callbacks, tensorboard_logger
 from anyq.training.epoch_progress import progress_callbacks, show_bar
 from anyq.training.module import ForecastingModule
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A loaded panel, its split, and (synthetic data only) the generator that knows the truth."""
-
-    name: str
-    panel: Panel
-    splits: SplitRanges
-    synthetic: Optional[SyntheticData]
-
-    @property
-    def fingerprint(self) -> str:
-        return self.panel.fingerprint()
-
-
-def load_dataset(data: DictConfig) -> Dataset:
-    synthetic = None
-    if data.source == "synthetic":
-        synthetic = generate_synthetic(**OmegaConf.to_container(data.synthetic))
-        panel = synthetic.panel
-    else:
-        panel = Panel.from_long(read_long_frame(Path(data.path)))
-    split = data.split
-    if split.kind == "dates":
-        splits = split_by_dates(panel, split.train_end, split.val_end, split.test_end)
-    else:
-        splits = split_by_proportions(panel, tuple(split.proportions))
-    return Dataset(name=data.name, panel=panel, splits=splits, synthetic=synthetic)
 
 
 def calendar_spec(data: DictConfig) -> Optional[CalendarSpec]:

@@ -21,7 +21,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from anyq.errors import ConfigError, StudyFailed, SweepRefused, first_line
+from anyq.errors import ConfigError, DataError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import forward_to_children, on_request, stop_if_requested
 from anyq.sweeping.hydra_private import job_error
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_joblib, runs_in_process
@@ -77,18 +77,25 @@ class AnyqGridSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         """Run every cell not yet FINISHED under the study's parent run.
 
-        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the grid cannot be read
-        or a setting every cell shares cannot work, before the parent run is opened;
+        Raises :class:`SweepRefused` (exit 2 in ``anyq-train``) when the grid cannot be read,
+        a setting every cell shares cannot work or the data cannot be read, before the parent
+        run is opened, or the study's parent was run on other data;
         :class:`StudyFailed` (exit 1) when cells ran and none finished, with the parent run
         closed FAILED.
         """
+        from anyq.tracking.study_parent import data_identity  # pandas and torch
+
         try:
             cells = self.cells(arguments)
             some = self._some_cell(cells)
-            check_shared(some, self.varying_keys(arguments), here=jobs_run_here(self.config))
-        except ConfigError as exc:
+            varying = self.varying_keys(arguments)
+            check_shared(some, varying, here=jobs_run_here(self.config))
+            # the cells' data read once, a bad file refused before any run; a grid over data has no one identity
+            same_data = some and not any(key == "data" or key.startswith(("data.", "data_")) for key in varying)
+            identity = data_identity(some[0].data) if same_data else {}
+            self._sweep(arguments, cells, some[0] if some else None, identity)
+        except (ConfigError, DataError) as exc:
             raise SweepRefused(exc) from exc
-        self._sweep(arguments, cells, some[0] if some else None)
 
     def _some_cell(self, cells: List[List[str]]) -> List[DictConfig]:
         """The first cell that composes (one that does not fails as its own job)."""
@@ -99,7 +106,8 @@ class AnyqGridSweeper(Sweeper):
                 continue
         return []
 
-    def _sweep(self, arguments: List[str], cells: List[List[str]], cell: Optional[DictConfig]) -> None:
+    def _sweep(self, arguments: List[str], cells: List[List[str]], cell: Optional[DictConfig],
+               identity: dict[str, str]) -> None:
         # MLflow and rich load here, not when Hydra's plugin scan imports this module
         from anyq.reporting.study_progress import CellProgress
         from anyq.reporting.table import print_runs
@@ -111,7 +119,7 @@ class AnyqGridSweeper(Sweeper):
 
         tags = {STUDY_KIND_TAG: "grid", **source_tags(git_commit(self.config.paths.root))}
         study = open_study_parent(self.config.tracking.get("tracking_uri"), str(self.config.paths.mlruns),
-                                  self.experiment, self.study_name, tags, fresh=self.fresh)
+                                  self.experiment, self.study_name, tags, fresh=self.fresh, identity=identity)
         client, parent = study.client, study.run_id
         done = {r.data.tags.get(CELL_TAG) for r in child_runs(client, study.run(), "FINISHED")}
         todo = [c for c in cells if cell_key(c) not in done]

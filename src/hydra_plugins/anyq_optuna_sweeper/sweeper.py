@@ -20,7 +20,7 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anyq.errors import ConfigError, SpaceError, StudyFailed, SweepRefused, first_line
+from anyq.errors import ConfigError, DataError, SpaceError, StudyFailed, SweepRefused, first_line
 from anyq.interrupts import on_request, stop_if_requested
 from anyq.sweeping.engine import (
     JobObjective,
@@ -93,7 +93,7 @@ class AnyqOptunaSweeper(Sweeper):
         """
         try:
             self._sweep(arguments)
-        except ConfigError as exc:
+        except (ConfigError, DataError) as exc:
             raise SweepRefused(exc) from exc
 
     def _sweep(self, arguments: List[str]) -> None:
@@ -107,6 +107,7 @@ class AnyqOptunaSweeper(Sweeper):
             open_study_parent,
             record_summary,
         )
+        from anyq.tracking.study_parent import data_identity
         from anyq.tracking.trial_runs import close_trial_runs
 
         check_sweep_settings({name: getattr(self, name) for name in
@@ -132,6 +133,7 @@ class AnyqOptunaSweeper(Sweeper):
             grace_period=self.grace_period,
             max_retry=self.max_retry,
         )
+        data = data_identity(base.data)  # the trials' data read once: a bad file refused before any study
         check_space_matches(open_study(settings), space)  # refused before a parent run exists
         tags = {
             STORAGE_TAG: redacted(settings.storage_url),
@@ -140,7 +142,7 @@ class AnyqOptunaSweeper(Sweeper):
             "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
         }
         study_parent = open_study_parent(self.config.tracking.get("tracking_uri"), mlruns,
-                                         self.experiment or study_name, study_name, tags,
+                                         self.experiment or study_name, study_name, tags, identity=data,
                                          lock=study_lock(settings.storage_url, study_name))
         client, parent, experiment = study_parent.client, study_parent.run_id, study_parent.experiment
         # a lost trial's job could not close its runs: the worker that notices closes them
@@ -164,12 +166,18 @@ class AnyqOptunaSweeper(Sweeper):
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
-            self._print_cost(base, study, settings.n_jobs, client)
+            left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
+            self._print_cost(base, left, settings.n_jobs, client)
             run_study(study, objective, callbacks=[print_progress])
             stop_if_requested()
             summary = summarize(study, self.objectives)
             record_summary(client, parent, summary)
             failed = nothing_finished(study)
+            if failed and left <= 0:  # an earlier command's failed trials used up the total
+                failed = (f"study {study_name!r} had no trial left to run: its {self.n_trials} trials "
+                          f"(hydra.sweeper.n_trials) all ran before and none finished; raise "
+                          f"hydra.sweeper.n_trials or start a new study (hydra.sweeper.study_name=<new name>). "
+                          f"{failed}")
             parent_run.conclude("FAILED" if failed else "FINISHED", failed)
         print_trials(study, self.objectives)
         print_summary(summary)
@@ -178,12 +186,11 @@ class AnyqOptunaSweeper(Sweeper):
         print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
               f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
 
-    def _print_cost(self, base: DictConfig, study: Any, slots: int, client: Any) -> None:
-        """The cost estimate of the trials left (:mod:`anyq.sweeping.cost`), before the first
-        one starts; an estimate that cannot be made is a warning, never the sweep's end."""
+    def _print_cost(self, base: DictConfig, left: int, slots: int, client: Any) -> None:
+        """The cost estimate of the ``left`` trials left (:mod:`anyq.sweeping.cost`), before the
+        first one starts; an estimate that cannot be made is a warning, never the sweep's end."""
         from anyq.sweeping.cost import estimate  # torch and Lightning
 
-        left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
         if left <= 0:
             return
         try:
