@@ -21,6 +21,7 @@ from anyq.app.paths import project_root
 from anyq.errors import BrowserError
 from anyq.reporting.browser import capture_runs_page, ensure_chromium
 from anyq.reporting.study_progress import CellProgress, Clock, TrialProgress
+from anyq.tracking.study_parent import child_runs
 from anyq.tracking.view import KIND_TAG, TRAINING_KIND, VIEW_TAG
 from conftest import TINY, run_cli
 
@@ -207,6 +208,21 @@ def test_piped_sweep_prints_a_line_per_trial_and_confirm_trains_only_what_is_mis
 
     run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=2", *CONFIRM_BUDGET)  # a rerun trains nothing
     assert len(finished_runs(client)) == len(before) + 3
+
+    # the other trial (say, a resumed sweep's new best): a parent of its own beside the first,
+    # which keeps its runs and tags; the report of the name shows the newest
+    other = 1 - best
+    run_cli(tmp_path, "confirm.study=adaptive_attention", "confirm.seeds=1", f"confirm.trial={other}", *CONFIRM_BUDGET)
+    parents = {p.data.tags["confirm_trial"]: p for p in client.search_runs([experiment.experiment_id],
+                                                                           "tags.role = 'study'")}
+    assert sorted(parents) == sorted([str(best), str(other)])
+    assert parents[str(best)].info.run_id == parent.info.run_id
+    for number, seeds in ((str(best), ["0", "1"]), (str(other), ["0"])):
+        kids = child_runs(client, parents[number], "FINISHED")
+        assert sorted(k.data.tags["seed"] for k in kids if k.data.tags["variant"] == "adaptive_attention") == seeds
+        assert {k.data.tags["confirm_trial"] for k in kids if k.data.tags["variant"] == "adaptive_attention"} == {number}
+    page = (tmp_path / "reports" / "adaptive_attention-confirm" / "index.html").read_text()
+    assert f"Trial <b>{other}</b>" in page and f"Trial <b>{best}</b>" not in page
 
     out = tmp_path / "reports" / "adaptive_attention"
     report_app.main(["adaptive_attention", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",

@@ -52,6 +52,7 @@ from anyq.tracking.source import source_tags
 from anyq.tracking.study_parent import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
+    CONFIRM_TRIAL_TAG,
     CONFIRM_STUDY_TAG,
     CONFIRM_VERDICT_TAG,
     STUDY_KIND_TAG,
@@ -162,7 +163,7 @@ def seed_config(base: DictConfig, cfg: DictConfig, seed: int, experiment: str, p
         out.tracking.parent_run_id = parent_run_id
         out.tracking.compare_to_baseline = True
         out.tracking.run_name = f"{base.model.variant}-trial{number}-seed{seed}"
-        out.tracking.tags = {**cfg.tracking.tags, CONFIRM_OF_TAG: sweep, "confirm_trial": str(number),
+        out.tracking.tags = {**cfg.tracking.tags, CONFIRM_OF_TAG: sweep, CONFIRM_TRIAL_TAG: str(number),
                              RECIPE_TAG: recipe}
         out.trial = {"study_name": None, "storage": None, "number": None}
         out.confirm = {"study": None, "seeds": cfg.confirm.seeds, "trial": None}
@@ -241,9 +242,8 @@ def run_confirm(cfg: DictConfig, uri: str, client: MlflowClient, sweep_parent: R
     name = confirm_name(sweep)
     study = open_study_parent(uri, mlruns, name, name, {
         STUDY_KIND_TAG: "confirm", CONFIRM_OF_TAG: sweep, "confirm_of_run_id": sweep_parent.info.run_id,
-        "confirm_trial": str(number), "confirm_trial_run_id": source.info.run_id,
-        **source_tags(git_commit(cfg.paths.root)),
-    })
+        "confirm_trial_run_id": source.info.run_id, **source_tags(git_commit(cfg.paths.root)),
+    }, select={CONFIRM_TRIAL_TAG: str(number)})  # another trial (a resumed sweep's new best): a parent of its own
     parent_id = study.run_id
     failures = 0
     with study.lifecycle() as parent_run:  # KILLED on a signal, FAILED on an error

@@ -37,6 +37,7 @@ from anyq.tracking.study_parent import (
     CONFIRM_OF_TAG,
     CONFIRM_RUN_TAG,
     CONFIRM_STUDY_TAG,
+    CONFIRM_TRIAL_TAG,
     CONFIRM_VERDICT_TAG,
     STUDY_KIND_TAG,
 )
@@ -76,16 +77,17 @@ def confirm_section(tags: dict[str, str]) -> list[str]:
             f"<p>{html.escape(tags.get(CONFIRM_VERDICT_TAG, ''))}</p>",
             f'<p>Study <a href="{html.escape(link)}">{html.escape(name)}</a> (parent run '
             f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the best trial retrained with "
-            "several seeds at the full budget against the baseline with the same seeds.</p>"]
+            "several seeds against the baseline with the same seeds and budget.</p>"]
 
 
-def recipe_sentence(tags: dict[str, str]) -> str:
-    """The recipe the study trained under, from its parent run's tags; empty when not recorded."""
+def recipe_sentence(tags: dict[str, str], parent: bool = True) -> str:
+    """The recipe the study trained under, from its parent run's tags (``parent``; else a
+    single run's, whose settings are its ``config.yaml``); empty when not recorded."""
     if RECIPE_TAG not in tags:
         return ""
+    where = f"the parent run's <code>{RECIPE_ARTIFACT}</code>" if parent else "each run's <code>config.yaml</code>"
     return (f" Recipe: <code>{html.escape(tags[RECIPE_TAG])}</code>, hash "
-            f"<code>{html.escape(tags.get(RECIPE_HASH_TAG, '?'))}</code> (settings: the parent run's "
-            f"<code>{RECIPE_ARTIFACT}</code>).")
+            f"<code>{html.escape(tags.get(RECIPE_HASH_TAG, '?'))}</code> (settings: {where}).")
 
 
 def _kind_label(kind: str, tags: dict[str, str]) -> str:
@@ -325,7 +327,7 @@ def confirmed_trial_section(study: Study) -> list[str]:
     tags = study.parent.data.tags
     if tags.get(STUDY_KIND_TAG) != "confirm":
         return []
-    sweep, number = tags.get(CONFIRM_OF_TAG, "?"), tags.get("confirm_trial", "?")
+    sweep, number = tags.get(CONFIRM_OF_TAG, "?"), tags.get(CONFIRM_TRIAL_TAG, "?")
     settings: dict[str, str] = {}
     trial_run = None
     try:
@@ -341,7 +343,7 @@ def confirmed_trial_section(study: Study) -> list[str]:
     out = ["<h2>Confirmed trial</h2>",
            f'<p>Trial <b>{html.escape(number)}</b> of sweep <a href="{html.escape(link)}">{html.escape(sweep)}</a>'
            + (f" (run <code>{html.escape(trial_run.info.run_id)}</code>)" if trial_run is not None else "")
-           + ", retrained with several seeds at its full budget against the baseline with the same seeds. "
+           + ", retrained with several seeds against the baseline with the same seeds and budget. "
            + (f"Recipe: <b>{html.escape(recipe)}</b>." if recipe else "No recipe tag on these runs.") + "</p>"]
     if settings:
         frame = pd.DataFrame({"value": list(settings.values())}, index=pd.Index(list(settings), name="setting"))
@@ -369,7 +371,7 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         f"<code>{html.escape(study.experiment)}</code>, {where}, "
         f"store <code>{html.escape(study.tracking_uri)}</code>. Generated {generated} from the runs' logged "
         f"metrics and stored test forecasts (nothing retrained). Baseline: "
-        f"<code>{html.escape(comparison.baseline)}</code>.{recipe_sentence(study.parent.data.tags)}</p>",
+        f"<code>{html.escape(comparison.baseline)}</code>.{recipe_sentence(study.parent.data.tags, study.kind != 'runs')}</p>",
         *confirmed_trial_section(study),
         *confirm_section(study.parent.data.tags),
         *untrained_section(comparison),
