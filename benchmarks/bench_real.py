@@ -336,8 +336,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def preamble() -> str:
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         return (f"# Real-data benchmark {stamp}\n\nexperiment={args.experiment} {' '.join(args.override)}; "
-                f"variants {args.variants or 'none'}; peers {', '.join(peers) or 'none'} (NBEATS "
-                f"{args.peer_steps} steps); {args.threads} thread(s) per model; seed {args.seed}. "
+                f"variants {args.variants or 'none'}; peers {', '.join(peers) or 'none'}"
+                f"{f' (NBEATS {args.peer_steps} steps)' if 'nbeats' in peers else ''}; "
+                f"{args.threads} thread(s) per model; seed {args.seed}. "
                 f"Wall {wall:.0f} s, CPU of this process {cpu:.0f} s (peers' CPU in their rows).")
 
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,22 @@ def test_non_hourly_is_refused_with_detected_step(freq, shown):
         Panel.from_long(frame)
 
 
+def test_a_half_hourly_file_is_named_and_the_resampling_shown(tmp_path):
+    from omegaconf import OmegaConf
+
+    from anyq.data.dataset import load_dataset
+
+    path = tmp_path / "half.csv"
+    pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2020-01-01", periods=10, freq="30min"), "y": 1.0}).to_csv(
+        path, index=False)
+    data = OmegaConf.create({"source": "file", "path": str(path), "name": "csv",
+                             "split": {"kind": "proportions", "proportions": [0.6, 0.2, 0.2]}})
+    with pytest.raises(DataError) as caught:
+        load_dataset(data)
+    assert str(caught.value).startswith(f"{path}: expected hourly data but detected a step of 0 days 00:30:00 "
+                                        "(resample it to hourly means first")
+
+
 def test_hourly_with_gaps_passes_but_off_grid_series_fails():
     hours = pd.date_range("2020-01-01", periods=10, freq="h")
     frame = pd.DataFrame({"unique_id": "a", "ds": hours.delete([3, 4, 7]), "y": 1.0})
@@ -150,6 +168,19 @@ def test_split_by_dates_inclusive_ends():
         split_by_dates(panel, "2017-01-03", "2019-12-31", "2020-01-01")
     with pytest.raises(DataError, match=r"split 'test' \(ending 2020-01-01 23:00:00\) is empty"):
         split_by_dates(panel, "2017-01-01", "2017-01-03", "2020-01-01")
+
+
+def test_a_test_end_after_the_data_is_taken_as_the_data_end_and_said(caplog):
+    panel = _days_panel(5)  # 2016-12-30 .. 2017-01-03 23:00
+    with caplog.at_level(logging.WARNING, logger="anyq.data.splits"):
+        splits = split_by_dates(panel, "2016-12-31", "2017-01-01", "2017-06-30")
+    assert splits.test == (72, 120)
+    assert caplog.messages == ["data.split.test_end 2017-06-30 23:00:00 is after the data's last hour: the test "
+                               "split ends at 2017-01-03 23:00:00"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="anyq.data.splits"):
+        split_by_dates(panel, "2016-12-31", "2017-01-01", "2017-01-03")  # the data's own last day: nothing to say
+    assert caplog.messages == []
 
 
 def test_split_by_proportions_cuts_at_midnight():

@@ -264,6 +264,7 @@ def test_predict_round_trips_a_csv(trained, tmp_path, monkeypatch, capsys):
         (["--levels", "0.5,half"], "--levels '0.5,half': expected comma-separated numbers"),
         (["--origin", "2018-03-05 00:00"], "history of series 'A' is too short: 96 hour(s) before its forecast origin 2018-03-05 00:00, the model needs 168"),
         (["--gap"], "history of series 'B' has 1 missing (NaN) hour(s) in the 168 before its forecast origin"),
+        (["--origin", "2030-01-01 00:00"], "--origin 2030-01-01 00:00 is after the last hour of series 'A', "),
     ],
 )
 def test_predict_bad_requests_are_one_line(trained, tmp_path, capsys, extra, message):

@@ -87,8 +87,9 @@ def predict(args: argparse.Namespace) -> None:
     target = sys.stdout if args.output == "-" else args.output
     out.to_csv(target, index=False, date_format="%Y-%m-%d %H:%M:%S")
     if args.output != "-":  # a file: say what it now holds (stdout carries the rows themselves)
-        print(f"anyq-predict: wrote {len(out)} rows ({len(windows.ids)} series x {forecast.shape[1]} hours x "
-              f"{len(levels)} levels) to {args.output}", file=sys.stderr)
+        n, hours = len(levels), forecast.shape[1]
+        print(f"anyq-predict: wrote {len(out)} rows ({len(windows.ids)} series x {hours} hour{'s' * (hours != 1)} x "
+              f"{n} level{'s' * (n != 1)}) to {args.output}", file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -108,7 +108,8 @@ def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
     ci = f"seed mean ± {100 * comparison.confidence:g} % CI half-width"
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
     headline = comparison.headline
-    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: headline {headline}/ and test/ "
+    families = "test/" if headline == "test" else f"headline {headline}/ and test/"
+    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: {families} "
                          f"CRPS in data units ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
     details = Table(title=f"Study {study.name!r}: coverage of the 90 % and 95 % intervals, calibration, point "
                           f"accuracy, cost ({ci})", **style)
@@ -134,8 +135,8 @@ def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
         )
         details.add_row(
             str(group), c("headline/coverage-0.9", "{:.3f}"), c("test/coverage-0.9", "{:.3f}"),
-            c("test/coverage-0.95", "{:.3f}"), c("test/crps_norm", "{:.3g}"), c("test/marfe", "{:.3g}"),
-            c("test/mape", "{:.3g}"), c("train_seconds", "{:.0f}"),
+            c("test/coverage-0.95", "{:.3f}"), c("test/crps_norm", "{:.2f}"), c("test/marfe", "{:.4f}"),
+            c("test/mape", "{:.2f}"), c("train_seconds", "{:.0f}"),
         )
     return scores, details
 

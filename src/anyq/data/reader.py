@@ -247,7 +247,9 @@ def validate_hourly(frame: pd.DataFrame, where: str = "data") -> None:
     hour = np.int64(3_600_000_000_000)
     if steps.size and steps.min() != hour:
         raise DataError(
-            f"{where}: expected hourly data but detected a step of {pd.Timedelta(int(steps.min()))}"
+            f"{where}: expected hourly data but detected a step of {pd.Timedelta(int(steps.min()))} "
+            f"(resample it to hourly means first, e.g. pandas' frame.set_index('ds').groupby('unique_id')"
+            f".resample('h').y.mean())"
         )
     off_grid = (ds - ds.min()) % hour != 0
     if off_grid.any():

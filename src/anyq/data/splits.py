@@ -9,6 +9,7 @@ how the MHLV paper evaluates.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ import pandas as pd
 
 from anyq.data.panel import Panel
 from anyq.errors import DataError, first_line
+
+log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 DateLike = str | pd.Timestamp | dt.date | dt.datetime
@@ -95,6 +98,8 @@ def split_by_dates(
             raise DataError(
                 f"split {name!r} (ending {end}) is empty: the data covers {first} to {last}"
             )
+    if ends[2] > last:  # accepted (the data ends the test split), but never silently
+        log.warning("data.split.test_end %s is after the data's last hour: the test split ends at %s", ends[2], last)
     return SplitRanges(*zip(starts, stops, strict=True))
 
 

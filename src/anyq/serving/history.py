@@ -68,6 +68,17 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
             f"history of series {panel.ids[i]!r} is too short: {have} hour(s) before its forecast origin "
             f"{stamps[i]:%Y-%m-%d %H:%M}, the model needs {history_length}"
         )
+    if origin is not None:  # an origin after a series' last actual: its hours up to the origin are missing
+        after = t - observed[:, ::-1].argmax(axis=1)  # one past each series' last observation
+        late = start > after
+        if late.any():
+            i = int(np.argmax(late))
+            last = panel.index[0] + pd.Timedelta(hours=int(after[i]) - 1)
+            raise RequestError(
+                f"--origin {stamps[i]:%Y-%m-%d %H:%M} is after the last hour of series {panel.ids[i]!r}, "
+                f"{last:%Y-%m-%d %H:%M}: give its actual load up to the origin, or forecast from "
+                f"{last + pd.Timedelta(hours=1):%Y-%m-%d %H:%M} (no --origin)"
+            )
     gaps = np.isnan(values[:, -history_length:]).sum(axis=1)
     if gaps.any():
         i = int(np.argmax(gaps > 0))
