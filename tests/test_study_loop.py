@@ -23,7 +23,7 @@ from anyq.reporting.browser import capture_runs_page, ensure_chromium
 from anyq.reporting.study_progress import CellProgress, Clock, TrialProgress
 from anyq.tracking.study_parent import child_runs
 from anyq.tracking.view import KIND_TAG, TRAINING_KIND, VIEW_TAG
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, run_report
 
 ROOT = project_root()
 BIN = Path(sys.executable).parent
@@ -223,6 +223,9 @@ def test_piped_sweep_prints_a_line_per_trial_and_confirm_trains_only_what_is_mis
         assert {k.data.tags["confirm_trial"] for k in kids if k.data.tags["variant"] == "adaptive_attention"} == {number}
     page = (tmp_path / "reports" / "adaptive_attention-confirm" / "index.html").read_text()
     assert f"Trial <b>{other}</b>" in page and f"Trial <b>{best}</b>" not in page
+    printed = run_report("adaptive_attention-confirm", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+                         "--out", str(tmp_path / "confirm-page"), "--no-log")
+    assert "Study 'adaptive_attention-confirm' (confirm), test split" in " ".join(printed.split())
 
     out = tmp_path / "reports" / "adaptive_attention"
     report_app.main(["adaptive_attention", "--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db",

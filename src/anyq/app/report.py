@@ -109,7 +109,8 @@ def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
     style = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
     headline = comparison.headline
     families = "test/" if headline == "test" else f"headline {headline}/ and test/"
-    scores = Table(title=f"Study {study.name!r} ({study.kind}), test split: {families} "
+    kind = study.parent.data.tags.get(STUDY_KIND_TAG) or study.kind  # a confirm study: "confirm", not "grid"
+    scores = Table(title=f"Study {study.name!r} ({kind}), test split: {families} "
                          f"CRPS in data units ({ci}) and verdict of test/ vs {comparison.baseline}", **style)
     details = Table(title=f"Study {study.name!r}: coverage of the 90 % and 95 % intervals, calibration, point "
                           f"accuracy, cost ({ci})", **style)
