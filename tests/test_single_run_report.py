@@ -46,7 +46,7 @@ def test_csv_run_prints_its_baseline_comparison_and_make_report_writes_its_page(
     # the table that closes `make run`, with the run and its baseline, and the Δ in the data's units
     lines = printed.splitlines()
     first = next(i for i, line in enumerate(lines) if f"Run {model.info.run_id} against its baseline" in line)
-    last = next(i for i, line in enumerate(lines) if line.startswith("Report: anyq-report"))
+    last = next(i for i, line in enumerate(lines) if line.startswith("Report: "))
     table = lines[first:last]
     assert all(len(line) <= 80 for line in table), "\n".join(table)  # an 80-column terminal takes it whole
     rows = {m.group(1): line.split() for line in table
@@ -65,7 +65,8 @@ def test_csv_run_prints_its_baseline_comparison_and_make_report_writes_its_page(
     assert abs(float(delta) - model.data.metrics["delta/crps_vs_baseline"]) <= 0.5 * 10 ** -len(delta.split(".")[-1])
     legend = " ".join(" ".join(table[table.index(next(line for line in table if line.startswith("test: "))):]).split())
     assert "test: the model's own forecast, each run's headline" in legend and "negative = better" in legend
-    assert "(make report EXPERIMENT=anyq)" in printed
+    # a store outside the checkout: the reader's command with ANYQ_ROOT, not make's (which reads the checkout's)
+    assert f"Report: ANYQ_ROOT={root.resolve()} anyq-report --experiment anyq\n" in printed
 
     # `make report` with no name: the newest thing in the store is this single run
     out = root / "reports" / "anyq"
@@ -197,3 +198,19 @@ def test_a_study_table_names_each_rows_seed_when_the_seeds_differ(tmp_path, caps
     rows = [line.split()[:3] for line in capsys.readouterr().out.splitlines() if line.startswith(("baseline_", "sampler_"))]
     assert rows == [["baseline_adaptive", "0", "115.10"], ["baseline_adaptive", "1", "114.20"],
                     ["sampler_off", "2", "116.30"]]
+
+
+def test_the_report_hint_is_typed_where_the_command_started(tmp_path, monkeypatch):
+    from anyq.app.paths import project_root, report_hint, ui_hint
+
+    monkeypatch.delenv("ANYQ_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert report_hint("anyq", tmp_path) == "anyq-report --experiment anyq"  # the store here: as it is
+    assert report_hint("s", tmp_path / "elsewhere", "study") == f"ANYQ_ROOT={tmp_path / 'elsewhere'} anyq-report --study s"
+    assert report_hint("s", project_root(), "study") == (f"ANYQ_ROOT={project_root()} anyq-report --study s"
+                                                         "   (make report STUDY=s)")
+    monkeypatch.chdir(project_root())  # where make runs
+    assert report_hint("anyq", project_root()) == "anyq-report --experiment anyq   (make report EXPERIMENT=anyq)"
+    assert ui_hint(f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}") == "make ui  (http://127.0.0.1:5000)"
+    assert ui_hint(f"sqlite:///{tmp_path}/mlruns/mlflow.db") == \
+        f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db"

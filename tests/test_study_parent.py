@@ -92,11 +92,13 @@ def test_unknown_experiment_is_a_report_error_and_compare_exits_with_its_line(tm
         experiment_id(study.client, "absent")
     with pytest.raises(SystemExit) as exited:
         compare_app.main(["--experiment", "absent", "--tracking-uri", study.uri])
-    assert exited.value.code == (f"no MLflow experiment named 'absent' in {study.uri} "
-                                 f"(did you mean present?)")  # printed, exit 1
+    assert exited.value.code == 2  # as anyq-report: bad input, one line
+    assert capsys.readouterr().err == (f"anyq-compare: error: no MLflow experiment named 'absent' in {study.uri} "
+                                       f"(did you mean present?)\n")
 
 
-def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_empty_table(tmp_path, monkeypatch):
+def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_empty_table(tmp_path, monkeypatch,
+                                                                                          capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     study = open_study_parent(None, tmp_path / "mlruns", "adaptive_attention", "sweep_a", {})
     with open_run(study.client, study.experiment_id, run_name="trial", parent_run_id=study.run_id, tags={}):
@@ -104,8 +106,10 @@ def test_compare_on_an_experiment_of_study_runs_names_its_studies_instead_of_an_
     close_run(study.client, study.run_id, "FINISHED")
     with pytest.raises(SystemExit) as exited:
         compare_app.main(["--experiment", "adaptive_attention", "--tracking-uri", study.uri])
-    assert exited.value.code == ("experiment 'adaptive_attention' has no finished run outside a study: its runs "
-                                 "belong to studies (sweep_a); compare a study's runs with: anyq-report --study sweep_a")
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == ("anyq-compare: error: experiment 'adaptive_attention' has no finished run "
+                                       "outside a study: its runs belong to studies (sweep_a); compare a study's "
+                                       "runs with: anyq-report --study sweep_a\n")
     study.client.create_experiment("none")
     with pytest.raises(ReportError, match=r"^experiment 'none' has no finished run outside a study: train one"):
         latest_runs(study.client, "none", 2)
@@ -139,7 +143,9 @@ def test_a_mistyped_experiment_is_one_line_with_the_closest_name(tmp_path, monke
     study = open_study_parent(None, tmp_path / "mlruns", "present", "sweep_a", {})
     with pytest.raises(SystemExit) as exited:
         compare_app.main(["--experiment", "presnt", "--tracking-uri", study.uri])
-    assert exited.value.code == f"no MLflow experiment named 'presnt' in {study.uri} (did you mean present?)"
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (f"anyq-compare: error: no MLflow experiment named 'presnt' in {study.uri} "
+                                       "(did you mean present?)\n")
     with pytest.raises(SystemExit) as exited:
         report_app.main(["--experiment", "presnt", "--tracking-uri", study.uri, "--out", str(tmp_path / "r")])
     assert exited.value.code == 2

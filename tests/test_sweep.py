@@ -81,7 +81,8 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     assert {(k.data.tags["recipe"], k.data.tags["recipe_hash"]) for k in kids} == {("cpu_demo", recipe)}
     assert parent.data.tags["recipe"] == "cpu_demo"
     name = parent.data.tags["study_name"]  # the last line says how to report it and confirm its best trial
-    assert out.rstrip().splitlines()[-1] == (f"Report: anyq-report --study {name}   (make report STUDY={name}); "
+    # the store is not the checkout's nor where a reader started here looks: ANYQ_ROOT says where, no make form
+    assert out.rstrip().splitlines()[-1] == (f"Report: ANYQ_ROOT={tmp_path.resolve()} anyq-report --study {name}; "
                                              f"its best trial over seeds: anyq-confirm {name} --seeds 5")
     assert "A new study created" not in out + captured.err  # Optuna's own line is the log file's
     sorted_numbers = sorted(int(k.data.tags["optuna.trial_number"]) for k in kids)

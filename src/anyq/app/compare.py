@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from anyq.app.paths import work_root
+from anyq.app.paths import ui_hint, work_root
 from anyq.errors import ReportError, StoreNotFoundError
 from anyq.reporting.latest_runs import latest_runs
 from anyq.reporting.table import print_runs
@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         client = open_existing_store(uri)
         runs = latest_runs(client, args.experiment, args.last)
-    except (ReportError, StoreNotFoundError) as exc:  # no store, no such experiment: the message, exit 1
-        sys.exit(str(exc))
+    except (ReportError, StoreNotFoundError) as exc:  # no store, no such experiment: one line, exit 2 as anyq-report
+        print(f"anyq-compare: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     shown = {run.info.run_id for run in runs}
     wanted = sorted({r.data.tags[BASELINE_RUN_TAG] for r in runs if r.data.tags.get(BASELINE_RUN_TAG)} - shown)
     if wanted:  # one query in every experiment (a baseline is reused across them); a deleted one is left out
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLflow store: {uri}  experiment id {experiment.experiment_id if experiment else '?'}")
     for run in runs:
         print(f"  {run.data.tags.get('variant', '?'):>20}  run {run.info.run_id}")
-    print("Browse them with: make ui  (http://127.0.0.1:5000)")
+    print(f"Browse them with: {ui_hint(uri)}")
 
 
 if __name__ == "__main__":

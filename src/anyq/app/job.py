@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
+from anyq.app.paths import report_hint
 from anyq.interrupts import stop_if_requested
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
@@ -143,4 +144,4 @@ def print_comparison(cfg: DictConfig, run_id: str) -> None:
         why = tags.get(BASELINE_ERROR_TAG) or ("it is the baseline" if is_baseline(cfg) else
                                                "no comparison was asked for (tracking.compare_to_baseline=false)")
         print(f"No baseline comparison: {why}", flush=True)
-    print(f"Report: anyq-report --experiment {experiment}   (make report EXPERIMENT={experiment})", flush=True)
+    print(f"Report: {report_hint(experiment, cfg.paths.root)}", flush=True)

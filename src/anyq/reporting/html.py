@@ -76,8 +76,8 @@ def confirm_section(tags: dict[str, str]) -> list[str]:
     return ["<h2>Confirmed over seeds</h2>",
             f"<p>{html.escape(tags.get(CONFIRM_VERDICT_TAG, ''))}</p>",
             f'<p>Study <a href="{html.escape(link)}">{html.escape(name)}</a> (parent run '
-            f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the best trial retrained with "
-            "several seeds against the baseline with the same seeds and budget.</p>"]
+            f"<code>{html.escape(tags.get(CONFIRM_RUN_TAG, ''))}</code>): the confirmed trial retrained with "
+            "seeds (confirm.seeds) against the baseline with the same seeds and budget.</p>"]
 
 
 def recipe_sentence(tags: dict[str, str], parent: bool = True) -> str:
@@ -343,7 +343,7 @@ def confirmed_trial_section(study: Study) -> list[str]:
     out = ["<h2>Confirmed trial</h2>",
            f'<p>Trial <b>{html.escape(number)}</b> of sweep <a href="{html.escape(link)}">{html.escape(sweep)}</a>'
            + (f" (run <code>{html.escape(trial_run.info.run_id)}</code>)" if trial_run is not None else "")
-           + ", retrained with several seeds against the baseline with the same seeds and budget. "
+           + ", retrained over seeds (confirm.seeds) against the baseline with the same seeds and budget. "
            + (f"Recipe: <b>{html.escape(recipe)}</b>." if recipe else "No recipe tag on these runs.") + "</p>"]
     if settings:
         frame = pd.DataFrame({"value": list(settings.values())}, index=pd.Index(list(settings), name="setting"))

@@ -109,6 +109,7 @@ class AnyqGridSweeper(Sweeper):
     def _sweep(self, arguments: List[str], cells: List[List[str]], cell: Optional[DictConfig],
                identity: dict[str, str]) -> None:
         # MLflow and rich load here, not when Hydra's plugin scan imports this module
+        from anyq.app.paths import report_hint
         from anyq.reporting.study_progress import CellProgress
         from anyq.reporting.table import print_runs
         from anyq.tracking.readiness import record_study_readiness, untrained_runs
@@ -163,5 +164,5 @@ class AnyqGridSweeper(Sweeper):
         record_study_readiness(client, parent, untrained_runs(runs))
         print_runs(runs, title=f"Study {self.study_name!r} (experiment {self.experiment!r}, parent run "
                                f"{parent}): test split")
-        print(f"MLflow store: {study.uri}\nReport: anyq-report --study {self.study_name}   "
-              f"(make report STUDY={self.study_name})", flush=True)
+        print(f"MLflow store: {study.uri}\nReport: {report_hint(self.study_name, self.config.paths.root, 'study')}",
+              flush=True)

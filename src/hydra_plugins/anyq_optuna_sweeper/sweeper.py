@@ -98,6 +98,7 @@ class AnyqOptunaSweeper(Sweeper):
 
     def _sweep(self, arguments: List[str]) -> None:
         # MLflow and rich load here, not when Hydra's plugin scan imports this module
+        from anyq.app.paths import report_hint
         from anyq.reporting.study_progress import TrialProgress, print_summary, print_trials
         from anyq.tracking.recipe_tags import record_recipe
         from anyq.tracking.study_parent import (
@@ -183,7 +184,7 @@ class AnyqOptunaSweeper(Sweeper):
         print_summary(summary)
         if failed:
             raise StudyFailed(failed)
-        print(f"Report: anyq-report --study {study_name}   (make report STUDY={study_name}); its best trial over "
+        print(f"Report: {report_hint(study_name, self.config.paths.root, 'study')}; its best trial over "
               f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
 
     def _print_cost(self, base: DictConfig, left: int, slots: int, client: Any) -> None:
