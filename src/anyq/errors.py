@@ -26,6 +26,11 @@ def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
     return found[0] if found else None
 
 
+def counted(n: int, word: str) -> str:
+    """``1 seed``, ``3 seeds``: a count and its noun, as messages and tables write them."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def first_line(exc: BaseException | str, *, with_type: bool = False, limit: int = LIMIT) -> str:
     """The first non-empty line of ``exc``'s message, at most ``limit`` characters.
 

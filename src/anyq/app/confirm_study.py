@@ -37,7 +37,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anyq.app.job import hydra_overrides, train_tracked
-from anyq.errors import ConfigError, SettingError, first_line
+from anyq.errors import ConfigError, SettingError, counted, first_line
 from anyq.interrupts import stop_if_requested
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
@@ -215,7 +215,7 @@ def crps_line(verdict: dict[str, Any]) -> str:
     baseline's, in data units."""
     low, high = verdict["crps_ci_low"], verdict["crps_ci_high"]
     interval = "no interval from one seed" if math.isnan(low) else f"95 % CI {low:.5g} .. {high:.5g}"
-    seeds = f"{verdict['seeds']} seed{'' if verdict['seeds'] == 1 else 's'}"
+    seeds = counted(verdict["seeds"], "seed")
     return (f"test CRPS over {seeds}: {verdict['crps_mean']:.5g} ({interval}); "
             f"baseline {verdict['baseline_crps_mean']:.5g}")
 

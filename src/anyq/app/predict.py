@@ -27,7 +27,7 @@ from typing import Optional, Sequence
 
 from anyq.app.paths import work_root
 from anyq.data.reader import read_long_frame
-from anyq.errors import DataError, ModelFileError, RequestError, first_line
+from anyq.errors import DataError, ModelFileError, RequestError, counted, first_line
 from anyq.serving.bundle import ForecasterSpec, ServedForecaster, check_levels, checkpoint_weights
 from anyq.serving.history import forecasts_to_long, history_windows
 
@@ -87,9 +87,8 @@ def predict(args: argparse.Namespace) -> None:
     target = sys.stdout if args.output == "-" else args.output
     out.to_csv(target, index=False, date_format="%Y-%m-%d %H:%M:%S")
     if args.output != "-":  # a file: say what it now holds (stdout carries the rows themselves)
-        n, hours = len(levels), forecast.shape[1]
-        print(f"anyq-predict: wrote {len(out)} rows ({len(windows.ids)} series x {hours} hour{'s' * (hours != 1)} x "
-              f"{n} level{'s' * (n != 1)}) to {args.output}", file=sys.stderr)
+        print(f"anyq-predict: wrote {len(out)} rows ({len(windows.ids)} series x {counted(forecast.shape[1], 'hour')} x "
+              f"{counted(len(levels), 'level')}) to {args.output}", file=sys.stderr)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -36,6 +36,7 @@ import pandas as pd
 from anyq.data.calendar import INPUTS, CalendarSpec
 from anyq.data.panel import Panel
 from anyq.data.windows import WindowSet
+from anyq.errors import counted
 
 #: the longest run of unseen days of year that still keeps the day-of-year input
 DOY_UNSEEN_RUN = 7
@@ -118,7 +119,7 @@ def _holiday_coverage(spec: CalendarSpec, panel: Panel, per_series: np.ndarray, 
         sorted({spec.countries.get(sid, spec.country) for sid in panel.ids} - {None}))
     if not days:
         return InputCoverage("holiday", False, f"no holiday of {source} in the training range ({span})")
-    return InputCoverage("holiday", True, f"training covers {days} holiday date{'s' * (days > 1)} of {source}")
+    return InputCoverage("holiday", True, f"training covers {counted(days, 'holiday date')} of {source}")
 
 
 def covered_inputs(coverage: dict[str, InputCoverage]) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ import statsmodels.api as sm
 from scipy import stats as scipy_stats
 from statsmodels.stats.multitest import multipletests
 
+from anyq.errors import counted
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, newey_west_lags
 
 TOO_FEW_SEEDS = "too few seeds for a verdict"
@@ -196,7 +197,7 @@ def study_verdicts(tests: Mapping[str, SeedWindowTest], alpha: float = 0.05,
                          trained_enough=not reason)
         if verdict == TOO_FEW_SEEDS:
             seeds = min(test.candidate_seeds, test.reference_seeds)
-            reason = f"{seeds} seed{'' if seeds == 1 else 's'}; a verdict needs {MIN_SEEDS} or more in both groups"
+            reason = f"{counted(seeds, 'seed')}; a verdict needs {MIN_SEEDS} or more in both groups"
         out[group] = Verdict(test, p_adj, verdict, alpha, reason)
     return out
 

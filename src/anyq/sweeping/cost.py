@@ -31,7 +31,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from anyq.tracking.baseline import baseline_signature, find_baseline_run
-from anyq.training.builders import build_datamodule, build_model, load_dataset
+from anyq.data.dataset import Dataset, load_dataset
+from anyq.errors import counted
+from anyq.training.builders import build_datamodule, build_model
 from anyq.training.run import settle_calendar
 
 #: Seconds of start-up and logging per job beside training and evaluation (data, MLflow run,
@@ -74,20 +76,16 @@ class SweepCost:
     def lines(self) -> list[str]:
         wall = "under 1 min" if self.wall_s < 60 else f"about {self.wall_s / 60:.0f} min"
         return [
-            f"Cost estimate: {_count(self.jobs, 'job')} ({_count(self.trials, 'trial')}"
+            f"Cost estimate: {counted(self.jobs, 'job')} ({counted(self.trials, 'trial')}"
             f"{' + 1 baseline' if self.baseline else '; their baseline is in the store'}), "
             f"{self.job_s / 60:.1f} min a job, {self.slots} side by side: {wall} wall at most "
             f"(pruning stops trials early)",
-            f"  a job: {self.steps} steps x {self.step_s:.3g} s + {_count(self.checks, 'validation')} x "
+            f"  a job: {self.steps} steps x {self.step_s:.3g} s + {counted(self.checks, 'validation')} x "
             f"{self.validation_s:.3g} s + test {self.test_s:.3g} s + start-up {STARTUP_S:.0f} s",
             f"  step time measured now: median of {STEPS_TIMED} optimiser steps of the base config "
-            f"(batch {self.batch}, {_count(self.threads, 'torch thread')}); "
+            f"(batch {self.batch}, {counted(self.threads, 'torch thread')}); "
             f"start-up: a stored figure (anyq.sweeping.cost.STARTUP_S)",
         ]
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
@@ -114,14 +112,16 @@ def budget_of(cfg: DictConfig, batches_per_epoch: int) -> tuple[int, int]:
     return steps, int(t.max_epochs)
 
 
-def estimate(cfg: DictConfig, trials: int, slots: int, client: MlflowClient | None = None) -> SweepCost:
+def estimate(cfg: DictConfig, trials: int, slots: int, client: MlflowClient | None = None,
+             dataset: Dataset | None = None) -> SweepCost:
     """Measure the base config ``cfg`` (see the module) and price ``trials`` trials on ``slots``;
-    ``client``: the study's store, where a baseline already trained is not counted again."""
+    ``client``: the study's store, where a baseline already trained is not counted again;
+    ``dataset``: ``cfg.data`` loaded already (the sweeper's), else loaded here."""
     before = torch.get_num_threads()
     threads = int(cfg.trainer.num_threads or before)
     torch.set_num_threads(threads)
     try:
-        dataset = load_dataset(cfg.data)
+        dataset = dataset if dataset is not None else load_dataset(cfg.data)
         cfg = settle_calendar(cfg, dataset)  # the calendar inputs the jobs will take
         trained = client is not None and find_baseline_run(
             client, baseline_signature(cfg, dataset.fingerprint), dataset.fingerprint) is not None

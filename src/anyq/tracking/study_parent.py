@@ -11,8 +11,7 @@ from typing import Any, Iterator, Mapping, Optional
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from omegaconf import DictConfig
-
+from anyq.data.dataset import Dataset
 from anyq.errors import ConfigError
 
 from anyq.tracking.orphans import hold_shared_run, run_lock_dir
@@ -41,16 +40,10 @@ CONFIRM_VERDICT_TAG = "confirm_verdict"  # on the sweep parent: the verdict in o
 DATA_TAGS = ("dataset", "data_fingerprint")
 
 
-def data_identity(data: DictConfig) -> dict[str, str]:
-    """``{"dataset": …, "data_fingerprint": …}`` of the data settings ``data``: what a study's
-    parent records and what a command that resumes the study must match.
-
-    Raises:
-        DataError: the data cannot be read (a malformed file), before any study or run exists.
-    """
-    from anyq.data.dataset import load_dataset  # pandas: only when a study opens
-
-    dataset = load_dataset(data)
+def data_identity(dataset: Dataset) -> dict[str, str]:
+    """``{"dataset": …, "data_fingerprint": …}`` of a loaded data set
+    (:func:`anyq.data.dataset.load_dataset`): what a study's parent records and what a command
+    that resumes the study must match."""
     return dict(zip(DATA_TAGS, (dataset.name, dataset.fingerprint)))
 
 

@@ -83,7 +83,8 @@ class AnyqGridSweeper(Sweeper):
         :class:`StudyFailed` (exit 1) when cells ran and none finished, with the parent run
         closed FAILED.
         """
-        from anyq.tracking.study_parent import data_identity  # pandas and torch
+        from anyq.data.dataset import load_dataset  # pandas
+        from anyq.tracking.study_parent import data_identity
 
         try:
             cells = self.cells(arguments)
@@ -92,7 +93,7 @@ class AnyqGridSweeper(Sweeper):
             check_shared(some, varying, here=jobs_run_here(self.config))
             # the cells' data read once, a bad file refused before any run; a grid over data has no one identity
             same_data = some and not any(key == "data" or key.startswith(("data.", "data_")) for key in varying)
-            identity = data_identity(some[0].data) if same_data else {}
+            identity = data_identity(load_dataset(some[0].data)) if same_data else {}
             self._sweep(arguments, cells, some[0] if some else None, identity)
         except (ConfigError, DataError) as exc:
             raise SweepRefused(exc) from exc

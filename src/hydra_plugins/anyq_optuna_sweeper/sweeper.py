@@ -108,6 +108,7 @@ class AnyqOptunaSweeper(Sweeper):
             open_study_parent,
             record_summary,
         )
+        from anyq.data.dataset import load_dataset
         from anyq.tracking.study_parent import data_identity
         from anyq.tracking.trial_runs import close_trial_runs
 
@@ -134,7 +135,7 @@ class AnyqOptunaSweeper(Sweeper):
             grace_period=self.grace_period,
             max_retry=self.max_retry,
         )
-        data = data_identity(base.data)  # the trials' data read once: a bad file refused before any study
+        dataset = load_dataset(base.data)  # the trials' data read once: a bad file refused before any study
         check_space_matches(open_study(settings), space)  # refused before a parent run exists
         tags = {
             STORAGE_TAG: redacted(settings.storage_url),
@@ -143,7 +144,8 @@ class AnyqOptunaSweeper(Sweeper):
             "search_space": " ".join(f"{k}={v}" for k, v in space.items())[:4000],
         }
         study_parent = open_study_parent(self.config.tracking.get("tracking_uri"), mlruns,
-                                         self.experiment or study_name, study_name, tags, identity=data,
+                                         self.experiment or study_name, study_name, tags,
+                                         identity=data_identity(dataset),
                                          lock=study_lock(settings.storage_url, study_name))
         client, parent, experiment = study_parent.client, study_parent.run_id, study_parent.experiment
         # a lost trial's job could not close its runs: the worker that notices closes them
@@ -168,7 +170,7 @@ class AnyqOptunaSweeper(Sweeper):
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
             left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
-            self._print_cost(base, left, settings.n_jobs, client)
+            self._print_cost(base, left, settings.n_jobs, client, dataset)
             run_study(study, objective, callbacks=[print_progress])
             stop_if_requested()
             summary = summarize(study, self.objectives)
@@ -187,7 +189,7 @@ class AnyqOptunaSweeper(Sweeper):
         print(f"Report: {report_hint(study_name, self.config.paths.root, 'study')}; its best trial over "
               f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
 
-    def _print_cost(self, base: DictConfig, left: int, slots: int, client: Any) -> None:
+    def _print_cost(self, base: DictConfig, left: int, slots: int, client: Any, dataset: Any) -> None:
         """The cost estimate of the ``left`` trials left (:mod:`anyq.sweeping.cost`), before the
         first one starts; an estimate that cannot be made is a warning, never the sweep's end."""
         from anyq.sweeping.cost import estimate  # torch and Lightning
@@ -195,7 +197,7 @@ class AnyqOptunaSweeper(Sweeper):
         if left <= 0:
             return
         try:
-            cost = estimate(base, left, slots, client)
+            cost = estimate(base, left, slots, client, dataset)
         except Exception as exc:  # noqa: BLE001 - the sweep does not depend on its estimate
             log.warning("no cost estimate: %s", first_line(exc))
             return
