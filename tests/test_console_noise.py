@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import shlex
 import subprocess
 import sys
 import warnings
@@ -35,6 +36,18 @@ def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
     run_id = re.search(r"run_id=([0-9a-f]{32})", console).group(1)
     served = load_served(f"runs:/{run_id}/model", f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert served.spec.horizon_length == 48
+
+    # the printed scoring command, pasted as is, scores the same model on the same (tiny) data,
+    # quietly: no Lightning tip, no warning about the callbacks that wrote the checkpoint
+    command = shlex.split(re.search(r"\(score it: (anyq-train .*)\)$", console, re.MULTILINE).group(1))
+    assert "data.synthetic.n_series=3" in command and command[-2] == "task=test"
+    scored = subprocess.run([str(BIN / "anyq-train"), *command[1:]], capture_output=True, text=True, timeout=600)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    quiet = scored.stdout + scored.stderr
+    crps = lambda text: re.search(r"test/crps=(\S+) run_id", text).group(1)  # noqa: E731
+    assert crps(quiet) == crps(console)
+    for text in (*NOISE, "litmodels", "callbacks used to create the checkpoint", "on other data"):
+        assert text not in quiet, text
 
 
 def test_lightning_and_hydra_status_lines_stay_off_the_console():

@@ -152,7 +152,7 @@ def test_baseline_reuse_needs_the_same_data_content(compose_cfg, tmp_path, caplo
 
 # ------------------------------------------ kind E: printed paths paste into overrides
 def printed_checkpoints(text: str) -> list[tuple[str, str]]:
-    return re.findall(r"best checkpoint: (\S+)  \(score it: anyq-train task=test (\S+)\)", text)
+    return re.findall(r"best checkpoint: (\S+)  \(score it: anyq-train .*?task=test (\S+)\)", text)
 
 
 def test_printed_checkpoint_paths_paste_into_resume(compose_cfg, tmp_path, caplog):
@@ -221,13 +221,15 @@ def test_task_test_scores_the_checkpoint_and_trains_nothing(compose_cfg, tmp_pat
     assert history == full[: epoch + 1]
 
 
-def test_task_test_untracked_and_misuses(compose_cfg, tmp_path):
+def test_task_test_untracked_and_misuses(compose_cfg, tmp_path, caplog):
     first = compose_cfg("tracking=none")
     trained = run_job(first)
     (best,) = Path(first.paths.checkpoints).glob("best-*.ckpt")
     files = checkpoints(tmp_path)
+    caplog.set_level(logging.WARNING, logger="anyq.training.run")
     scored = run_job(compose_cfg("tracking=none", "task=test", f"resume={best}"))
     assert scored["test/crps"] == pytest.approx(trained["test/crps"], rel=1e-6)
+    assert "on other data" not in caplog.text
     assert checkpoints(tmp_path) == files
     with pytest.raises(ConfigCompositionException) as info:
         compose_cfg("task=tset")
@@ -236,9 +238,13 @@ def test_task_test_untracked_and_misuses(compose_cfg, tmp_path):
         validated_job(compose_cfg("tracking=none", "task=test"))
     with pytest.raises(CheckpointError, match="does not fit the configured model"):
         run_job(compose_cfg("tracking=none", "task=test", "model=nbeats_aq", f"resume={best}"))
-    # scoring on other data is allowed (only training on needs the same data)
-    other = run_job(compose_cfg("tracking=none", "task=test", "data.synthetic.seed=3", f"resume={best}"))
+    # scoring on other data is allowed (only training on needs the same data), and said
+    other_cfg = compose_cfg("tracking=none", "task=test", "data.synthetic.seed=3", f"resume={best}")
+    other = run_job(other_cfg)
     assert other["test/crps"] != pytest.approx(trained["test/crps"], rel=1e-6)
+    fingerprints = [load_dataset(c.data).fingerprint for c in (other_cfg, first)]
+    assert f"scoring {best} on other data than it was trained on (data fingerprint {fingerprints[0]}; " \
+           f"it was trained on {fingerprints[1]})" in caplog.text
 
 
 def test_data_path_with_equals_sign_pastes_quoted(tmp_path):

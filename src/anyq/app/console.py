@@ -12,7 +12,7 @@ Dropped from the console:
 * a record logged with ``extra=FILE_ONLY`` (an error the command prints as its one
   ``error:`` line on stderr);
 
-* Lightning's litlogger tip and its ``Trainer(limit_*_batches=1.0)`` lines (the default
+* Lightning's litlogger and litmodels tips and its ``Trainer(limit_*_batches=1.0)`` lines (the default
   whole split, said three times per run), ``GPU/TPU available: False`` on a CPU machine, its
   lines on loading the best checkpoint for testing (the run names that checkpoint) or a
   resumed one, and ``Trainer.fit stopped: max_steps=N reached`` (the progress line says it);
@@ -24,7 +24,8 @@ Dropped from the console:
   epoch has fewer batches than ``log_every_n_steps`` (small data; the metrics are logged per
   validation check and epoch anyway); on a resume, that the checkpoint folder changed (each
   job has its own) and that a mid-epoch checkpoint restarts its epoch's batches (README.md,
-  "Resuming").
+  "Resuming"); on scoring a checkpoint (``task=test``), that the callbacks which wrote it are
+  not given (scoring needs only its weights).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import logging
 import re
 
 NOISE = re.compile(
-    r"Tip: .*litlogger"
+    r"Tip: .*(litlogger|litmodels)"
     r"|^`Trainer\(limit_(train|val|test|predict)_batches=1\.0\)` was configured"
     r"|^(GPU|TPU) available: False"
     r"|^(Restoring states from|Loaded model weights from|Restored all states from) the checkpoint"
@@ -44,7 +45,8 @@ NOISE = re.compile(
 NOISY_WARNINGS = re.compile(
     r"deprecat|FutureWarning|ExperimentalWarning|Heartbeat of storage is supposed to be used"
     r"|is smaller than the logging interval|The dirpath has changed from"
-    r"|resuming from a checkpoint that ended before the epoch ended", re.IGNORECASE)
+    r"|resuming from a checkpoint that ended before the epoch ended"
+    r"|when using `ckpt_path`, callbacks used to create the checkpoint need to be provided", re.IGNORECASE)
 
 
 #: ``extra=`` of a record meant for the log file only: an error the command prints as its own

@@ -7,10 +7,12 @@ The same function serves a single run, every trial of a sweep and every cell of 
 from __future__ import annotations
 
 import logging
+import shlex
 from typing import Any, Optional
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
@@ -115,11 +117,35 @@ def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
     return {**best, **outcome.metrics, "run_id": run_id}
 
 
+#: Overrides that tie a job to its study, its trial or its own checkpoint, not to what it trains on:
+#: a command that scores the job's checkpoint leaves them out.
+_NOT_SCORING = ("trial.", "tracking.parent_run_id", "tracking.tags.", "confirm.", "hydra.", "hydra/")
+
+
+def scoring_command(overrides: list[str], checkpoint: str) -> str:
+    """The ``anyq-train`` command that scores ``checkpoint`` as its job was configured: the
+    job's own ``overrides`` (Hydra's ``overrides.task``: data, model, recipe, ...) less those
+    linking it to a study (:data:`_NOT_SCORING`), ``task`` and ``resume``; shell-quoted, pasteable."""
+    parser = OverridesParser.create()
+    kept = []
+    for text in overrides:
+        parsed = parser.parse_override(text)
+        key = parsed.key_or_group
+        if key in ("task", "resume") or key.startswith(_NOT_SCORING):
+            continue
+        value = parsed.value()
+        if isinstance(value, str) and parsed.input_line.count("=") == 1 and not parsed.is_add():
+            text = override(key, value)  # tracking.experiment='main' -> tracking.experiment=main
+        kept.append(text)
+    return shlex.join(["anyq-train", *kept, "task=test", override("resume", checkpoint)])
+
+
 def announce_checkpoint(cfg: DictConfig, outcome: TrainOutcome) -> None:
-    """Print a trained run's best checkpoint and the override that takes it (pasteable as is)."""
+    """Print a trained run's best checkpoint and the command that scores it on the same data
+    and model (pasteable as is, :func:`scoring_command`)."""
     if cfg.task == Task.train and outcome.best_checkpoint:
-        log.info("best checkpoint: %s  (score it: anyq-train task=test %s)",
-                 outcome.best_checkpoint, override("resume", outcome.best_checkpoint))
+        log.info("best checkpoint: %s  (score it: %s)", outcome.best_checkpoint,
+                 scoring_command(hydra_overrides(), outcome.best_checkpoint))
 
 
 def print_comparison(cfg: DictConfig, run_id: str) -> None:

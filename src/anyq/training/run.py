@@ -183,7 +183,7 @@ def _checkpoint_inputs(cfg: DictConfig) -> Optional[tuple[str, ...]]:
 def prepare(cfg: DictConfig, dataset: Dataset) -> RunPlan:
     """Seed, build the datamodule and the module, and check the ``resume=`` checkpoint against
     that module: training on needs the same model and the same data; scoring (``task=test``)
-    needs the same model, on any data. The calendar inputs are settled first when ``cfg`` does
+    needs the same model, on any data (a warning says when the data are not its training data). The calendar inputs are settled first when ``cfg`` does
     not name them (:func:`settle_calendar`; the plan's ``cfg`` names them).
 
     Raises:
@@ -199,8 +199,12 @@ def prepare(cfg: DictConfig, dataset: Dataset) -> RunPlan:
     datamodule = build_datamodule(cfg.data, dataset, cfg.seed)
     module = build_module(cfg, dataset.panel.n_series)
     if path is not None:
-        fingerprint = dataset.fingerprint if cfg.task == Task.train else None
-        check_fits(path, read_checkpoint(path), module.forecaster, model_settings(cfg), fingerprint)
+        checkpoint, training = read_checkpoint(path), cfg.task == Task.train
+        check_fits(path, checkpoint, module.forecaster, model_settings(cfg), dataset.fingerprint if training else None)
+        trained_on = recorded_history(checkpoint).get("data_fingerprint")
+        if not training and trained_on not in (None, dataset.fingerprint):
+            log.warning("scoring %s on other data than it was trained on (data fingerprint %s; it was trained "
+                        "on %s): the scores are this data's", path, dataset.fingerprint, trained_on)
     return RunPlan(cfg, dataset, datamodule, module, path)
 
 
