@@ -14,6 +14,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from anyq.app import report as report_app
@@ -21,6 +22,7 @@ from anyq.app.paths import project_root
 from anyq.errors import BrowserError
 from anyq.reporting.browser import capture_runs_page, ensure_chromium
 from anyq.reporting.study_progress import CellProgress, Clock, TrialProgress
+from anyq.sweeping.engine import trials_left
 from anyq.tracking.study_parent import child_runs
 from anyq.tracking.view import KIND_TAG, TRAINING_KIND, VIEW_TAG
 from conftest import TINY, run_cli, run_report
@@ -252,6 +254,24 @@ def test_trial_lines_name_number_state_value_best_and_count(capsys):
         ["trial 3 PRUNED", "val/crps=-", "best=1.5 (trial 1)", "4/4"],
     ]
     assert lines[-1].endswith("ETA 0:00:00")
+
+
+def test_a_lost_trial_is_settled_by_its_retry_in_the_count_and_the_trials_left(capsys):
+    study = optuna.create_study()
+    progress = TrialProgress(3, ["val/crps"])
+    progress.start(study)
+    lost = study.ask()
+    study.tell(lost, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study.trials[0])  # as the engine does for a lost trial
+    progress(study, 0, TrialState.FAIL)
+    assert trials_left(study, 3) == 3  # the retry and two new trials: what a resumed sweep prices
+    for value in (2.0, 1.0, 3.0):
+        trial = study.ask()  # the WAITING retry first
+        study.tell(trial, value)
+        progress(study, trial.number, TrialState.COMPLETE)
+    assert trials_left(study, 3) == 0
+    assert [line.split("  ")[3] for line in capsys.readouterr().out.splitlines()] == ["0/3", "1/3", "2/3", "3/3"]
+    assert study.trials[1].system_attrs["failed_trial"] == 0
 
 
 def test_eta_is_the_mean_pace_of_this_runs_units(monkeypatch):

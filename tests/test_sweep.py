@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_sweep_completes_n_trials_resumes_and_never_exceeds(tmp_path, capsys):
     assert len(children(tmp_path)[1]) == 4
 
 
-def test_interrupted_sweep_resumes_to_n_with_nothing_running(tmp_path, monkeypatch):
+def test_interrupted_sweep_resumes_to_n_with_nothing_running(tmp_path, monkeypatch, capsys):
     from anyq.app import train
 
     real = train.run_job
@@ -122,7 +123,12 @@ def test_interrupted_sweep_resumes_to_n_with_nothing_running(tmp_path, monkeypat
     assert states.count(TrialState.FAIL) == 1 and states.count(TrialState.WAITING) == 1
 
     monkeypatch.setattr(train, "run_job", real)
+    capsys.readouterr()
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, *NO_PRUNER, "hydra.sweeper.n_trials=3")
+    out = capsys.readouterr().out
+    # the lost trial's retry is priced and counted with the trial left: two jobs, 2/3 then 3/3
+    assert "Cost estimate: 2 jobs (2 trials; their baseline is in the store), " in out
+    assert [line.split("  ")[3] for line in out.splitlines() if re.match(r"trial \d+ COMPLETE", line)] == ["2/3", "3/3"]
     trials = study(tmp_path).get_trials()
     assert TrialState.RUNNING not in {t.state for t in trials}
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3

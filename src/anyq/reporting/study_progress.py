@@ -22,7 +22,7 @@ from rich.table import Table
 
 from anyq.interrupts import stop_if_requested
 from anyq.reporting.table import wide_console
-from anyq.sweeping.engine import counts_toward_total
+from anyq.sweeping.engine import superseded
 
 
 def clock(seconds: float) -> str:
@@ -87,8 +87,11 @@ class TrialProgress:
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()
-            and counts_toward_total(t)]
+    """The finished trials that settle a place of the study's total: a lost trial whose retry
+    was enqueued is not one (the retry settles it when it finishes)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = superseded(trials)
+    return [t for t in trials if t.state.is_finished() and t.number not in retried]
 
 
 def best_text(study: optuna.Study) -> str:

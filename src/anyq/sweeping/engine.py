@@ -109,11 +109,17 @@ def counts_toward_total(trial: FrozenTrial) -> bool:
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial) is None
 
 
-def work_left(study: optuna.Study, n_trials: int) -> bool:
-    """A trial waits (a retry), or the study holds fewer than ``n_trials`` counted trials."""
+def trials_left(study: optuna.Study, n_trials: int) -> int:
+    """The trials still to run: the WAITING ones (retries), and new ones up to ``n_trials``
+    counted trials."""
     trials = study.get_trials(deepcopy=False)
-    return any(t.state == TrialState.WAITING for t in trials) or \
-        sum(counts_toward_total(t) for t in trials) < n_trials
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return waiting + max(0, n_trials - sum(counts_toward_total(t) for t in trials))
+
+
+def superseded(trials: Sequence[FrozenTrial]) -> set[int]:
+    """The numbers of the lost trials whose retry was enqueued: the retry stands for them."""
+    return {number for t in trials for number in RetryHeartbeatStaleTrialCallback.retry_history(t)}
 
 
 def running_elsewhere(study: optuna.Study) -> bool:
@@ -133,7 +139,7 @@ class SharedStudy(optuna.Study):
         """The next trial, a WAITING retry first. Raises :class:`StudyComplete` when nothing is
         left to ask (Optuna's loop then ends this thread's share)."""
         with study_lock(self.settings.storage_url, self.study_name):
-            if not work_left(self, self.settings.n_trials):
+            if not trials_left(self, self.settings.n_trials):
                 raise StudyComplete(self.study_name)
             if not self.joined and self.get_trials(deepcopy=False):
                 self.sampler.reseed_rng()  # the seeded sequence was drawn already, by another worker or run
@@ -287,7 +293,7 @@ def suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
 def stop_when_done(n_trials: int) -> Callable[[optuna.Study, FrozenTrial], None]:
     """An ``optimize`` callback: stop asking on a signal, or when nothing is left to ask."""
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        if requested() is not None or not work_left(study, n_trials):
+        if requested() is not None or not trials_left(study, n_trials):
             study.stop()
     return callback
 
@@ -305,7 +311,7 @@ def run_study(study: SharedStudy, objective: JobObjective,
     check_space_matches(study, objective.space)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's line is anyq's, its reason a user attr
     while requested() is None and objective.broken is None:
-        if work_left(study, settings.n_trials):
+        if trials_left(study, settings.n_trials):
             try:
                 study.optimize(objective, n_jobs=settings.n_jobs, catch=(TrialFailed,),
                                callbacks=[stop_when_done(settings.n_trials), *callbacks])

@@ -27,11 +27,11 @@ from anyq.sweeping.engine import (
     SweepSettings,
     check_space_matches,
     check_sweep_settings,
-    counts_toward_total,
     nothing_finished,
     open_study,
     run_study,
     trial_link_overrides,
+    trials_left,
 )
 from anyq.sweeping.locks import study_lock
 from anyq.sweeping.shared import check_shared, jobs_run_here, runs_in_process, stop_jobs
@@ -169,7 +169,7 @@ class AnyqOptunaSweeper(Sweeper):
             log.info("Study %s in %s: %d trials in all, MLflow %s experiment %s, parent run %s",
                      study_name, redacted(settings.storage_url), self.n_trials, redacted(study_parent.uri),
                      experiment, parent)
-            left = self.n_trials - sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
+            left = trials_left(study, self.n_trials)  # retries of lost trials included
             self._print_cost(base, left, settings.n_jobs, client, dataset)
             run_study(study, objective, callbacks=[print_progress])
             stop_if_requested()
