@@ -144,8 +144,9 @@ def test_one_importance_snapshot_is_drawn_over_the_levels_not_an_epoch_axis():
 
 
 def stored_run(client: MlflowClient, experiment_id: str, variant: str, headline: str, metrics: dict[str, float],
-               seed: int = 0):
-    run = client.create_run(experiment_id, tags={"variant": variant, "headline": headline, "seed": str(seed)})
+               seed: int = 0, data: tuple[str, str] = ("synthetic", "f00d")):
+    run = client.create_run(experiment_id, tags={"variant": variant, "headline": headline, "seed": str(seed),
+                                                 "dataset": data[0], "data_fingerprint": data[1]})
     for key, value in metrics.items():
         client.log_metric(run.info.run_id, key, value)
     client.set_terminated(run.info.run_id, "FINISHED")
@@ -214,3 +215,21 @@ def test_the_report_hint_is_typed_where_the_command_started(tmp_path, monkeypatc
     assert ui_hint(f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}") == "make ui  (http://127.0.0.1:5000)"
     assert ui_hint(f"sqlite:///{tmp_path}/mlruns/mlflow.db") == \
         f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+def test_runs_of_several_data_sets_get_a_table_each_at_their_own_scale(tmp_path, capsys):
+    """A CRPS of 3,087 beside one of 1.856 would print 1.9: each data set has its own table,
+    its own decimals and its own baseline."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("anyq", artifact_location=(tmp_path / "artifacts").as_uri())
+    synthetic = [stored_run(client, experiment, variant, "test", {"test/crps": crps}) for variant, crps in
+                 [("baseline_adaptive", 3087.31), ("adaptive_attention", 3233.24)]]
+    own = [stored_run(client, experiment, variant, "test", {"test/crps": crps}, data=("load.csv", "beef"))
+           for variant, crps in [("baseline_adaptive", 1.85632), ("adaptive_attention", 1.86331)]]
+    print_runs([synthetic[0], own[0], synthetic[1], own[1]], title="Experiment 'anyq': test split")
+    text = capsys.readouterr().out
+    assert "Experiment 'anyq': test split, data synthetic (fingerprint f00d)" in text
+    assert "Experiment 'anyq': test split, data load.csv (fingerprint beef)" in text
+    rows = [line.split()[:2] for line in text.splitlines() if line.startswith(("baseline_", "adaptive_"))]
+    assert rows == [["baseline_adaptive", "3087.3"], ["adaptive_attention", "3233.2"],
+                    ["baseline_adaptive", "1.8563"], ["adaptive_attention", "1.8633"]]

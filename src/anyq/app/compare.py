@@ -1,5 +1,5 @@
-"""``anyq-compare``: print the latest runs of an experiment side by side, each run's baseline
-first (the reference of its Δ CRPS column)."""
+"""``anyq-compare``: print the latest runs of an experiment side by side, their baselines
+first (the reference of their Δ CRPS column), oldest first; one table per data set."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     if wanted:  # one query in every experiment (a baseline is reused across them); a deleted one is left out
         ids = ", ".join(f"'{run_id}'" for run_id in wanted)
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
-                                  f"attributes.run_id IN ({ids})") + runs
+                                  f"attributes.run_id IN ({ids})", order_by=["attributes.start_time ASC"]) + runs
     print_runs(runs, title=f"Experiment {args.experiment!r}: test split")
     experiment = client.get_experiment_by_name(args.experiment)
     print(f"MLflow store: {uri}  experiment id {experiment.experiment_id if experiment else '?'}")

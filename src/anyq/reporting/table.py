@@ -96,4 +96,12 @@ def wide_console() -> Console:
 
 
 def print_runs(runs: Sequence[Run], title: str = "Test scores") -> None:
-    wide_console().print(runs_table(runs, title))
+    """:func:`runs_table` of ``runs``, one table per data set when they were scored on several
+    (their ``data_fingerprint`` tags): scores of other data share neither a scale nor a baseline."""
+    by_data: dict[str, list[Run]] = {}
+    for run in runs:
+        by_data.setdefault(run.data.tags.get("data_fingerprint", "?"), []).append(run)
+    console = wide_console()
+    for fingerprint, group in by_data.items():
+        data = f"{title}, data {group[0].data.tags.get('dataset', '?')} (fingerprint {fingerprint})"
+        console.print(runs_table(group, title if len(by_data) == 1 else data))
