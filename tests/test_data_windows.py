@@ -10,7 +10,7 @@ from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from anyq.data import DataError, ForecastDataModule, Panel, SplitRanges, WindowDataset, fill_gaps, make_windows
 from anyq.data.datamodule import IndexBatchSampler
-from anyq.data.windows import gap_notice
+from anyq.data.windows import empty_series_notice, gap_notice
 from anyq.training.schema import DataConfig
 
 
@@ -152,6 +152,18 @@ def test_a_split_that_loses_windows_to_gaps_says_so_and_names_the_thin_series():
         "train split: 76 of 152 windows left out for gaps (76 missing a target hour, 0 missing too much history); "
         "fewest windows: s0 0, against 76 for the fullest series")
     assert gap_notice("val", make_windows(_panel(np.ones((2, 100))), (0, 100), 20, 5, step=1), ("s0", "s1")) is None
+
+
+def test_a_series_without_a_window_in_a_split_is_named():
+    values = np.ones((3, 100))
+    values[0, 60:] = np.nan  # s0 ends at hour 59: no window of the hours 70-100
+    ws = make_windows(_panel(values), (70, 100), history_length=20, horizon_length=5, step=1)
+    assert ws.n_outside_span > 0 and gap_notice("test", ws, ("s0", "s1", "s2")) is None  # not a gap
+    assert empty_series_notice("test", ws, ("s0", "s1", "s2")) == (
+        "test split: 1 of 3 series without a window (s0: their data do not reach the split's hours, or gaps "
+        "leave no complete window); the split covers the other 2 only")
+    assert empty_series_notice("test", make_windows(_panel(np.ones((3, 100))), (70, 100), 20, 5, step=1),
+                               ("s0", "s1", "s2")) is None
 
 
 def test_datamodule_windows_summary_and_loaders():

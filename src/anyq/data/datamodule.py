@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from anyq.data.panel import Panel
 from anyq.data.splits import SPLIT_NAMES, SplitRanges
 from anyq.data.holiday_history import replace_holidays
-from anyq.data.windows import WindowDataset, WindowSet, fill_gaps, gap_notice, make_windows
+from anyq.data.windows import WindowDataset, WindowSet, empty_series_notice, fill_gaps, gap_notice, make_windows
 from anyq.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,9 @@ class ForecastDataModule(pl.LightningDataModule):
                     f"{windows.n_skipped_history_gaps} with history gaps, "
                     f"{windows.n_outside_span} outside their series' span"
                 )
-            notice = gap_notice(name, windows, panel.ids)
-            if notice:
-                log.warning("%s", notice)
+            for notice in (gap_notice(name, windows, panel.ids), empty_series_notice(name, windows, panel.ids)):
+                if notice:
+                    log.warning("%s", notice)
         self._datasets: dict[str, WindowDataset] = {}
 
     def windows(self, split: str) -> WindowSet:

@@ -116,6 +116,21 @@ def gap_notice(split: str, windows: WindowSet, ids: Sequence[str]) -> Optional[s
             f"missing too much history){where}")
 
 
+def empty_series_notice(split: str, windows: WindowSet, ids: Sequence[str]) -> Optional[str]:
+    """One line when some of the panel's series have no window in ``split`` (their data do not
+    reach its hours, or gaps leave none), so that its scores, or its training, cover the other
+    series only; None when every series has one (a split without any window is an error of
+    :class:`anyq.data.datamodule.ForecastDataModule`)."""
+    per_series = np.bincount(windows.series_idx, minlength=len(ids))
+    empty = [str(ids[i]) for i in np.flatnonzero(per_series == 0)]
+    if not empty or len(empty) == len(ids):
+        return None
+    names = ", ".join(empty[:3]) + (", ..." if len(empty) > 3 else "")
+    return (f"{split} split: {len(empty)} of {len(ids)} series without a window ({names}: their data do not "
+            f"reach the split's hours, or gaps leave no complete window); the split covers the other "
+            f"{len(ids) - len(empty)} only")
+
+
 def candidate_origins(
     panel: Panel,
     target_range: tuple[int, int],
