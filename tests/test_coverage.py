@@ -73,7 +73,8 @@ def test_a_full_year_of_training_keeps_day_of_year():
     assert coverage["doy"].covered
     assert coverage["doy"].reason == "training covers 365 of 365 days of the year"
     assert covered_inputs(coverage) == ("hour", "dow", "doy")  # no holiday calendar: no holiday input
-    assert coverage["holiday"].reason == "no holiday calendar (data.calendar.holidays is none)"
+    assert coverage["holiday"].reason == (
+        "no holiday calendar (data.calendar.holidays=none, or a file without data.calendar.country)")
 
 
 @pytest.mark.parametrize(("missing_days", "kept"), [(7, True), (8, False)])

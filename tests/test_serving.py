@@ -265,6 +265,7 @@ def test_predict_round_trips_a_csv(trained, tmp_path, monkeypatch, capsys):
         (["--origin", "2018-03-05 00:00"], "history of series 'A' is too short: 96 hour(s) before its forecast origin 2018-03-05 00:00, the model needs 168"),
         (["--gap"], "history of series 'B' has 1 missing (NaN) hour(s) in the 168 before its forecast origin"),
         (["--origin", "2030-01-01 00:00"], "--origin 2030-01-01 00:00 is after the last hour of series 'A', "),
+        (["--half-hourly"], "load.csv: expected hourly data but detected a step of 0 days 00:30:00"),  # names the file
     ],
 )
 def test_predict_bad_requests_are_one_line(trained, tmp_path, capsys, extra, message):
@@ -272,6 +273,10 @@ def test_predict_bad_requests_are_one_line(trained, tmp_path, capsys, extra, mes
     if extra == ["--gap"]:
         frame = frame.drop(frame.index[(frame.unique_id == "B")][-5:-4])  # one hour missing near the end
         frame.to_csv(tmp_path / "load.csv", index=False)
+        extra = []
+    if extra == ["--half-hourly"]:
+        half = frame[frame.unique_id == "A"].iloc[-2:].assign(ds=lambda f: f.ds + pd.Timedelta(minutes=30))
+        pd.concat([frame, half]).to_csv(tmp_path / "load.csv", index=False)
         extra = []
     config = tmp_path / "config.yaml"
     OmegaConf.save(trained["cfg"], config)

@@ -80,7 +80,7 @@ def predict(args: argparse.Namespace) -> None:
     levels = parse_levels(args.levels)
     frame = read_long_frame(args.input)
     forecaster = load_forecaster(args)
-    windows = history_windows(frame, forecaster.spec.history_length, args.origin,
+    windows = history_windows(frame, forecaster.spec.history_length, args.origin, where=str(args.input),
                               earlier=forecaster.reads_earlier_hours)  # online calibration, holiday hours
     forecast = forecaster.forecast(windows.history, levels, names=list(windows.ids), origins=windows.origin)
     out = forecasts_to_long(windows, forecast, levels)

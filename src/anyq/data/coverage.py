@@ -112,7 +112,8 @@ def calendar_coverage(spec: CalendarSpec, panel: Panel, windows: WindowSet) -> d
 
 def _holiday_coverage(spec: CalendarSpec, panel: Panel, per_series: np.ndarray, span: str) -> InputCoverage:
     if spec.holidays == "none":
-        return InputCoverage("holiday", False, "no holiday calendar (data.calendar.holidays is none)")
+        return InputCoverage("holiday", False,
+                             "no holiday calendar (data.calendar.holidays=none, or a file without data.calendar.country)")
     flags = spec.holiday_flags(panel.ids, panel.index).astype(bool) & per_series
     days = len(set(panel.index[flags.any(axis=0)].normalize()))
     source = "the generator's calendar" if spec.holidays == "synthetic" else "the calendar of " + ", ".join(

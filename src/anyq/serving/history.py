@@ -28,7 +28,7 @@ class HistoryWindows:
 
 
 def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None = None,
-                     earlier: bool = False) -> HistoryWindows:
+                     earlier: bool = False, where: str = "input") -> HistoryWindows:
     """Cut the last complete history of every series (or the one before ``origin``).
 
     ``origin`` is read as the data's stamps are (:func:`anyq.data.reader.parse_dates`): one
@@ -37,8 +37,9 @@ def history_windows(frame: pd.DataFrame, history_length: int, origin: str | None
     ``earlier``: each history also holds every hour of the frame before those
     ``history_length`` (NaN where a series has none, and gaps there are kept as NaN), for a
     model that calibrates online from them or replaces holiday hours from them (:mod:`anyq.serving.bundle`).
+    ``where`` names the frame in a DataError (its file).
     """
-    panel = Panel.from_long(frame, where="input")
+    panel = Panel.from_long(frame, where=where)
     observed = ~np.isnan(panel.values)
     n, t = observed.shape
     first = observed.argmax(axis=1)
