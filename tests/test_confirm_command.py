@@ -115,7 +115,7 @@ def test_the_sweep_seeds_and_trial_are_the_confirm_keys(sweep_root, capsys, monk
 
 
 @pytest.mark.parametrize("name, hint", [
-    ("ablatoin", ""),  # near the ablation's name, which confirm does not take
+    ("ablatoin", f"sweeps in the store: {SWEEP}; or "),  # near the ablation's name, which confirm does not take
     ("adaptive_atention", f"did you mean {SWEEP}? "),
 ])
 def test_an_unknown_sweep_is_matched_against_sweeps_only(tmp_path, capsys, monkeypatch, name, hint):

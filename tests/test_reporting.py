@@ -425,8 +425,9 @@ def test_a_misspelt_study_or_experiment_name_gets_the_name_it_meant(tmp_path):
         find_parent(client, study="adaptive_atention")
     with pytest.raises(ReportError, match=r"\(did you mean sweeps\? "):
         find_parent(client, study="sweps")  # an experiment's name works as well
-    with pytest.raises(ReportError, match=r"in the store \(train a study first"):
-        find_parent(client, study="zzz")
+    with pytest.raises(ReportError, match=r"in the store \(studies in the store: adaptive_attention; or train a "
+                                          r"study first"):
+        find_parent(client, study="zzz")  # nothing near it: the studies there are
 
 
 def test_a_cell_or_seed_trained_twice_counts_once_the_newest(tmp_path):

@@ -309,6 +309,27 @@ def test_confirm_picks_the_best_or_the_pareto_trial_best_on_the_first_objective(
     assert chosen_trial(client, client.get_run(pareto.info.run_id), None) == 3
 
 
+def test_a_trial_that_cannot_be_confirmed_says_what_became_of_it(tmp_path):
+    from anyq.app.confirm_study import trial_run
+    from anyq.errors import ConfigError
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = client.create_experiment("s", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id, tags={"study_name": "s"})
+    for number, status, extra in [(0, "FINISHED", {}), (1, "FAILED", {}), (2, "KILLED", {"trial_state": "PRUNED"}),
+                                  (3, "FINISHED", {})]:
+        run = client.create_run(experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id,
+                                                     "optuna.trial_number": str(number), **extra})
+        client.set_terminated(run.info.run_id, status)
+    client.create_run(experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent.info.run_id})  # a baseline: no trial
+    parent = client.get_run(parent.info.run_id)
+    assert trial_run(client, parent, 3).data.tags["optuna.trial_number"] == "3"
+    for number, what in [(1, "its run is FAILED"), (2, "its run is PRUNED"), (9, "the sweep has no run of it")]:
+        with pytest.raises(ConfigError) as info:
+            trial_run(client, parent, number)
+        assert str(info.value) == f"sweep 's': trial {number} cannot be confirmed ({what}); finished trials: 0, 3"
+
+
 def test_stages_print_plain_lines_when_piped(capsys):
     from rich.console import Console
 

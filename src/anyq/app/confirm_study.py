@@ -95,10 +95,18 @@ def chosen_trial(client: MlflowClient, parent: Run, requested: Optional[int]) ->
 
 
 def trial_run(client: MlflowClient, parent: Run, number: int) -> Run:
-    runs = [r for r in child_runs(client, parent, "FINISHED") if r.data.tags.get(TRIAL_NUMBER_TAG) == str(number)]
-    if not runs:
-        raise ConfigError(f"sweep {parent.data.tags.get(STUDY_TAG)!r}: no FINISHED run of trial {number}")
-    return max(runs, key=lambda r: r.info.start_time)
+    """The newest FINISHED run of trial ``number``. Raises ConfigError saying what became of the
+    trial (its run's status, or no run) and which trials finished."""
+    trials = [r for r in child_runs(client, parent) if r.data.tags.get(TRIAL_NUMBER_TAG, "").isdigit()]
+    runs = sorted((r for r in trials if r.data.tags[TRIAL_NUMBER_TAG] == str(number)), key=lambda r: r.info.start_time)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    if finished:
+        return finished[-1]
+    what = (f"its run is {runs[-1].data.tags.get('trial_state') or runs[-1].info.status}" if runs
+            else "the sweep has no run of it")
+    done = sorted({int(r.data.tags[TRIAL_NUMBER_TAG]) for r in trials if r.info.status == "FINISHED"})
+    raise ConfigError(f"sweep {parent.data.tags.get(STUDY_TAG)!r}: trial {number} cannot be confirmed ({what}); "
+                      f"finished trials: {', '.join(map(str, done)) or 'none'}")
 
 
 def trial_config(client: MlflowClient, run: Run) -> DictConfig:

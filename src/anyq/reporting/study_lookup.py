@@ -64,21 +64,29 @@ def find_parent(client: MlflowClient, *, experiment: Optional[str] = None, study
         named = (experiment and f"experiment {experiment!r}", study and f"study {study!r}")
         where = " and ".join(x for x in named if x)
         near = closest(study or experiment or "", _study_names(client, sweep)) if (study or experiment) else None
-        hint = f"did you mean {near}? " if near else ""
+        there = sorted(_studies(client, sweep))
+        listed = ", ".join(there[:8]) + (", ..." if len(there) > 8 else "")
+        hint = (f"did you mean {near}? " if near else
+                f"{'sweeps' if sweep else 'studies'} in the store: {listed}; or " if there else "")
         first = ("a sweep first, `make sweep`" if sweep
                  else "a study first: a sweep, `make sweep`, or an ablation, `make ablate`")
         raise ReportError(f"no study parent run{' for ' + where if where else ''} in the store ({hint}train {first})")
     return runs[0]
 
 
-def _study_names(client: MlflowClient, sweeps_only: bool = False) -> set[str]:
-    """Every experiment's name and every study parent's study name in the store; ``sweeps_only``:
-    the study names of sweeps (parents with an Optuna study behind them)."""
+def _studies(client: MlflowClient, sweeps_only: bool = False) -> set[str]:
+    """Every study parent's study name in the store; ``sweeps_only``: those of sweeps (parents
+    with an Optuna study behind them)."""
     experiments = client.search_experiments()
     parents = _search(client, [e.experiment_id for e in experiments], f"tags.{ROLE_TAG} = 'study'", 1000)
-    if sweeps_only:
-        return {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG) and STORAGE_TAG in r.data.tags}
-    return {e.name for e in experiments} | {r.data.tags[STUDY_TAG] for r in parents if r.data.tags.get(STUDY_TAG)}
+    return {r.data.tags[STUDY_TAG] for r in parents
+            if r.data.tags.get(STUDY_TAG) and (STORAGE_TAG in r.data.tags or not sweeps_only)}
+
+
+def _study_names(client: MlflowClient, sweeps_only: bool = False) -> set[str]:
+    """The names a reader may mean: :func:`_studies`, and every experiment's name unless ``sweeps_only``."""
+    studies = _studies(client, sweeps_only)
+    return studies if sweeps_only else studies | {e.name for e in client.search_experiments()}
 
 
 def is_loose_run(run: Run) -> bool:
