@@ -16,7 +16,7 @@ from scipy import stats as scipy_stats
 
 from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, StoredForecasts, paired_crps_test
 from anyq.reporting.study_comparison import group_test
-from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS, holm, seed_window_test, study_verdicts
+from anyq.reporting.verdict import BASELINE_NOT_TRAINED, NOT_TRAINED, TOO_FEW_SEEDS, holm, seed_window_test, study_verdicts
 from anyq.tracking.readiness import readiness_tags, untrained_reasons
 
 LEVELS = np.arange(1, 40) / 40.0
@@ -110,9 +110,9 @@ def test_holm_adjusted_p_values_by_hand():
 def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     assert untrained_reasons({"test/coverage-0.9": 0.9, "test/oracle_ratio": 1.2, "test/naive_ratio": 0.8}) == []
     assert readiness_tags({"test/coverage-0.9": 0.9}) == {"trained_enough": "true"}
-    reasons = untrained_reasons({"test/coverage-0.9": 0.0, "test/oracle_ratio": 25.0, "test/naive_ratio": 1.4})
-    assert reasons == ["test/coverage-0.9 0.000 outside [0.5, 0.99]", "test/oracle_ratio 25 above 2",
-                       "test/naive_ratio 1.4: CRPS above seasonal naive's on the same windows"]
+    reasons = untrained_reasons({"test/coverage-0.9": 0.0, "test/oracle_ratio": 25.0, "test/naive_ratio": 1.0031})
+    assert reasons == ["test/coverage-0.9 0.000 outside [0.5, 0.99]", "test/oracle_ratio 25.000 above 2",
+                       "test/naive_ratio 1.003: CRPS above seasonal naive's on the same windows"]  # not "1"
     tags = readiness_tags({"test/coverage-0.9": 0.995})
     assert tags["trained_enough"] == "false" and "0.995 outside" in tags["trained_enough_reason"]
     clear = group_test(group(0.0, 0.05, 0.1), group(0.5, 0.5, 0.5), 0.95)  # "better" if it were judged
@@ -123,6 +123,6 @@ def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     assert verdicts["other"].verdict == BETTER and verdicts["other"].p_adjusted == others["other"].p_value
     # an untrained baseline: no verdict for anyone
     verdicts = study_verdicts({"variant": clear, **others}, baseline_reason="seed 1: oracle ratio 31 above 2")
-    assert {v.verdict for v in verdicts.values()} == {NOT_TRAINED}
+    assert {v.verdict for v in verdicts.values()} == {BASELINE_NOT_TRAINED}  # whose training: the baseline's
     assert {v.reason for v in verdicts.values()} == {"the baseline is not trained enough to judge: seed 1: "
                                                      "oracle ratio 31 above 2"}

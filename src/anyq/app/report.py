@@ -101,7 +101,7 @@ def _relative(delta: float, low: float, high: float) -> str:
 def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
     """Scores and verdicts first, calibration and cost second: each fits an 80-column terminal."""
     from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE
-    from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS
+    from anyq.reporting.verdict import BASELINE_NOT_TRAINED, NOT_TRAINED, TOO_FEW_SEEDS
 
     table = comparison.table()
     study = comparison.study
@@ -121,7 +121,8 @@ def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
                  "train\ns"):
         details.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
     styles = {BETTER: "[green]better[/]", WORSE: "[red]worse[/]", NO_DIFFERENCE: "n.s.", "baseline": "ref.",
-              TOO_FEW_SEEDS: "too few seeds", NOT_TRAINED: "[yellow]not trained enough[/]", "reference": "ref."}
+              TOO_FEW_SEEDS: "too few seeds", NOT_TRAINED: "[yellow]not trained enough[/]",
+              BASELINE_NOT_TRAINED: "[yellow]baseline not trained[/]", "reference": "ref."}
     for group, row in table.iterrows():
         def c(metric: str, fmt: str) -> str:
             return _cell(row[metric], row[f"{metric} ±"], fmt)

@@ -31,7 +31,7 @@ from anyq.reporting.labels import metric_label as objective_label  # noqa: E402
 from anyq.reporting.stats import BETTER, WORSE, StoredForecasts  # noqa: E402
 from anyq.reporting.study_runs import Artifacts  # noqa: E402
 from anyq.reporting.sweep_trials import SweepTrials, best_validation  # noqa: E402
-from anyq.reporting.verdict import NOT_TRAINED, TOO_FEW_SEEDS  # noqa: E402
+from anyq.reporting.verdict import BASELINE_NOT_TRAINED, NOT_TRAINED, TOO_FEW_SEEDS  # noqa: E402
 from anyq.training.config_tree import full_variant  # noqa: E402
 from anyq.tracking.trial_runs import TRIAL_NUMBER_TAG  # noqa: E402
 
@@ -83,7 +83,7 @@ def crps_by_group(comparison: StudyComparison) -> Figure:
     if math.isfinite(comparison.naive_crps):
         ax.axhline(comparison.naive_crps, color="grey", ls=":", lw=1, label="seasonal naive (reference)")
     marks = {BETTER: "(better)", WORSE: "(worse)", TOO_FEW_SEEDS: "(too few seeds)",
-             NOT_TRAINED: "(not trained enough)"}
+             NOT_TRAINED: "(not trained enough)", BASELINE_NOT_TRAINED: "(baseline not trained enough)"}
     labels = [g + ("\n(baseline)" if g == baseline else
                    "\n" + marks.get(comparison.paired.loc[g, "verdict"], "(n.s.)").strip()) for g in groups]
     ax.set_xticks(x, labels, fontsize=8)

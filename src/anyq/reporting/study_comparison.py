@@ -46,8 +46,8 @@ from anyq.reporting.stats import (
 from anyq.reporting.study_lookup import find_parent
 from anyq.reporting.study_runs import Artifacts, Study, load_study
 from anyq.reporting.verdict import (
-    NOT_TRAINED,
     TOO_FEW_SEEDS,
+    UNJUDGED,
     SeedWindowTest,
     per_origin,
     seed_window_test,
@@ -155,7 +155,7 @@ class StudyComparison:
             crps = (f"seed-mean CRPS {pair['candidate_crps']:.4g} vs {pair['reference_crps']:.4g}, {interval}, "
                     f"{pair['candidate_seeds']} vs {pair['reference_seeds']} seeds over {pair['n_origins']} origins")
             verdict = pair["verdict"]
-            if verdict == NOT_TRAINED:
+            if verdict in UNJUDGED:
                 why = pair["reason"]  # the reasons themselves: a confirm prints no list above its verdict
                 lines.append(f"{group} against {self.baseline}: no verdict, not trained enough to judge "
                              f"({why}); {crps}.")
@@ -307,7 +307,7 @@ def compare_study(study: Study, artifacts: Artifacts, *, alpha: float = 0.05,
         paired_rows[group] = {
             **{k: getattr(t, k) for k in PAIRED_COLUMNS if hasattr(t, k)}, "p_adjusted": v.p_adjusted,
             "verdict": v.verdict, "reason": v.reason, "mean_difference": t.candidate_crps - t.reference_crps,
-            "per_seed": (NOT_JUDGED_PER_SEED if v.verdict == NOT_TRAINED
+            "per_seed": (NOT_JUDGED_PER_SEED if v.verdict in UNJUDGED
                          else _per_seed(seeds[group], baseline_by_seed, alpha))}
     paired = pd.DataFrame.from_dict(paired_rows, orient="index")
     paired = paired[list(PAIRED_COLUMNS)] if len(paired) else pd.DataFrame(columns=list(PAIRED_COLUMNS))

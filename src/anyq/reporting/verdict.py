@@ -47,6 +47,9 @@ from anyq.reporting.stats import BETTER, NO_DIFFERENCE, WORSE, newey_west_lags
 
 TOO_FEW_SEEDS = "too few seeds for a verdict"
 NOT_TRAINED = "not trained enough to judge"
+BASELINE_NOT_TRAINED = "baseline not trained enough to judge"
+#: The verdicts withheld because a model of the pair is not trained enough to judge.
+UNJUDGED = (NOT_TRAINED, BASELINE_NOT_TRAINED)
 MIN_SEEDS = 3
 
 
@@ -195,6 +198,8 @@ def study_verdicts(tests: Mapping[str, SeedWindowTest], alpha: float = 0.05,
         p_adj = adjusted.get(group, math.nan)
         verdict = decide(test.relative_difference, p_adj, alpha, enough_seeds=test.enough_seeds,
                          trained_enough=not reason)
+        if baseline_reason:  # the candidate itself may be trained enough: the label says whose training
+            verdict = BASELINE_NOT_TRAINED
         if verdict == TOO_FEW_SEEDS:
             seeds = min(test.candidate_seeds, test.reference_seeds)
             reason = f"{counted(seeds, 'seed')}; a verdict needs {MIN_SEEDS} or more in both groups"

@@ -41,10 +41,10 @@ def untrained_reasons(metrics: Mapping[str, float]) -> list[str]:
         reasons.append(f"test/coverage-0.9 {coverage:.3f} outside [{low:g}, {high:g}]")
     oracle = metrics.get("test/oracle_ratio", math.nan)
     if math.isfinite(oracle) and oracle > MAX_ORACLE_RATIO:
-        reasons.append(f"test/oracle_ratio {oracle:.3g} above {MAX_ORACLE_RATIO:g}")
+        reasons.append(f"test/oracle_ratio {oracle:.3f} above {MAX_ORACLE_RATIO:g}")
     naive = metrics.get("test/naive_ratio", math.nan)
     if math.isfinite(naive) and naive > MAX_NAIVE_RATIO:
-        reasons.append(f"test/naive_ratio {naive:.3g}: CRPS above seasonal naive's on the same windows")
+        reasons.append(f"test/naive_ratio {naive:.3f}: CRPS above seasonal naive's on the same windows")
     return reasons
 
 
