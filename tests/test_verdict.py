@@ -126,3 +126,21 @@ def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     assert {v.verdict for v in verdicts.values()} == {BASELINE_NOT_TRAINED}  # whose training: the baseline's
     assert {v.reason for v in verdicts.values()} == {"the baseline is not trained enough to judge: seed 1: "
                                                      "oracle ratio 31 above 2"}
+
+
+def test_the_seed_standard_error_of_one_seed_a_side_is_shown_as_unknown_not_zero():
+    import types
+
+    import pandas as pd
+
+    from anyq.reporting.html import paired_frame
+
+    rows = {}
+    for group, seeds in (("one", 1), ("three", 3)):
+        rows[group] = {"relative_difference": -0.01, "ci_low": -0.03, "ci_high": 0.01, "mean_difference": -1.0,
+                       "candidate_crps": 99.0, "reference_crps": 100.0, "p_value": math.nan, "p_adjusted": math.nan,
+                       "verdict": TOO_FEW_SEEDS, "reason": "", "candidate_seeds": seeds, "reference_seeds": seeds,
+                       "paired_seeds": True, "n_origins": 30, "se_seeds": 0.0 if seeds == 1 else 0.004,
+                       "se_windows": 0.002, "per_seed": ""}
+    frame = paired_frame(types.SimpleNamespace(paired=pd.DataFrame.from_dict(rows, orient="index"), confidence=0.95))
+    assert frame["SE from seeds / from windows (% points)"].to_dict() == {"one": "– / 0.2", "three": "0.4 / 0.2"}

@@ -206,8 +206,9 @@ def paired_frame(comparison: StudyComparison) -> pd.DataFrame:
                                        for c, r, paired in zip(p["candidate_seeds"], p["reference_seeds"],
                                                                p["paired_seeds"])]
     out["test origins"] = p["n_origins"]
-    out["SE from seeds / from windows (% points)"] = [
-        f"{100 * a:.3g} / {100 * b:.3g}" for a, b in zip(p["se_seeds"], p["se_windows"])]
+    out["SE from seeds / from windows (% points)"] = [  # one seed a side: no spread over seeds to estimate
+        f"{'–' if max(c, r) < 2 else f'{100 * a:.3g}'} / {100 * b:.3g}"
+        for a, b, c, r in zip(p["se_seeds"], p["se_windows"], p["candidate_seeds"], p["reference_seeds"])]
     out["each seed vs the same seed's baseline"] = p["per_seed"]
     return out
 
