@@ -233,3 +233,15 @@ def test_runs_of_several_data_sets_get_a_table_each_at_their_own_scale(tmp_path,
     rows = [line.split()[:2] for line in text.splitlines() if line.startswith(("baseline_", "adaptive_"))]
     assert rows == [["baseline_adaptive", "3087.3"], ["adaptive_attention", "3233.2"],
                     ["baseline_adaptive", "1.8563"], ["adaptive_attention", "1.8633"]]
+
+
+def test_make_ui_offers_the_saved_view_of_every_experiment_with_runs(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    for name, tags in (("main", {"role": "study", "study_name": "main"}), ("anyq", {"variant": "nbeats_aq"})):
+        experiment = client.create_experiment(name, artifact_location=(tmp_path / name).as_uri())
+        client.create_run(experiment, tags=tags)
+    client.create_experiment("empty", artifact_location=(tmp_path / "empty").as_uri())
+    report_app.main(["--view-only", "--tracking-uri", uri])
+    named = re.findall(r"saved view 'anyq comparison' of experiment '(\w+)'", capsys.readouterr().out)
+    assert sorted(named) == ["anyq", "main"]  # single runs too; no view for an experiment without runs

@@ -40,7 +40,6 @@ from anyq.tracking.baseline import BASELINE_VARIANT
 from anyq.tracking.store import open_existing_store, resolve_tracking_uri
 from anyq.tracking.study_parent import (
     CONFIRM_STUDY_TAG,
-    ROLE_TAG,
     STORAGE_TAG,
     STUDY_KIND_TAG,
     STUDY_TAG,
@@ -148,8 +147,8 @@ def view_only(client: MlflowClient, args: argparse.Namespace, console: Console) 
         parent = find_parent(client, experiment=args.experiment, study=args.study, parent_run_id=args.parent_run_id)
         experiment_ids = [parent.info.experiment_id]
     else:
-        experiment_ids = [e.experiment_id for e in client.search_experiments()
-                          if client.search_runs([e.experiment_id], f"tags.{ROLE_TAG} = 'study'", max_results=1)]
+        experiment_ids = [e.experiment_id for e in client.search_experiments()  # studies' and single runs'
+                          if client.search_runs([e.experiment_id], max_results=1)]
     for experiment_id in experiment_ids:
         name = client.get_experiment(experiment_id).name
         console.print(f"saved view 'anyq comparison' of experiment {name!r}: "
