@@ -71,6 +71,20 @@ def test_a_line_at_least_every_interval_inside_an_epoch(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_validation_scores_from_an_earlier_step_say_which(capsys):
+    lines = EpochLines()
+    state = dict(max_epochs=-1, max_steps=2000)
+    lines.on_train_start(trainer(**state), None)
+    lines.on_validation_end(trainer(**state, global_step=0, sanity_checking=True), None)  # not a check of its own
+    lines.on_train_epoch_end(trainer(**state, global_step=100), None)
+    assert "val/crps=151.2  elapsed" in capsys.readouterr().out
+    lines.on_validation_end(trainer(**state, global_step=200, sanity_checking=False), None)
+    lines.on_train_epoch_end(trainer(**state, global_step=200), None)  # the check of this very step
+    assert "val/crps=151.2  elapsed" in capsys.readouterr().out
+    lines.on_train_epoch_end(trainer(**state, global_step=300), None)
+    assert "val/crps=151.2 (at step 200)  elapsed" in capsys.readouterr().out
+
+
 def test_inside_an_epoch_budget_the_line_shows_the_epochs_share(capsys):
     clock = FakeClock()
     lines = EpochLines(every=30.0, clock=clock)

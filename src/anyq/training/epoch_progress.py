@@ -32,8 +32,8 @@ class EpochLines(Callback):
     Under a step budget (``trainer.max_epochs=null``) the count is in optimiser steps:
     ``step 381/2000 (epoch 3)  …``, with the ETA at the mean pace of the steps so far.
     Inside an epoch, after a training step, a line of the same form once ``every`` seconds
-    (wall, by ``clock``) have passed since the last line: ``val/crps`` is the latest
-    validation's. The check costs one clock read per step; metrics are read (a host copy of
+    (wall, by ``clock``) have passed since the last line: ``val/*`` are the latest
+    validation's, followed by ``(at step N)`` when that validation is older than the line. The check costs one clock read per step; metrics are read (a host copy of
     a few scalars) only when a line is printed. ``label`` leads every line (``trial 3``).
     """
 
@@ -46,6 +46,7 @@ class EpochLines(Callback):
         self.last_line = 0.0
         self.first_epoch = 0
         self.first_step = 0
+        self.val_step: Optional[int] = None  # the step of the latest validation (not the sanity check)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.started = self.last_line = self.clock()
@@ -59,6 +60,10 @@ class EpochLines(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._line(trainer, None)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
+            self.val_step = trainer.global_step
 
     def _line(self, trainer: pl.Trainer, batch_idx: Optional[int]) -> None:
         """One line; ``batch_idx``: inside an epoch, after that batch (None: at the epoch's end)."""
@@ -83,6 +88,8 @@ class EpochLines(Callback):
         eta = pace * max(total - done, 0)
         metrics = trainer.callback_metrics
         shown = "  ".join(f"{k}={float(metrics[k]):.5g}" for k in SHOWN if k in metrics)
+        if self.val_step is not None and self.val_step != trainer.global_step and "val/crps" in metrics:
+            shown += f" (at step {self.val_step})"  # not this step's: the latest validation's
         print(f"{self.label}{count}  {shown}  elapsed {_clock(elapsed)}  ETA {_clock(eta)}",
               file=sys.stdout, flush=True)
 
