@@ -22,6 +22,8 @@ from scipy import stats as scipy_stats
 
 from anyq.errors import WindowMismatchError
 from anyq.reporting.figures import PIXELS
+from anyq.reporting.html import mean_ci as shown_ci
+from anyq.reporting.html import significant
 from anyq.reporting.stats import (
     BETTER,
     NO_DIFFERENCE,
@@ -139,7 +141,7 @@ def test_report_table_equals_scores_recomputed_from_stored_forecasts(ablation):
     assert len(naive) == 1 and table.loc["seasonal naive", "test/crps"] == pytest.approx(naive.pop())
     assert table.loc["seasonal naive", "verdict"] == "reference"
     printed = ablation["printed"]
-    assert "adaptive_attention" in printed and f"{table.loc['adaptive_attention', 'ensemble/crps']:.4g}" in printed
+    assert "adaptive_attention" in printed and significant(table.loc['adaptive_attention', 'ensemble/crps']) in printed
     assert "seasonal naive" in printed
     assert str(ablation["out"] / "index.html") in printed
     flat = " ".join(printed.split())  # the title wraps to the table's width
@@ -447,3 +449,11 @@ def test_a_cell_or_seed_trained_twice_counts_once_the_newest(tmp_path):
     loose_old, loose_new = run(4, variant="nbeats_aq", seed="1"), run(5, variant="nbeats_aq", seed="1")
     kept = {r.info.run_id for r in newest_per_cell([second, loose_new, first, other_lr, loose_old])}
     assert kept == {second.info.run_id, other_lr.info.run_id, loose_new.info.run_id}
+
+
+def test_report_numbers_keep_their_significant_figures_in_fixed_point():
+    """A column reads alike: 167.0 beside 166.5 (".4g" wrote 167), 52.00 beside 0.6772, 25000 not 2.5e+04."""
+    assert [significant(v) for v in (167.0, 166.5, 52.0, 0.6772, 25012.3, 0.0, -3.21049)] == \
+        ["167.0", "166.5", "52.00", "0.6772", "25012", "0.000", "-3.210"]
+    assert significant(1.1, 3) == "1.10"
+    assert shown_ci(167.0, 1.234) == "167.0 ± 1.2" and shown_ci(0.805, 1.2, "{:.3f}") == "0.805 ± 1.2"

@@ -80,14 +80,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return args
 
 
-def _cell(mean: float, half: float, fmt: str) -> str:
+def _cell(mean: float, half: float, fmt: str | int) -> str:
     from anyq.reporting.html import mean_ci
 
     return mean_ci(mean, half, fmt, sep="±").replace("–", "-")
-
-
-def _num(value: float, fmt: str) -> str:
-    return "-" if math.isnan(value) else fmt.format(value)
 
 
 def _relative(delta: float, low: float, high: float) -> str:
@@ -123,13 +119,13 @@ def comparison_tables(comparison: "StudyComparison") -> tuple[Table, Table]:
               TOO_FEW_SEEDS: "too few seeds", NOT_TRAINED: "[yellow]not trained enough[/]",
               BASELINE_NOT_TRAINED: "[yellow]baseline not trained[/]", "reference": "ref."}
     for group, row in table.iterrows():
-        def c(metric: str, fmt: str) -> str:
+        def c(metric: str, fmt: str | int) -> str:
             return _cell(row[metric], row[f"{metric} ±"], fmt)
 
         verdict = str(row["verdict"])
         scores.add_row(
-            str(group), str(row["seeds"]), c("headline/crps", "{:.4g}"), c("test/crps", "{:.4g}"),
-            _num(row["ensemble/crps"], "{:.4g}"),
+            str(group), str(row["seeds"]), c("headline/crps", 4), c("test/crps", 4),
+            _cell(row["ensemble/crps"], math.nan, 4),
             _relative(row["delta/crps %"], row["ci_low %"], row["ci_high %"]),
             "-" if math.isnan(row["p_value"]) else f"{row['p_value']:.1g}",
             styles.get(verdict, verdict), c("headline/oracle_ratio", "{:.3f}"),

@@ -100,10 +100,22 @@ def _kind_label(kind: str, tags: dict[str, str]) -> str:
     return "Grid study (main job or ablation)"
 
 
+def significant(value: float, digits: int = 4) -> str:
+    """``value`` to ``digits`` significant figures in fixed point, trailing zeros kept, so a
+    column reads alike: 167.0 beside 166.5, 52.00 beside 0.6772, 25000 (not 2.5e+04)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:.{digits - 1}f}" if value == 0 else f"{value}"
+    return f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
+
+
 def _fmt(value: object, digits: int = 4) -> str:
     if isinstance(value, float):
-        return "–" if math.isnan(value) else f"{value:.{digits}g}"
+        return "–" if math.isnan(value) else significant(value, digits)
     return str(value)
+
+
+def _p_value(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.3g}"
 
 
 def two_figures(x: float) -> str:
@@ -113,20 +125,25 @@ def two_figures(x: float) -> str:
     return f"{x:.{max(0, 1 - math.floor(math.log10(abs(x))))}f}"
 
 
-def mean_ci(mean: float, half: float, fmt: str = "{:.4g}", sep: str = " ± ") -> str:
-    """``mean ± half`` (just the mean for a single seed, "–" for nothing)."""
+def mean_ci(mean: float, half: float, fmt: str | int = 4, sep: str = " ± ") -> str:
+    """``mean ± half`` (just the mean for a single seed, "–" for nothing); ``fmt``: a format
+    string for the mean, or its significant figures (:func:`significant`)."""
     if math.isnan(mean):
         return "–"
-    return fmt.format(mean) if math.isnan(half) else f"{fmt.format(mean)}{sep}{two_figures(half)}"
+    shown = significant(mean, fmt) if isinstance(fmt, int) else fmt.format(mean)
+    return shown if math.isnan(half) else f"{shown}{sep}{two_figures(half)}"
 
 
-def _pm(table: pd.DataFrame, metric: str, fmt: str = "{:.4g}") -> list[str]:
+def _pm(table: pd.DataFrame, metric: str, fmt: str | int = 4) -> list[str]:
     """``mean ± half-width`` per row, kept on one line (no-break spaces)."""
     return [mean_ci(m, h, fmt, sep="\u00a0±\u00a0") for m, h in zip(table[metric], table[f"{metric} ±"])]
 
 
-def _signed(value: float, fmt: str = "{:+.4g}") -> str:
-    return "–" if math.isnan(value) else fmt.format(value)
+def _signed(value: float, fmt: str | int = 4) -> str:
+    """With its sign; ``fmt`` as in :func:`mean_ci`."""
+    if math.isnan(value):
+        return "–"
+    return ("+" if value >= 0 else "") + significant(value, fmt) if isinstance(fmt, int) else fmt.format(value)
 
 
 VERDICT_WORDS = {"baseline": "reference (baseline)", "reference": "reference (seasonal naive)"}
@@ -146,7 +163,7 @@ def comparison_frame(comparison: StudyComparison) -> pd.DataFrame:
     out[f"{DELTA_CRPS_PCT} ({level} interval)"] = [
         "–" if math.isnan(d) else f"{d:+.2f}" + ("" if math.isnan(lo) else f" ({lo:+.2f} .. {hi:+.2f})")
         for d, lo, hi in zip(table["delta/crps %"], table["ci_low %"], table["ci_high %"])]
-    out["p (Holm-adjusted)"] = table["p_value"].map(lambda v: _fmt(v, 3))
+    out["p (Holm-adjusted)"] = table["p_value"].map(_p_value)
     out["verdict"] = [VERDICT_WORDS.get(str(v), str(v)) for v in table["verdict"]]
     out["trained enough to judge"] = ["yes" if ok else "NO" for ok in table["trained_enough"]]
     out["headline CRPS / oracle CRPS"] = _pm(table, "headline/oracle_ratio", "{:.3f}")
@@ -162,11 +179,11 @@ def details_frame(comparison: StudyComparison) -> pd.DataFrame:
     out["headline coverage of 95 % interval"] = _pm(table, "headline/coverage-0.95", "{:.3f}")
     out["test coverage of 90 % interval"] = _pm(table, "test/coverage-0.9", "{:.3f}")
     out["test coverage of 95 % interval"] = _pm(table, "test/coverage-0.95", "{:.3f}")
-    out["normalised CRPS (%)"] = _pm(table, "test/crps_norm", "{:.3g}")
-    out["MARFE (calibration error)"] = _pm(table, "test/marfe", "{:.3g}")
-    out["MAPE of median (%)"] = _pm(table, "test/mape", "{:.3g}")
+    out["normalised CRPS (%)"] = _pm(table, "test/crps_norm", 3)
+    out["MARFE (calibration error)"] = _pm(table, "test/marfe", 3)
+    out["MAPE of median (%)"] = _pm(table, "test/mape", 3)
     out["test CRPS / oracle CRPS"] = _pm(table, "test/oracle_ratio", "{:.3f}")
-    out["training time (s)"] = _pm(table, "train_seconds", "{:.3g}")
+    out["training time (s)"] = _pm(table, "train_seconds", 3)
     return out
 
 
@@ -198,8 +215,8 @@ def paired_frame(comparison: StudyComparison) -> pd.DataFrame:
     out[DELTA_CRPS] = p["mean_difference"].map(_signed)
     out["seed-mean CRPS (data units)"] = p["candidate_crps"].map(_fmt)
     out["baseline seed-mean CRPS (data units)"] = p["reference_crps"].map(_fmt)
-    out["p (raw)"] = p["p_value"].map(lambda v: _fmt(float(v), 3))
-    out["p (Holm-adjusted)"] = p["p_adjusted"].map(lambda v: _fmt(float(v), 3))
+    out["p (raw)"] = p["p_value"].map(lambda v: _p_value(float(v)))
+    out["p (Holm-adjusted)"] = p["p_adjusted"].map(lambda v: _p_value(float(v)))
     out["verdict"] = p["verdict"]
     out["why"] = p["reason"].map(lambda v: "" if v is None or v != v else str(v))
     out["seeds (group / baseline)"] = [f"{c} / {r}" + (" paired" if paired else "")
@@ -359,7 +376,7 @@ def render_html(comparison: StudyComparison, figures: Sequence[FigureFile]) -> s
         for line, (_, pair) in zip(comparison.verdicts(), comparison.paired.iterrows()))
     naive = comparison.naive_crps
     naive_line = (f"Seasonal naive (the value a week earlier, scaled by its training errors' quantiles) scores "
-                  f"CRPS {naive:.4g} on the same test windows: the reference row of the comparison."
+                  f"CRPS {significant(naive)} on the same test windows: the reference row of the comparison."
                   if math.isfinite(naive) else
                   "Seasonal naive: not scored by these runs (trained before it was; retrain to see it).")
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
