@@ -153,6 +153,6 @@ def test_resume_and_task_are_refused_not_ignored(sweep_root, capsys, monkeypatch
 def test_the_crps_line_gives_an_interval_only_from_two_seeds_or_more():
     verdict = {"seeds": 1, "crps_mean": 2656.31, "crps_ci_low": float("nan"), "crps_ci_high": float("nan"),
                "baseline_crps_mean": 2701.0}
-    assert crps_line(verdict) == "test CRPS over 1 seed: 2656.3 (no interval from one seed); baseline 2701"
+    assert crps_line(verdict) == "test CRPS over 1 seed: 2656.3 (no interval from one seed); baseline 2701.0"
     verdict.update(seeds=3, crps_ci_low=2601.04, crps_ci_high=2711.58)
-    assert crps_line(verdict) == "test CRPS over 3 seeds: 2656.3 (95 % CI 2601 .. 2711.6); baseline 2701"
+    assert crps_line(verdict) == "test CRPS over 3 seeds: 2656.3 (95 % CI 2601.0 .. 2711.6); baseline 2701.0"

@@ -11,6 +11,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import pytest
+from mlflow.tracking import MlflowClient
+
 from anyq.app.console import ConsoleNoise
 from anyq.serving.publish import load_served
 from conftest import STEP_BUDGET, TINY
@@ -39,15 +42,21 @@ def test_a_run_keeps_lightnings_chatter_in_its_log_file_only(tmp_path):
 
     # the printed scoring command, pasted as is, scores the same model on the same (tiny) data,
     # quietly: no Lightning tip, no warning about the callbacks that wrote the checkpoint
-    command = shlex.split(re.search(r"\(score it: (anyq-train .*)\)$", console, re.MULTILINE).group(1))
-    assert "data.synthetic.n_series=3" in command and command[-2] == "task=test"
-    scored = subprocess.run([str(BIN / "anyq-train"), *command[1:]], capture_output=True, text=True, timeout=600)
-    assert scored.returncode == 0, scored.stderr[-3000:]
-    quiet = scored.stdout + scored.stderr
-    crps = lambda text: re.search(r"test/crps=(\S+) run_id", text).group(1)  # noqa: E731
-    assert crps(quiet) == crps(console)
-    for text in (*NOISE, "litmodels", "callbacks used to create the checkpoint", "on other data"):
-        assert text not in quiet, text
+    # (the baseline trained for the comparison prints its own: its model, not the job's)
+    model, baseline = [shlex.split(c) for c in re.findall(r"\(score it: (anyq-train .*)\)$", console, re.MULTILINE)]
+    assert "data.synthetic.n_series=3" in model and model[-2] == "task=test"
+    assert "model=baseline_adaptive" in baseline and "model.attention.n_heads=2" not in baseline
+    assert "model.backbone.layer_width=32" in baseline  # the backbone is the job's
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    baseline_run = client.get_run(client.get_run(run_id).data.tags["baseline_run_id"])
+    crps = lambda text: float(re.search(r"test/crps=(\S+) run_id", text).group(1))  # noqa: E731
+    for command, expected in ((model, crps(console)), (baseline, baseline_run.data.metrics["test/crps"])):
+        scored = subprocess.run([str(BIN / "anyq-train"), *command[1:]], capture_output=True, text=True, timeout=600)
+        assert scored.returncode == 0, scored.stderr[-3000:]
+        quiet = scored.stdout + scored.stderr
+        assert crps(quiet) == pytest.approx(expected, rel=1e-5)
+        for text in (*NOISE, "litmodels", "callbacks used to create the checkpoint", "on other data"):
+            assert text not in quiet, text
 
 
 def test_lightning_and_hydra_status_lines_stay_off_the_console():

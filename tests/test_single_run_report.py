@@ -245,3 +245,14 @@ def test_make_ui_offers_the_saved_view_of_every_experiment_with_runs(tmp_path, c
     report_app.main(["--view-only", "--tracking-uri", uri])
     named = re.findall(r"saved view 'anyq comparison' of experiment '(\w+)'", capsys.readouterr().out)
     assert sorted(named) == ["anyq", "main"]  # single runs too; no view for an experiment without runs
+
+
+def test_anyq_compare_lists_trained_runs_not_scored_checkpoints(tmp_path):
+    from anyq.reporting.latest_runs import latest_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("anyq", artifact_location=(tmp_path / "artifacts").as_uri())
+    trained = stored_run(client, experiment, "nbeats_aq", "test", {"test/crps": 2.0})
+    scored = client.create_run(experiment, tags={"variant": "nbeats_aq", "task": "test"})
+    client.set_terminated(scored.info.run_id, "FINISHED")
+    assert [r.info.run_id for r in latest_runs(client, "anyq", 4)] == [trained.info.run_id]

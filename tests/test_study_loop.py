@@ -249,10 +249,10 @@ def test_trial_lines_name_number_state_value_best_and_count(capsys):
     progress(study, 3, TrialState.PRUNED)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("  ")[:4] for line in lines] == [
-        ["trial 0 COMPLETE", "val/crps=3", "best=3 (trial 0)", "1/4"],
-        ["trial 1 COMPLETE", "val/crps=1.5", "best=1.5 (trial 1)", "2/4"],
-        ["trial 2 COMPLETE", "val/crps=2", "best=1.5 (trial 1)", "3/4"],
-        ["trial 3 PRUNED", "val/crps=-", "best=1.5 (trial 1)", "4/4"],
+        ["trial 0 COMPLETE", "val/crps=3.0000", "best=3.0000 (trial 0)", "1/4"],
+        ["trial 1 COMPLETE", "val/crps=1.5000", "best=1.5000 (trial 1)", "2/4"],
+        ["trial 2 COMPLETE", "val/crps=2.0000", "best=1.5000 (trial 1)", "3/4"],  # 5 figures, not "2"
+        ["trial 3 PRUNED", "val/crps=-", "best=1.5000 (trial 1)", "4/4"],
     ]
     assert lines[-1].endswith("ETA 0:00:00")
 

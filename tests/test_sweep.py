@@ -150,9 +150,11 @@ def test_nan_trial_fails_with_reason_and_sweep_goes_on(tmp_path):
     assert status == {0: "FINISHED", 1: "FAILED", 2: "FINISHED"}
 
 
-def test_pruner_prunes_and_mlflow_marks_pruned(tmp_path):
+def test_pruner_prunes_and_mlflow_marks_pruned(tmp_path, capsys):
     run_cli(tmp_path, *SWEEP, *SMALL_SPACE, "hydra.sweeper.n_trials=2",
             "hydra/sweeper/pruner=threshold", "hydra.sweeper.pruner.upper=0.0")
+    out = capsys.readouterr().out  # no best trial: neither marked nor offered to anyq-confirm
+    assert "* best trial" not in out and out.rstrip().endswith("; no trial completed to confirm")
     trials = study(tmp_path).get_trials()
     assert [t.state for t in trials] == [TrialState.PRUNED] * 2
     assert all(list(t.intermediate_values) == [0] for t in trials)  # stopped after epoch 0

@@ -126,6 +126,12 @@ def test_a_run_not_trained_enough_is_flagged_and_gets_no_verdict():
     assert {v.verdict for v in verdicts.values()} == {BASELINE_NOT_TRAINED}  # whose training: the baseline's
     assert {v.reason for v in verdicts.values()} == {"the baseline is not trained enough to judge: seed 1: "
                                                      "oracle ratio 31 above 2"}
+    # both untrained: the candidate's own label, both reasons
+    verdicts = study_verdicts({"variant": clear, **others}, not_trained={"variant": "seed 0: coverage-0.9 0.000"},
+                              baseline_reason="seed 1: oracle ratio 31 above 2")
+    assert verdicts["variant"].verdict == NOT_TRAINED and verdicts["other"].verdict == BASELINE_NOT_TRAINED
+    assert verdicts["variant"].reason == ("seed 0: coverage-0.9 0.000; the baseline is not trained enough to "
+                                          "judge: seed 1: oracle ratio 31 above 2")
 
 
 def test_the_seed_standard_error_of_one_seed_a_side_is_shown_as_unknown_not_zero():
@@ -143,4 +149,4 @@ def test_the_seed_standard_error_of_one_seed_a_side_is_shown_as_unknown_not_zero
                        "paired_seeds": True, "n_origins": 30, "se_seeds": 0.0 if seeds == 1 else 0.004,
                        "se_windows": 0.002, "per_seed": ""}
     frame = paired_frame(types.SimpleNamespace(paired=pd.DataFrame.from_dict(rows, orient="index"), confidence=0.95))
-    assert frame["SE from seeds / from windows (% points)"].to_dict() == {"one": "– / 0.2", "three": "0.4 / 0.2"}
+    assert frame["SE from seeds / from windows (% points)"].to_dict() == {"one": "– / 0.200", "three": "0.400 / 0.200"}

@@ -41,6 +41,7 @@ from anyq.errors import ConfigError, SettingError, counted, first_line
 from anyq.interrupts import stop_if_requested
 from anyq.reporting.figures import render_figures
 from anyq.reporting.html import log_report, report_folder, write_report
+from anyq.reporting.numbers import significant
 from anyq.reporting.study_comparison import StudyComparison, compare_study
 from anyq.reporting.study_runs import Artifacts, load_study, objective_of
 from anyq.settings import check_settings
@@ -222,10 +223,11 @@ def crps_line(verdict: dict[str, Any]) -> str:
     """The confirm study's test CRPS over seeds with its interval (none from one seed), and the
     baseline's, in data units."""
     low, high = verdict["crps_ci_low"], verdict["crps_ci_high"]
-    interval = "no interval from one seed" if math.isnan(low) else f"95 % CI {low:.5g} .. {high:.5g}"
+    interval = ("no interval from one seed" if math.isnan(low)
+                else f"95 % CI {significant(low, 5)} .. {significant(high, 5)}")
     seeds = counted(verdict["seeds"], "seed")
-    return (f"test CRPS over {seeds}: {verdict['crps_mean']:.5g} ({interval}); "
-            f"baseline {verdict['baseline_crps_mean']:.5g}")
+    return (f"test CRPS over {seeds}: {significant(verdict['crps_mean'], 5)} ({interval}); "
+            f"baseline {significant(verdict['baseline_crps_mean'], 5)}")
 
 
 def run_confirm(cfg: DictConfig, uri: str, client: MlflowClient, sweep_parent: Run) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from anyq.interrupts import stop_if_requested
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
 from anyq.sweeping.storage import load_trial
-from anyq.tracking.baseline import is_baseline
+from anyq.tracking.baseline import FROM_BASELINE_VARIANT, is_baseline
 from anyq.tracking.baseline_comparison import BASELINE_ERROR_TAG, BASELINE_RUN_TAG, compare_with_baseline, own_baseline_lock
 from anyq.tracking.recording import JobStore, log_outcome, mlflow_logger, open_job_run
 from anyq.training.builders import Dataset, load_dataset
@@ -87,6 +87,14 @@ def hydra_overrides() -> list[str]:
         return []
 
 
+def hydra_model_choice() -> Optional[str]:
+    """The ``model`` option the job composed (None without a running Hydra app)."""
+    try:
+        return HydraConfig.get().runtime.choices.get("model")
+    except ValueError:
+        return None
+
+
 def configured_pruner() -> Optional[optuna.pruners.BasePruner]:
     try:
         sweeper = HydraConfig.get().sweeper
@@ -122,10 +130,18 @@ def job_summary(outcome: TrainOutcome, run_id: Optional[str]) -> dict[str, Any]:
 _NOT_SCORING = ("trial.", "tracking.parent_run_id", "tracking.tags.", "confirm.", "hydra.", "hydra/")
 
 
-def scoring_command(overrides: list[str], checkpoint: str) -> str:
+#: The job's own model choice and settings, which give way when it trained another variant's
+#: model: a baseline trained for its comparison (anyq.tracking.baseline.baseline_config).
+_VARIANT_OWN = tuple(f"model{sep}{key}" for key in FROM_BASELINE_VARIANT for sep in "./")
+
+
+def scoring_command(overrides: list[str], checkpoint: str, variant: Optional[str] = None) -> str:
     """The ``anyq-train`` command that scores ``checkpoint`` as its job was configured: the
     job's own ``overrides`` (Hydra's ``overrides.task``: data, model, recipe, ...) less those
-    linking it to a study (:data:`_NOT_SCORING`), ``task`` and ``resume``; shell-quoted, pasteable."""
+    linking it to a study (:data:`_NOT_SCORING`), ``task`` and ``resume``; shell-quoted, pasteable.
+    ``variant``: the checkpoint is that variant's model although the job composed another (its
+    baseline): ``model=<variant>`` replaces the job's model choice (``model=``) and its variant,
+    sampler and attention settings (:data:`_VARIANT_OWN`); the backbone's stay."""
     parser = OverridesParser.create()
     kept = []
     for text in overrides:
@@ -133,19 +149,24 @@ def scoring_command(overrides: list[str], checkpoint: str) -> str:
         key = parsed.key_or_group
         if key in ("task", "resume") or key.startswith(_NOT_SCORING):
             continue
+        if variant is not None and (key == "model" or key.startswith(_VARIANT_OWN)):
+            continue
         value = parsed.value()
         if isinstance(value, str) and parsed.input_line.count("=") == 1 and not parsed.is_add():
             text = override(key, value)  # tracking.experiment='main' -> tracking.experiment=main
         kept.append(text)
-    return shlex.join(["anyq-train", *kept, "task=test", override("resume", checkpoint)])
+    model = [f"model={variant}"] if variant is not None else []
+    return shlex.join(["anyq-train", *kept, *model, "task=test", override("resume", checkpoint)])
 
 
 def announce_checkpoint(cfg: DictConfig, outcome: TrainOutcome) -> None:
     """Print a trained run's best checkpoint and the command that scores it on the same data
     and model (pasteable as is, :func:`scoring_command`)."""
     if cfg.task == Task.train and outcome.best_checkpoint:
+        chosen = hydra_model_choice()
+        variant = cfg.model.variant if chosen is not None and chosen != cfg.model.variant else None
         log.info("best checkpoint: %s  (score it: %s)", outcome.best_checkpoint,
-                 scoring_command(hydra_overrides(), outcome.best_checkpoint))
+                 scoring_command(hydra_overrides(), outcome.best_checkpoint, variant))
 
 
 def print_comparison(cfg: DictConfig, run_id: str) -> None:

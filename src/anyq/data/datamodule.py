@@ -26,6 +26,7 @@ from anyq.data.windows import WindowDataset, WindowSet, empty_series_notice, fil
 from anyq.errors import DataError
 
 log = logging.getLogger(__name__)
+_SAID: set[str] = set()  # the split notices this process has logged
 
 
 class WindowSettings(Protocol):
@@ -121,7 +122,8 @@ class ForecastDataModule(pl.LightningDataModule):
                     f"{windows.n_outside_span} outside their series' span"
                 )
             for notice in (gap_notice(name, windows, panel.ids), empty_series_notice(name, windows, panel.ids)):
-                if notice:
+                if notice and notice not in _SAID:  # once a process: a job's baseline reads the same data
+                    _SAID.add(notice)
                     log.warning("%s", notice)
         self._datasets: dict[str, WindowDataset] = {}
 

@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from anyq.reporting.figures import FigureFile
 from anyq.reporting.labels import DELTA_CRPS, DELTA_CRPS_PCT, metric_label
+from anyq.reporting.numbers import significant, two_figures
 from anyq.reporting.study_comparison import StudyComparison
 from anyq.reporting.study_runs import Study
 from anyq.reporting.sweep_trials import SweepTrials, recipe_of, space_keys
@@ -100,14 +101,6 @@ def _kind_label(kind: str, tags: dict[str, str]) -> str:
     return "Grid study (main job or ablation)"
 
 
-def significant(value: float, digits: int = 4) -> str:
-    """``value`` to ``digits`` significant figures in fixed point, trailing zeros kept, so a
-    column reads alike: 167.0 beside 166.5, 52.00 beside 0.6772, 25000 (not 2.5e+04)."""
-    if value == 0 or not math.isfinite(value):
-        return f"{value:.{digits - 1}f}" if value == 0 else f"{value}"
-    return f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
-
-
 def _fmt(value: object, digits: int = 4) -> str:
     if isinstance(value, float):
         return "–" if math.isnan(value) else significant(value, digits)
@@ -116,13 +109,6 @@ def _fmt(value: object, digits: int = 4) -> str:
 
 def _p_value(value: float) -> str:
     return "–" if math.isnan(value) else f"{value:.3g}"
-
-
-def two_figures(x: float) -> str:
-    """Two significant figures without exponent notation: a CI half-width beside its mean."""
-    if x == 0 or not math.isfinite(x):
-        return f"{x:g}"
-    return f"{x:.{max(0, 1 - math.floor(math.log10(abs(x))))}f}"
 
 
 def mean_ci(mean: float, half: float, fmt: str | int = 4, sep: str = " ± ") -> str:
@@ -224,7 +210,7 @@ def paired_frame(comparison: StudyComparison) -> pd.DataFrame:
                                                                p["paired_seeds"])]
     out["test origins"] = p["n_origins"]
     out["SE from seeds / from windows (% points)"] = [  # one seed a side: no spread over seeds to estimate
-        f"{'–' if max(c, r) < 2 else f'{100 * a:.3g}'} / {100 * b:.3g}"
+        f"{'–' if max(c, r) < 2 else significant(100 * a, 3)} / {significant(100 * b, 3)}"
         for a, b, c, r in zip(p["se_seeds"], p["se_windows"], p["candidate_seeds"], p["reference_seeds"])]
     out["each seed vs the same seed's baseline"] = p["per_seed"]
     return out

@@ -21,7 +21,7 @@ def experiment_id(client: MlflowClient, name: str) -> str:
 
 
 def latest_runs(client: MlflowClient, experiment: str, last: int) -> list[Run]:
-    """The ``last`` newest finished top-level runs, oldest first.
+    """The ``last`` newest finished top-level training runs (not scored checkpoints), oldest first.
 
     Raises:
         ReportError: no such experiment, or none of its finished runs is outside a study
@@ -34,7 +34,8 @@ def latest_runs(client: MlflowClient, experiment: str, last: int) -> list[Run]:
         order_by=["attributes.start_time DESC"],
         max_results=max(10 * last, 100),
     )
-    top = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags and ROLE_TAG not in r.data.tags]
+    top = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags and ROLE_TAG not in r.data.tags
+           and r.data.tags.get("task", "train") == "train"]  # a scored checkpoint (task=test) trained nothing
     if not top:
         studies = client.search_runs([found], filter_string=f"tags.{ROLE_TAG} = 'study'",
                                      order_by=["attributes.start_time DESC"], max_results=100)

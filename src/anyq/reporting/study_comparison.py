@@ -34,6 +34,7 @@ from anyq.metrics.ensemble import ensemble_mean
 from anyq.metrics.families import headline_metric, headline_of
 from anyq.metrics.functional import crps_by_horizon, per_window_crps, pinball_by_level, reliability
 from anyq.metrics.scorer import score
+from anyq.reporting.numbers import significant
 from anyq.reporting.stats import (
     BETTER,
     NO_DIFFERENCE,
@@ -152,8 +153,9 @@ class StudyComparison:
             interval = (f"{100 * pair['relative_difference']:+.2f} % "
                         f"({100 * self.confidence:g} % interval {100 * pair['ci_low']:+.2f} .. "
                         f"{100 * pair['ci_high']:+.2f} %)")
-            crps = (f"seed-mean CRPS {pair['candidate_crps']:.4g} vs {pair['reference_crps']:.4g}, {interval}, "
-                    f"{pair['candidate_seeds']} vs {pair['reference_seeds']} seeds over {pair['n_origins']} origins")
+            means = f"{significant(pair['candidate_crps'])} vs {significant(pair['reference_crps'])}"
+            crps = (f"seed-mean CRPS {means}, {interval}, {pair['candidate_seeds']} vs {pair['reference_seeds']} "
+                    f"seeds over {pair['n_origins']} origins")
             verdict = pair["verdict"]
             if verdict in UNJUDGED:
                 why = pair["reason"]  # the reasons themselves: a confirm prints no list above its verdict

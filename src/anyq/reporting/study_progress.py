@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from anyq.interrupts import stop_if_requested
+from anyq.reporting.numbers import significant
 from anyq.reporting.table import wide_console
 from anyq.sweeping.engine import superseded
 
@@ -57,7 +58,7 @@ def emit(line: str) -> None:
 def _value(values: Optional[Sequence[float]]) -> str:
     if not values:
         return "-"
-    return ", ".join(f"{v:.5g}" for v in values)
+    return ", ".join(significant(v, 5) for v in values)
 
 
 class TrialProgress:
@@ -102,7 +103,7 @@ def best_text(study: optuna.Study) -> str:
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} on the Pareto front"
     best = study.best_trial
-    return f"{best.value:.5g} (trial {best.number})"
+    return f"{significant(best.value, 5)} (trial {best.number})"
 
 
 def short_names(keys: Sequence[str]) -> dict[str, str]:
@@ -138,8 +139,8 @@ def trials_table(study: optuna.Study, objectives: Sequence[str]) -> Table:
         mark = " *" if trial.number in best else ""
         table.add_row(f"{trial.number}{mark}", trial.state.name, _value(trial.values),
                       "-" if math.isnan(seconds) else f"{seconds:.0f}", *params)
-    caption = "* best trial" if len(study.directions) == 1 else "* on the Pareto front"
-    table.caption = "\n".join([caption, *(f"{names[k]}: {k}" for k in keys if names[k] != k)])
+    caption = ["* best trial" if len(study.directions) == 1 else "* on the Pareto front"] if best else []
+    table.caption = "\n".join([*caption, *(f"{names[k]}: {k}" for k in keys if names[k] != k)])
     return table
 
 
@@ -235,7 +236,7 @@ def print_summary(summary: dict[str, Any]) -> None:
                       f"{_settings(best['params'])}")
     for point in summary.get("pareto_front", []):
         console.print(f"Pareto trial #{point['number']}: "
-                      + ", ".join(f"{o}={v:.5g}" for o, v in zip(summary["objectives"], point["values"]))
+                      + ", ".join(f"{o}={significant(v, 5)}" for o, v in zip(summary["objectives"], point["values"]))
                       + f"  {_settings(point['params'])}")
     if summary.get("importances"):
         complete = states.get("COMPLETE", 0)

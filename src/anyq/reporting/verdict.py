@@ -193,12 +193,13 @@ def study_verdicts(tests: Mapping[str, SeedWindowTest], alpha: float = 0.05,
     adjusted = holm(judged)
     out = {}
     for group, test in tests.items():
-        reason = (f"the baseline is not trained enough to judge: {baseline_reason}" if baseline_reason
-                  else not_trained.get(group, ""))
+        own = not_trained.get(group, "")
+        reason = "; ".join(r for r in (own, baseline_reason and f"the baseline is not trained enough to judge: "
+                                                              f"{baseline_reason}") if r)
         p_adj = adjusted.get(group, math.nan)
         verdict = decide(test.relative_difference, p_adj, alpha, enough_seeds=test.enough_seeds,
                          trained_enough=not reason)
-        if baseline_reason:  # the candidate itself may be trained enough: the label says whose training
+        if baseline_reason and not own:  # the candidate is trained enough: the label says whose training is not
             verdict = BASELINE_NOT_TRAINED
         if verdict == TOO_FEW_SEEDS:
             seeds = min(test.candidate_seeds, test.reference_seeds)

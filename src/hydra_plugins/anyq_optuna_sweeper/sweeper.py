@@ -186,8 +186,9 @@ class AnyqOptunaSweeper(Sweeper):
         print_summary(summary)
         if failed:
             raise StudyFailed(failed)
-        print(f"Report: {report_hint(study_name, self.config.paths.root, 'study')}; its best trial over "
-              f"seeds: anyq-confirm {study_name} --seeds 5", flush=True)
+        confirm = (f"; its best trial over seeds: anyq-confirm {study_name} --seeds 5"
+                   if summary.get("best") or summary.get("pareto_front") else "; no trial completed to confirm")
+        print(f"Report: {report_hint(study_name, self.config.paths.root, 'study')}{confirm}", flush=True)
 
     def _print_cost(self, base: DictConfig, left: int, slots: int, client: Any, dataset: Any) -> None:
         """The cost estimate of the ``left`` trials left (:mod:`anyq.sweeping.cost`), before the
