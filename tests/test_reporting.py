@@ -457,3 +457,16 @@ def test_report_numbers_keep_their_significant_figures_in_fixed_point():
         ["167.0", "166.5", "52.00", "0.6772", "25012", "0.000", "-3.210"]
     assert significant(1.1, 3) == "1.10"
     assert shown_ci(167.0, 1.234) == "167.0 ± 1.2" and shown_ci(0.805, 1.2, "{:.3f}") == "0.805 ± 1.2"
+
+
+def test_the_runs_table_shows_a_ratio_just_above_one_as_above_one():
+    import types
+
+    from anyq.reporting.html import runs_frame
+
+    runs = pd.DataFrame([{"group": "baseline_adaptive", "seed": 0, "variant": "baseline_adaptive", "run_id": "r",
+                          "headline": "test", "headline/crps": 167.0, "test/crps": 167.0, "test/coverage-0.9": 0.9,
+                          "test/oracle_ratio": 1.1, "test/naive_ratio": 1.0031, "train_seconds": 6.2}])
+    row = runs_frame(types.SimpleNamespace(runs=runs)).iloc[0]
+    assert row["test CRPS / seasonal naive CRPS"] == "1.003"  # the readiness reason's figure, not "1.00"
+    assert row["test CRPS (data units)"] == "167.0" and row["test CRPS / oracle CRPS"] == "1.100"

@@ -182,7 +182,7 @@ def ensembles_frame(comparison: StudyComparison) -> pd.DataFrame:
                                 ("coverage-0.9", "coverage of 90 % interval", 3),
                                 ("coverage-0.95", "coverage of 95 % interval", 3),
                                 ("marfe", "MARFE (calibration error)", 3), ("mape", "MAPE of median (%)", 3),
-                                ("oracle_ratio", "CRPS / oracle CRPS", 3)):
+                                ("oracle_ratio", "CRPS / oracle CRPS", 4)):
         if key in e:
             out[header] = e[key].map(lambda v, d=digits: _fmt(float(v), d))
     return out
@@ -227,8 +227,8 @@ def runs_frame(comparison: StudyComparison) -> pd.DataFrame:
     for key, header, digits in (("headline/crps", "headline CRPS (data units)", 4),
                                 ("test/crps", "test CRPS (data units)", 4),
                                 ("test/coverage-0.9", "test coverage of 90 % interval", 3),
-                                ("test/oracle_ratio", "test CRPS / oracle CRPS", 3),
-                                ("test/naive_ratio", "test CRPS / seasonal naive CRPS", 3),
+                                ("test/oracle_ratio", "test CRPS / oracle CRPS", 4),  # 1.003, not 1.00
+                                ("test/naive_ratio", "test CRPS / seasonal naive CRPS", 4),
                                 ("train_seconds", "training time (s)", 3)):
         out[header] = r[key].map(lambda v, d=digits: _fmt(float(v), d))
     return out
