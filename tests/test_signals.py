@@ -167,3 +167,50 @@ def test_terminated_keeps_its_signal_and_exit_status_through_pickling():
 
     again = pickle.loads(pickle.dumps(Terminated(signal.SIGTERM)))
     assert (again.signum, again.code, str(again)) == (signal.SIGTERM, 143, "stopped by SIGTERM")
+
+
+TRIAL_STOPPED_IN_ITS_BASELINE = textwrap.dedent("""
+    import os, signal, sys
+    from anyq.app import job, train
+
+    real = job.compare_with_baseline
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once the trial's run is finished, as its baseline trains
+        return real(*args, **kwargs)
+
+    job.compare_with_baseline = interrupted
+    sys.argv = ["anyq-train", *sys.argv[1:]]
+    train.cli()  # the console script's entry: its signal handling included
+""")
+
+
+def test_a_trial_stopped_while_its_baseline_trains_keeps_its_finished_run(tmp_path):
+    """The signal stops the sweep (130) and its baseline (before or during its run, then KILLED),
+    but the trial, whose own run finished, is COMPLETE and not trained again; the resumed sweep
+    trains the baseline."""
+    import optuna
+    from optuna.trial import TrialState
+
+    argv = ["-m", "sweep=adaptive_attention", "trainer.max_epochs=2", *TINY, "hydra.sweeper.params=null",
+            "model.attention.n_heads=choice(1, 2)", "hydra.sweeper.pruner=null", "hydra.sweeper.n_trials=2",
+            f"paths.root={tmp_path}"]
+    done = subprocess.run([sys.executable, "-c", TRIAL_STOPPED_IN_ITS_BASELINE, *argv], capture_output=True,
+                          text=True, env=clean_env(OMP_NUM_THREADS="1"), cwd=REPO, timeout=600)
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert "stopped while training its baseline" in done.stdout + done.stderr
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    trials = optuna.load_study(study_name="adaptive_attention", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE]  # not FAIL, no retry waiting
+    runs = all_runs(tmp_path)
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert [r.info.status for r in runs if r.data.tags.get("variant") == "adaptive_attention"] == ["FINISHED"]
+    assert not any(r.data.tags.get("variant") == "baseline_adaptive" and r.info.status == "FINISHED" for r in runs)
+
+    again = subprocess.run([str(ANYQ_TRAIN), *argv], capture_output=True, text=True,
+                           env=clean_env(OMP_NUM_THREADS="1"), cwd=REPO, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="adaptive_attention", storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert any(r.data.tags.get("variant") == "baseline_adaptive" and r.info.status == "FINISHED"
+               for r in all_runs(tmp_path))

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import Callback
 
 from anyq.app.paths import report_hint
+from anyq.errors import Terminated
 from anyq.interrupts import stop_if_requested
 from anyq.serving.publish import log_forecaster_model
 from anyq.sweeping.pruning import TrialPruningCallback
@@ -63,7 +64,8 @@ def train_tracked(cfg: DictConfig, dataset: Dataset, store: JobStore,
 
     Raises:
         Terminated: a signal asked the process to stop, before the run was opened (nothing
-            recorded) or during it (closed KILLED, :func:`anyq.training.run.fit_and_test`).
+            recorded) or during it (closed KILLED, :func:`anyq.training.run.fit_and_test`), or
+            while its baseline trained (not for a sweep's trial, whose finished run counts).
     """
     stop_if_requested()  # a safe point: the data are loaded, no run is open yet
     plan = prepare(cfg, dataset)  # a checkpoint that does not fit is refused before any run is opened
@@ -75,8 +77,16 @@ def train_tracked(cfg: DictConfig, dataset: Dataset, store: JobStore,
         if cfg.tracking.log_model:
             log_forecaster_model(run, cfg, outcome)
     if compare and cfg.task == Task.train and not is_baseline(cfg):
-        compare_with_baseline(cfg, dataset.fingerprint, store, run.run_id, outcome.metrics,
-                              train=lambda base: train_tracked(base, dataset, store, None, compare=False))
+        try:
+            compare_with_baseline(cfg, dataset.fingerprint, store, run.run_id, outcome.metrics,
+                                  train=lambda base: train_tracked(base, dataset, store, None, compare=False))
+        except Terminated:
+            if cfg.trial.number is None:
+                raise
+            # a trial's own run is finished: its value stands (the sweep stops after telling it);
+            # the baseline, closed KILLED, is trained by a later trial
+            log.warning("trial %s: stopped while training its baseline; the trial's run %s is finished and "
+                        "counts, without its comparison", cfg.trial.number, run.run_id)
     return job_summary(outcome, run.run_id)
 
 
