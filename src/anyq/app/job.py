@@ -84,7 +84,7 @@ def train_tracked(cfg: DictConfig, dataset: Dataset, store: JobStore,
             if cfg.trial.number is None:
                 raise
             # a trial's own run is finished: its value stands (the sweep stops after telling it);
-            # the baseline, closed KILLED, is trained by a later trial
+            # the baseline (not started, or closed KILLED) is trained by the resumed sweep
             log.warning("trial %s: stopped while training its baseline; the trial's run %s is finished and "
                         "counts, without its comparison", cfg.trial.number, run.run_id)
     return job_summary(outcome, run.run_id)
