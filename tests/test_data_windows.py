@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +228,15 @@ def test_datamodule_runs_in_lightning():
     assert len(epoch0) == len(dm.train_windows) and not torch.equal(epoch0, epoch1)
     expected = dm.train_windows.origin[np.random.default_rng([0, 1]).permutation(len(dm.train_windows))]
     np.testing.assert_array_equal(epoch1.numpy(), expected)  # Lightning set the epoch: (seed, 1)
+
+
+def test_a_split_notice_is_said_once_a_process(caplog):
+    """The job's baseline builds its own datamodule on the same data: the line is not repeated."""
+    values = np.sin(np.arange(24 * 40) / 5.0)[None, :].repeat(2, axis=0) + 2.0
+    values[1, 24 * 34:] = np.nan  # series s1 ends before the test split
+    splits = SplitRanges(train=(0, 24 * 30), val=(24 * 30, 24 * 35), test=(24 * 35, 24 * 40))
+    options = DataConfig(history_length=48, horizon_length=24, train_step=6, train_batch_size=16, eval_batch_size=8)
+    caplog.set_level(logging.WARNING, logger="anyq.data.datamodule")
+    for _ in range(2):
+        ForecastDataModule(_panel(values, start="2021-01-01"), splits, options, seed=0)
+    assert caplog.text.count("test split: 1 of 2 series without a window (s1") == 1

@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.errors import ReportError, closest
+from anyq.tracking.baseline import is_training_run
 from anyq.tracking.study_parent import ROLE_TAG, STUDY_TAG
 
 
@@ -35,7 +36,7 @@ def latest_runs(client: MlflowClient, experiment: str, last: int) -> list[Run]:
         max_results=max(10 * last, 100),
     )
     top = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags and ROLE_TAG not in r.data.tags
-           and r.data.tags.get("task", "train") == "train"]  # a scored checkpoint (task=test) trained nothing
+           and is_training_run(r.data.tags)]
     if not top:
         studies = client.search_runs([found], filter_string=f"tags.{ROLE_TAG} = 'study'",
                                      order_by=["attributes.start_time DESC"], max_results=100)

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from anyq.errors import ReportError, closest, first_line
-from anyq.tracking.baseline import BASELINE_VARIANT
+from anyq.tracking.baseline import BASELINE_VARIANT, is_training_run
 from anyq.tracking.study_parent import ROLE_TAG, STORAGE_TAG, STUDY_TAG
 
 
@@ -95,7 +95,7 @@ def is_loose_run(run: Run) -> bool:
     tags = run.data.tags
     return (run.info.status == "FINISHED" and MLFLOW_PARENT_RUN_ID not in tags and bool(tags.get("baseline_run_id"))
             and tags.get(ROLE_TAG) not in ("study", "baseline") and tags.get("variant") != BASELINE_VARIANT
-            and tags.get("task", "train") == "train")
+            and is_training_run(tags))
 
 
 def newest_loose_run(client: MlflowClient, experiment_ids: list[str]) -> Optional[Run]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -146,8 +146,14 @@ def find_baseline_run(client: MlflowClient, signature: str, data_fingerprint: st
         order_by=["attributes.start_time DESC"],
         max_results=10,
     )
-    trained = [run for run in runs if run.data.tags.get("task", "train") == "train"]
+    trained = [run for run in runs if is_training_run(run.data.tags)]
     return trained[0] if trained else None
+
+
+def is_training_run(tags: Mapping[str, str]) -> bool:
+    """A run that trained its model (tag ``task=train``, the default), not one that scored a
+    checkpoint (``task=test``): only such a run serves as a baseline or is listed as trained."""
+    return tags.get("task", "train") == "train"
 
 
 def deltas(metrics: dict[str, float], baseline: dict[str, Any]) -> dict[str, float]:
